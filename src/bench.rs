@@ -1,0 +1,284 @@
+//! `mcpq bench`: closed-loop load generators for the figures in BENCHMARKS.md.
+//!
+//! Each connection sends one request, waits for the answer, and sends the next,
+//! with a fresh request_id, nonce and timestamp per request (so replay protection
+//! is exercised, not bypassed). A request counts as a success when the HTTP status
+//! is 200 and the body says `"ok":true`; signatures of responses are not verified
+//! here, to keep the load generator's CPU off the measured box. The same generator
+//! drives the seed, so ratios are like for like.
+//!
+//! It must not be used by the daemon itself.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::client::Client;
+use crate::config::ClientSettings;
+use crate::json::{self, Json, Object};
+
+/// Latency and throughput of one run.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub requests: u64,
+    pub errors: u64,
+    pub elapsed: Duration,
+    pub p50_us: u64,
+    pub p90_us: u64,
+    pub p99_us: u64,
+    pub first_error: Option<String>,
+}
+
+impl Report {
+    pub fn rate(&self) -> f64 {
+        self.requests as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn from_latencies(
+        mut lat: Vec<u64>,
+        errors: u64,
+        elapsed: Duration,
+        first_error: Option<String>,
+    ) -> Report {
+        lat.sort_unstable();
+        let pct = |p: f64| -> u64 {
+            if lat.is_empty() {
+                0
+            } else {
+                lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)]
+            }
+        };
+        Report {
+            requests: lat.len() as u64,
+            errors,
+            elapsed,
+            p50_us: pct(0.50),
+            p90_us: pct(0.90),
+            p99_us: pct(0.99),
+            first_error,
+        }
+    }
+
+    pub fn print(&self, label: &str) {
+        println!(
+            "{label}: {:.0} req/s  ok={} errors={}  p50={:.3}ms p90={:.3}ms p99={:.3}ms  ({:.2}s)",
+            self.rate(),
+            self.requests,
+            self.errors,
+            self.p50_us as f64 / 1000.0,
+            self.p90_us as f64 / 1000.0,
+            self.p99_us as f64 / 1000.0,
+            self.elapsed.as_secs_f64()
+        );
+        if let Some(e) = &self.first_error {
+            println!("  first error: {e}");
+        }
+    }
+}
+
+fn is_ok(status: u16, body: &[u8]) -> bool {
+    status == 200 && body.windows(9).any(|w| w == b"\"ok\":true")
+}
+
+/// Runs `connections` closed loops calling `tool(args)` for `duration`.
+pub async fn sync_load(
+    settings: ClientSettings,
+    connections: usize,
+    duration: Duration,
+    tool: String,
+    args: Object,
+) -> Result<Report, crate::client::ClientError> {
+    let deadline = Instant::now() + duration;
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..connections {
+        let mut client = Client::connect(settings.clone()).await?;
+        let tool = tool.clone();
+        let args = args.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::with_capacity(1 << 16);
+            let mut errors = 0u64;
+            let mut first_error = None;
+            while Instant::now() < deadline {
+                let env = client.envelope(&tool, args.clone());
+                let body = Json::Object(env).to_canonical().into_bytes();
+                let t = Instant::now();
+                match client.post("/v1/call", "application/json", body).await {
+                    Ok(r) if is_ok(r.status, &r.body) => lat.push(t.elapsed().as_micros() as u64),
+                    Ok(r) => {
+                        errors += 1;
+                        first_error
+                            .get_or_insert_with(|| String::from_utf8_lossy(&r.body).into_owned());
+                    }
+                    Err(e) => {
+                        errors += 1;
+                        first_error.get_or_insert_with(|| e.to_string());
+                        match Client::connect(client.settings().clone()).await {
+                            Ok(c) => client = c,
+                            Err(_) => break,
+                        }
+                    }
+                }
+            }
+            (lat, errors, first_error)
+        }));
+    }
+    let mut all = Vec::new();
+    let mut errors = 0;
+    let mut first_error = None;
+    for t in tasks {
+        if let Ok((lat, e, fe)) = t.await {
+            all.extend(lat);
+            errors += e;
+            if first_error.is_none() {
+                first_error = fe;
+            }
+        }
+    }
+    Ok(Report::from_latencies(
+        all,
+        errors,
+        start.elapsed(),
+        first_error,
+    ))
+}
+
+/// Result of an end-to-end run.
+#[derive(Debug, Clone)]
+pub struct E2eReport {
+    pub jobs: usize,
+    pub enqueue_elapsed: Duration,
+    pub total_elapsed: Duration,
+    pub failed: usize,
+    pub polls: u64,
+}
+
+impl E2eReport {
+    pub fn print(&self, label: &str) {
+        println!(
+            "{label}: {:.0} jobs/s end to end ({} jobs, {} failed, enqueued in {:.2}s at {:.0}/s, all done after {:.2}s, {} polls)",
+            self.jobs as f64 / self.total_elapsed.as_secs_f64(),
+            self.jobs,
+            self.failed,
+            self.enqueue_elapsed.as_secs_f64(),
+            self.jobs as f64 / self.enqueue_elapsed.as_secs_f64(),
+            self.total_elapsed.as_secs_f64(),
+            self.polls
+        );
+    }
+}
+
+/// Enqueues `n` jobs over `connections` connections, then polls every job until it is done.
+pub async fn e2e(
+    settings: ClientSettings,
+    connections: usize,
+    n: usize,
+    tool: String,
+    args: Object,
+) -> Result<E2eReport, crate::client::ClientError> {
+    let start = Instant::now();
+    let next = Arc::new(AtomicUsize::new(0));
+    let ids = Arc::new(Mutex::new(VecDeque::with_capacity(n)));
+    let mut clients = Vec::new();
+    for _ in 0..connections {
+        clients.push(Client::connect(settings.clone()).await?);
+    }
+    let mut tasks = Vec::new();
+    for mut client in clients {
+        let (next, ids, tool, args) = (next.clone(), ids.clone(), tool.clone(), args.clone());
+        tasks.push(tokio::spawn(async move {
+            while next.fetch_add(1, Ordering::Relaxed) < n {
+                let env = client.envelope(&tool, args.clone());
+                let body = Json::Object(env).to_canonical().into_bytes();
+                let r = client.post("/v1/call", "application/json", body).await?;
+                let id = job_id_of(&r.body);
+                match id {
+                    Some(id) => ids
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push_back((id, Instant::now())),
+                    None => eprintln!("enqueue failed: {}", String::from_utf8_lossy(&r.body)),
+                }
+            }
+            Ok::<Client, crate::client::ClientError>(client)
+        }));
+    }
+    let mut clients = Vec::new();
+    for t in tasks {
+        if let Ok(Ok(c)) = t.await {
+            clients.push(c);
+        }
+    }
+    let enqueue_elapsed = start.elapsed();
+    let failed = Arc::new(AtomicUsize::new(0));
+    let polls = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for mut client in clients {
+        let (ids, failed, polls) = (ids.clone(), failed.clone(), polls.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let item = ids.lock().unwrap_or_else(|p| p.into_inner()).pop_front();
+                let Some((id, last)) = item else { break };
+                // Do not hammer a job we just asked about.
+                let since = last.elapsed();
+                if since < Duration::from_millis(20) {
+                    tokio::time::sleep(Duration::from_millis(20) - since).await;
+                }
+                let args = Object::from_pairs([("job_id".to_string(), Json::str(id.clone()))]);
+                let env = client.envelope("poll_job", args);
+                let body = Json::Object(env).to_canonical().into_bytes();
+                polls.fetch_add(1, Ordering::Relaxed);
+                let r = match client.post("/v1/call", "application/json", body).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        ids.lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .push_back((id, Instant::now()));
+                        continue;
+                    }
+                };
+                match status_of(&r.body).as_deref() {
+                    Some("done") => {}
+                    Some("error") => {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                    _ => ids
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push_back((id, Instant::now())),
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    Ok(E2eReport {
+        jobs: n,
+        enqueue_elapsed,
+        total_elapsed: start.elapsed(),
+        failed: failed.load(Ordering::Relaxed),
+        polls: polls.load(Ordering::Relaxed) as u64,
+    })
+}
+
+fn field_of(body: &[u8], f: impl Fn(&Object) -> Option<String>) -> Option<String> {
+    // The seed's responses are not canonical (FastAPI), so parse leniently.
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    f(json::Json::from_serde(&v).as_object()?)
+}
+
+fn job_id_of(body: &[u8]) -> Option<String> {
+    field_of(body, |o| {
+        o.get("result")?
+            .as_object()?
+            .get("job_id")?
+            .as_str()
+            .map(str::to_string)
+    })
+}
+
+fn status_of(body: &[u8]) -> Option<String> {
+    field_of(body, |o| o.get("status")?.as_str().map(str::to_string))
+}

@@ -1,0 +1,403 @@
+//! The `mcpq` command line: parses arguments, sets up logging and the runtime,
+//! and calls into the library. No behaviour lives here beyond wiring.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::{Args, Parser, Subcommand};
+use rand::RngCore;
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::SystemClock;
+use crate::config::{ClientSettings, Secret, Settings};
+use crate::json::{self, Json, Object};
+use crate::server::Server;
+use crate::store::sqlite::SqliteStore;
+use crate::store::Store;
+use crate::tools::Registry;
+use crate::worker::{self, WorkerOptions};
+
+#[derive(Parser)]
+#[command(
+    name = "mcpq",
+    version,
+    about = "Signed, durable tool-call daemon for agent workflows"
+)]
+struct Cli {
+    /// Configuration file layered over the built-in defaults (config/default.toml).
+    #[arg(long, global = true, env = "MCPQ_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the HTTP daemon (applies migrations first).
+    Serve,
+    /// Run a stateless job worker against the configured database.
+    Worker {
+        /// Jobs run at once (overrides worker.concurrency).
+        #[arg(long)]
+        concurrency: Option<usize>,
+    },
+    /// Sign and send one call, verify the response signature, print the response.
+    Call {
+        tool: String,
+        /// Arguments as a JSON object.
+        #[arg(default_value = "{}")]
+        args: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Key management.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Load generators (see BENCHMARKS.md).
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Print a new random 32-byte secret, hex-encoded.
+    New,
+}
+
+#[derive(Args, Clone)]
+struct Target {
+    /// Server URL (default: client.url from the config).
+    #[arg(long)]
+    url: Option<String>,
+    #[arg(long)]
+    client_id: Option<String>,
+    /// The client's secret (default: client.secret from the config).
+    #[arg(long, env = "MCPQ_CLIENT_SECRET", hide_env_values = true)]
+    client_secret: Option<String>,
+    #[arg(long)]
+    server_id: Option<String>,
+    /// The server's secret, to verify responses (default: client.server_secret).
+    #[arg(long, env = "MCPQ_SERVER_SECRET", hide_env_values = true)]
+    server_secret: Option<String>,
+}
+
+impl Target {
+    fn apply(&self, mut c: ClientSettings) -> ClientSettings {
+        if let Some(u) = &self.url {
+            c.url = u.clone();
+        }
+        if let Some(v) = &self.client_id {
+            c.client_id = v.clone();
+        }
+        if let Some(v) = &self.client_secret {
+            c.secret = Secret::new(v.as_bytes().to_vec());
+        }
+        if let Some(v) = &self.server_id {
+            c.server_id = v.clone();
+        }
+        if let Some(v) = &self.server_secret {
+            c.server_secret = Secret::new(v.as_bytes().to_vec());
+        }
+        c
+    }
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Closed-loop load of a synchronous tool.
+    Sync {
+        #[command(flatten)]
+        target: Target,
+        /// Concurrent connections.
+        #[arg(short = 'c', default_value_t = 32)]
+        connections: usize,
+        /// Duration in seconds.
+        #[arg(short = 'd', default_value_t = 10)]
+        duration: u64,
+        #[arg(long, default_value = "batch_sum")]
+        tool: String,
+        #[arg(long, default_value = r#"{"numbers":[1,2,3]}"#)]
+        args: String,
+    },
+    /// Closed-loop durable enqueues (each answered only after its commit).
+    Enqueue {
+        #[command(flatten)]
+        target: Target,
+        #[arg(short = 'c', default_value_t = 32)]
+        connections: usize,
+        #[arg(short = 'd', default_value_t = 10)]
+        duration: u64,
+        #[arg(long, default_value = "start_long_task")]
+        tool: String,
+        #[arg(long, default_value = r#"{"seconds":1}"#)]
+        args: String,
+    },
+    /// Enqueue N jobs, then poll each until done; reports jobs/s from first enqueue to last done.
+    E2e {
+        #[command(flatten)]
+        target: Target,
+        #[arg(short = 'c', default_value_t = 32)]
+        connections: usize,
+        #[arg(short = 'n', default_value_t = 20000)]
+        jobs: usize,
+        #[arg(long, default_value = "start_long_task")]
+        tool: String,
+        #[arg(long, default_value = r#"{"seconds":1}"#)]
+        args: String,
+    },
+    /// Fill the configured database with N no-op jobs, start W `mcpq worker` processes, time the drain.
+    Drain {
+        #[arg(short = 'n', default_value_t = 20000)]
+        jobs: usize,
+        #[arg(short = 'w', long, default_value_t = 2)]
+        workers: usize,
+    },
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Entry point for `main.rs`.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Command::Keys {
+        command: KeysCommand::New,
+    } = cli.command
+    {
+        let mut key = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut key);
+        println!("{}", hex::encode(key));
+        return ExitCode::SUCCESS;
+    }
+    init_logging();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type AnyError = Box<dyn std::error::Error + Send + Sync>;
+
+fn parse_args(text: &str) -> Result<Object, AnyError> {
+    match json::parse(text.as_bytes())? {
+        Json::Object(o) => Ok(o),
+        other => Err(format!("ARGS must be a JSON object, got {}", other.type_name()).into()),
+    }
+}
+
+/// Cancels the token on SIGINT or SIGTERM.
+fn shutdown_on_signals() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot install SIGTERM handler");
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("shutdown requested");
+        t.cancel();
+    });
+    token
+}
+
+async fn run(cli: Cli) -> Result<ExitCode, AnyError> {
+    let settings = Settings::load(cli.config.as_deref())?;
+    match cli.command {
+        Command::Serve => {
+            let server = Server::build(settings).await?;
+            // Tests and scripts read this line to find the port when listening on port 0.
+            println!("listening on {}", server.local_addr());
+            server.run_until_stopped(shutdown_on_signals()).await?;
+        }
+        Command::Worker { concurrency } => {
+            let mut opts = WorkerOptions::from_settings(&settings, 1);
+            if let Some(c) = concurrency {
+                opts.concurrency = c.max(1);
+            }
+            let store = Arc::new(SqliteStore::open(&settings.database).await?);
+            let registry = Arc::new(Registry::builtin(
+                Default::default(),
+                settings.server.bench_tools,
+            ));
+            let stop = shutdown_on_signals();
+            let maint_stop = CancellationToken::new();
+            let maint = tokio::spawn(worker::maintenance(
+                store.clone(),
+                Arc::new(|_| {}),
+                settings.jobs.clone(),
+                Arc::new(SystemClock),
+                maint_stop.clone(),
+            ));
+            println!("worker {} started", opts.id);
+            worker::run(
+                store.clone(),
+                registry,
+                opts,
+                Arc::new(SystemClock),
+                stop,
+                None,
+            )
+            .await;
+            maint_stop.cancel();
+            let _ = maint.await;
+            store.close().await;
+        }
+        Command::Call { tool, args, target } => {
+            let args = parse_args(&args)?;
+            let mut client = crate::client::Client::connect(target.apply(settings.client)).await?;
+            let env = client.envelope(&tool, args);
+            let (_status, resp) = client.send(&env).await?;
+            println!("{}", resp.raw);
+            if !resp.ok {
+                return Ok(ExitCode::from(2));
+            }
+        }
+        Command::Keys { .. } => {}
+        Command::Migrate => {
+            crate::store::sqlite::migrate_only(&settings.database).await?;
+            println!("migrations applied to {}", settings.database.path.display());
+        }
+        Command::Bench { command } => bench(settings, cli.config, command).await?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn bench(
+    settings: Settings,
+    config: Option<PathBuf>,
+    command: BenchCommand,
+) -> Result<(), AnyError> {
+    match command {
+        BenchCommand::Sync {
+            target,
+            connections,
+            duration,
+            tool,
+            args,
+        }
+        | BenchCommand::Enqueue {
+            target,
+            connections,
+            duration,
+            tool,
+            args,
+        } => {
+            let cs = target.apply(settings.client);
+            let label = format!("{} {tool} c={connections}", cs.url);
+            let r = crate::bench::sync_load(
+                cs,
+                connections,
+                Duration::from_secs(duration),
+                tool,
+                parse_args(&args)?,
+            )
+            .await?;
+            r.print(&label);
+        }
+        BenchCommand::E2e {
+            target,
+            connections,
+            jobs,
+            tool,
+            args,
+        } => {
+            let cs = target.apply(settings.client);
+            let label = format!("{} e2e {tool} n={jobs} c={connections}", cs.url);
+            let r = crate::bench::e2e(cs, connections, jobs, tool, parse_args(&args)?).await?;
+            r.print(&label);
+        }
+        BenchCommand::Drain { jobs, workers } => drain(settings, config, jobs, workers).await?,
+    }
+    Ok(())
+}
+
+/// Prefills no-op jobs, then times `workers` worker processes draining them.
+async fn drain(
+    settings: Settings,
+    config: Option<PathBuf>,
+    n: usize,
+    workers: usize,
+) -> Result<(), AnyError> {
+    if !settings.server.bench_tools {
+        return Err(
+            "bench drain needs server.bench_tools = true (the noop job tool) in the config".into(),
+        );
+    }
+    let store = SqliteStore::open(&settings.database).await?;
+    let t = Instant::now();
+    crate::store::sqlite::bench_fill_noop(&store, n).await?;
+    println!("filled {n} noop jobs in {:.2}s", t.elapsed().as_secs_f64());
+    let exe = std::env::current_exe()?;
+    let start = Instant::now();
+    let mut children = Vec::new();
+    for _ in 0..workers {
+        let mut cmd = tokio::process::Command::new(&exe);
+        if let Some(cfg) = &config {
+            cmd.arg("--config").arg(cfg);
+        }
+        cmd.arg("worker")
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .kill_on_drop(true);
+        children.push(cmd.spawn()?);
+    }
+    let mut last = n as i64;
+    loop {
+        let left = store.count_unfinished().await?;
+        if left == 0 {
+            break;
+        }
+        if left == last && start.elapsed() > Duration::from_secs(120) {
+            return Err("drain made no progress for two minutes".into());
+        }
+        last = left;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let elapsed = start.elapsed();
+    for c in &mut children {
+        let _ = c.start_kill();
+    }
+    println!(
+        "drain: {:.0} jobs/s ({n} noop jobs, {workers} worker processes, {:.2}s)",
+        n as f64 / elapsed.as_secs_f64(),
+        elapsed.as_secs_f64()
+    );
+    store.close().await;
+    let _ = store.ping().await;
+    Ok(())
+}

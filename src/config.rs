@@ -1,0 +1,361 @@
+//! Settings: layered configuration and secrets.
+//!
+//! Owns how settings are found (the checked-in `config/default.toml`, compiled
+//! in, then `--config FILE`, then `MCPQ__SECTION__KEY` environment variables),
+//! how secrets are loaded (inline or from files), and the start-up safety
+//! checks (no development keys off loopback, no short secrets).
+//!
+//! It must not open sockets or databases; it only describes them.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+
+/// Shortest secret accepted (bytes). 32 random bytes, hex-encoded by `mcpq keys new`, is 64.
+pub const MIN_SECRET_LEN: usize = 32;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Load(#[from] config::ConfigError),
+    #[error("cannot read secret file {path}: {source}")]
+    SecretFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// A secret key. Its `Debug` never shows the bytes, so it cannot leak through logs.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(Vec<u8>);
+
+impl Secret {
+    pub fn new(bytes: impl Into<Vec<u8>>) -> Self {
+        Secret(bytes.into())
+    }
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+#[derive(Debug, Deserialize, Clone)]
+struct RawSettings {
+    server: RawServer,
+    database: DatabaseSettings,
+    jobs: JobSettings,
+    worker: WorkerSettings,
+    #[serde(default)]
+    clients: BTreeMap<String, RawClient>,
+    client: RawClientSide,
+}
+
+#[derive(Debug, Deserialize, Clone)]
+struct RawServer {
+    id: String,
+    listen: String,
+    secret: Option<String>,
+    secret_file: Option<PathBuf>,
+    max_body_bytes: usize,
+    header_timeout_ms: u64,
+    body_timeout_ms: u64,
+    max_connections: usize,
+    timestamp_window_ms: i64,
+    embedded_workers: usize,
+    bench_tools: bool,
+}
+
+#[derive(Debug, Deserialize, Clone, Default)]
+struct RawClient {
+    secret: Option<String>,
+    secret_file: Option<PathBuf>,
+    previous_secret: Option<String>,
+    previous_secret_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize, Clone)]
+struct RawClientSide {
+    url: String,
+    client_id: String,
+    server_id: String,
+    secret: Option<String>,
+    secret_file: Option<PathBuf>,
+    server_secret: Option<String>,
+    server_secret_file: Option<PathBuf>,
+}
+
+/// `synchronous` pragma choices, with what each guarantees (see docs/OPERATIONS.md).
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Synchronous {
+    Full,
+    Normal,
+    Extra,
+}
+
+#[derive(Debug, Deserialize, Clone)]
+pub struct DatabaseSettings {
+    pub path: PathBuf,
+    pub synchronous: Synchronous,
+    pub busy_timeout_ms: u64,
+    pub read_connections: u32,
+}
+
+#[derive(Debug, Deserialize, Clone)]
+pub struct JobSettings {
+    pub max_attempts: u32,
+    pub retention_secs: u64,
+    pub lease_ms: i64,
+    pub heartbeat_ms: u64,
+    pub rescue_interval_ms: u64,
+    pub retry_base_ms: i64,
+    pub retry_max_ms: i64,
+}
+
+#[derive(Debug, Deserialize, Clone)]
+pub struct WorkerSettings {
+    pub concurrency: usize,
+    pub claim_batch: usize,
+    pub idle_backoff_max_ms: u64,
+    pub grace_period_ms: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    pub id: String,
+    pub listen: SocketAddr,
+    pub secret: Secret,
+    pub max_body_bytes: usize,
+    pub header_timeout_ms: u64,
+    pub body_timeout_ms: u64,
+    pub max_connections: usize,
+    pub timestamp_window_ms: i64,
+    pub embedded_workers: usize,
+    pub bench_tools: bool,
+}
+
+/// A client's live secrets: the current one and, during rotation, the previous one.
+#[derive(Debug, Clone)]
+pub struct ClientKeys {
+    pub secrets: Vec<Secret>,
+}
+
+/// What `mcpq call` / `mcpq bench` need to act as a client.
+#[derive(Debug, Clone)]
+pub struct ClientSettings {
+    pub url: String,
+    pub client_id: String,
+    pub server_id: String,
+    pub secret: Secret,
+    pub server_secret: Secret,
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub database: DatabaseSettings,
+    pub jobs: JobSettings,
+    pub worker: WorkerSettings,
+    pub clients: BTreeMap<String, ClientKeys>,
+    pub client: ClientSettings,
+}
+
+fn load_secret(
+    inline: &Option<String>,
+    file: &Option<PathBuf>,
+    what: &str,
+) -> Result<Option<Secret>, ConfigError> {
+    match (inline, file) {
+        (Some(_), Some(_)) => Err(ConfigError::Invalid(format!(
+            "{what}: set either the secret or the secret file, not both"
+        ))),
+        (Some(s), None) => Ok(Some(Secret::new(s.as_bytes().to_vec()))),
+        (None, Some(p)) => {
+            let text = std::fs::read_to_string(p).map_err(|source| ConfigError::SecretFile {
+                path: p.clone(),
+                source,
+            })?;
+            // A trailing newline from `echo > file` is not part of the key.
+            Ok(Some(Secret::new(
+                text.trim_end_matches(['\n', '\r']).as_bytes().to_vec(),
+            )))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
+fn require_secret(s: Option<Secret>, what: &str) -> Result<Secret, ConfigError> {
+    let s = s.ok_or_else(|| ConfigError::Invalid(format!("{what}: no secret configured")))?;
+    if s.expose().len() < MIN_SECRET_LEN {
+        return Err(ConfigError::Invalid(format!(
+            "{what}: secret is shorter than {MIN_SECRET_LEN} bytes; generate one with `mcpq keys new`"
+        )));
+    }
+    Ok(s)
+}
+
+impl Settings {
+    /// Loads defaults, then `file` if given, then the environment.
+    pub fn load(file: Option<&Path>) -> Result<Settings, ConfigError> {
+        let mut b = config::Config::builder().add_source(config::File::from_str(
+            DEFAULT_TOML,
+            config::FileFormat::Toml,
+        ));
+        if let Some(f) = file {
+            b = b.add_source(config::File::from(f).required(true));
+        }
+        b = b.add_source(
+            config::Environment::with_prefix("MCPQ")
+                .prefix_separator("__")
+                .separator("__"),
+        );
+        let raw: RawSettings = b.build()?.try_deserialize()?;
+        Settings::from_raw(raw)
+    }
+
+    fn from_raw(raw: RawSettings) -> Result<Settings, ConfigError> {
+        let listen: SocketAddr = raw.server.listen.parse().map_err(|e| {
+            ConfigError::Invalid(format!("server.listen {:?}: {e}", raw.server.listen))
+        })?;
+        let server_secret = require_secret(
+            load_secret(&raw.server.secret, &raw.server.secret_file, "server")?,
+            "server",
+        )?;
+        let mut clients = BTreeMap::new();
+        for (id, c) in &raw.clients {
+            let what = format!("clients.{id}");
+            let mut secrets = vec![require_secret(
+                load_secret(&c.secret, &c.secret_file, &what)?,
+                &what,
+            )?];
+            if let Some(prev) = load_secret(&c.previous_secret, &c.previous_secret_file, &what)? {
+                secrets.push(require_secret(Some(prev), &what)?);
+            }
+            clients.insert(id.clone(), ClientKeys { secrets });
+        }
+        let cs = &raw.client;
+        let client = ClientSettings {
+            url: cs.url.clone(),
+            client_id: cs.client_id.clone(),
+            server_id: cs.server_id.clone(),
+            secret: load_secret(&cs.secret, &cs.secret_file, "client")?
+                .unwrap_or_else(|| Secret::new(Vec::new())),
+            server_secret: load_secret(&cs.server_secret, &cs.server_secret_file, "client")?
+                .unwrap_or_else(|| Secret::new(Vec::new())),
+        };
+        let s = Settings {
+            server: ServerSettings {
+                id: raw.server.id,
+                listen,
+                secret: server_secret,
+                max_body_bytes: raw.server.max_body_bytes,
+                header_timeout_ms: raw.server.header_timeout_ms,
+                body_timeout_ms: raw.server.body_timeout_ms,
+                max_connections: raw.server.max_connections.max(1),
+                timestamp_window_ms: raw.server.timestamp_window_ms,
+                embedded_workers: raw.server.embedded_workers,
+                bench_tools: raw.server.bench_tools,
+            },
+            database: raw.database,
+            jobs: raw.jobs,
+            worker: raw.worker,
+            clients,
+            client,
+        };
+        if s.jobs.max_attempts == 0 {
+            return Err(ConfigError::Invalid(
+                "jobs.max_attempts must be at least 1".into(),
+            ));
+        }
+        if s.jobs.heartbeat_ms as i64 * 2 > s.jobs.lease_ms {
+            return Err(ConfigError::Invalid(
+                "jobs.heartbeat_ms must be at most half of jobs.lease_ms".into(),
+            ));
+        }
+        Ok(s)
+    }
+
+    /// The secrets published in `config/default.toml`.
+    pub fn development_secrets() -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        for line in DEFAULT_TOML.lines() {
+            let line = line.trim();
+            if line.starts_with('#') {
+                continue;
+            }
+            if let Some((k, v)) = line.split_once('=') {
+                if k.trim().ends_with("secret") {
+                    out.push(v.trim().trim_matches('"').as_bytes().to_vec());
+                }
+            }
+        }
+        out
+    }
+
+    /// Refuses configurations that would expose development keys to a network.
+    pub fn check_safe_to_serve(&self) -> Result<(), ConfigError> {
+        if self.server.listen.ip().is_loopback() {
+            return Ok(());
+        }
+        let dev = Settings::development_secrets();
+        let mut offenders = Vec::new();
+        if dev.iter().any(|d| d == self.server.secret.expose()) {
+            offenders.push("server".to_string());
+        }
+        for (id, keys) in &self.clients {
+            if keys
+                .secrets
+                .iter()
+                .any(|s| dev.iter().any(|d| d == s.expose()))
+            {
+                offenders.push(format!("clients.{id}"));
+            }
+        }
+        if offenders.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(format!(
+                "refusing to listen on non-loopback {} with the development keys of config/default.toml ({}); generate keys with `mcpq keys new`",
+                self.server.listen,
+                offenders.join(", ")
+            )))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_load_and_are_loopback() {
+        let s = Settings::load(None).unwrap();
+        assert!(s.server.listen.ip().is_loopback());
+        assert!(s.check_safe_to_serve().is_ok());
+        assert_eq!(Settings::development_secrets().len(), 4);
+    }
+
+    #[test]
+    fn development_keys_refused_off_loopback() {
+        let mut s = Settings::load(None).unwrap();
+        s.server.listen = "0.0.0.0:8787".parse().unwrap();
+        assert!(s.check_safe_to_serve().is_err());
+    }
+
+    #[test]
+    fn secret_debug_is_redacted() {
+        let s = Secret::new(b"hunter2hunter2".to_vec());
+        assert!(!format!("{s:?}").contains("hunter2"));
+    }
+}

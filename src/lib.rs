@@ -1,0 +1,34 @@
+//! mcpq: a persistent, stateless, signed tool-call daemon for agent workflows.
+//!
+//! Clients POST signed `mcp/0.1` envelopes; synchronous tools answer in memory,
+//! long-running tools become durable jobs in SQLite that any number of stateless
+//! worker processes claim.
+//!
+//! # Layout
+//! - [`json`]: strict JSON parsing and CPython-compatible canonical JSON (the signed bytes).
+//! - [`protocol`]: the wire contract: envelopes, responses, error codes, HMAC signing.
+//! - [`auth`]: key table, check order, constant-time signature checks, the nonce set.
+//! - [`tools`]: the tool registry; one file per tool (sync tools and job tools).
+//! - [`jobs`]: the job state machine and retry policy, pure.
+//! - [`store`]: the `Store` trait and its SQLite implementation (group commit, fenced writes).
+//! - [`server`]: the HTTP daemon (hyper): limits, timeouts, routing, the request pipeline.
+//! - [`worker`]: claim loop, heartbeats, completions, graceful release, lease rescue, retention.
+//! - [`client`]: a signing client (used by `mcpq call`, `mcpq bench` and the tests).
+//! - [`bench`]: the closed-loop load generator behind `mcpq bench`.
+//! - [`config`]: layered settings and secrets.
+//! - [`clock`]: injectable time.
+//! - [`cli`]: the command line (`main.rs` only calls [`cli::main`]).
+
+pub mod auth;
+pub mod bench;
+pub mod cli;
+pub mod client;
+pub mod clock;
+pub mod config;
+pub mod jobs;
+pub mod json;
+pub mod protocol;
+pub mod server;
+pub mod store;
+pub mod tools;
+pub mod worker;

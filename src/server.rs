@@ -1,0 +1,443 @@
+//! The HTTP daemon: listener, connection limits and timeouts, routing, and the
+//! request pipeline that turns one body into one signed response.
+//!
+//! Built and run apart (`Server::build` → `local_addr` → `run_until_stopped`) so
+//! tests can bind port 0. The pipeline's order is the documented check order:
+//! size cap → strict parse → version → server_id → timestamp → signature →
+//! nonce → tool → args. Every failure becomes a signed response in exactly one
+//! place ([`App::respond`]).
+//!
+//! It must not contain tool logic or SQL; it calls `auth`, `tools` and `store`.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::{Method, Request, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use sha2::{Digest, Sha256};
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::Authenticator;
+use crate::clock::{Clock, SystemClock};
+use crate::config::{Secret, Settings};
+use crate::json::{self, Json, Object};
+use crate::protocol::{self, CallError, Envelope, Response, Status};
+use crate::store::sqlite::SqliteStore;
+use crate::store::{NewJob, Store, StoreError};
+use crate::tools::{CallCtx, Limits, Registry, ServerInfo, Tool};
+use crate::worker::{self, WorkerOptions};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// Everything a request needs, shared by all connections.
+pub struct App {
+    auth: Authenticator,
+    registry: Registry,
+    store: Arc<dyn Store>,
+    info: ServerInfo,
+    server_key: Secret,
+    max_body: usize,
+    body_timeout: Duration,
+    max_attempts: u32,
+    clock: Arc<dyn Clock>,
+    /// Wakes embedded workers when a job is enqueued.
+    job_added: Arc<Notify>,
+}
+
+type HttpResponse = hyper::Response<Full<Bytes>>;
+
+impl App {
+    /// The one place an outcome becomes a signed response.
+    fn respond(
+        &self,
+        request_id: String,
+        outcome: Result<(Status, Option<Object>), CallError>,
+    ) -> (u16, String) {
+        let now = self.clock.now_ms();
+        let server_id = self.info.server_id.clone();
+        let (http, resp) = match outcome {
+            Ok((status, result)) => (
+                200,
+                Response::ok(request_id, server_id, now, status, result),
+            ),
+            Err(e) => {
+                if let CallError::Internal(reference) = &e {
+                    tracing::error!(reference = %reference, "internal error answered");
+                }
+                (
+                    e.http_status(),
+                    Response::error(request_id, server_id, now, &e),
+                )
+            }
+        };
+        (http, resp.sign(self.server_key.expose()))
+    }
+
+    /// Handles one `POST /v1/call` body.
+    pub async fn call(&self, body: &[u8]) -> (u16, String) {
+        let parsed = match json::parse(body) {
+            Ok(v) => v,
+            Err(e) => {
+                return self.respond(
+                    salvage_request_id(body),
+                    Err(CallError::MalformedJson(e.to_string())),
+                )
+            }
+        };
+        let request_id = match &parsed {
+            Json::Object(o) => match o.get("request_id") {
+                Some(Json::Str(s)) if s.len() <= protocol::MAX_ID_LEN => s.clone(),
+                _ => String::new(),
+            },
+            _ => String::new(),
+        };
+        let env = match Envelope::from_json(parsed) {
+            Ok(env) => env,
+            Err(e) => return self.respond(request_id, Err(e)),
+        };
+        let outcome = self.dispatch(&env).await;
+        if let Err(e) = &outcome {
+            tracing::debug!(client = %env.client_id, tool = %env.tool, code = e.code(), "call refused");
+        }
+        self.respond(env.request_id.clone(), outcome)
+    }
+
+    async fn dispatch(&self, env: &Envelope) -> Result<(Status, Option<Object>), CallError> {
+        let now = self.clock.now_ms();
+        let nonce = self.auth.check(env, now)?;
+        let tool = self.registry.get(&env.tool);
+        // A job-creating call's nonce commits with its job; every other admitted nonce is
+        // written behind (see docs/PROTOCOL.md, "Replay protection").
+        let job_tool = match tool {
+            Some(Tool::Job(t)) => Some(t),
+            _ => None,
+        };
+        let request = job_tool.map(|t| t.validate(&env.args));
+        if !matches!(request, Some(Ok(_))) {
+            self.store.record_nonce(nonce).await.map_err(internal)?;
+        }
+        match (tool, request) {
+            (None, _) => Err(CallError::UnknownTool(env.tool.clone())),
+            (Some(Tool::Sync(t)), _) => {
+                let ctx = CallCtx {
+                    client_id: &env.client_id,
+                    now_ms: now,
+                    store: self.store.as_ref(),
+                    server: &self.info,
+                };
+                let reply = t.call(ctx, &env.args).await?;
+                Ok((reply.status, reply.result))
+            }
+            (Some(Tool::Job(_)), Some(Err(e))) => Err(e),
+            (Some(Tool::Job(t)), Some(Ok(req))) => {
+                let job = NewJob {
+                    id: crate::jobs::JobId::generate(),
+                    client_id: env.client_id.clone(),
+                    tool: t.name().to_string(),
+                    args: Json::Object(req.args).to_canonical(),
+                    max_attempts: self.max_attempts,
+                    idempotency_key: req.idempotency_key,
+                    nonce,
+                    created_at: now,
+                };
+                let enqueued = self.store.enqueue(job).await.map_err(internal)?;
+                self.job_added.notify_waiters();
+                let result = Object::from_pairs([(
+                    "job_id".to_string(),
+                    Json::str(enqueued.id().0.clone()),
+                )]);
+                Ok((Status::Accepted, Some(result)))
+            }
+            (Some(Tool::Job(_)), None) => Err(CallError::Internal("dispatch".into())),
+        }
+    }
+
+    async fn route(&self, req: Request<Incoming>) -> HttpResponse {
+        let path = req.uri().path();
+        match (req.method(), path) {
+            (&Method::GET, "/healthz") => plain(200, "ok\n"),
+            (&Method::GET, "/readyz") => match self.store.ping().await {
+                Ok(()) => plain(200, "ready\n"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "readiness check failed");
+                    plain(503, "database unavailable\n")
+                }
+            },
+            (&Method::POST, "/v1/call") => self.route_call(req).await,
+            (_, "/v1/call") => self.error_response(CallError::MethodNotAllowed),
+            _ => self.error_response(CallError::NotFound),
+        }
+    }
+
+    async fn route_call(&self, req: Request<Incoming>) -> HttpResponse {
+        let json_type = req
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| {
+                v.split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .eq_ignore_ascii_case("application/json")
+            })
+            .unwrap_or(false);
+        if !json_type {
+            return self.error_response(CallError::UnsupportedMediaType);
+        }
+        let declared = req
+            .headers()
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > self.max_body as u64) {
+            return self.error_response(CallError::BodyTooLarge(self.max_body));
+        }
+        let limited = Limited::new(req.into_body(), self.max_body);
+        let body = match tokio::time::timeout(self.body_timeout, limited.collect()).await {
+            Err(_) => return self.error_response(CallError::RequestTimeout),
+            Ok(Err(e)) => {
+                if e.downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some()
+                {
+                    return self.error_response(CallError::BodyTooLarge(self.max_body));
+                }
+                return self.error_response(CallError::MalformedJson(format!(
+                    "could not read the request body: {e}"
+                )));
+            }
+            Ok(Ok(c)) => c.to_bytes(),
+        };
+        let (status, body) = self.call(&body).await;
+        json_response(status, body)
+    }
+
+    fn error_response(&self, e: CallError) -> HttpResponse {
+        let (status, body) = self.respond(String::new(), Err(e));
+        json_response(status, body)
+    }
+}
+
+fn internal(e: StoreError) -> CallError {
+    let reference = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
+    tracing::error!(reference = %reference, error = %e, "store error");
+    CallError::Internal(reference)
+}
+
+/// A request_id from a body that is not strict JSON (e.g. duplicate keys), best effort.
+fn salvage_request_id(body: &[u8]) -> String {
+    match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(serde_json::Value::Object(o)) => match o.get("request_id") {
+            Some(serde_json::Value::String(s)) if s.len() <= protocol::MAX_ID_LEN => s.clone(),
+            _ => String::new(),
+        },
+        _ => protocol::salvage_request_id(body),
+    }
+}
+
+fn json_response(status: u16, body: String) -> HttpResponse {
+    let mut r = hyper::Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+fn plain(status: u16, body: &'static str) -> HttpResponse {
+    let mut r = hyper::Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    r
+}
+
+/// A built, bound, not yet running daemon.
+pub struct Server {
+    listener: TcpListener,
+    app: Arc<App>,
+    store: SqliteStore,
+    settings: Settings,
+}
+
+impl Server {
+    /// Opens the database (applying migrations), restores live nonces and binds the listener.
+    pub async fn build(settings: Settings) -> Result<Server, ServerError> {
+        Server::build_with_clock(settings, Arc::new(SystemClock)).await
+    }
+
+    pub async fn build_with_clock(
+        settings: Settings,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Server, ServerError> {
+        settings.check_safe_to_serve()?;
+        let store = SqliteStore::open(&settings.database).await?;
+        let auth = Authenticator::new(
+            settings.server.id.clone(),
+            settings.server.timestamp_window_ms,
+            settings.clients.clone(),
+        );
+        let live = store.live_nonces(clock.now_ms()).await?;
+        tracing::info!(nonces = live.len(), "restored live nonces");
+        auth.nonces().preload(live);
+
+        let registry = Registry::builtin(Limits::default(), settings.server.bench_tools);
+        let fingerprint =
+            hex::encode(Sha256::digest(settings.server.secret.expose()))[..16].to_string();
+        let info = ServerInfo {
+            server_id: settings.server.id.clone(),
+            fingerprint,
+            capabilities: registry.capabilities(
+                settings.server.timestamp_window_ms,
+                settings.server.max_body_bytes,
+            ),
+        };
+        let listener = TcpListener::bind(settings.server.listen)
+            .await
+            .map_err(|source| ServerError::Bind {
+                addr: settings.server.listen,
+                source,
+            })?;
+        let app = App {
+            auth,
+            registry,
+            store: Arc::new(store.clone()),
+            info,
+            server_key: settings.server.secret.clone(),
+            max_body: settings.server.max_body_bytes,
+            body_timeout: Duration::from_millis(settings.server.body_timeout_ms),
+            max_attempts: settings.jobs.max_attempts,
+            clock,
+            job_added: Arc::new(Notify::new()),
+        };
+        Ok(Server {
+            listener,
+            app: Arc::new(app),
+            store,
+            settings,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .unwrap_or(self.settings.server.listen)
+    }
+
+    /// Serves until `shutdown` fires, then drains connections, stops embedded workers
+    /// (releasing their jobs) and flushes pending nonce writes.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), ServerError> {
+        let Server {
+            listener,
+            app,
+            store,
+            settings,
+        } = self;
+        tracing::info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+            server_id = %settings.server.id, db = %settings.database.path.display(), "serving");
+
+        let background = TaskTracker::new();
+        let workers_stop = CancellationToken::new();
+        background.spawn(worker::maintenance(
+            Arc::new(store.clone()),
+            app.auth_nonces_pruner(),
+            settings.jobs.clone(),
+            app.clock.clone(),
+            workers_stop.clone(),
+        ));
+        if settings.server.embedded_workers > 0 {
+            let opts = WorkerOptions::from_settings(&settings, settings.server.embedded_workers);
+            background.spawn(worker::run(
+                Arc::new(store.clone()),
+                Arc::new(app.registry.clone()),
+                opts,
+                app.clock.clone(),
+                workers_stop.clone(),
+                Some(app.job_added.clone()),
+            ));
+        }
+
+        let conns = TaskTracker::new();
+        let limit = Arc::new(Semaphore::new(settings.server.max_connections));
+        let header_timeout = Duration::from_millis(settings.server.header_timeout_ms);
+        loop {
+            let permit = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            };
+            let (stream, _peer) = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                r = listener.accept() => match r {
+                    Ok(s) => s,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        continue;
+                    }
+                },
+            };
+            let _ = stream.set_nodelay(true);
+            let app = app.clone();
+            let shutdown = shutdown.clone();
+            conns.spawn(async move {
+                let _permit = permit;
+                let service = hyper::service::service_fn(move |req| {
+                    let app = app.clone();
+                    async move { Ok::<_, Infallible>(app.route(req).await) }
+                });
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(header_timeout)
+                    .keep_alive(true)
+                    .serve_connection(TokioIo::new(stream), service);
+                tokio::pin!(conn);
+                tokio::select! {
+                    r = conn.as_mut() => { if let Err(e) = r { tracing::debug!(error = %e, "connection ended with error"); } }
+                    _ = shutdown.cancelled() => {
+                        conn.as_mut().graceful_shutdown();
+                        let _ = conn.await;
+                    }
+                }
+            });
+        }
+        drop(listener);
+        conns.close();
+        // In-flight requests finish; idle keep-alive connections close at once.
+        let _ = tokio::time::timeout(Duration::from_secs(10), conns.wait()).await;
+        workers_stop.cancel();
+        background.close();
+        background.wait().await;
+        store.close().await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+impl App {
+    fn auth_nonces_pruner(self: &Arc<Self>) -> Arc<dyn Fn(i64) + Send + Sync> {
+        let app = self.clone();
+        Arc::new(move |now| {
+            app.auth.nonces().prune(now);
+        })
+    }
+}

@@ -1,0 +1,231 @@
+//! Durable state behind one small trait: jobs and the nonces of admitted calls.
+//!
+//! [`Store`] is everything the server and the workers need from a database and
+//! nothing more; each method is one round trip (one statement or one
+//! transaction) so implementations stay fast and simple. The SQLite
+//! implementation lives in [`sqlite`]; a PostgreSQL one will implement the same
+//! trait and must pass the same conformance suite (`tests/store_conformance.rs`).
+//!
+//! The store applies transitions; it does not decide them. Which transition a
+//! job takes is decided by [`crate::jobs`]; the store makes it happen atomically
+//! and fenced.
+
+pub mod sqlite;
+
+use std::future::Future;
+use std::pin::Pin;
+
+use crate::auth::NonceRecord;
+use crate::jobs::{JobId, JobState};
+use crate::protocol::ClientId;
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+    #[error("store is shut down")]
+    Closed,
+}
+
+/// A job to create, with the nonce of the call that creates it (committed together).
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub id: JobId,
+    pub client_id: ClientId,
+    pub tool: String,
+    /// Canonical JSON of the validated arguments.
+    pub args: String,
+    pub max_attempts: u32,
+    pub idempotency_key: Option<String>,
+    pub nonce: NonceRecord,
+    pub created_at: i64,
+}
+
+/// Result of an enqueue: a new job, or the existing one with the same idempotency key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Enqueued {
+    Created(JobId),
+    Existing(JobId),
+}
+
+impl Enqueued {
+    pub fn id(&self) -> &JobId {
+        match self {
+            Enqueued::Created(id) | Enqueued::Existing(id) => id,
+        }
+    }
+}
+
+/// Everything a job row keeps.
+#[derive(Debug, Clone)]
+pub struct JobRecord {
+    pub id: JobId,
+    pub client_id: ClientId,
+    pub tool: String,
+    pub args: String,
+    pub state: JobState,
+    pub attempt: u32,
+    pub max_attempts: u32,
+    pub run_at: i64,
+    pub lease_owner: Option<String>,
+    pub lease_expires_at: Option<i64>,
+    pub fence: i64,
+    pub cancel_requested: bool,
+    pub progress: Option<String>,
+    pub result: Option<String>,
+    /// JSON array of `{attempt, at, error}`, one per failed attempt.
+    pub errors: String,
+    pub idempotency_key: Option<String>,
+    pub created_at: i64,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+}
+
+/// A job handed to a worker: run it, then complete it with `fence`.
+#[derive(Debug, Clone)]
+pub struct ClaimedJob {
+    pub id: JobId,
+    pub tool: String,
+    pub args: String,
+    pub attempt: u32,
+    pub max_attempts: u32,
+    pub fence: i64,
+}
+
+/// Lease extension (and latest progress) for one running job.
+#[derive(Debug, Clone)]
+pub struct Heartbeat {
+    pub id: JobId,
+    pub fence: i64,
+    pub progress: Option<String>,
+}
+
+/// A heartbeat that landed: the lease is still ours. `cancel_requested` asks the worker to stop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeartbeatAck {
+    pub id: JobId,
+    pub cancel_requested: bool,
+}
+
+/// How an attempt ended, as decided by the worker with [`crate::jobs`].
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    Succeeded { result: String },
+    Retry { run_at: i64, error: String },
+    Failed { error: String },
+    Cancelled { error: String },
+}
+
+#[derive(Debug, Clone)]
+pub struct Completion {
+    pub id: JobId,
+    pub fence: i64,
+    pub outcome: Outcome,
+}
+
+/// A job whose lease ran out, as seen by the rescuer.
+#[derive(Debug, Clone)]
+pub struct ExpiredLease {
+    pub id: JobId,
+    pub fence: i64,
+    pub attempt: u32,
+    pub max_attempts: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CancelOutcome {
+    /// Was queued; now cancelled.
+    Cancelled,
+    /// Is running; the worker will stop it at its next heartbeat.
+    Requested,
+    /// Already finished in the given state.
+    AlreadyFinished(JobState),
+    NotFound,
+}
+
+/// The storage contract. All times are milliseconds since the epoch, passed in
+/// by the caller so tests control the clock.
+pub trait Store: Send + Sync + 'static {
+    /// Reachability check for `/readyz`.
+    fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// Persists nonces of sync calls (write-behind: returns once queued, see `flush`).
+    fn record_nonce(&self, nonce: NonceRecord) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// Waits until every nonce recorded so far is committed.
+    fn flush(&self) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// Nonces that have not expired at `now`.
+    fn live_nonces(&self, now: i64) -> BoxFuture<'_, Result<Vec<NonceRecord>, StoreError>>;
+
+    /// Creates a job and its nonce durably; returns only after the commit.
+    fn enqueue(&self, job: NewJob) -> BoxFuture<'_, Result<Enqueued, StoreError>>;
+
+    /// A client's job; another client's job is `None`, exactly as a missing one.
+    fn get_job<'a>(
+        &'a self,
+        client: &'a ClientId,
+        id: &'a JobId,
+    ) -> BoxFuture<'a, Result<Option<JobRecord>, StoreError>>;
+
+    fn cancel<'a>(
+        &'a self,
+        client: &'a ClientId,
+        id: &'a JobId,
+        now: i64,
+    ) -> BoxFuture<'a, Result<CancelOutcome, StoreError>>;
+
+    /// Atomically moves up to `limit` due jobs to `running`, leased to `worker` until `now + lease_ms`.
+    fn claim<'a>(
+        &'a self,
+        worker: &'a str,
+        limit: usize,
+        now: i64,
+        lease_ms: i64,
+    ) -> BoxFuture<'a, Result<Vec<ClaimedJob>, StoreError>>;
+
+    /// Extends leases still held (matching fence, still running); returns those that landed.
+    fn heartbeat(
+        &self,
+        beats: Vec<Heartbeat>,
+        now: i64,
+        lease_ms: i64,
+    ) -> BoxFuture<'_, Result<Vec<HeartbeatAck>, StoreError>>;
+
+    /// Applies outcomes of attempts whose fence still matches; returns the ids applied.
+    fn complete(
+        &self,
+        done: Vec<Completion>,
+        now: i64,
+    ) -> BoxFuture<'_, Result<Vec<JobId>, StoreError>>;
+
+    /// Gives running jobs back to the queue without counting the attempt.
+    fn release(
+        &self,
+        jobs: Vec<(JobId, i64)>,
+        now: i64,
+    ) -> BoxFuture<'_, Result<usize, StoreError>>;
+
+    /// Running jobs whose lease expired before `now`.
+    fn expired_leases(
+        &self,
+        now: i64,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<ExpiredLease>, StoreError>>;
+
+    /// Applies the rescuer's decisions; only to jobs whose lease is still expired and fence unchanged.
+    fn rescue(
+        &self,
+        done: Vec<Completion>,
+        now: i64,
+    ) -> BoxFuture<'_, Result<Vec<JobId>, StoreError>>;
+
+    /// Deletes finished jobs that finished before `before`, and expired nonces.
+    fn prune(&self, finished_before: i64, now: i64) -> BoxFuture<'_, Result<u64, StoreError>>;
+}

@@ -1,0 +1,18 @@
+-- One statement applies a whole batch of attempt outcomes. The fence and state guard
+-- make a completion from a worker that lost its lease a no-op.
+UPDATE jobs
+SET state = c.state,
+    result = c.result,
+    run_at = COALESCE(c.run_at, jobs.run_at),
+    finished_at = CASE WHEN c.state = 'queued' THEN NULL ELSE ?2 END,
+    lease_owner = NULL,
+    lease_expires_at = NULL,
+    cancel_requested = 0,
+    errors = CASE WHEN c.error IS NULL THEN jobs.errors
+                  ELSE json_insert(jobs.errors, '$[#]', json_object('attempt', jobs.attempt, 'at', ?2, 'error', c.error)) END
+FROM (SELECT value ->> '$.id' AS id, value ->> '$.fence' AS fence, value ->> '$.state' AS state,
+             value ->> '$.result' AS result, value ->> '$.error' AS error, value ->> '$.run_at' AS run_at
+      FROM json_each(?1)) AS c
+WHERE jobs.id = c.id AND jobs.fence = c.fence AND jobs.state = 'running'
+  AND (?3 = 0 OR jobs.lease_expires_at < ?2)
+RETURNING jobs.id

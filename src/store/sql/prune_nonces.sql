@@ -1,0 +1,1 @@
+DELETE FROM nonces WHERE bucket < ?1 / 60000

@@ -1,0 +1,634 @@
+//! The embedded SQLite store (sqlx), one file shared by the daemon and any
+//! number of worker processes.
+//!
+//! Design, from measurements on this hardware (docs/ARCHITECTURE.md):
+//! - each process has exactly one writer connection; every write of the
+//!   process goes through it, so the process never contends with itself;
+//! - enqueues and nonces are group-committed: a single writer task drains
+//!   everything waiting into one `BEGIN IMMEDIATE` transaction with one
+//!   multi-row statement per table, and answers each enqueue only after that
+//!   commit (fsynced under `synchronous=FULL`);
+//! - batch operations (heartbeat, complete, release, rescue) pass their rows as
+//!   one JSON array to a single statement (`json_each`), so a batch costs one
+//!   round trip to SQLite's thread;
+//! - reads use a small pool of separate connections (WAL readers never block the writer).
+//!
+//! It must not decide job transitions (see `jobs`) or know about HTTP.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Connection, Row, SqliteConnection, SqlitePool};
+use tokio::sync::{mpsc, oneshot, Mutex};
+
+use super::*;
+use crate::auth::NonceKey;
+use crate::config::{DatabaseSettings, Synchronous};
+
+const MAX_BATCH: usize = 4096;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+mod sql {
+    pub const INSERT_NONCES: &str = include_str!("sql/insert_nonces.sql");
+    pub const INSERT_JOBS: &str = include_str!("sql/insert_jobs.sql");
+    pub const FIND_IDEMPOTENT: &str = include_str!("sql/find_idempotent.sql");
+    pub const GET_JOB: &str = include_str!("sql/get_job.sql");
+    pub const CANCEL_QUEUED: &str = include_str!("sql/cancel_queued.sql");
+    pub const CANCEL_RUNNING: &str = include_str!("sql/cancel_running.sql");
+    pub const JOB_STATE: &str = include_str!("sql/job_state.sql");
+    pub const CLAIM: &str = include_str!("sql/claim.sql");
+    pub const HEARTBEAT: &str = include_str!("sql/heartbeat.sql");
+    pub const COMPLETE: &str = include_str!("sql/complete.sql");
+    pub const RELEASE: &str = include_str!("sql/release.sql");
+    pub const EXPIRED_LEASES: &str = include_str!("sql/expired_leases.sql");
+    pub const PRUNE_JOBS: &str = include_str!("sql/prune_jobs.sql");
+    pub const PRUNE_NONCES: &str = include_str!("sql/prune_nonces.sql");
+    pub const LIVE_NONCES: &str = include_str!("sql/live_nonces.sql");
+}
+
+enum WriteOp {
+    Nonce(NonceRecord),
+    Job(Box<NewJob>, oneshot::Sender<Result<Enqueued, String>>),
+    Flush(oneshot::Sender<()>),
+}
+
+struct Inner {
+    read: SqlitePool,
+    writer: Arc<Mutex<SqliteConnection>>,
+    tx: mpsc::Sender<WriteOp>,
+}
+
+/// SQLite implementation of [`Store`]. Cheap to clone.
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+fn connect_options(db: &DatabaseSettings) -> SqliteConnectOptions {
+    let sync = match db.synchronous {
+        Synchronous::Full => SqliteSynchronous::Full,
+        Synchronous::Normal => SqliteSynchronous::Normal,
+        Synchronous::Extra => SqliteSynchronous::Extra,
+    };
+    SqliteConnectOptions::new()
+        .filename(&db.path)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(sync)
+        .busy_timeout(Duration::from_millis(db.busy_timeout_ms))
+        .foreign_keys(false)
+        .pragma("temp_store", "memory")
+}
+
+/// Applies the embedded migrations. Safe to race with other processes doing the same.
+pub async fn migrate(conn: &mut SqliteConnection) -> Result<(), StoreError> {
+    let mut last = None;
+    for _ in 0..5 {
+        match MIGRATOR.run(&mut *conn).await {
+            Ok(()) => return Ok(()),
+            // Another process may be applying the same migration right now; its
+            // commit makes our retry a no-op.
+            Err(e) => {
+                last = Some(e);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    Err(last.map(StoreError::from).unwrap_or(StoreError::Closed))
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database, applies migrations and starts the writer task.
+    pub async fn open(db: &DatabaseSettings) -> Result<SqliteStore, StoreError> {
+        let opts = connect_options(db);
+        let mut writer = SqliteConnection::connect_with(&opts).await?;
+        migrate(&mut writer).await?;
+        let read = SqlitePoolOptions::new()
+            .max_connections(db.read_connections.max(1))
+            .min_connections(1)
+            // A ping per acquire doubles the cost of every read.
+            .test_before_acquire(false)
+            .connect_with(opts.clone())
+            .await?;
+        let writer = Arc::new(Mutex::new(writer));
+        let (tx, rx) = mpsc::channel(MAX_BATCH * 4);
+        tokio::spawn(group_commit(writer.clone(), rx));
+        Ok(SqliteStore {
+            inner: Arc::new(Inner { read, writer, tx }),
+        })
+    }
+
+    /// Closes connections after draining pending writes.
+    pub async fn close(&self) {
+        let _ = self.flush().await;
+        self.inner.read.close().await;
+    }
+}
+
+/// The single writer task: drains waiting writes into one transaction.
+async fn group_commit(writer: Arc<Mutex<SqliteConnection>>, mut rx: mpsc::Receiver<WriteOp>) {
+    let mut ops = Vec::with_capacity(MAX_BATCH);
+    loop {
+        ops.clear();
+        match rx.recv().await {
+            Some(op) => ops.push(op),
+            None => return,
+        }
+        while ops.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(op) => ops.push(op),
+                Err(_) => break,
+            }
+        }
+        let mut conn = writer.lock().await;
+        commit_batch(&mut conn, &mut ops).await;
+    }
+}
+
+async fn commit_batch(conn: &mut SqliteConnection, ops: &mut Vec<WriteOp>) {
+    let mut nonces = Vec::new();
+    let mut jobs = Vec::new();
+    for op in ops.iter() {
+        match op {
+            WriteOp::Nonce(n) => nonces.push(nonce_json(n)),
+            WriteOp::Job(j, _) => {
+                nonces.push(nonce_json(&j.nonce));
+                jobs.push(json!({
+                    "id": j.id.0, "client": j.client_id.0, "tool": j.tool, "args": j.args,
+                    "max": j.max_attempts, "at": j.created_at, "key": j.idempotency_key,
+                }));
+            }
+            WriteOp::Flush(_) => {}
+        }
+    }
+    let outcome = if nonces.is_empty() && jobs.is_empty() {
+        Ok(Vec::new())
+    } else {
+        write_batch(conn, &nonces, &jobs, ops).await
+    };
+    let mut results = match outcome {
+        Ok(r) => r.into_iter(),
+        Err(e) => {
+            tracing::error!(error = %e, "group commit failed; callers get an internal error");
+            Vec::new().into_iter()
+        }
+    };
+    for op in ops.drain(..) {
+        match op {
+            WriteOp::Nonce(_) => {}
+            WriteOp::Job(_, reply) => {
+                let r = results
+                    .next()
+                    .ok_or_else(|| "the job was not committed".to_string());
+                let _ = reply.send(r);
+            }
+            WriteOp::Flush(reply) => {
+                let _ = reply.send(());
+            }
+        }
+    }
+}
+
+fn nonce_json(n: &NonceRecord) -> serde_json::Value {
+    json!({"h": hex::encode(n.key.0), "e": n.expires_ms})
+}
+
+/// One transaction for the whole batch. Returns one `Enqueued` per job op, in order.
+async fn write_batch(
+    conn: &mut SqliteConnection,
+    nonces: &[serde_json::Value],
+    jobs: &[serde_json::Value],
+    ops: &[WriteOp],
+) -> Result<Vec<Enqueued>, sqlx::Error> {
+    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+    if !nonces.is_empty() {
+        sqlx::query(sql::INSERT_NONCES)
+            .bind(serde_json::Value::Array(nonces.to_vec()).to_string())
+            .execute(&mut *tx)
+            .await?;
+    }
+    let mut out = Vec::new();
+    if !jobs.is_empty() {
+        let inserted: std::collections::HashSet<String> = sqlx::query(sql::INSERT_JOBS)
+            .bind(serde_json::Value::Array(jobs.to_vec()).to_string())
+            .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .map(|r| r.get::<String, _>(0))
+            .collect();
+        for op in ops {
+            let WriteOp::Job(j, _) = op else { continue };
+            if inserted.contains(&j.id.0) {
+                out.push(Enqueued::Created(j.id.clone()));
+                continue;
+            }
+            // Not inserted: its idempotency key already names a job (maybe one from this very batch).
+            let key = j.idempotency_key.as_deref().unwrap_or_default();
+            let existing: Option<String> = sqlx::query_scalar(sql::FIND_IDEMPOTENT)
+                .bind(&j.client_id.0)
+                .bind(key)
+                .fetch_optional(&mut *tx)
+                .await?;
+            match existing {
+                Some(id) => out.push(Enqueued::Existing(JobId(id))),
+                None => {
+                    return Err(sqlx::Error::Protocol(
+                        "job insert conflicted on its id".into(),
+                    ))
+                }
+            }
+        }
+    }
+    tx.commit().await?;
+    Ok(out)
+}
+
+fn row_to_record(r: &sqlx::sqlite::SqliteRow) -> Result<JobRecord, StoreError> {
+    let state: String = r.try_get("state")?;
+    Ok(JobRecord {
+        id: JobId(r.try_get("id")?),
+        client_id: ClientId(r.try_get("client_id")?),
+        tool: r.try_get("tool")?,
+        args: r.try_get("args")?,
+        state: JobState::parse(&state)
+            .ok_or_else(|| StoreError::Corrupt(format!("state {state:?}")))?,
+        attempt: r.try_get::<i64, _>("attempt")? as u32,
+        max_attempts: r.try_get::<i64, _>("max_attempts")? as u32,
+        run_at: r.try_get("run_at")?,
+        lease_owner: r.try_get("lease_owner")?,
+        lease_expires_at: r.try_get("lease_expires_at")?,
+        fence: r.try_get("fence")?,
+        cancel_requested: r.try_get::<i64, _>("cancel_requested")? != 0,
+        progress: r.try_get("progress")?,
+        result: r.try_get("result")?,
+        errors: r.try_get("errors")?,
+        idempotency_key: r.try_get("idempotency_key")?,
+        created_at: r.try_get("created_at")?,
+        started_at: r.try_get("started_at")?,
+        finished_at: r.try_get("finished_at")?,
+    })
+}
+
+fn completions_json(done: &[Completion]) -> String {
+    let items: Vec<serde_json::Value> = done
+        .iter()
+        .map(|c| {
+            let (state, result, error, run_at) = match &c.outcome {
+                Outcome::Succeeded { result } => ("succeeded", Some(result.as_str()), None, None),
+                Outcome::Retry { run_at, error } => ("queued", None, Some(error.as_str()), Some(*run_at)),
+                Outcome::Failed { error } => ("failed", None, Some(error.as_str()), None),
+                Outcome::Cancelled { error } => ("cancelled", None, Some(error.as_str()), None),
+            };
+            json!({"id": c.id.0, "fence": c.fence, "state": state, "result": result, "error": error, "run_at": run_at})
+        })
+        .collect();
+    serde_json::Value::Array(items).to_string()
+}
+
+impl SqliteStore {
+    async fn apply_completions(
+        &self,
+        done: Vec<Completion>,
+        now: i64,
+        only_expired: bool,
+    ) -> Result<Vec<JobId>, StoreError> {
+        if done.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.inner.writer.lock().await;
+        let rows = sqlx::query(sql::COMPLETE)
+            .bind(completions_json(&done))
+            .bind(now)
+            .bind(only_expired as i64)
+            .fetch_all(&mut *conn)
+            .await?;
+        Ok(rows.iter().map(|r| JobId(r.get::<String, _>(0))).collect())
+    }
+}
+
+impl Store for SqliteStore {
+    fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            sqlx::query("SELECT 1").execute(&self.inner.read).await?;
+            Ok(())
+        })
+    }
+
+    fn record_nonce(&self, nonce: NonceRecord) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            self.inner
+                .tx
+                .send(WriteOp::Nonce(nonce))
+                .await
+                .map_err(|_| StoreError::Closed)
+        })
+    }
+
+    fn flush(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            let (tx, rx) = oneshot::channel();
+            self.inner
+                .tx
+                .send(WriteOp::Flush(tx))
+                .await
+                .map_err(|_| StoreError::Closed)?;
+            rx.await.map_err(|_| StoreError::Closed)
+        })
+    }
+
+    fn live_nonces(&self, now: i64) -> BoxFuture<'_, Result<Vec<NonceRecord>, StoreError>> {
+        Box::pin(async move {
+            let rows = sqlx::query(sql::LIVE_NONCES)
+                .bind(now)
+                .fetch_all(&self.inner.read)
+                .await?;
+            rows.iter()
+                .map(|r| {
+                    let h: Vec<u8> = r.try_get(0)?;
+                    let key: [u8; 16] = h
+                        .try_into()
+                        .map_err(|_| StoreError::Corrupt("nonce digest is not 16 bytes".into()))?;
+                    Ok(NonceRecord {
+                        key: NonceKey(key),
+                        expires_ms: r.try_get(1)?,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    fn enqueue(&self, job: NewJob) -> BoxFuture<'_, Result<Enqueued, StoreError>> {
+        Box::pin(async move {
+            let (tx, rx) = oneshot::channel();
+            self.inner
+                .tx
+                .send(WriteOp::Job(Box::new(job), tx))
+                .await
+                .map_err(|_| StoreError::Closed)?;
+            match rx.await {
+                Ok(Ok(e)) => Ok(e),
+                Ok(Err(msg)) => Err(StoreError::Corrupt(msg)),
+                Err(_) => Err(StoreError::Closed),
+            }
+        })
+    }
+
+    fn get_job<'a>(
+        &'a self,
+        client: &'a ClientId,
+        id: &'a JobId,
+    ) -> BoxFuture<'a, Result<Option<JobRecord>, StoreError>> {
+        Box::pin(async move {
+            let row = sqlx::query(sql::GET_JOB)
+                .bind(&id.0)
+                .bind(&client.0)
+                .fetch_optional(&self.inner.read)
+                .await?;
+            row.as_ref().map(row_to_record).transpose()
+        })
+    }
+
+    fn cancel<'a>(
+        &'a self,
+        client: &'a ClientId,
+        id: &'a JobId,
+        now: i64,
+    ) -> BoxFuture<'a, Result<CancelOutcome, StoreError>> {
+        Box::pin(async move {
+            let mut conn = self.inner.writer.lock().await;
+            let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+            let q = sqlx::query(sql::CANCEL_QUEUED)
+                .bind(&id.0)
+                .bind(&client.0)
+                .bind(now)
+                .fetch_optional(&mut *tx)
+                .await?;
+            let outcome = if q.is_some() {
+                CancelOutcome::Cancelled
+            } else if sqlx::query(sql::CANCEL_RUNNING)
+                .bind(&id.0)
+                .bind(&client.0)
+                .fetch_optional(&mut *tx)
+                .await?
+                .is_some()
+            {
+                CancelOutcome::Requested
+            } else {
+                let state: Option<String> = sqlx::query_scalar(sql::JOB_STATE)
+                    .bind(&id.0)
+                    .bind(&client.0)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                match state.as_deref().and_then(JobState::parse) {
+                    Some(s) => CancelOutcome::AlreadyFinished(s),
+                    None => CancelOutcome::NotFound,
+                }
+            };
+            tx.commit().await?;
+            Ok(outcome)
+        })
+    }
+
+    fn claim<'a>(
+        &'a self,
+        worker: &'a str,
+        limit: usize,
+        now: i64,
+        lease_ms: i64,
+    ) -> BoxFuture<'a, Result<Vec<ClaimedJob>, StoreError>> {
+        Box::pin(async move {
+            let mut conn = self.inner.writer.lock().await;
+            let rows = sqlx::query(sql::CLAIM)
+                .bind(worker)
+                .bind(now)
+                .bind(limit as i64)
+                .bind(lease_ms)
+                .fetch_all(&mut *conn)
+                .await?;
+            drop(conn);
+            rows.iter()
+                .map(|r| {
+                    Ok(ClaimedJob {
+                        id: JobId(r.try_get(0)?),
+                        tool: r.try_get(1)?,
+                        args: r.try_get(2)?,
+                        attempt: r.try_get::<i64, _>(3)? as u32,
+                        max_attempts: r.try_get::<i64, _>(4)? as u32,
+                        fence: r.try_get(5)?,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    fn heartbeat(
+        &self,
+        beats: Vec<Heartbeat>,
+        now: i64,
+        lease_ms: i64,
+    ) -> BoxFuture<'_, Result<Vec<HeartbeatAck>, StoreError>> {
+        Box::pin(async move {
+            if beats.is_empty() {
+                return Ok(Vec::new());
+            }
+            let items: Vec<serde_json::Value> = beats
+                .iter()
+                .map(|b| json!({"id": b.id.0, "fence": b.fence, "progress": b.progress}))
+                .collect();
+            let mut conn = self.inner.writer.lock().await;
+            let rows = sqlx::query(sql::HEARTBEAT)
+                .bind(serde_json::Value::Array(items).to_string())
+                .bind(now + lease_ms)
+                .fetch_all(&mut *conn)
+                .await?;
+            drop(conn);
+            rows.iter()
+                .map(|r| {
+                    Ok(HeartbeatAck {
+                        id: JobId(r.try_get(0)?),
+                        cancel_requested: r.try_get::<i64, _>(1)? != 0,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    fn complete(
+        &self,
+        done: Vec<Completion>,
+        now: i64,
+    ) -> BoxFuture<'_, Result<Vec<JobId>, StoreError>> {
+        Box::pin(self.apply_completions(done, now, false))
+    }
+
+    fn release(
+        &self,
+        jobs: Vec<(JobId, i64)>,
+        now: i64,
+    ) -> BoxFuture<'_, Result<usize, StoreError>> {
+        Box::pin(async move {
+            if jobs.is_empty() {
+                return Ok(0);
+            }
+            let items: Vec<serde_json::Value> = jobs
+                .iter()
+                .map(|(id, fence)| json!({"id": id.0, "fence": fence}))
+                .collect();
+            let mut conn = self.inner.writer.lock().await;
+            let r = sqlx::query(sql::RELEASE)
+                .bind(serde_json::Value::Array(items).to_string())
+                .bind(now)
+                .execute(&mut *conn)
+                .await?;
+            Ok(r.rows_affected() as usize)
+        })
+    }
+
+    fn expired_leases(
+        &self,
+        now: i64,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<ExpiredLease>, StoreError>> {
+        Box::pin(async move {
+            let rows = sqlx::query(sql::EXPIRED_LEASES)
+                .bind(now)
+                .bind(limit as i64)
+                .fetch_all(&self.inner.read)
+                .await?;
+            rows.iter()
+                .map(|r| {
+                    Ok(ExpiredLease {
+                        id: JobId(r.try_get(0)?),
+                        fence: r.try_get(1)?,
+                        attempt: r.try_get::<i64, _>(2)? as u32,
+                        max_attempts: r.try_get::<i64, _>(3)? as u32,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    fn rescue(
+        &self,
+        done: Vec<Completion>,
+        now: i64,
+    ) -> BoxFuture<'_, Result<Vec<JobId>, StoreError>> {
+        Box::pin(self.apply_completions(done, now, true))
+    }
+
+    fn prune(&self, finished_before: i64, now: i64) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(async move {
+            let mut conn = self.inner.writer.lock().await;
+            let jobs = sqlx::query(sql::PRUNE_JOBS)
+                .bind(finished_before)
+                .execute(&mut *conn)
+                .await?
+                .rows_affected();
+            sqlx::query(sql::PRUNE_NONCES)
+                .bind(now)
+                .execute(&mut *conn)
+                .await?;
+            Ok(jobs)
+        })
+    }
+}
+
+/// Opens the database and applies migrations, for `mcpq migrate`.
+pub async fn migrate_only(db: &DatabaseSettings) -> Result<(), StoreError> {
+    let mut conn = SqliteConnection::connect_with(&connect_options(db)).await?;
+    migrate(&mut conn).await?;
+    conn.close().await?;
+    Ok(())
+}
+
+impl FromStr for Synchronous {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "full" => Ok(Synchronous::Full),
+            "normal" => Ok(Synchronous::Normal),
+            "extra" => Ok(Synchronous::Extra),
+            _ => Err(format!("unknown synchronous mode {s:?}")),
+        }
+    }
+}
+
+impl SqliteStore {
+    /// Jobs not yet finished (queued or running); for `mcpq bench drain`.
+    pub async fn count_unfinished(&self) -> Result<i64, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT count(*) FROM jobs WHERE state IN ('queued', 'running')")
+                .fetch_one(&self.inner.read)
+                .await?,
+        )
+    }
+}
+
+/// Inserts `n` no-op jobs directly (benchmark set-up only; bypasses the wire and nonces).
+pub async fn bench_fill_noop(store: &SqliteStore, n: usize) -> Result<(), StoreError> {
+    let client = "bench";
+    let now = crate::clock::Clock::now_ms(&crate::clock::SystemClock);
+    let mut conn = store.inner.writer.lock().await;
+    let mut left = n;
+    while left > 0 {
+        let k = left.min(10_000);
+        let items: Vec<serde_json::Value> = (0..k)
+            .map(|_| {
+                json!({"id": JobId::generate().0, "client": client, "tool": "noop", "args": "{}",
+                       "max": 3, "at": now, "key": null})
+            })
+            .collect();
+        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+        sqlx::query(sql::INSERT_JOBS)
+            .bind(serde_json::Value::Array(items).to_string())
+            .fetch_all(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        left -= k;
+    }
+    Ok(())
+}

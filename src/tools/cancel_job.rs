@@ -1,0 +1,57 @@
+//! `cancel_job {job_id}`: cancels a queued job at once, or asks the worker running it to stop.
+
+use serde_json::json;
+
+use super::poll_job::job_id_arg;
+use super::{CallCtx, Reply, SyncTool};
+use crate::json::{Json, Object};
+use crate::protocol::CallError;
+use crate::store::{BoxFuture, CancelOutcome};
+
+pub struct CancelJob;
+
+impl SyncTool for CancelJob {
+    fn name(&self) -> &'static str {
+        "cancel_job"
+    }
+    fn description(&self) -> &'static str {
+        "Cancels a job: a queued job at once (state cancelled), a running one at the worker's next heartbeat (state cancelling)."
+    }
+    fn input_schema(&self) -> serde_json::Value {
+        json!({
+            "type": "object",
+            "properties": {"job_id": {"type": "string"}},
+            "required": ["job_id"],
+            "additionalProperties": false
+        })
+    }
+    fn call<'a>(
+        &'a self,
+        ctx: CallCtx<'a>,
+        args: &'a Object,
+    ) -> BoxFuture<'a, Result<Reply, CallError>> {
+        Box::pin(async move {
+            let id = job_id_arg(args)?;
+            let outcome = ctx
+                .store
+                .cancel(ctx.client_id, &id, ctx.now_ms)
+                .await
+                .map_err(|e| {
+                    tracing::error!(error = %e, "cancel_job: store write failed");
+                    CallError::Internal("store".into())
+                })?;
+            let state = match outcome {
+                CancelOutcome::Cancelled => "cancelled",
+                CancelOutcome::Requested => "cancelling",
+                CancelOutcome::AlreadyFinished(s) => {
+                    return Err(CallError::JobFinished(s.as_str().to_string()))
+                }
+                CancelOutcome::NotFound => return Err(CallError::UnknownJob),
+            };
+            Ok(Reply::ok(Object::from_pairs([
+                ("job_id".to_string(), Json::str(&id.0)),
+                ("state".to_string(), Json::str(state)),
+            ])))
+        })
+    }
+}

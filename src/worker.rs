@@ -1,0 +1,463 @@
+//! Job execution: the claim loop, per-job tasks, batched heartbeats and
+//! completions, graceful release, and the maintenance loop (lease rescue, retention).
+//!
+//! A worker is stateless: everything it knows about a job comes from its claim
+//! and everything it decides is written back fenced, so any number of worker
+//! processes (and the loops embedded in `mcpq serve`) can share one database and
+//! a worker that lost its lease can never overwrite a job's record.
+//!
+//! It must not speak HTTP or know about signatures; transitions are decided with
+//! [`crate::jobs`] and applied through [`Store`].
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::clock::Clock;
+use crate::config::{JobSettings, Settings};
+use crate::jobs::{AfterFailure, JobId, RetryPolicy};
+use crate::json::{self, Json};
+use crate::store::{ClaimedJob, Completion, Heartbeat, Outcome, Store};
+use crate::tools::{JobCtx, JobError, Registry};
+
+#[derive(Debug, Clone)]
+pub struct WorkerOptions {
+    /// Recorded as the lease owner, for operators.
+    pub id: String,
+    pub concurrency: usize,
+    pub claim_batch: usize,
+    pub idle_backoff_max: Duration,
+    pub grace: Duration,
+    pub lease_ms: i64,
+    pub heartbeat: Duration,
+    pub retry: RetryPolicy,
+}
+
+impl WorkerOptions {
+    pub fn from_settings(s: &Settings, loops: usize) -> WorkerOptions {
+        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".into());
+        WorkerOptions {
+            id: format!(
+                "{host}:{}:{}",
+                std::process::id(),
+                uuid::Uuid::new_v4().simple()
+            ),
+            concurrency: s.worker.concurrency.max(1) * loops.max(1),
+            claim_batch: s.worker.claim_batch.max(1),
+            idle_backoff_max: Duration::from_millis(s.worker.idle_backoff_max_ms.max(1)),
+            grace: Duration::from_millis(s.worker.grace_period_ms),
+            lease_ms: s.jobs.lease_ms,
+            heartbeat: Duration::from_millis(s.jobs.heartbeat_ms.max(1)),
+            retry: retry_policy(&s.jobs),
+        }
+    }
+}
+
+pub fn retry_policy(j: &JobSettings) -> RetryPolicy {
+    RetryPolicy {
+        base_ms: j.retry_base_ms,
+        max_ms: j.retry_max_ms,
+    }
+}
+
+// Why a running job's token was cancelled.
+const STOP_NONE: u8 = 0;
+const STOP_CANCEL_REQUESTED: u8 = 1;
+const STOP_LEASE_LOST: u8 = 2;
+const STOP_SHUTDOWN: u8 = 3;
+
+struct Running {
+    fence: i64,
+    ctx: JobCtx,
+    stop: Arc<AtomicU8>,
+}
+
+type Inflight = Arc<Mutex<HashMap<JobId, Running>>>;
+
+fn lock(m: &Inflight) -> std::sync::MutexGuard<'_, HashMap<JobId, Running>> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Runs a worker until `stop` fires, then finishes or releases its jobs within the grace period.
+pub async fn run(
+    store: Arc<dyn Store>,
+    registry: Arc<Registry>,
+    opts: WorkerOptions,
+    clock: Arc<dyn Clock>,
+    stop: CancellationToken,
+    wake: Option<Arc<Notify>>,
+) {
+    let inflight: Inflight = Arc::new(Mutex::new(HashMap::new()));
+    let slots = Arc::new(Semaphore::new(opts.concurrency));
+    let jobs = TaskTracker::new();
+    let (done_tx, done_rx) = mpsc::unbounded_channel::<Completion>();
+    let (release_tx, mut release_rx) = mpsc::unbounded_channel::<(JobId, i64)>();
+
+    let completer = tokio::spawn(complete_batches(store.clone(), clock.clone(), done_rx));
+    let beats_stop = CancellationToken::new();
+    let beater = tokio::spawn(heartbeats(
+        store.clone(),
+        inflight.clone(),
+        opts.clone(),
+        clock.clone(),
+        beats_stop.clone(),
+    ));
+
+    let mut backoff = Duration::from_millis(1);
+    tracing::info!(worker = %opts.id, concurrency = opts.concurrency, "worker started");
+    while !stop.is_cancelled() {
+        let free = slots.available_permits().min(opts.claim_batch);
+        if free == 0 {
+            // Wait for a slot without holding it.
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                p = slots.acquire() => drop(p),
+            }
+            continue;
+        }
+        let claimed = match store
+            .claim(&opts.id, free, clock.now_ms(), opts.lease_ms)
+            .await
+        {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "claim failed; backing off");
+                Vec::new()
+            }
+        };
+        if claimed.is_empty() {
+            // Idle: back off exponentially up to the cap, waking early on a local enqueue.
+            let notified = async {
+                match &wake {
+                    Some(n) => n.notified().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = notified => backoff = Duration::from_millis(1),
+                _ = tokio::time::sleep(backoff) => backoff = (backoff * 2).min(opts.idle_backoff_max),
+            }
+            continue;
+        }
+        backoff = Duration::from_millis(1);
+        for job in claimed {
+            let Ok(permit) = slots.clone().try_acquire_owned() else {
+                // Cannot happen (we claimed at most the free slots), but never run unbounded.
+                let _ = release_tx.send((job.id.clone(), job.fence));
+                continue;
+            };
+            let ctx = JobCtx::new(CancellationToken::new());
+            let stop_reason = Arc::new(AtomicU8::new(STOP_NONE));
+            lock(&inflight).insert(
+                job.id.clone(),
+                Running {
+                    fence: job.fence,
+                    ctx: ctx.clone(),
+                    stop: stop_reason.clone(),
+                },
+            );
+            let registry = registry.clone();
+            let done_tx = done_tx.clone();
+            let release_tx = release_tx.clone();
+            let inflight = inflight.clone();
+            let clock = clock.clone();
+            let retry = opts.retry;
+            jobs.spawn(async move {
+                let id = job.id.clone();
+                let fence = job.fence;
+                let result = execute(&registry, ctx, &job).await;
+                lock(&inflight).remove(&id);
+                drop(permit);
+                match stop_reason.load(Ordering::SeqCst) {
+                    STOP_LEASE_LOST => {
+                        tracing::warn!(job = %id, "lease lost; result discarded");
+                    }
+                    STOP_SHUTDOWN => {
+                        let _ = release_tx.send((id, fence));
+                    }
+                    reason => {
+                        let outcome = decide(result, reason, &job, retry, clock.now_ms());
+                        let _ = done_tx.send(Completion { id, fence, outcome });
+                    }
+                }
+            });
+        }
+    }
+
+    // Graceful stop: no more claims; give running jobs the grace period, then release the rest.
+    jobs.close();
+    if tokio::time::timeout(opts.grace, jobs.wait()).await.is_err() {
+        {
+            let running = lock(&inflight);
+            tracing::info!(
+                jobs = running.len(),
+                "grace period over; releasing running jobs"
+            );
+            for r in running.values() {
+                r.stop.store(STOP_SHUTDOWN, Ordering::SeqCst);
+                r.ctx.cancel.cancel();
+            }
+        }
+        jobs.wait().await;
+    }
+    drop(done_tx);
+    drop(release_tx);
+    let _ = completer.await;
+    let mut releases = Vec::new();
+    while let Ok(r) = release_rx.try_recv() {
+        releases.push(r);
+    }
+    if !releases.is_empty() {
+        match store.release(releases, clock.now_ms()).await {
+            Ok(n) => tracing::info!(jobs = n, "released jobs back to the queue"),
+            Err(e) => {
+                tracing::error!(error = %e, "release failed; the jobs will be rescued when their leases expire")
+            }
+        }
+    }
+    beats_stop.cancel();
+    let _ = beater.await;
+    tracing::info!(worker = %opts.id, "worker stopped");
+}
+
+async fn execute(
+    registry: &Registry,
+    ctx: JobCtx,
+    job: &ClaimedJob,
+) -> Result<json::Object, JobError> {
+    let Some(tool) = registry.job_tool(&job.tool) else {
+        return Err(JobError::Fatal(format!(
+            "no job tool named {:?} in this worker",
+            job.tool
+        )));
+    };
+    let args = match json::parse(job.args.as_bytes()) {
+        Ok(Json::Object(o)) => o,
+        _ => {
+            return Err(JobError::Fatal(
+                "stored arguments are not a JSON object".into(),
+            ))
+        }
+    };
+    // A panicking tool must not take the worker down: run it as its own task.
+    match tokio::spawn(tool.run(ctx, args)).await {
+        Ok(r) => r,
+        Err(e) if e.is_panic() => Err(JobError::Retryable("job panicked".into())),
+        Err(_) => Err(JobError::Retryable("job task was aborted".into())),
+    }
+}
+
+fn decide(
+    result: Result<json::Object, JobError>,
+    stop_reason: u8,
+    job: &ClaimedJob,
+    retry: RetryPolicy,
+    now: i64,
+) -> Outcome {
+    if stop_reason == STOP_CANCEL_REQUESTED {
+        return Outcome::Cancelled {
+            error: "cancelled: cancel_job was called while the job ran".into(),
+        };
+    }
+    match result {
+        Ok(o) => Outcome::Succeeded {
+            result: Json::Object(o).to_canonical(),
+        },
+        Err(e) => {
+            let retryable = matches!(e, JobError::Retryable(_));
+            match retry.after_failure(
+                job.attempt,
+                job.max_attempts,
+                retryable,
+                now,
+                rand::random(),
+            ) {
+                AfterFailure::RetryAt(run_at) => Outcome::Retry {
+                    run_at,
+                    error: e.to_string(),
+                },
+                AfterFailure::Fail => Outcome::Failed {
+                    error: e.to_string(),
+                },
+            }
+        }
+    }
+}
+
+/// Commits completions in batches; a failed batch is retried, never dropped.
+async fn complete_batches(
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    mut rx: mpsc::UnboundedReceiver<Completion>,
+) {
+    let mut batch = Vec::new();
+    while let Some(c) = rx.recv().await {
+        batch.push(c);
+        while batch.len() < 2048 {
+            match rx.try_recv() {
+                Ok(c) => batch.push(c),
+                Err(_) => break,
+            }
+        }
+        loop {
+            match store.complete(batch.clone(), clock.now_ms()).await {
+                Ok(applied) => {
+                    if applied.len() < batch.len() {
+                        tracing::warn!(
+                            stale = batch.len() - applied.len(),
+                            "completions skipped: lease was lost (fencing token changed)"
+                        );
+                    }
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "completion batch failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+        batch.clear();
+    }
+}
+
+/// Extends the leases of all running jobs in one statement per tick, carrying their latest
+/// progress; stops jobs whose lease was lost or whose cancellation was requested.
+async fn heartbeats(
+    store: Arc<dyn Store>,
+    inflight: Inflight,
+    opts: WorkerOptions,
+    clock: Arc<dyn Clock>,
+    stop: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(opts.heartbeat);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let beats: Vec<Heartbeat> = lock(&inflight)
+            .iter()
+            .map(|(id, r)| Heartbeat {
+                id: id.clone(),
+                fence: r.fence,
+                progress: r
+                    .ctx
+                    .take_progress()
+                    .map(|p| Json::Object(p).to_canonical()),
+            })
+            .collect();
+        if beats.is_empty() {
+            continue;
+        }
+        let acks = match store
+            .heartbeat(beats.clone(), clock.now_ms(), opts.lease_ms)
+            .await
+        {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "heartbeat failed");
+                continue;
+            }
+        };
+        let acked: HashMap<&JobId, bool> =
+            acks.iter().map(|a| (&a.id, a.cancel_requested)).collect();
+        let running = lock(&inflight);
+        for b in &beats {
+            let Some(r) = running.get(&b.id) else {
+                continue;
+            };
+            if r.fence != b.fence {
+                continue;
+            }
+            match acked.get(&b.id) {
+                Some(false) => {}
+                Some(true) => {
+                    r.stop.store(STOP_CANCEL_REQUESTED, Ordering::SeqCst);
+                    r.ctx.cancel.cancel();
+                }
+                None => {
+                    r.stop.store(STOP_LEASE_LOST, Ordering::SeqCst);
+                    r.ctx.cancel.cancel();
+                }
+            }
+        }
+    }
+}
+
+/// Rescues jobs whose worker vanished, prunes finished jobs past retention and expired nonces.
+pub async fn maintenance(
+    store: Arc<dyn Store>,
+    prune_hook: Arc<dyn Fn(i64) + Send + Sync>,
+    jobs: JobSettings,
+    clock: Arc<dyn Clock>,
+    stop: CancellationToken,
+) {
+    let policy = retry_policy(&jobs);
+    let mut tick = tokio::time::interval(Duration::from_millis(jobs.rescue_interval_ms.max(10)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let prune_every = Duration::from_secs(30);
+    let mut last_prune = tokio::time::Instant::now() - prune_every;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if let Err(e) = rescue_once(store.as_ref(), policy, clock.now_ms()).await {
+            tracing::warn!(error = %e, "lease rescue failed");
+        }
+        if last_prune.elapsed() >= prune_every {
+            last_prune = tokio::time::Instant::now();
+            let now = clock.now_ms();
+            prune_hook(now);
+            match store
+                .prune(now - (jobs.retention_secs as i64) * 1000, now)
+                .await
+            {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(jobs = n, "pruned finished jobs past retention"),
+                Err(e) => tracing::warn!(error = %e, "prune failed"),
+            }
+        }
+    }
+}
+
+/// One rescue pass: expired leases become retries (the attempt counts) or failures.
+pub async fn rescue_once(
+    store: &dyn Store,
+    policy: RetryPolicy,
+    now: i64,
+) -> Result<usize, crate::store::StoreError> {
+    let expired = store.expired_leases(now, 1000).await?;
+    if expired.is_empty() {
+        return Ok(0);
+    }
+    let decisions = expired
+        .into_iter()
+        .map(|e| {
+            let error = "lease_expired: the worker stopped heartbeating (crashed or partitioned)"
+                .to_string();
+            let outcome =
+                match policy.after_failure(e.attempt, e.max_attempts, true, now, rand::random()) {
+                    AfterFailure::RetryAt(run_at) => Outcome::Retry { run_at, error },
+                    AfterFailure::Fail => Outcome::Failed { error },
+                };
+            Completion {
+                id: e.id,
+                fence: e.fence,
+                outcome,
+            }
+        })
+        .collect();
+    let applied = store.rescue(decisions, now).await?;
+    if !applied.is_empty() {
+        tracing::info!(jobs = applied.len(), "rescued jobs with expired leases");
+    }
+    Ok(applied.len())
+}
