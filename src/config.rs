@@ -119,6 +119,7 @@ pub struct JobSettings {
     pub lease_ms: i64,
     pub heartbeat_ms: u64,
     pub rescue_interval_ms: u64,
+    pub prune_interval_ms: u64,
     pub retry_base_ms: i64,
     pub retry_max_ms: i64,
 }
@@ -218,7 +219,8 @@ impl Settings {
         b = b.add_source(
             config::Environment::with_prefix("MCPQ")
                 .prefix_separator("__")
-                .separator("__"),
+                .separator("__")
+                .try_parsing(true),
         );
         let raw: RawSettings = b.build()?.try_deserialize()?;
         Settings::from_raw(raw)

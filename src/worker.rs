@@ -402,7 +402,7 @@ pub async fn maintenance(
     let policy = retry_policy(&jobs);
     let mut tick = tokio::time::interval(Duration::from_millis(jobs.rescue_interval_ms.max(10)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let prune_every = Duration::from_secs(30);
+    let prune_every = Duration::from_millis(jobs.prune_interval_ms.max(10));
     let mut last_prune = tokio::time::Instant::now() - prune_every;
     loop {
         tokio::select! {

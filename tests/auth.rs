@@ -1,0 +1,199 @@
+//! Authentication over real HTTP: who gets in, in which order checks run, and that secrets stay out of logs.
+
+mod common;
+
+use common::*;
+use mcpq::client::Client;
+use mcpq::json::Json;
+
+async fn code_of(client: &mut Client, env: &mcpq::json::Object) -> (u16, String) {
+    let (status, r) = client.send(env).await.expect("send");
+    assert!(!r.ok);
+    (status, r.error_code().unwrap_or_default().to_string())
+}
+
+#[tokio::test]
+async fn a_signed_call_is_answered_and_the_response_verifies() {
+    let env = TestEnv::new("");
+    let d = env.spawn_daemon().await;
+    let mut c = env.client(&d).await;
+    let r = c
+        .call("batch_sum", args(r#"{"numbers":[1,2,3]}"#))
+        .await
+        .unwrap();
+    assert!(r.ok, "{}", r.raw);
+    assert_eq!(r.server_id, "mcp-server-001");
+    assert!(
+        r.raw.contains(r#""result":{"count":3,"total":6.0}"#),
+        "{}",
+        r.raw
+    );
+}
+
+#[tokio::test]
+async fn unknown_client_is_rejected() {
+    let env = TestEnv::new("");
+    let d = env.spawn_daemon().await;
+    let mut s = env.client_settings(&d);
+    s.client_id = "nobody".into();
+    let mut c = Client::connect(s).await.unwrap();
+    let e = c.envelope("batch_sum", args(r#"{"numbers":[1]}"#));
+    assert_eq!(
+        code_of(&mut c, &e).await,
+        (401, "unknown_client".to_string())
+    );
+}
+
+#[tokio::test]
+async fn every_tampered_field_is_rejected_with_its_code() {
+    let env = TestEnv::new("");
+    let d = env.spawn_daemon().await;
+    let mut c = env.client(&d).await;
+    let cases: Vec<(&str, Json, u16, &str)> = vec![
+        ("request_id", Json::str("other"), 401, "bad_signature"),
+        ("ts_ms", Json::Int(now_ms() - 1), 401, "bad_signature"),
+        ("tool", Json::str("server_identity"), 401, "bad_signature"),
+        (
+            "args",
+            Json::Object(args(r#"{"numbers":[1,2,4]}"#)),
+            401,
+            "bad_signature",
+        ),
+        ("nonce", Json::str("another-nonce"), 401, "bad_signature"),
+        ("client_id", Json::str(CLIENT2), 401, "bad_signature"),
+        ("client_id", Json::str("stranger"), 401, "unknown_client"),
+        (
+            "server_id",
+            Json::str("mcp-server-999"),
+            400,
+            "wrong_server",
+        ),
+        ("v", Json::str("mcp/0.2"), 400, "unsupported_version"),
+        ("signature", Json::str("0".repeat(64)), 401, "bad_signature"),
+        ("signature", Json::str("zz"), 401, "bad_signature"),
+    ];
+    for (field, value, status, code) in cases {
+        let mut e = c.envelope("batch_sum", args(r#"{"numbers":[1,2,3]}"#));
+        e.insert(field.to_string(), value);
+        assert_eq!(
+            code_of(&mut c, &e).await,
+            (status, code.to_string()),
+            "tampered {field}"
+        );
+    }
+    // Nothing tampered: the same shape succeeds.
+    let e = c.envelope("batch_sum", args(r#"{"numbers":[1,2,3]}"#));
+    assert!(c.send(&e).await.unwrap().1.ok);
+}
+
+#[tokio::test]
+async fn stale_and_future_timestamps_are_rejected_both_ways() {
+    let env = TestEnv::new("");
+    let d = env.spawn_daemon().await;
+    let mut c = env.client(&d).await;
+    let a = || args(r#"{"numbers":[1]}"#);
+    let stale = c.envelope_at("batch_sum", a(), now_ms() - 301_000);
+    assert_eq!(
+        code_of(&mut c, &stale).await,
+        (401, "stale_timestamp".into())
+    );
+    let future = c.envelope_at("batch_sum", a(), now_ms() + 301_000);
+    assert_eq!(
+        code_of(&mut c, &future).await,
+        (401, "future_timestamp".into())
+    );
+    for skew in [-290_000, 290_000] {
+        let ok = c.envelope_at("batch_sum", a(), now_ms() + skew);
+        assert!(
+            c.send(&ok).await.unwrap().1.ok,
+            "skew {skew} is inside the window"
+        );
+    }
+}
+
+#[tokio::test]
+async fn both_rotation_keys_are_accepted_and_no_other() {
+    let env = TestEnv::new("");
+    let d = env.spawn_daemon().await;
+    for secret in [CLIENT2_CURRENT, CLIENT2_PREVIOUS] {
+        let mut c = Client::connect(env.client2_settings(&d, secret))
+            .await
+            .unwrap();
+        let r = c
+            .call("batch_sum", args(r#"{"numbers":[2]}"#))
+            .await
+            .unwrap();
+        assert!(r.ok, "{secret}: {}", r.raw);
+    }
+    let mut c =
+        Client::connect(env.client2_settings(&d, "client-two-retired-secret-0000000000000000000"))
+            .await
+            .unwrap();
+    let e = c.envelope("batch_sum", args(r#"{"numbers":[2]}"#));
+    assert_eq!(code_of(&mut c, &e).await, (401, "bad_signature".into()));
+}
+
+#[tokio::test]
+async fn checks_run_in_the_documented_order() {
+    let env = TestEnv::new("");
+    let d = env.spawn_daemon().await;
+    let mut c = env.client(&d).await;
+    let bad_sig = Json::str("0".repeat(64));
+    // version before server_id before timestamp before signature.
+    let mut e = c.envelope_at("batch_sum", args("{}"), now_ms() - 10_000_000);
+    e.insert("v".into(), Json::str("x"));
+    e.insert("server_id".into(), Json::str("elsewhere"));
+    e.insert("signature".into(), bad_sig.clone());
+    assert_eq!(code_of(&mut c, &e).await.1, "unsupported_version");
+    e.insert("v".into(), Json::str("mcp/0.1"));
+    assert_eq!(code_of(&mut c, &e).await.1, "wrong_server");
+    e.insert("server_id".into(), Json::str("mcp-server-001"));
+    assert_eq!(code_of(&mut c, &e).await.1, "stale_timestamp");
+    // signature before nonce: a forged replay is a bad signature, not a replay.
+    let good = c.envelope("no_such_tool", args(r#"{"bad":1}"#));
+    assert_eq!(code_of(&mut c, &good).await, (404, "unknown_tool".into()));
+    let mut forged = good.clone();
+    forged.insert("signature".into(), bad_sig);
+    assert_eq!(code_of(&mut c, &forged).await.1, "bad_signature");
+    // nonce before tool: the replayed unknown-tool call is a replay.
+    assert_eq!(code_of(&mut c, &good).await.1, "replayed_nonce");
+    // tool before args.
+    let e = c.envelope("batch_sum", args(r#"{"numbers":"x"}"#));
+    assert_eq!(code_of(&mut c, &e).await, (400, "invalid_args".into()));
+}
+
+#[tokio::test]
+async fn secrets_never_appear_in_logs() {
+    let env = TestEnv::new("");
+    let d = env.spawn_daemon().await;
+    let mut c = env.client(&d).await;
+    for tool in ["server_identity", "batch_sum", "start_long_task", "nope"] {
+        let _ = c
+            .call(tool, args(r#"{"numbers":[1],"seconds":1}"#))
+            .await
+            .unwrap();
+    }
+    let mut bad = env.client_settings(&d);
+    bad.secret = mcpq::config::Secret::new(b"a-wrong-key-that-must-not-be-logged-either".to_vec());
+    let mut bc = Client::connect(bad).await.unwrap();
+    let _ = bc
+        .call("batch_sum", args(r#"{"numbers":[1]}"#))
+        .await
+        .unwrap();
+    let mut d = d;
+    d.proc.sigterm().await;
+    let logs = d.proc.logs();
+    assert!(logs.contains("DEBUG"), "debug logging was on:\n{logs}");
+    let s = env.settings();
+    let mut secrets: Vec<String> =
+        vec![String::from_utf8(s.server.secret.expose().to_vec()).unwrap()];
+    for keys in s.clients.values() {
+        for k in &keys.secrets {
+            secrets.push(String::from_utf8(k.expose().to_vec()).unwrap());
+        }
+    }
+    secrets.push("a-wrong-key-that-must-not-be-logged-either".into());
+    for secret in secrets {
+        assert!(!logs.contains(&secret), "a secret leaked into the logs");
+    }
+}

@@ -1,0 +1,307 @@
+//! Test harness: starts the real `mcpq` binary on a free port with a temporary
+//! database, and real `mcpq worker` processes against the same file.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use mcpq::client::Client;
+use mcpq::config::{ClientSettings, Secret, Settings};
+use mcpq::json::{Json, Object};
+use mcpq::protocol::VerifiedResponse;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_mcpq");
+
+/// A second client with two live secrets (rotation).
+pub const CLIENT2: &str = "client-002";
+pub const CLIENT2_CURRENT: &str = "client-two-current-secret-000000000000000000";
+pub const CLIENT2_PREVIOUS: &str = "client-two-previous-secret-00000000000000000";
+
+/// A temp directory holding a config file and the database; daemons and workers share it.
+pub struct TestEnv {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub env: Vec<(String, String)>,
+}
+
+pub struct Proc {
+    pub child: Child,
+    pub stderr_path: PathBuf,
+}
+
+impl Proc {
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("process has a pid")
+    }
+
+    /// SIGKILL: the process gets no chance to clean up.
+    pub async fn kill9(&mut self) {
+        self.child.start_kill().expect("kill -9");
+        self.child.wait().await.expect("reap");
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    pub async fn sigterm(&mut self) -> std::process::ExitStatus {
+        let st = std::process::Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .expect("kill -TERM");
+        assert!(st.success());
+        tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .expect("process exits after SIGTERM")
+            .expect("wait")
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+}
+
+pub struct Daemon {
+    pub addr: SocketAddr,
+    pub proc: Proc,
+}
+
+impl Daemon {
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl TestEnv {
+    /// `extra` is appended to the generated config file (whole TOML tables only).
+    pub fn new(extra: &str) -> TestEnv {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = dir.path().join("mcpq.toml");
+        let db = dir.path().join("mcpq.db");
+        let toml = format!(
+            r#"
+[clients.{CLIENT2}]
+secret = "{CLIENT2_CURRENT}"
+previous_secret = "{CLIENT2_PREVIOUS}"
+{extra}
+"#
+        );
+        std::fs::write(&config, toml).expect("write config");
+        TestEnv {
+            dir,
+            config,
+            env: vec![
+                ("MCPQ__DATABASE__PATH".into(), db.display().to_string()),
+                ("MCPQ__SERVER__LISTEN".into(), "127.0.0.1:0".into()),
+            ],
+        }
+    }
+
+    /// Adds an environment override (`MCPQ__SECTION__KEY`) for every process started afterwards.
+    pub fn set(mut self, key: &str, value: &str) -> TestEnv {
+        self.env.push((key.to_string(), value.to_string()));
+        self
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.dir.path().join("mcpq.db")
+    }
+
+    pub fn settings(&self) -> Settings {
+        Settings::load(Some(&self.config)).expect("settings")
+    }
+
+    fn command(&self, args: &[&str], log_name: &str) -> (Command, PathBuf) {
+        let stderr_path = self.dir.path().join(log_name);
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&stderr_path)
+            .expect("log file");
+        let mut cmd = Command::new(BIN);
+        cmd.arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .env("RUST_LOG", "debug,sqlx=warn,hyper=info")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .kill_on_drop(true);
+        (cmd, stderr_path)
+    }
+
+    /// Starts `mcpq serve` and waits until it is listening.
+    pub async fn spawn_daemon(&self) -> Daemon {
+        let (mut cmd, stderr_path) = self.command(&["serve"], "daemon.log");
+        let mut child = cmd.spawn().expect("spawn mcpq serve");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .expect("daemon printed its address in time")
+            .expect("read stdout")
+            .unwrap_or_else(|| {
+                panic!(
+                    "daemon exited before listening; log:\n{}",
+                    std::fs::read_to_string(&stderr_path).unwrap_or_default()
+                )
+            });
+        let addr = line
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .parse()
+            .expect("address");
+        // Keep draining stdout so the daemon never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Daemon {
+            addr,
+            proc: Proc { child, stderr_path },
+        }
+    }
+
+    /// Starts `mcpq worker` and waits until it has started.
+    pub async fn spawn_worker(&self, n: usize) -> Proc {
+        let (mut cmd, stderr_path) = self.command(&["worker"], &format!("worker{n}.log"));
+        let mut child = cmd.spawn().expect("spawn mcpq worker");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .expect("worker started in time")
+            .expect("read stdout");
+        assert!(
+            line.as_deref().is_some_and(|l| l.starts_with("worker ")),
+            "unexpected worker output {line:?}"
+        );
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Proc { child, stderr_path }
+    }
+
+    pub fn client_settings(&self, daemon: &Daemon) -> ClientSettings {
+        let mut c = self.settings().client;
+        c.url = daemon.url();
+        c
+    }
+
+    pub fn client2_settings(&self, daemon: &Daemon, secret: &str) -> ClientSettings {
+        let mut c = self.client_settings(daemon);
+        c.client_id = CLIENT2.into();
+        c.secret = Secret::new(secret.as_bytes().to_vec());
+        c
+    }
+
+    pub async fn client(&self, daemon: &Daemon) -> Client {
+        Client::connect(self.client_settings(daemon))
+            .await
+            .expect("connect")
+    }
+}
+
+pub fn args(json: &str) -> Object {
+    match mcpq::json::parse(json.as_bytes()).expect("test args parse") {
+        Json::Object(o) => o,
+        _ => panic!("args must be an object"),
+    }
+}
+
+pub fn job_id(resp: &VerifiedResponse) -> String {
+    resp.result
+        .as_ref()
+        .and_then(|r| r.get("job_id"))
+        .and_then(Json::as_str)
+        .unwrap_or_else(|| panic!("no job_id in {}", resp.raw))
+        .to_string()
+}
+
+/// Polls `cond` every 25 ms until it holds or `timeout` passes (waiting for an eventual state, not a race).
+pub async fn eventually<F, Fut>(timeout: Duration, what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if cond().await {
+            return;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Polls a job until its status is terminal; returns the final response.
+pub async fn poll_until_finished(
+    client: &mut Client,
+    id: &str,
+    timeout: Duration,
+) -> VerifiedResponse {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let r = client
+            .call("poll_job", args(&format!(r#"{{"job_id":"{id}"}}"#)))
+            .await
+            .expect("poll");
+        if matches!(
+            r.status,
+            mcpq::protocol::Status::Done | mcpq::protocol::Status::Error
+        ) {
+            return r;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("job {id} did not finish; last poll {}", r.raw);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A read-only view of the database file for asserting on rows.
+pub async fn db(path: &Path) -> sqlx::SqlitePool {
+    let opts = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(path)
+        .read_only(true);
+    sqlx::sqlite::SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(opts)
+        .await
+        .expect("open db")
+}
+
+/// Sends raw bytes (a whole HTTP/1.1 request with `Connection: close`) and returns status and body.
+pub async fn raw_http(addr: SocketAddr, request: &[u8]) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    s.write_all(request).await.expect("write");
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf))
+        .await
+        .expect("response in time")
+        .expect("read");
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {text:?}"));
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// Verifies a response body with the development server key and returns it.
+pub fn verified(body: &str) -> VerifiedResponse {
+    let key = Settings::load(None).expect("defaults").server.secret;
+    mcpq::protocol::verify_response(body.as_bytes(), key.expose())
+        .unwrap_or_else(|e| panic!("response does not verify ({e}): {body}"))
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
