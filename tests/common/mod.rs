@@ -232,11 +232,13 @@ where
     }
 }
 
-/// Polls a job until its status is terminal; returns the final response.
-pub async fn poll_until_finished(
+/// Polls a job every 50 ms until `pred` holds for the response (waiting for an eventual state).
+pub async fn poll_until(
     client: &mut Client,
     id: &str,
     timeout: Duration,
+    what: &str,
+    pred: impl Fn(&VerifiedResponse) -> bool,
 ) -> VerifiedResponse {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
@@ -244,17 +246,32 @@ pub async fn poll_until_finished(
             .call("poll_job", args(&format!(r#"{{"job_id":"{id}"}}"#)))
             .await
             .expect("poll");
-        if matches!(
-            r.status,
-            mcpq::protocol::Status::Done | mcpq::protocol::Status::Error
-        ) {
+        if pred(&r) {
             return r;
         }
         if tokio::time::Instant::now() > deadline {
-            panic!("job {id} did not finish; last poll {}", r.raw);
+            panic!(
+                "timed out waiting for {what} of job {id}; last poll {}",
+                r.raw
+            );
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Polls a job until its status is terminal; returns the final response.
+pub async fn poll_until_finished(
+    client: &mut Client,
+    id: &str,
+    timeout: Duration,
+) -> VerifiedResponse {
+    poll_until(client, id, timeout, "a terminal status", |r| {
+        matches!(
+            r.status,
+            mcpq::protocol::Status::Done | mcpq::protocol::Status::Error
+        )
+    })
+    .await
 }
 
 /// A read-only view of the database file for asserting on rows.
