@@ -98,7 +98,12 @@ pub async fn run(
     let (done_tx, done_rx) = mpsc::unbounded_channel::<Completion>();
     let (release_tx, mut release_rx) = mpsc::unbounded_channel::<(JobId, i64)>();
 
-    let completer = tokio::spawn(complete_batches(store.clone(), clock.clone(), done_rx));
+    let completer = tokio::spawn(complete_batches(
+        store.clone(),
+        clock.clone(),
+        inflight.clone(),
+        done_rx,
+    ));
     let beats_stop = CancellationToken::new();
     let beater = tokio::spawn(heartbeats(
         store.clone(),
@@ -172,13 +177,16 @@ pub async fn run(
                 let id = job.id.clone();
                 let fence = job.fence;
                 let result = execute(&registry, ctx, &job).await;
-                lock(&inflight).remove(&id);
                 drop(permit);
+                // The job stays in `inflight` (and so keeps its lease alive through heartbeats)
+                // until its completion is committed; the completer removes it.
                 match stop_reason.load(Ordering::SeqCst) {
                     STOP_LEASE_LOST => {
+                        lock(&inflight).remove(&id);
                         tracing::warn!(job = %id, "lease lost; result discarded");
                     }
                     STOP_SHUTDOWN => {
+                        lock(&inflight).remove(&id);
                         let _ = release_tx.send((id, fence));
                     }
                     reason => {
@@ -294,6 +302,7 @@ fn decide(
 async fn complete_batches(
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
+    inflight: Inflight,
     mut rx: mpsc::UnboundedReceiver<Completion>,
 ) {
     let mut batch = Vec::new();
@@ -313,6 +322,12 @@ async fn complete_batches(
                             stale = batch.len() - applied.len(),
                             "completions skipped: lease was lost (fencing token changed)"
                         );
+                    }
+                    let mut running = lock(&inflight);
+                    for c in &batch {
+                        if running.get(&c.id).is_some_and(|r| r.fence == c.fence) {
+                            running.remove(&c.id);
+                        }
                     }
                     break;
                 }
