@@ -177,12 +177,12 @@ fn load_secret(
     file: &Option<PathBuf>,
     what: &str,
 ) -> Result<Option<Secret>, ConfigError> {
+    // A secret file wins over an inline secret: layers merge, so an inline development
+    // key from the defaults must not block a file configured on top of it.
+    let _ = what;
     match (inline, file) {
-        (Some(_), Some(_)) => Err(ConfigError::Invalid(format!(
-            "{what}: set either the secret or the secret file, not both"
-        ))),
         (Some(s), None) => Ok(Some(Secret::new(s.as_bytes().to_vec()))),
-        (None, Some(p)) => {
+        (_, Some(p)) => {
             let text = std::fs::read_to_string(p).map_err(|source| ConfigError::SecretFile {
                 path: p.clone(),
                 source,
