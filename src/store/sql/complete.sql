@@ -7,7 +7,9 @@ SET state = c.state,
     finished_at = CASE WHEN c.state = 'queued' THEN NULL ELSE ?2 END,
     lease_owner = NULL,
     lease_expires_at = NULL,
-    cancel_requested = 0,
+    -- A requeued job keeps a pending cancel request, so its next attempt's first
+    -- heartbeat still reports it (as `release` does); a finished job no longer needs it.
+    cancel_requested = CASE WHEN c.state = 'queued' THEN jobs.cancel_requested ELSE 0 END,
     errors = CASE WHEN c.error IS NULL THEN jobs.errors
                   ELSE json_insert(jobs.errors, '$[#]', json_object('attempt', jobs.attempt, 'at', ?2, 'error', c.error)) END
 FROM (SELECT value ->> '$.id' AS id, value ->> '$.fence' AS fence, value ->> '$.state' AS state,
