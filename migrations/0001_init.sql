@@ -1,11 +1,13 @@
 -- Nonces of admitted calls, kept until their timestamp can no longer pass the window check.
--- `h` is a 16-byte digest of (client_id, nonce); `bucket` = expires_ms / 60000 makes pruning a range delete.
-CREATE TABLE nonces (
-    bucket     INTEGER NOT NULL,
-    h          BLOB    NOT NULL,
-    expires_ms INTEGER NOT NULL,
-    PRIMARY KEY (bucket, h)
-) WITHOUT ROWID;
+-- One row per group commit: `entries` is the concatenation of 24-byte records, each a 16-byte
+-- digest of (client_id, nonce) followed by its expiry (ms, big-endian i64). Appending one row
+-- per batch instead of one B-tree insert per nonce keeps replay protection off the hot path.
+CREATE TABLE nonce_batches (
+    id         INTEGER PRIMARY KEY,
+    expires_ms INTEGER NOT NULL, -- the latest expiry in the batch
+    entries    BLOB    NOT NULL
+);
+CREATE INDEX nonce_batches_expiry ON nonce_batches (expires_ms);
 
 CREATE TABLE jobs (
     seq              INTEGER PRIMARY KEY,

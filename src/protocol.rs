@@ -91,6 +91,11 @@ impl Envelope {
         };
         let ts_ms = match object.get("ts_ms") {
             Some(Json::Int(i)) => *i,
+            Some(Json::BigInt(_)) => {
+                return Err(CallError::InvalidEnvelope(
+                    "field \"ts_ms\" is out of range for milliseconds since the epoch".into(),
+                ))
+            }
             Some(other) => {
                 return Err(CallError::InvalidEnvelope(format!(
                     "field \"ts_ms\" must be an integer (milliseconds since the epoch), got {}",

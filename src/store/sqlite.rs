@@ -33,7 +33,7 @@ const MAX_BATCH: usize = 4096;
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 mod sql {
-    pub const INSERT_NONCES: &str = include_str!("sql/insert_nonces.sql");
+    pub const GROUP_COMMIT: &str = include_str!("sql/group_commit.sql");
     pub const INSERT_JOBS: &str = include_str!("sql/insert_jobs.sql");
     pub const FIND_IDEMPOTENT: &str = include_str!("sql/find_idempotent.sql");
     pub const GET_JOB: &str = include_str!("sql/get_job.sql");
@@ -82,6 +82,10 @@ fn connect_options(db: &DatabaseSettings) -> SqliteConnectOptions {
         .busy_timeout(Duration::from_millis(db.busy_timeout_ms))
         .foreign_keys(false)
         .pragma("temp_store", "memory")
+        // Checkpoints run in a background task (see `checkpointer`), not inside the
+        // commit that happens to cross the threshold, so enqueue latency stays flat.
+        .pragma("wal_autocheckpoint", "0")
+        .pragma("journal_size_limit", "67108864")
 }
 
 /// Applies the embedded migrations. Safe to race with other processes doing the same.
@@ -117,6 +121,7 @@ impl SqliteStore {
         let writer = Arc::new(Mutex::new(writer));
         let (tx, rx) = mpsc::channel(MAX_BATCH * 4);
         tokio::spawn(group_commit(writer.clone(), rx));
+        tokio::spawn(checkpointer(read.clone(), tx.downgrade()));
         Ok(SqliteStore {
             inner: Arc::new(Inner { read, writer, tx }),
         })
@@ -129,6 +134,30 @@ impl SqliteStore {
     }
 }
 
+/// Moves WAL content into the database file every half second (PASSIVE: never blocks
+/// writers or readers). Stops when the store is dropped.
+async fn checkpointer(pool: SqlitePool, alive: mpsc::WeakSender<WriteOp>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if alive.upgrade().is_none() || pool.is_closed() {
+            return;
+        }
+        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&pool)
+            .await
+        {
+            tracing::warn!(error = %e, "WAL checkpoint failed");
+        }
+    }
+}
+
+/// How long admitted nonces of non-job calls may wait to be written. Nothing waits on
+/// them (they are write-behind), so they ride along with the next job commit or are
+/// written on their own at most this often: one fsync per interval instead of one per batch.
+const NONCE_LINGER: Duration = Duration::from_millis(10);
+
 /// The single writer task: drains waiting writes into one transaction.
 async fn group_commit(writer: Arc<Mutex<SqliteConnection>>, mut rx: mpsc::Receiver<WriteOp>) {
     let mut ops = Vec::with_capacity(MAX_BATCH);
@@ -138,10 +167,23 @@ async fn group_commit(writer: Arc<Mutex<SqliteConnection>>, mut rx: mpsc::Receiv
             Some(op) => ops.push(op),
             None => return,
         }
-        while ops.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(op) => ops.push(op),
-                Err(_) => break,
+        let linger_until = tokio::time::Instant::now() + NONCE_LINGER;
+        loop {
+            while ops.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(op) => ops.push(op),
+                    Err(_) => break,
+                }
+            }
+            // Someone waits for this commit (an enqueue or a flush), or the batch is full:
+            // commit now. Otherwise only nonces are pending: let them gather a little.
+            let waited_on = ops.iter().any(|op| !matches!(op, WriteOp::Nonce(_)));
+            if waited_on || ops.len() >= MAX_BATCH {
+                break;
+            }
+            match tokio::time::timeout_at(linger_until, rx.recv()).await {
+                Ok(Some(op)) => ops.push(op),
+                Ok(None) | Err(_) => break,
             }
         }
         let mut conn = writer.lock().await;
@@ -150,13 +192,13 @@ async fn group_commit(writer: Arc<Mutex<SqliteConnection>>, mut rx: mpsc::Receiv
 }
 
 async fn commit_batch(conn: &mut SqliteConnection, ops: &mut Vec<WriteOp>) {
-    let mut nonces = Vec::new();
+    let mut nonces = NoncePack::default();
     let mut jobs = Vec::new();
     for op in ops.iter() {
         match op {
-            WriteOp::Nonce(n) => nonces.push(nonce_json(n)),
+            WriteOp::Nonce(n) => nonces.push(n),
             WriteOp::Job(j, _) => {
-                nonces.push(nonce_json(&j.nonce));
+                nonces.push(&j.nonce);
                 jobs.push(json!({
                     "id": j.id.0, "client": j.client_id.0, "tool": j.tool, "args": j.args,
                     "max": j.max_attempts, "at": j.created_at, "key": j.idempotency_key,
@@ -165,11 +207,19 @@ async fn commit_batch(conn: &mut SqliteConnection, ops: &mut Vec<WriteOp>) {
             WriteOp::Flush(_) => {}
         }
     }
+    let started = std::time::Instant::now();
+    let job_count = jobs.len();
     let outcome = if nonces.is_empty() && jobs.is_empty() {
         Ok(Vec::new())
     } else {
-        write_batch(conn, &nonces, &jobs, ops).await
+        write_batch(conn, nonces, jobs, ops).await
     };
+    tracing::trace!(
+        ops = ops.len(),
+        jobs = job_count,
+        took_us = started.elapsed().as_micros() as u64,
+        "group commit"
+    );
     let mut results = match outcome {
         Ok(r) => r.into_iter(),
         Err(e) => {
@@ -193,57 +243,96 @@ async fn commit_batch(conn: &mut SqliteConnection, ops: &mut Vec<WriteOp>) {
     }
 }
 
-fn nonce_json(n: &NonceRecord) -> serde_json::Value {
-    json!({"h": hex::encode(n.key.0), "e": n.expires_ms})
+/// Nonce records packed for one `nonce_batches` row: 16-byte digest + big-endian i64 expiry each.
+#[derive(Default)]
+struct NoncePack {
+    bytes: Vec<u8>,
+    max_expiry: i64,
 }
 
-/// One transaction for the whole batch. Returns one `Enqueued` per job op, in order.
+const NONCE_RECORD_LEN: usize = 24;
+
+impl NoncePack {
+    fn push(&mut self, n: &NonceRecord) {
+        self.bytes.extend_from_slice(&n.key.0);
+        self.bytes.extend_from_slice(&n.expires_ms.to_be_bytes());
+        self.max_expiry = self.max_expiry.max(n.expires_ms);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
+    fn unpack(bytes: &[u8]) -> Result<Vec<NonceRecord>, StoreError> {
+        if !bytes.len().is_multiple_of(NONCE_RECORD_LEN) {
+            return Err(StoreError::Corrupt(
+                "nonce batch length is not a multiple of 24".into(),
+            ));
+        }
+        Ok(bytes
+            .chunks_exact(NONCE_RECORD_LEN)
+            .map(|c| {
+                let mut key = [0u8; 16];
+                key.copy_from_slice(&c[..16]);
+                let mut exp = [0u8; 8];
+                exp.copy_from_slice(&c[16..]);
+                NonceRecord {
+                    key: NonceKey(key),
+                    expires_ms: i64::from_be_bytes(exp),
+                }
+            })
+            .collect())
+    }
+}
+
+/// One transaction, one round trip, for the whole batch. Returns one `Enqueued` per job op, in order.
 async fn write_batch(
     conn: &mut SqliteConnection,
-    nonces: &[serde_json::Value],
-    jobs: &[serde_json::Value],
+    nonces: NoncePack,
+    jobs: Vec<serde_json::Value>,
     ops: &[WriteOp],
 ) -> Result<Vec<Enqueued>, sqlx::Error> {
-    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-    if !nonces.is_empty() {
-        sqlx::query(sql::INSERT_NONCES)
-            .bind(serde_json::Value::Array(nonces.to_vec()).to_string())
-            .execute(&mut *tx)
-            .await?;
-    }
+    let entries = (!nonces.is_empty()).then_some(nonces.bytes);
+    let result = sqlx::query(sql::GROUP_COMMIT)
+        .bind(nonces.max_expiry)
+        .bind(entries)
+        .bind(serde_json::Value::Array(jobs).to_string())
+        .fetch_all(&mut *conn)
+        .await;
+    let rows = match result {
+        Ok(rows) => rows,
+        Err(e) => {
+            // The multi-statement batch may have stopped inside its transaction.
+            let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+            return Err(e);
+        }
+    };
+    let inserted: std::collections::HashSet<String> =
+        rows.into_iter().map(|r| r.get::<String, _>(0)).collect();
     let mut out = Vec::new();
-    if !jobs.is_empty() {
-        let inserted: std::collections::HashSet<String> = sqlx::query(sql::INSERT_JOBS)
-            .bind(serde_json::Value::Array(jobs.to_vec()).to_string())
-            .fetch_all(&mut *tx)
-            .await?
-            .into_iter()
-            .map(|r| r.get::<String, _>(0))
-            .collect();
-        for op in ops {
-            let WriteOp::Job(j, _) = op else { continue };
-            if inserted.contains(&j.id.0) {
-                out.push(Enqueued::Created(j.id.clone()));
-                continue;
-            }
-            // Not inserted: its idempotency key already names a job (maybe one from this very batch).
-            let key = j.idempotency_key.as_deref().unwrap_or_default();
-            let existing: Option<String> = sqlx::query_scalar(sql::FIND_IDEMPOTENT)
-                .bind(&j.client_id.0)
-                .bind(key)
-                .fetch_optional(&mut *tx)
-                .await?;
-            match existing {
-                Some(id) => out.push(Enqueued::Existing(JobId(id))),
-                None => {
-                    return Err(sqlx::Error::Protocol(
-                        "job insert conflicted on its id".into(),
-                    ))
-                }
+    for op in ops {
+        let WriteOp::Job(j, _) = op else { continue };
+        if inserted.contains(&j.id.0) {
+            out.push(Enqueued::Created(j.id.clone()));
+            continue;
+        }
+        // Not inserted: its idempotency key already names a committed job (maybe one from
+        // this very batch). Committed rows are only ever deleted by retention.
+        let key = j.idempotency_key.as_deref().unwrap_or_default();
+        let existing: Option<String> = sqlx::query_scalar(sql::FIND_IDEMPOTENT)
+            .bind(&j.client_id.0)
+            .bind(key)
+            .fetch_optional(&mut *conn)
+            .await?;
+        match existing {
+            Some(id) => out.push(Enqueued::Existing(JobId(id))),
+            None => {
+                return Err(sqlx::Error::Protocol(
+                    "job insert conflicted on its id".into(),
+                ))
             }
         }
     }
-    tx.commit().await?;
     Ok(out)
 }
 
@@ -346,18 +435,16 @@ impl Store for SqliteStore {
                 .bind(now)
                 .fetch_all(&self.inner.read)
                 .await?;
-            rows.iter()
-                .map(|r| {
-                    let h: Vec<u8> = r.try_get(0)?;
-                    let key: [u8; 16] = h
-                        .try_into()
-                        .map_err(|_| StoreError::Corrupt("nonce digest is not 16 bytes".into()))?;
-                    Ok(NonceRecord {
-                        key: NonceKey(key),
-                        expires_ms: r.try_get(1)?,
-                    })
-                })
-                .collect()
+            let mut live = Vec::new();
+            for r in &rows {
+                let entries: Vec<u8> = r.try_get(0)?;
+                live.extend(
+                    NoncePack::unpack(&entries)?
+                        .into_iter()
+                        .filter(|n| n.expires_ms >= now),
+                );
+            }
+            Ok(live)
         })
     }
 

@@ -1,1 +1,1 @@
-SELECT h, expires_ms FROM nonces WHERE bucket >= ?1 / 60000 AND expires_ms >= ?1
+SELECT entries FROM nonce_batches WHERE expires_ms >= ?1

@@ -1,1 +1,1 @@
-DELETE FROM nonces WHERE bucket < ?1 / 60000
+DELETE FROM nonce_batches WHERE expires_ms < ?1
