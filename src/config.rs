@@ -129,7 +129,9 @@ pub struct WorkerSettings {
     pub concurrency: usize,
     pub claim_batch: usize,
     pub idle_backoff_max_ms: u64,
+    pub claim_interval_ms: u64,
     pub grace_period_ms: u64,
+    pub synchronous: Synchronous,
 }
 
 #[derive(Debug, Clone)]

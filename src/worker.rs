@@ -32,6 +32,7 @@ pub struct WorkerOptions {
     pub concurrency: usize,
     pub claim_batch: usize,
     pub idle_backoff_max: Duration,
+    pub claim_interval: Duration,
     pub grace: Duration,
     pub lease_ms: i64,
     pub heartbeat: Duration,
@@ -50,6 +51,7 @@ impl WorkerOptions {
             concurrency: s.worker.concurrency.max(1) * loops.max(1),
             claim_batch: s.worker.claim_batch.max(1),
             idle_backoff_max: Duration::from_millis(s.worker.idle_backoff_max_ms.max(1)),
+            claim_interval: Duration::from_millis(s.worker.claim_interval_ms),
             grace: Duration::from_millis(s.worker.grace_period_ms),
             lease_ms: s.jobs.lease_ms,
             heartbeat: Duration::from_millis(s.jobs.heartbeat_ms.max(1)),
@@ -75,6 +77,8 @@ struct Running {
     fence: i64,
     ctx: JobCtx,
     stop: Arc<AtomicU8>,
+    /// When the lease was last extended (claim time at first).
+    renewed_at: i64,
 }
 
 type Inflight = Arc<Mutex<HashMap<JobId, Running>>>;
@@ -125,16 +129,21 @@ pub async fn run(
             }
             continue;
         }
-        let claimed = match store
-            .claim(&opts.id, free, clock.now_ms(), opts.lease_ms)
-            .await
-        {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(error = %e, "claim failed; backing off");
-                Vec::new()
+        let claimed_at = clock.now_ms();
+        // Ask a reader first: an idle worker must not take the write lock just to find nothing.
+        let due = store.has_due_jobs(claimed_at).await.unwrap_or(true);
+        let claimed = if !due {
+            Vec::new()
+        } else {
+            match store.claim(&opts.id, free, claimed_at, opts.lease_ms).await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "claim failed; backing off");
+                    Vec::new()
+                }
             }
         };
+        let filled = claimed.len() >= free;
         if claimed.is_empty() {
             // Idle: back off exponentially up to the cap, waking early on a local enqueue.
             let notified = async {
@@ -165,6 +174,7 @@ pub async fn run(
                     fence: job.fence,
                     ctx: ctx.clone(),
                     stop: stop_reason.clone(),
+                    renewed_at: claimed_at,
                 },
             );
             let registry = registry.clone();
@@ -195,6 +205,14 @@ pub async fn run(
                     }
                 }
             });
+        }
+        if !filled && !opts.claim_interval.is_zero() {
+            // The queue had fewer jobs than free slots: let more arrive before the next
+            // write transaction.
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tokio::time::sleep(opts.claim_interval) => {}
+            }
         }
     }
 
@@ -357,24 +375,29 @@ async fn heartbeats(
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
+        // A lease is extended once a third of it has passed (so two more heartbeats can
+        // fail before it expires); jobs with new progress are written at every tick.
+        // Short jobs thus finish without ever costing a heartbeat write.
+        let now = clock.now_ms();
         let beats: Vec<Heartbeat> = lock(&inflight)
             .iter()
-            .map(|(id, r)| Heartbeat {
-                id: id.clone(),
-                fence: r.fence,
-                progress: r
+            .filter_map(|(id, r)| {
+                let progress = r
                     .ctx
                     .take_progress()
-                    .map(|p| Json::Object(p).to_canonical()),
+                    .map(|p| Json::Object(p).to_canonical());
+                let due = now - r.renewed_at >= opts.lease_ms / 3;
+                (due || progress.is_some()).then(|| Heartbeat {
+                    id: id.clone(),
+                    fence: r.fence,
+                    progress,
+                })
             })
             .collect();
         if beats.is_empty() {
             continue;
         }
-        let acks = match store
-            .heartbeat(beats.clone(), clock.now_ms(), opts.lease_ms)
-            .await
-        {
+        let acks = match store.heartbeat(beats.clone(), now, opts.lease_ms).await {
             Ok(a) => a,
             Err(e) => {
                 tracing::warn!(error = %e, "heartbeat failed");

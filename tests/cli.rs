@@ -69,7 +69,7 @@ fn migrate_creates_the_schema() {
                 .await
                 .unwrap();
         assert!(
-            tables.contains(&"jobs".to_string()) && tables.contains(&"nonces".to_string()),
+            tables.contains(&"jobs".to_string()) && tables.contains(&"nonce_batches".to_string()),
             "{tables:?}"
         );
     });

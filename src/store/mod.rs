@@ -181,6 +181,9 @@ pub trait Store: Send + Sync + 'static {
         now: i64,
     ) -> BoxFuture<'a, Result<CancelOutcome, StoreError>>;
 
+    /// Whether any job is due, without taking a write lock (idle workers ask this first).
+    fn has_due_jobs(&self, now: i64) -> BoxFuture<'_, Result<bool, StoreError>>;
+
     /// Atomically moves up to `limit` due jobs to `running`, leased to `worker` until `now + lease_ms`.
     fn claim<'a>(
         &'a self,

@@ -41,6 +41,7 @@ mod sql {
     pub const CANCEL_RUNNING: &str = include_str!("sql/cancel_running.sql");
     pub const JOB_STATE: &str = include_str!("sql/job_state.sql");
     pub const CLAIM: &str = include_str!("sql/claim.sql");
+    pub const HAS_DUE: &str = include_str!("sql/has_due.sql");
     pub const HEARTBEAT: &str = include_str!("sql/heartbeat.sql");
     pub const COMPLETE: &str = include_str!("sql/complete.sql");
     pub const RELEASE: &str = include_str!("sql/release.sql");
@@ -88,6 +89,54 @@ fn connect_options(db: &DatabaseSettings) -> SqliteConnectOptions {
         .pragma("journal_size_limit", "67108864")
 }
 
+/// Replaces SQLite's default busy handler on a writer connection.
+///
+/// The default handler sleeps 1, 2, 5, 10, … up to 100 ms between retries; with the
+/// daemon and several worker processes writing to one file, a waiting writer keeps
+/// missing its turn and statements were measured waiting over a second. Short, fixed
+/// sleeps let writers of different processes take turns within a fraction of a
+/// millisecond. Gives up (SQLITE_BUSY) after about `timeout_ms`.
+async fn install_busy_handler(
+    conn: &mut SqliteConnection,
+    timeout_ms: u64,
+) -> Result<(), StoreError> {
+    let mut handle = conn.lock_handle().await?;
+    let db = handle.as_raw_handle().as_ptr();
+    // SAFETY: `db` is the live handle of `conn`, locked by `handle` for this call. The
+    // callback is a plain function and its argument is an integer smuggled in the pointer,
+    // so nothing it refers to can be freed before the connection is.
+    let rc = unsafe {
+        libsqlite3_sys::sqlite3_busy_handler(
+            db,
+            Some(busy_wait),
+            timeout_ms as usize as *mut std::ffi::c_void,
+        )
+    };
+    if rc != libsqlite3_sys::SQLITE_OK {
+        return Err(StoreError::Corrupt(format!(
+            "sqlite3_busy_handler failed with code {rc}"
+        )));
+    }
+    Ok(())
+}
+
+extern "C" fn busy_wait(arg: *mut std::ffi::c_void, count: std::ffi::c_int) -> std::ffi::c_int {
+    const FAST_TRIES: u64 = 40;
+    let timeout_us = (arg as usize as u64).saturating_mul(1000);
+    let count = count.max(0) as u64;
+    // 50 µs steps for the first 2 ms, then 250 µs steps.
+    let (waited_us, step_us) = if count < FAST_TRIES {
+        (count * 50, 50)
+    } else {
+        (FAST_TRIES * 50 + (count - FAST_TRIES) * 250, 250)
+    };
+    if waited_us >= timeout_us {
+        return 0;
+    }
+    std::thread::sleep(Duration::from_micros(step_us));
+    1
+}
+
 /// Applies the embedded migrations. Safe to race with other processes doing the same.
 pub async fn migrate(conn: &mut SqliteConnection) -> Result<(), StoreError> {
     let mut last = None;
@@ -110,6 +159,7 @@ impl SqliteStore {
     pub async fn open(db: &DatabaseSettings) -> Result<SqliteStore, StoreError> {
         let opts = connect_options(db);
         let mut writer = SqliteConnection::connect_with(&opts).await?;
+        install_busy_handler(&mut writer, db.busy_timeout_ms).await?;
         migrate(&mut writer).await?;
         let read = SqlitePoolOptions::new()
             .max_connections(db.read_connections.max(1))
@@ -517,6 +567,16 @@ impl Store for SqliteStore {
             };
             tx.commit().await?;
             Ok(outcome)
+        })
+    }
+
+    fn has_due_jobs(&self, now: i64) -> BoxFuture<'_, Result<bool, StoreError>> {
+        Box::pin(async move {
+            Ok(sqlx::query_scalar::<_, i64>(sql::HAS_DUE)
+                .bind(now)
+                .fetch_one(&self.inner.read)
+                .await?
+                != 0)
         })
     }
 
