@@ -746,11 +746,43 @@ impl FromStr for Synchronous {
 
 impl SqliteStore {
     /// Jobs not yet finished (queued or running); for `mcpq bench drain`.
-    pub async fn count_unfinished(&self) -> Result<i64, StoreError> {
+    pub async fn any_unfinished(&self) -> Result<bool, StoreError> {
+        // EXISTS over the partial indexes: cheap at any backlog, unlike count(*).
+        let q = "SELECT EXISTS (SELECT 1 FROM jobs WHERE state = 'queued') \
+                 OR EXISTS (SELECT 1 FROM jobs WHERE state = 'running')";
+        Ok(sqlx::query_scalar::<_, i64>(q)
+            .fetch_one(&self.inner.read)
+            .await?
+            != 0)
+    }
+
+    /// How many of the jobs with `seq` in `first..=last` have succeeded (a rowid range scan).
+    pub async fn succeeded_in_range(&self, first: i64, last: i64) -> Result<i64, StoreError> {
+        let q = "SELECT count(*) FROM jobs WHERE seq BETWEEN ?1 AND ?2 AND state = 'succeeded'";
+        Ok(sqlx::query_scalar(q)
+            .bind(first)
+            .bind(last)
+            .fetch_one(&self.inner.read)
+            .await?)
+    }
+
+    /// Checkpoints the whole WAL into the database file and truncates it (benchmark set-up,
+    /// so a fill does not leave checkpoint work to the measured run).
+    pub async fn checkpoint_truncate(&self) -> Result<(), StoreError> {
+        let mut conn = self.inner.writer.lock().await;
+        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(&mut *conn)
+            .await?;
+        Ok(())
+    }
+
+    /// The smallest job sequence number (benchmarks use it to follow the first jobs).
+    pub async fn first_seq(&self) -> Result<i64, StoreError> {
         Ok(
-            sqlx::query_scalar("SELECT count(*) FROM jobs WHERE state IN ('queued', 'running')")
+            sqlx::query_scalar::<_, Option<i64>>("SELECT min(seq) FROM jobs")
                 .fetch_one(&self.inner.read)
-                .await?,
+                .await?
+                .unwrap_or(0),
         )
     }
 }
