@@ -248,9 +248,7 @@ async fn run(cli: Cli) -> Result<ExitCode, AnyError> {
             if let Some(c) = concurrency {
                 opts.concurrency = c.max(1);
             }
-            let mut db = settings.database.clone();
-            db.synchronous = settings.worker.synchronous;
-            let store = Arc::new(SqliteStore::open(&db).await?);
+            let store = Arc::new(SqliteStore::open(&settings.database).await?);
             let registry = Arc::new(Registry::builtin(
                 Default::default(),
                 settings.server.bench_tools,

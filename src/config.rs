@@ -131,7 +131,6 @@ pub struct WorkerSettings {
     pub idle_backoff_max_ms: u64,
     pub claim_interval_ms: u64,
     pub grace_period_ms: u64,
-    pub synchronous: Synchronous,
 }
 
 #[derive(Debug, Clone)]

@@ -230,8 +230,6 @@ pub enum CallError {
     JobCancelled,
     #[error("job cannot be cancelled: it already finished ({0})")]
     JobFinished(String),
-    #[error("server is shutting down")]
-    ShuttingDown,
     #[error("internal error (reference {0})")]
     Internal(String),
 }
@@ -260,7 +258,6 @@ impl CallError {
             CallError::JobFailed(_) => "job_failed",
             CallError::JobCancelled => "job_cancelled",
             CallError::JobFinished(_) => "job_finished",
-            CallError::ShuttingDown => "shutting_down",
             CallError::Internal(_) => "internal",
         }
     }
@@ -287,7 +284,6 @@ impl CallError {
             // The call itself succeeded; it reports the job's outcome.
             CallError::JobFailed(_) | CallError::JobCancelled => 200,
             CallError::JobFinished(_) => 409,
-            CallError::ShuttingDown => 503,
             CallError::Internal(_) => 500,
         }
     }

@@ -406,16 +406,16 @@ async fn heartbeats(
         };
         let acked: HashMap<&JobId, bool> =
             acks.iter().map(|a| (&a.id, a.cancel_requested)).collect();
-        let running = lock(&inflight);
+        let mut running = lock(&inflight);
         for b in &beats {
-            let Some(r) = running.get(&b.id) else {
+            let Some(r) = running.get_mut(&b.id) else {
                 continue;
             };
             if r.fence != b.fence {
                 continue;
             }
             match acked.get(&b.id) {
-                Some(false) => {}
+                Some(false) => r.renewed_at = now,
                 Some(true) => {
                     r.stop.store(STOP_CANCEL_REQUESTED, Ordering::SeqCst);
                     r.ctx.cancel.cancel();

@@ -259,3 +259,56 @@ async fn three_workers_drain_ten_thousand_jobs_exactly_once() {
     }
     assert_eq!(busy, 3);
 }
+
+#[tokio::test]
+async fn a_failed_commit_is_an_opaque_internal_error_and_the_daemon_keeps_serving() {
+    let env = TestEnv::new("").set("MCPQ__SERVER__EMBEDDED_WORKERS", "0");
+    let mut d = env.spawn_daemon().await;
+    let mut c = env.client(&d).await;
+    assert_eq!(
+        c.call("start_long_task", args(r#"{"seconds":1}"#))
+            .await
+            .unwrap()
+            .status,
+        Status::Accepted
+    );
+    // Sabotage the database under the running daemon: every job insert now fails.
+    {
+        use sqlx::Connection;
+        let mut conn =
+            sqlx::SqliteConnection::connect(&format!("sqlite://{}", env.db_path().display()))
+                .await
+                .unwrap();
+        sqlx::query("DROP TABLE jobs")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+    for _ in 0..3 {
+        let e = c.envelope("start_long_task", args(r#"{"seconds":1}"#));
+        let (status, r) = c.send(&e).await.unwrap();
+        assert_eq!(
+            (status, r.error_code()),
+            (500, Some("internal")),
+            "{}",
+            r.raw
+        );
+        assert!(
+            !r.error.as_deref().unwrap().contains("jobs"),
+            "no internals leak: {}",
+            r.raw
+        );
+    }
+    // Calls that need no job table still work, and the daemon stops cleanly.
+    assert!(
+        c.call("batch_sum", args(r#"{"numbers":[1]}"#))
+            .await
+            .unwrap()
+            .ok
+    );
+    assert!(d.proc.sigterm().await.success());
+    assert!(
+        d.proc.logs().contains("no such table: jobs"),
+        "the cause is logged"
+    );
+}

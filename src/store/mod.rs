@@ -31,6 +31,10 @@ pub enum StoreError {
     Corrupt(String),
     #[error("store is shut down")]
     Closed,
+    #[error("commit failed: {0}")]
+    Commit(String),
+    #[error("a commit could not be made durable (fsync failed); the store refuses further writes")]
+    NotDurable,
 }
 
 /// A job to create, with the nonce of the call that creates it (committed together).

@@ -33,7 +33,7 @@ const MAX_BATCH: usize = 4096;
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 mod sql {
-    pub const GROUP_COMMIT: &str = include_str!("sql/group_commit.sql");
+    pub const INSERT_NONCE_BATCH: &str = include_str!("sql/insert_nonce_batch.sql");
     pub const INSERT_JOBS: &str = include_str!("sql/insert_jobs.sql");
     pub const FIND_IDEMPOTENT: &str = include_str!("sql/find_idempotent.sql");
     pub const GET_JOB: &str = include_str!("sql/get_job.sql");
@@ -61,6 +61,116 @@ struct Inner {
     read: SqlitePool,
     writer: Arc<Mutex<SqliteConnection>>,
     tx: mpsc::Sender<WriteOp>,
+    durability: Durability,
+}
+
+/// Callers waiting for a commit to become durable; run with `true` once it is.
+type Waiter = Box<dyn FnOnce(bool) + Send>;
+
+/// How commits of this process become durable before anyone is told "done".
+///
+/// Under `synchronous = full` (or `extra`) the writer connection itself runs with
+/// `synchronous = normal` (a commit writes the WAL but does not fsync it) and this
+/// syncer fsyncs the WAL file *after* the commit, outside SQLite's write lock, before
+/// waking the callers. So the next batch (or another process) can write while the
+/// previous one is being fsynced, and one fsync covers every batch committed before it.
+/// The guarantee is unchanged: nobody hears "accepted" before its row is in the WAL and
+/// the WAL is on disk. (SQLite syncs the WAL itself before any checkpoint copies frames
+/// out of it, so a checkpoint can never lose frames this fsync has not covered yet.)
+#[derive(Clone)]
+struct Durability {
+    tx: Option<mpsc::UnboundedSender<Waiter>>,
+    failed: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Durability {
+    fn new(db: &DatabaseSettings) -> Durability {
+        let failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let tx = match db.synchronous {
+            Synchronous::Normal => None,
+            Synchronous::Full | Synchronous::Extra => {
+                let (tx, rx) = mpsc::unbounded_channel();
+                let mut wal = db.path.as_os_str().to_owned();
+                wal.push("-wal");
+                tokio::spawn(syncer(std::path::PathBuf::from(wal), rx, failed.clone()));
+                Some(tx)
+            }
+        };
+        Durability { tx, failed }
+    }
+
+    /// Runs `waiter` once everything committed so far is durable.
+    fn after_sync(&self, waiter: Waiter) {
+        if self.failed.load(std::sync::atomic::Ordering::SeqCst) {
+            return waiter(false);
+        }
+        match &self.tx {
+            None => waiter(true),
+            Some(tx) => {
+                if let Err(e) = tx.send(waiter) {
+                    (e.0)(false);
+                }
+            }
+        }
+    }
+
+    async fn wait(&self) -> Result<(), StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.after_sync(Box::new(move |ok| {
+            let _ = tx.send(ok);
+        }));
+        match rx.await {
+            Ok(true) => Ok(()),
+            _ => Err(StoreError::NotDurable),
+        }
+    }
+}
+
+/// fsyncs the WAL for every group of waiters that queued up while the previous fsync ran.
+async fn syncer(
+    wal: std::path::PathBuf,
+    mut rx: mpsc::UnboundedReceiver<Waiter>,
+    failed: Arc<std::sync::atomic::AtomicBool>,
+) {
+    let mut file: Option<std::fs::File> = None;
+    while let Some(first) = rx.recv().await {
+        let mut waiters = vec![first];
+        while let Ok(w) = rx.try_recv() {
+            waiters.push(w);
+        }
+        let path = wal.clone();
+        let f = file.take();
+        let synced = tokio::task::spawn_blocking(move || {
+            let f = match f {
+                Some(f) => f,
+                None => std::fs::File::open(&path)?,
+            };
+            f.sync_data()?;
+            Ok::<_, std::io::Error>(f)
+        })
+        .await;
+        let ok = match synced {
+            Ok(Ok(f)) => {
+                file = Some(f);
+                true
+            }
+            Ok(Err(e)) => {
+                // After a failed fsync the page cache can no longer be trusted to reach
+                // the disk (the "fsyncgate" lesson): refuse every later durable write.
+                tracing::error!(error = %e, wal = %wal.display(), "fsync of the WAL failed; no further writes will be acknowledged");
+                failed.store(true, std::sync::atomic::Ordering::SeqCst);
+                false
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "fsync task failed");
+                failed.store(true, std::sync::atomic::Ordering::SeqCst);
+                false
+            }
+        };
+        for w in waiters {
+            w(ok);
+        }
+    }
 }
 
 /// SQLite implementation of [`Store`]. Cheap to clone.
@@ -158,7 +268,14 @@ impl SqliteStore {
     /// Opens (creating if needed) the database, applies migrations and starts the writer task.
     pub async fn open(db: &DatabaseSettings) -> Result<SqliteStore, StoreError> {
         let opts = connect_options(db);
-        let mut writer = SqliteConnection::connect_with(&opts).await?;
+        let writer_opts = match db.synchronous {
+            // Durability comes from the syncer's fsync after each commit (see `Durability`).
+            Synchronous::Full | Synchronous::Extra => {
+                opts.clone().synchronous(SqliteSynchronous::Normal)
+            }
+            Synchronous::Normal => opts.clone(),
+        };
+        let mut writer = SqliteConnection::connect_with(&writer_opts).await?;
         install_busy_handler(&mut writer, db.busy_timeout_ms).await?;
         migrate(&mut writer).await?;
         let read = SqlitePoolOptions::new()
@@ -170,16 +287,31 @@ impl SqliteStore {
             .await?;
         let writer = Arc::new(Mutex::new(writer));
         let (tx, rx) = mpsc::channel(MAX_BATCH * 4);
-        tokio::spawn(group_commit(writer.clone(), rx));
+        let durability = Durability::new(db);
+        tokio::spawn(group_commit(writer.clone(), rx, durability.clone()));
         tokio::spawn(checkpointer(read.clone(), tx.downgrade()));
         Ok(SqliteStore {
-            inner: Arc::new(Inner { read, writer, tx }),
+            inner: Arc::new(Inner {
+                read,
+                writer,
+                tx,
+                durability,
+            }),
         })
     }
 
     /// Closes connections after draining pending writes.
     pub async fn close(&self) {
         let _ = self.flush().await;
+        // Leave a self-contained database file behind after a clean stop.
+        let mut conn = self.inner.writer.lock().await;
+        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(&mut *conn)
+            .await
+        {
+            tracing::debug!(error = %e, "final checkpoint incomplete (another process holds the database)");
+        }
+        drop(conn);
         self.inner.read.close().await;
     }
 }
@@ -209,7 +341,11 @@ async fn checkpointer(pool: SqlitePool, alive: mpsc::WeakSender<WriteOp>) {
 const NONCE_LINGER: Duration = Duration::from_millis(10);
 
 /// The single writer task: drains waiting writes into one transaction.
-async fn group_commit(writer: Arc<Mutex<SqliteConnection>>, mut rx: mpsc::Receiver<WriteOp>) {
+async fn group_commit(
+    writer: Arc<Mutex<SqliteConnection>>,
+    mut rx: mpsc::Receiver<WriteOp>,
+    durability: Durability,
+) {
     let mut ops = Vec::with_capacity(MAX_BATCH);
     loop {
         ops.clear();
@@ -237,11 +373,15 @@ async fn group_commit(writer: Arc<Mutex<SqliteConnection>>, mut rx: mpsc::Receiv
             }
         }
         let mut conn = writer.lock().await;
-        commit_batch(&mut conn, &mut ops).await;
+        commit_batch(&mut conn, &mut ops, &durability).await;
     }
 }
 
-async fn commit_batch(conn: &mut SqliteConnection, ops: &mut Vec<WriteOp>) {
+async fn commit_batch(
+    conn: &mut SqliteConnection,
+    ops: &mut Vec<WriteOp>,
+    durability: &Durability,
+) {
     let mut nonces = NoncePack::default();
     let mut jobs = Vec::new();
     for op in ops.iter() {
@@ -270,27 +410,49 @@ async fn commit_batch(conn: &mut SqliteConnection, ops: &mut Vec<WriteOp>) {
         took_us = started.elapsed().as_micros() as u64,
         "group commit"
     );
+    let mut failure = None;
     let mut results = match outcome {
         Ok(r) => r.into_iter(),
         Err(e) => {
-            tracing::error!(error = %e, "group commit failed; callers get an internal error");
+            tracing::error!(error = %e, "group commit failed; its callers get an internal error");
+            failure = Some(e.to_string());
             Vec::new().into_iter()
         }
     };
+    let mut job_replies = Vec::new();
+    let mut flush_replies = Vec::new();
     for op in ops.drain(..) {
         match op {
             WriteOp::Nonce(_) => {}
             WriteOp::Job(_, reply) => {
-                let r = results
-                    .next()
-                    .ok_or_else(|| "the job was not committed".to_string());
-                let _ = reply.send(r);
+                let r = results.next().ok_or_else(|| {
+                    format!(
+                        "the batch was rolled back: {}",
+                        failure.as_deref().unwrap_or("unknown error")
+                    )
+                });
+                job_replies.push((reply, r));
             }
-            WriteOp::Flush(reply) => {
-                let _ = reply.send(());
-            }
+            WriteOp::Flush(reply) => flush_replies.push(reply),
         }
     }
+    if job_replies.is_empty() && flush_replies.is_empty() {
+        return;
+    }
+    // Callers hear back only once the commit is on disk; meanwhile the writer moves on.
+    durability.after_sync(Box::new(move |durable| {
+        for (reply, r) in job_replies {
+            let r = if durable {
+                r
+            } else {
+                Err("the commit could not be made durable (fsync failed)".to_string())
+            };
+            let _ = reply.send(r);
+        }
+        for reply in flush_replies {
+            let _ = reply.send(());
+        }
+    }));
 }
 
 /// Nonce records packed for one `nonce_batches` row: 16-byte digest + big-endian i64 expiry each.
@@ -335,54 +497,60 @@ impl NoncePack {
     }
 }
 
-/// One transaction, one round trip, for the whole batch. Returns one `Enqueued` per job op, in order.
+/// One `BEGIN IMMEDIATE` transaction for the whole batch: one statement per table.
+/// Returns one `Enqueued` per job op, in order.
+///
+/// (A single multi-statement string saved two round trips, but when one of its statements
+/// failed, sqlx-sqlite 0.8.6's worker thread panicked and every later write hung; separate
+/// statements report errors normally.)
 async fn write_batch(
     conn: &mut SqliteConnection,
     nonces: NoncePack,
     jobs: Vec<serde_json::Value>,
     ops: &[WriteOp],
 ) -> Result<Vec<Enqueued>, sqlx::Error> {
-    let entries = (!nonces.is_empty()).then_some(nonces.bytes);
-    let result = sqlx::query(sql::GROUP_COMMIT)
-        .bind(nonces.max_expiry)
-        .bind(entries)
-        .bind(serde_json::Value::Array(jobs).to_string())
-        .fetch_all(&mut *conn)
-        .await;
-    let rows = match result {
-        Ok(rows) => rows,
-        Err(e) => {
-            // The multi-statement batch may have stopped inside its transaction.
-            let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
-            return Err(e);
-        }
-    };
-    let inserted: std::collections::HashSet<String> =
-        rows.into_iter().map(|r| r.get::<String, _>(0)).collect();
-    let mut out = Vec::new();
-    for op in ops {
-        let WriteOp::Job(j, _) = op else { continue };
-        if inserted.contains(&j.id.0) {
-            out.push(Enqueued::Created(j.id.clone()));
-            continue;
-        }
-        // Not inserted: its idempotency key already names a committed job (maybe one from
-        // this very batch). Committed rows are only ever deleted by retention.
-        let key = j.idempotency_key.as_deref().unwrap_or_default();
-        let existing: Option<String> = sqlx::query_scalar(sql::FIND_IDEMPOTENT)
-            .bind(&j.client_id.0)
-            .bind(key)
-            .fetch_optional(&mut *conn)
+    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+    if !nonces.is_empty() {
+        sqlx::query(sql::INSERT_NONCE_BATCH)
+            .bind(nonces.max_expiry)
+            .bind(nonces.bytes)
+            .execute(&mut *tx)
             .await?;
-        match existing {
-            Some(id) => out.push(Enqueued::Existing(JobId(id))),
-            None => {
-                return Err(sqlx::Error::Protocol(
-                    "job insert conflicted on its id".into(),
-                ))
+    }
+    let mut out = Vec::new();
+    if !jobs.is_empty() {
+        let inserted: std::collections::HashSet<String> = sqlx::query(sql::INSERT_JOBS)
+            .bind(serde_json::Value::Array(jobs).to_string())
+            .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .map(|r| r.get::<String, _>(0))
+            .collect();
+        for op in ops {
+            let WriteOp::Job(j, _) = op else { continue };
+            if inserted.contains(&j.id.0) {
+                out.push(Enqueued::Created(j.id.clone()));
+                continue;
+            }
+            // Not inserted: its idempotency key already names a job (maybe one from this
+            // very batch).
+            let key = j.idempotency_key.as_deref().unwrap_or_default();
+            let existing: Option<String> = sqlx::query_scalar(sql::FIND_IDEMPOTENT)
+                .bind(&j.client_id.0)
+                .bind(key)
+                .fetch_optional(&mut *tx)
+                .await?;
+            match existing {
+                Some(id) => out.push(Enqueued::Existing(JobId(id))),
+                None => {
+                    return Err(sqlx::Error::Protocol(
+                        "job insert conflicted on its id".into(),
+                    ))
+                }
             }
         }
     }
+    tx.commit().await?;
     Ok(out)
 }
 
@@ -445,6 +613,11 @@ impl SqliteStore {
             .bind(only_expired as i64)
             .fetch_all(&mut *conn)
             .await?;
+        drop(conn);
+        // A finished job's outcome is what polls report: make it durable before the worker
+        // forgets the job (a completion lost to a power cut would otherwise be rescued as
+        // a failed attempt).
+        self.inner.durability.wait().await?;
         Ok(rows.iter().map(|r| JobId(r.get::<String, _>(0))).collect())
     }
 }
@@ -452,6 +625,14 @@ impl SqliteStore {
 impl Store for SqliteStore {
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(async move {
+            if self
+                .inner
+                .durability
+                .failed
+                .load(std::sync::atomic::Ordering::SeqCst)
+            {
+                return Err(StoreError::NotDurable);
+            }
             sqlx::query("SELECT 1").execute(&self.inner.read).await?;
             Ok(())
         })
@@ -508,7 +689,7 @@ impl Store for SqliteStore {
                 .map_err(|_| StoreError::Closed)?;
             match rx.await {
                 Ok(Ok(e)) => Ok(e),
-                Ok(Err(msg)) => Err(StoreError::Corrupt(msg)),
+                Ok(Err(msg)) => Err(StoreError::Commit(msg)),
                 Err(_) => Err(StoreError::Closed),
             }
         })
@@ -566,6 +747,11 @@ impl Store for SqliteStore {
                 }
             };
             tx.commit().await?;
+            drop(conn);
+            // A cancel is acknowledged to the client: make it durable first.
+            if outcome == CancelOutcome::Cancelled || outcome == CancelOutcome::Requested {
+                self.inner.durability.wait().await?;
+            }
             Ok(outcome)
         })
     }
