@@ -115,7 +115,9 @@ impl App {
             Ok(env) => env,
             Err(e) => return self.respond(request_id, Err(e)),
         };
+        let t0 = std::time::Instant::now();
         let outcome = self.dispatch(&env).await;
+        tracing::trace!(took_us = t0.elapsed().as_micros() as u64, tool = %env.tool, "dispatch");
         if let Err(e) = &outcome {
             tracing::debug!(client = %env.client_id, tool = %env.tool, code = e.code(), "call refused");
         }

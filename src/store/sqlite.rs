@@ -141,6 +141,8 @@ async fn syncer(
         }
         let path = wal.clone();
         let f = file.take();
+        let t0 = std::time::Instant::now();
+        let n = waiters.len();
         let synced = tokio::task::spawn_blocking(move || {
             let f = match f {
                 Some(f) => f,
@@ -168,6 +170,11 @@ async fn syncer(
                 false
             }
         };
+        tracing::trace!(
+            took_us = t0.elapsed().as_micros() as u64,
+            waiters = n,
+            "fsync"
+        );
         for w in waiters {
             w(ok);
         }
