@@ -142,11 +142,12 @@ impl Envelope {
     }
 }
 
-/// Extracts a `request_id` from a body that failed strict parsing, so its error can still be correlated.
+/// Extracts a `request_id` from a body that failed strict parsing (duplicate keys, say),
+/// so its error can still be correlated. Best effort: a lenient parse, else empty.
 pub fn salvage_request_id(body: &[u8]) -> String {
-    match json::parse(body) {
-        Ok(Json::Object(o)) => match o.get("request_id") {
-            Some(Json::Str(s)) if s.len() <= MAX_ID_LEN => s.clone(),
+    match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(serde_json::Value::Object(o)) => match o.get("request_id") {
+            Some(serde_json::Value::String(s)) if s.len() <= MAX_ID_LEN => s.clone(),
             _ => String::new(),
         },
         _ => String::new(),
@@ -235,6 +236,14 @@ pub enum CallError {
 }
 
 impl CallError {
+    /// An `internal` error for a cause the caller must not see: the cause is logged with a
+    /// fresh reference, and only the reference goes on the wire.
+    pub fn internal(what: &str, cause: &dyn std::fmt::Display) -> CallError {
+        let reference = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
+        tracing::error!(reference = %reference, error = %cause, "{what}");
+        CallError::Internal(reference)
+    }
+
     /// The stable snake_case code that starts the wire `error` string.
     pub fn code(&self) -> &'static str {
         match self {

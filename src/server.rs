@@ -80,15 +80,10 @@ impl App {
                 200,
                 Response::ok(request_id, server_id, now, status, result),
             ),
-            Err(e) => {
-                if let CallError::Internal(reference) = &e {
-                    tracing::error!(reference = %reference, "internal error answered");
-                }
-                (
-                    e.http_status(),
-                    Response::error(request_id, server_id, now, &e),
-                )
-            }
+            Err(e) => (
+                e.http_status(),
+                Response::error(request_id, server_id, now, &e),
+            ),
         };
         (http, resp.sign(self.server_key.expose()))
     }
@@ -99,7 +94,7 @@ impl App {
             Ok(v) => v,
             Err(e) => {
                 return self.respond(
-                    salvage_request_id(body),
+                    protocol::salvage_request_id(body),
                     Err(CallError::MalformedJson(e.to_string())),
                 )
             }
@@ -170,7 +165,10 @@ impl App {
                 )]);
                 Ok((Status::Accepted, Some(result)))
             }
-            (Some(Tool::Job(_)), None) => Err(CallError::Internal("dispatch".into())),
+            (Some(Tool::Job(_)), None) => Err(CallError::internal(
+                "dispatch",
+                &"a job tool was found but its arguments were not validated",
+            )),
         }
     }
 
@@ -241,20 +239,7 @@ impl App {
 }
 
 fn internal(e: StoreError) -> CallError {
-    let reference = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
-    tracing::error!(reference = %reference, error = %e, "store error");
-    CallError::Internal(reference)
-}
-
-/// A request_id from a body that is not strict JSON (e.g. duplicate keys), best effort.
-fn salvage_request_id(body: &[u8]) -> String {
-    match serde_json::from_slice::<serde_json::Value>(body) {
-        Ok(serde_json::Value::Object(o)) => match o.get("request_id") {
-            Some(serde_json::Value::String(s)) if s.len() <= protocol::MAX_ID_LEN => s.clone(),
-            _ => String::new(),
-        },
-        _ => protocol::salvage_request_id(body),
-    }
+    CallError::internal("store error", &e)
 }
 
 fn json_response(status: u16, body: String) -> HttpResponse {

@@ -1,8 +1,6 @@
 //! `cancel_job {job_id}`: cancels a queued job at once, or asks the worker running it to stop.
 
-use serde_json::json;
-
-use super::poll_job::job_id_arg;
+use super::poll_job::{job_id_arg, job_id_schema};
 use super::{CallCtx, Reply, SyncTool};
 use crate::json::{Json, Object};
 use crate::protocol::CallError;
@@ -18,12 +16,7 @@ impl SyncTool for CancelJob {
         "Cancels a job: a queued job at once (state cancelled), a running one at the worker's next heartbeat (state cancelling)."
     }
     fn input_schema(&self) -> serde_json::Value {
-        json!({
-            "type": "object",
-            "properties": {"job_id": {"type": "string"}},
-            "required": ["job_id"],
-            "additionalProperties": false
-        })
+        job_id_schema()
     }
     fn call<'a>(
         &'a self,
@@ -36,10 +29,7 @@ impl SyncTool for CancelJob {
                 .store
                 .cancel(ctx.client_id, &id, ctx.now_ms)
                 .await
-                .map_err(|e| {
-                    tracing::error!(error = %e, "cancel_job: store write failed");
-                    CallError::Internal("store".into())
-                })?;
+                .map_err(|e| CallError::internal("cancel_job: store write failed", &e))?;
             let state = match outcome {
                 CancelOutcome::Cancelled => "cancelled",
                 CancelOutcome::Requested => "cancelling",

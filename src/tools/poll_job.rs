@@ -12,6 +12,16 @@ use crate::store::{BoxFuture, JobRecord};
 pub struct PollJob;
 
 /// Reads the `job_id` field; a malformed id is `unknown_job`, exactly like a missing job.
+/// The argument schema of the tools that take only a job id.
+pub(super) fn job_id_schema() -> serde_json::Value {
+    json!({
+        "type": "object",
+        "properties": {"job_id": {"type": "string"}},
+        "required": ["job_id"],
+        "additionalProperties": false
+    })
+}
+
 pub(super) fn job_id_arg(args: &Object) -> Result<JobId, CallError> {
     let r = ArgReader::new(args, &["job_id"])?;
     let s = r.string("job_id", MAX_ID_LEN)?;
@@ -19,10 +29,8 @@ pub(super) fn job_id_arg(args: &Object) -> Result<JobId, CallError> {
 }
 
 fn parse_stored(text: &str, what: &str) -> Result<Json, CallError> {
-    json::parse(text.as_bytes()).map_err(|e| {
-        tracing::error!(error = %e, what, "stored JSON does not parse");
-        CallError::Internal("stored-json".into())
-    })
+    json::parse(text.as_bytes())
+        .map_err(|e| CallError::internal(&format!("stored job {what} does not parse"), &e))
 }
 
 /// The last error recorded for the job, for failed jobs' messages.
@@ -71,7 +79,10 @@ pub(super) fn describe(job: &JobRecord) -> Result<Reply, CallError> {
                     status,
                     result: Some(o),
                 }),
-                _ => Err(CallError::Internal("stored-result-shape".into())),
+                other => Err(CallError::internal(
+                    "stored job result is not an object",
+                    &other.type_name(),
+                )),
             }
         }
         JobState::Failed => Err(CallError::JobFailed(format!(
@@ -91,12 +102,7 @@ impl SyncTool for PollJob {
         "Returns a job's status: accepted (queued), running (with progress), done (with its result) or error."
     }
     fn input_schema(&self) -> serde_json::Value {
-        json!({
-            "type": "object",
-            "properties": {"job_id": {"type": "string"}},
-            "required": ["job_id"],
-            "additionalProperties": false
-        })
+        job_id_schema()
     }
     fn call<'a>(
         &'a self,
@@ -105,10 +111,11 @@ impl SyncTool for PollJob {
     ) -> BoxFuture<'a, Result<Reply, CallError>> {
         Box::pin(async move {
             let id = job_id_arg(args)?;
-            let job = ctx.store.get_job(ctx.client_id, &id).await.map_err(|e| {
-                tracing::error!(error = %e, "poll_job: store read failed");
-                CallError::Internal("store".into())
-            })?;
+            let job = ctx
+                .store
+                .get_job(ctx.client_id, &id)
+                .await
+                .map_err(|e| CallError::internal("poll_job: store read failed", &e))?;
             describe(&job.ok_or(CallError::UnknownJob)?)
         })
     }
