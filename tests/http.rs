@@ -233,3 +233,45 @@ async fn concurrent_calls_are_all_answered_correctly() {
         t.await.unwrap();
     }
 }
+
+#[tokio::test]
+async fn connections_beyond_the_limit_wait_for_a_free_slot() {
+    let env = TestEnv::new("")
+        .set("MCPQ__SERVER__MAX_CONNECTIONS", "2")
+        .set("MCPQ__SERVER__HEADER_TIMEOUT_MS", "60000");
+    let d = env.spawn_daemon().await;
+    // Two clients hold both slots (keep-alive connections).
+    let mut a = env.client(&d).await;
+    let mut b = env.client(&d).await;
+    assert!(
+        a.call("batch_sum", args(r#"{"numbers":[1]}"#))
+            .await
+            .unwrap()
+            .ok
+    );
+    assert!(
+        b.call("batch_sum", args(r#"{"numbers":[1]}"#))
+            .await
+            .unwrap()
+            .ok
+    );
+    // A third connection is accepted by the kernel but not served while both are held.
+    let mut c = env.client(&d).await;
+    let third = tokio::spawn(async move { c.call("batch_sum", args(r#"{"numbers":[3]}"#)).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!third.is_finished(), "served beyond max_connections");
+    // Freeing a slot lets it through.
+    drop(a);
+    let r = tokio::time::timeout(Duration::from_secs(10), third)
+        .await
+        .expect("served once a slot is free")
+        .unwrap()
+        .unwrap();
+    assert!(r.ok, "{}", r.raw);
+    assert!(
+        b.call("batch_sum", args(r#"{"numbers":[1]}"#))
+            .await
+            .unwrap()
+            .ok
+    );
+}
