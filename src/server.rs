@@ -122,20 +122,16 @@ impl App {
     async fn dispatch(&self, env: &Envelope) -> Result<(Status, Option<Object>), CallError> {
         let now = self.clock.now_ms();
         let nonce = self.auth.check(env, now)?;
-        let tool = self.registry.get(&env.tool);
         // A job-creating call's nonce commits with its job; every other admitted nonce is
         // written behind (see docs/PROTOCOL.md, "Replay protection").
-        let job_tool = match tool {
-            Some(Tool::Job(t)) => Some(t),
-            _ => None,
-        };
-        let request = job_tool.map(|t| t.validate(&env.args));
-        if !matches!(request, Some(Ok(_))) {
-            self.store.record_nonce(nonce).await.map_err(internal)?;
-        }
-        match (tool, request) {
-            (None, _) => Err(CallError::UnknownTool(env.tool.clone())),
-            (Some(Tool::Sync(t)), _) => {
+        let write_behind = || async { self.store.record_nonce(nonce).await.map_err(internal) };
+        match self.registry.get(&env.tool) {
+            None => {
+                write_behind().await?;
+                Err(CallError::UnknownTool(env.tool.clone()))
+            }
+            Some(Tool::Sync(t)) => {
+                write_behind().await?;
                 let ctx = CallCtx {
                     client_id: &env.client_id,
                     now_ms: now,
@@ -145,8 +141,14 @@ impl App {
                 let reply = t.call(ctx, &env.args).await?;
                 Ok((reply.status, reply.result))
             }
-            (Some(Tool::Job(_)), Some(Err(e))) => Err(e),
-            (Some(Tool::Job(t)), Some(Ok(req))) => {
+            Some(Tool::Job(t)) => {
+                let req = match t.validate(&env.args) {
+                    Ok(req) => req,
+                    Err(e) => {
+                        write_behind().await?;
+                        return Err(e);
+                    }
+                };
                 let job = NewJob {
                     id: crate::jobs::JobId::generate(),
                     client_id: env.client_id.clone(),
@@ -165,10 +167,6 @@ impl App {
                 )]);
                 Ok((Status::Accepted, Some(result)))
             }
-            (Some(Tool::Job(_)), None) => Err(CallError::internal(
-                "dispatch",
-                &"a job tool was found but its arguments were not validated",
-            )),
         }
     }
 
