@@ -80,7 +80,7 @@ type Waiter = Box<dyn FnOnce(bool) + Send>;
 /// out of it, so a checkpoint can never lose frames this fsync has not covered yet.)
 #[derive(Clone)]
 struct Durability {
-    tx: Option<mpsc::UnboundedSender<Waiter>>,
+    tx: Option<std::sync::mpsc::Sender<Waiter>>,
     failed: Arc<std::sync::atomic::AtomicBool>,
 }
 
@@ -90,11 +90,23 @@ impl Durability {
         let tx = match db.synchronous {
             Synchronous::Normal => None,
             Synchronous::Full | Synchronous::Extra => {
-                let (tx, rx) = mpsc::unbounded_channel();
+                let (tx, rx) = std::sync::mpsc::channel();
                 let mut wal = db.path.as_os_str().to_owned();
                 wal.push("-wal");
-                tokio::spawn(syncer(std::path::PathBuf::from(wal), rx, failed.clone()));
-                Some(tx)
+                let wal = std::path::PathBuf::from(wal);
+                let failed = failed.clone();
+                // A plain thread, not a task: each hop between threads costs tens of µs on
+                // a busy box, and a blocking fsync needs a thread anyway.
+                let spawned = std::thread::Builder::new()
+                    .name("mcpq-wal-sync".into())
+                    .spawn(move || syncer(wal, rx, failed));
+                match spawned {
+                    Ok(_) => Some(tx),
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot start the WAL sync thread; refusing writes");
+                        None
+                    }
+                }
             }
         };
         Durability { tx, failed }
@@ -128,51 +140,40 @@ impl Durability {
 }
 
 /// fsyncs the WAL for every group of waiters that queued up while the previous fsync ran.
-async fn syncer(
+/// Runs on its own thread until the store (every sender) is dropped.
+fn syncer(
     wal: std::path::PathBuf,
-    mut rx: mpsc::UnboundedReceiver<Waiter>,
+    rx: std::sync::mpsc::Receiver<Waiter>,
     failed: Arc<std::sync::atomic::AtomicBool>,
 ) {
     let mut file: Option<std::fs::File> = None;
-    while let Some(first) = rx.recv().await {
+    while let Ok(first) = rx.recv() {
         let mut waiters = vec![first];
         while let Ok(w) = rx.try_recv() {
             waiters.push(w);
         }
-        let path = wal.clone();
-        let f = file.take();
-        let t0 = std::time::Instant::now();
-        let n = waiters.len();
-        let synced = tokio::task::spawn_blocking(move || {
-            let f = match f {
-                Some(f) => f,
-                None => std::fs::File::open(&path)?,
-            };
-            f.sync_data()?;
-            Ok::<_, std::io::Error>(f)
-        })
-        .await;
+        let started = std::time::Instant::now();
+        let synced = match file.take() {
+            Some(f) => Ok(f),
+            None => std::fs::File::open(&wal),
+        }
+        .and_then(|f| f.sync_data().map(|()| f));
         let ok = match synced {
-            Ok(Ok(f)) => {
+            Ok(f) => {
                 file = Some(f);
                 true
             }
-            Ok(Err(e)) => {
+            Err(e) => {
                 // After a failed fsync the page cache can no longer be trusted to reach
                 // the disk (the "fsyncgate" lesson): refuse every later durable write.
                 tracing::error!(error = %e, wal = %wal.display(), "fsync of the WAL failed; no further writes will be acknowledged");
                 failed.store(true, std::sync::atomic::Ordering::SeqCst);
                 false
             }
-            Err(e) => {
-                tracing::error!(error = %e, "fsync task failed");
-                failed.store(true, std::sync::atomic::Ordering::SeqCst);
-                false
-            }
         };
         tracing::trace!(
-            took_us = t0.elapsed().as_micros() as u64,
-            waiters = n,
+            took_us = started.elapsed().as_micros() as u64,
+            waiters = waiters.len(),
             "fsync"
         );
         for w in waiters {

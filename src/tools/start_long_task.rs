@@ -66,10 +66,14 @@ impl JobTool for StartLongTask {
                     _ = ctx.cancel.cancelled() => return Err(JobError::Fatal("cancelled".into())),
                     _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                 }
-                ctx.report_progress(Object::from_pairs([
-                    ("elapsed_seconds".to_string(), Json::Int(done)),
-                    ("seconds".to_string(), Json::Int(seconds)),
-                ]));
+                // The last second's progress would only be written to be overwritten by
+                // the result an instant later.
+                if done < seconds {
+                    ctx.report_progress(Object::from_pairs([
+                        ("elapsed_seconds".to_string(), Json::Int(done)),
+                        ("seconds".to_string(), Json::Int(seconds)),
+                    ]));
+                }
             }
             Ok(payload)
         })
