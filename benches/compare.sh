@@ -37,6 +37,14 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# A process left over from another run would be measured instead of ours: refuse.
+ensure_free() {
+  if (echo > "/dev/tcp/127.0.0.1/$1") 2>/dev/null; then
+    echo "port $1 is already in use; stop whatever listens there first" >&2
+    exit 1
+  fi
+}
+
 wait_port() {
   for _ in $(seq 1 200); do
     (echo > "/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
@@ -56,6 +64,7 @@ stop_all() {
 start_mcpq() {
   local workers=$1
   rm -f "$work"/mcpq.db*
+  ensure_free "$MCPQ_PORT"
   export MCPQ__DATABASE__PATH=$work/mcpq.db MCPQ__SERVER__LISTEN=127.0.0.1:$MCPQ_PORT \
          MCPQ__SERVER__EMBEDDED_WORKERS=0 MCPQ__SERVER__BENCH_TOOLS=true RUST_LOG=warn
   "$MCPQ" serve > /dev/null 2>> "$work/mcpq.err" & pids+=($!)
@@ -66,6 +75,7 @@ start_mcpq() {
 }
 
 start_seed() {
+  ensure_free "$SEED_PORT"
   (cd "$SEED_DIR" && exec "$SEED_VENV/bin/uvicorn" app:app --host 127.0.0.1 --port "$SEED_PORT" \
      --workers 1 --no-access-log) > /dev/null 2>> "$work/seed.err" & pids+=($!)
   wait_port "$SEED_PORT"
