@@ -343,6 +343,52 @@ pub mod cases {
         );
     }
 
+    /// Lookups issued together (as concurrent polls are) each get exactly their own answer:
+    /// a client's own jobs, nothing for another client's or a missing id, duplicates alike.
+    pub async fn concurrent_lookups_each_get_their_own_answer(fx: &dyn Fixture) {
+        let s = fx.store();
+        let (alice, bob) = (client("alice"), client("bob"));
+        let mut mine = Vec::new();
+        for i in 0..50 {
+            let owner = if i % 2 == 0 { &alice } else { &bob };
+            let job = new_job(owner, T0 + i, None);
+            let id = job.id.clone();
+            assert_eq!(s.enqueue(job).await.unwrap(), Enqueued::Created(id.clone()));
+            mine.push((owner.clone(), id));
+        }
+        let mut asks = Vec::new();
+        for (owner, id) in &mine {
+            let other = if *owner == alice { &bob } else { &alice };
+            asks.push((owner.clone(), id.clone(), true));
+            asks.push((other.clone(), id.clone(), false));
+            asks.push((owner.clone(), id.clone(), true));
+        }
+        for _ in 0..20 {
+            asks.push((alice.clone(), JobId::generate(), false));
+        }
+        let mut set = tokio::task::JoinSet::new();
+        for (who, id, visible) in asks {
+            let s = s.clone();
+            set.spawn(async move {
+                let got = s.get_job(&who, &id).await.unwrap();
+                match got {
+                    Some(r) => {
+                        assert!(visible, "{who:?} must not see {id:?}");
+                        assert_eq!(r.id, id);
+                        assert_eq!(r.client_id, who);
+                    }
+                    None => assert!(!visible, "{who:?} must see its job {id:?}"),
+                }
+            });
+        }
+        let mut answered = 0;
+        while let Some(r) = set.join_next().await {
+            r.unwrap();
+            answered += 1;
+        }
+        assert_eq!(answered, 50 * 3 + 20);
+    }
+
     pub async fn idempotency_key_returns_the_existing_job_per_client(fx: &dyn Fixture) {
         let s = fx.store();
         let s = &*s;
@@ -1558,6 +1604,7 @@ macro_rules! for_each_case {
     ($m:ident, $factory:path) => {
         $m! { $factory;
             enqueue_creates_a_job_visible_only_to_its_client,
+            concurrent_lookups_each_get_their_own_answer,
             idempotency_key_returns_the_existing_job_per_client,
             idempotency_holds_for_concurrent_enqueues_in_one_batch,
             concurrent_enqueues_all_commit_and_are_claimed_exactly_once,
@@ -1616,6 +1663,7 @@ mod sqlite {
             synchronous: Synchronous::Full,
             busy_timeout_ms: 5000,
             read_connections: 2,
+            checkpoint_pages: 1000,
         }
     }
 

@@ -33,6 +33,8 @@ pub enum StoreError {
     Closed,
     #[error("commit failed: {0}")]
     Commit(String),
+    #[error("read failed: {0}")]
+    Read(String),
     #[error("a commit could not be made durable (fsync failed); the store refuses further writes")]
     NotDurable,
 }

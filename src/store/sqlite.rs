@@ -15,6 +15,7 @@
 //!
 //! It must not decide job transitions (see `jobs`) or know about HTTP.
 
+use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,7 +38,7 @@ mod sql {
     pub const ENQUEUE_BATCH: &str = include_str!("sql/enqueue_batch.sql");
     pub const INSERT_JOBS: &str = include_str!("sql/insert_jobs.sql");
     pub const FIND_IDEMPOTENT: &str = include_str!("sql/find_idempotent.sql");
-    pub const GET_JOB: &str = include_str!("sql/get_job.sql");
+    pub const GET_JOBS: &str = include_str!("sql/get_jobs.sql");
     pub const CANCEL_QUEUED: &str = include_str!("sql/cancel_queued.sql");
     pub const CANCEL_RUNNING: &str = include_str!("sql/cancel_running.sql");
     pub const JOB_STATE: &str = include_str!("sql/job_state.sql");
@@ -62,7 +63,15 @@ struct Inner {
     read: SqlitePool,
     writer: Arc<Mutex<SqliteConnection>>,
     tx: mpsc::Sender<WriteOp>,
+    lookups: mpsc::Sender<Lookup>,
     durability: Durability,
+}
+
+/// One `get_job` waiting for the next group read.
+struct Lookup {
+    id: JobId,
+    client: ClientId,
+    reply: oneshot::Sender<Result<Option<JobRecord>, String>>,
 }
 
 /// Callers waiting for a commit to become durable; run with `true` once it is.
@@ -202,12 +211,14 @@ fn connect_options(db: &DatabaseSettings) -> SqliteConnectOptions {
         .busy_timeout(Duration::from_millis(db.busy_timeout_ms))
         .foreign_keys(false)
         .pragma("temp_store", "memory")
-        // SQLite's default, stated: the commit that crosses 1000 WAL pages checkpoints.
-        // Background PASSIVE checkpoints were tried: under continuous commits they never
-        // caught up, the WAL never restarted and grew to 280 MB in a 4 s benchmark (every
-        // commit then an appending, slower fsync); throughput was the same either way.
-        .pragma("wal_autocheckpoint", "1000")
-        .pragma("journal_size_limit", "67108864")
+        // The commit that crosses this many WAL pages checkpoints. SQLite's default of 1000
+        // checkpointed every ~70 ms under load, copying the same hot pages again each time;
+        // 10000 cut the p99 of durable enqueues (BENCHMARKS.md). Background PASSIVE
+        // checkpoints were tried: under continuous commits they never caught up, the WAL
+        // never restarted and grew to 280 MB in a 4 s benchmark (every commit then an
+        // appending, slower fsync).
+        .pragma("wal_autocheckpoint", db.checkpoint_pages.max(1).to_string())
+        .pragma("journal_size_limit", "134217728")
 }
 
 /// Replaces SQLite's default busy handler on a writer connection.
@@ -299,12 +310,18 @@ impl SqliteStore {
         let writer = Arc::new(Mutex::new(writer));
         let (tx, rx) = mpsc::channel(MAX_BATCH * 4);
         let durability = Durability::new(db);
-        tokio::spawn(group_commit(writer.clone(), rx, durability.clone()));
+        spawn_writer_thread(group_commit(writer.clone(), rx, durability.clone()))?;
+        let (lookups, lookup_rx) = mpsc::channel(MAX_BATCH * 4);
+        let lookup_rx = Arc::new(Mutex::new(lookup_rx));
+        for _ in 0..db.read_connections.max(1) {
+            tokio::spawn(group_read(read.clone(), lookup_rx.clone()));
+        }
         Ok(SqliteStore {
             inner: Arc::new(Inner {
                 read,
                 writer,
                 tx,
+                lookups,
                 durability,
             }),
         })
@@ -325,6 +342,80 @@ impl SqliteStore {
         self.inner.read.close().await;
     }
 }
+
+/// Runs the group-commit loop on a thread of its own with a one-thread runtime.
+///
+/// On the shared runtime the writer task queued behind dozens of HTTP tasks each time
+/// SQLite's thread answered it, and the writer is the one serial step every enqueue
+/// passes through. It ends when every sender is gone.
+fn spawn_writer_thread(
+    task: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), StoreError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .map_err(|e| StoreError::Database(sqlx::Error::Io(e)))?;
+    std::thread::Builder::new()
+        .name("mcpq-writer".into())
+        .spawn(move || rt.block_on(task))
+        .map_err(|e| StoreError::Database(sqlx::Error::Io(e)))?;
+    Ok(())
+}
+
+/// Answers `get_job` calls in groups: one reader task per read connection takes whatever
+/// lookups are waiting and answers them with one statement. Polls are the most frequent
+/// call of a job's life; one statement per poll made each pay a round trip to SQLite's
+/// thread (BENCHMARKS.md has the before/after). The tasks end when the store is dropped.
+async fn group_read(read: SqlitePool, rx: Arc<Mutex<mpsc::Receiver<Lookup>>>) {
+    let mut batch = Vec::with_capacity(MAX_READ_BATCH);
+    loop {
+        {
+            // While this task holds the receiver, the others are querying: each group
+            // forms while the previous ones run.
+            let mut rx = rx.lock().await;
+            match rx.recv().await {
+                Some(l) => batch.push(l),
+                None => return,
+            }
+            while batch.len() < MAX_READ_BATCH {
+                match rx.try_recv() {
+                    Ok(l) => batch.push(l),
+                    Err(_) => break,
+                }
+            }
+        }
+        let mut ids = String::from("[");
+        for (i, l) in batch.iter().enumerate() {
+            if i > 0 {
+                ids.push(',');
+            }
+            crate::json::write_str(&l.id.0, &mut ids);
+        }
+        ids.push(']');
+        let rows = sqlx::query(sql::GET_JOBS).bind(ids).fetch_all(&read).await;
+        let found: Result<HashMap<String, JobRecord>, String> =
+            rows.map_err(|e| e.to_string()).and_then(|rows| {
+                rows.iter()
+                    .map(|r| {
+                        let rec = row_to_record(r).map_err(|e| e.to_string())?;
+                        Ok((rec.id.0.clone(), rec))
+                    })
+                    .collect()
+            });
+        for l in batch.drain(..) {
+            let answer = match &found {
+                Ok(found) => Ok(found
+                    .get(&l.id.0)
+                    .filter(|rec| rec.client_id == l.client)
+                    .cloned()),
+                Err(e) => Err(e.clone()),
+            };
+            let _ = l.reply.send(answer);
+        }
+    }
+}
+
+const MAX_READ_BATCH: usize = 512;
 
 /// How long admitted nonces of non-job calls may wait to be written. Nothing waits on
 /// them (they are write-behind), so they ride along with the next job commit or are
@@ -374,23 +465,20 @@ async fn commit_batch(
     durability: &Durability,
 ) {
     let mut nonces = NoncePack::default();
-    let mut jobs = Vec::new();
+    let mut jobs = JobRows::default();
     for op in ops.iter() {
         match op {
             WriteOp::Nonce(n) => nonces.push(n),
             WriteOp::Job(j, _) => {
                 nonces.push(&j.nonce);
-                jobs.push(json!({
-                    "id": j.id.0, "client": j.client_id.0, "tool": j.tool, "args": j.args,
-                    "max": j.max_attempts, "at": j.created_at, "key": j.idempotency_key,
-                }));
+                jobs.push(j);
             }
             WriteOp::Flush(_) => {}
         }
     }
     let started = std::time::Instant::now();
-    let job_count = jobs.len();
-    let outcome = if nonces.is_empty() && jobs.is_empty() {
+    let job_count = jobs.count;
+    let outcome = if nonces.is_empty() && jobs.count == 0 {
         Ok(Vec::new())
     } else {
         write_batch(conn, nonces, jobs, ops).await
@@ -444,6 +532,49 @@ async fn commit_batch(
             let _ = reply.send(());
         }
     }));
+}
+
+/// A batch's jobs as the JSON the enqueue statements read: an array of
+/// `[id, client, tool, args, max_attempts, created_at, idempotency_key]`, written
+/// straight into one string (no intermediate values; this runs once per enqueue).
+struct JobRows {
+    json: String,
+    count: usize,
+}
+
+impl Default for JobRows {
+    fn default() -> JobRows {
+        JobRows {
+            json: String::from("["),
+            count: 0,
+        }
+    }
+}
+
+impl JobRows {
+    fn push(&mut self, j: &NewJob) {
+        use std::fmt::Write;
+        if self.count > 0 {
+            self.json.push(',');
+        }
+        self.count += 1;
+        self.json.push('[');
+        for s in [&j.id.0, &j.client_id.0, &j.tool, &j.args] {
+            crate::json::write_str(s, &mut self.json);
+            self.json.push(',');
+        }
+        let _ = write!(self.json, "{},{},", j.max_attempts, j.created_at);
+        match &j.idempotency_key {
+            Some(k) => crate::json::write_str(k, &mut self.json),
+            None => self.json.push_str("null"),
+        }
+        self.json.push(']');
+    }
+
+    fn finish(mut self) -> String {
+        self.json.push(']');
+        self.json
+    }
 }
 
 /// Nonce records packed for one `nonce_batches` row: 16-byte digest + big-endian i64 expiry each.
@@ -500,7 +631,7 @@ impl NoncePack {
 async fn write_batch(
     conn: &mut SqliteConnection,
     nonces: NoncePack,
-    jobs: Vec<serde_json::Value>,
+    jobs: JobRows,
     ops: &[WriteOp],
 ) -> Result<Vec<Enqueued>, sqlx::Error> {
     let keyed = ops
@@ -511,7 +642,7 @@ async fn write_batch(
         sqlx::query(sql::ENQUEUE_BATCH)
             .bind(nonces.max_expiry)
             .bind(entries)
-            .bind(serde_json::Value::Array(jobs).to_string())
+            .bind(jobs.finish())
             .execute(&mut *conn)
             .await?;
         return Ok(ops
@@ -528,7 +659,7 @@ async fn write_batch(
 async fn write_batch_keyed(
     conn: &mut SqliteConnection,
     nonces: NoncePack,
-    jobs: Vec<serde_json::Value>,
+    jobs: JobRows,
     ops: &[WriteOp],
 ) -> Result<Vec<Enqueued>, sqlx::Error> {
     let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
@@ -540,9 +671,9 @@ async fn write_batch_keyed(
             .await?;
     }
     let mut out = Vec::new();
-    if !jobs.is_empty() {
+    if jobs.count > 0 {
         let inserted: std::collections::HashSet<String> = sqlx::query(sql::INSERT_JOBS)
-            .bind(serde_json::Value::Array(jobs).to_string())
+            .bind(jobs.finish())
             .fetch_all(&mut *tx)
             .await?
             .into_iter()
@@ -723,12 +854,22 @@ impl Store for SqliteStore {
         id: &'a JobId,
     ) -> BoxFuture<'a, Result<Option<JobRecord>, StoreError>> {
         Box::pin(async move {
-            let row = sqlx::query(sql::GET_JOB)
-                .bind(&id.0)
-                .bind(&client.0)
-                .fetch_optional(&self.inner.read)
-                .await?;
-            row.as_ref().map(row_to_record).transpose()
+            let (reply, answer) = oneshot::channel();
+            let lookup = Lookup {
+                id: id.clone(),
+                client: client.clone(),
+                reply,
+            };
+            self.inner
+                .lookups
+                .send(lookup)
+                .await
+                .map_err(|_| StoreError::Closed)?;
+            match answer.await {
+                Ok(Ok(rec)) => Ok(rec),
+                Ok(Err(msg)) => Err(StoreError::Read(msg)),
+                Err(_) => Err(StoreError::Closed),
+            }
         })
     }
 

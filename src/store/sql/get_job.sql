@@ -1,3 +1,0 @@
-SELECT id, client_id, tool, args, state, attempt, max_attempts, run_at, lease_owner, lease_expires_at,
-       fence, cancel_requested, progress, result, errors, idempotency_key, created_at, started_at, finished_at
-FROM jobs WHERE id = ?1 AND client_id = ?2
