@@ -20,7 +20,6 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::json;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Connection, Row, SqliteConnection, SqlitePool};
 use tokio::sync::{mpsc, oneshot, Mutex};
@@ -465,13 +464,13 @@ async fn commit_batch(
     durability: &Durability,
 ) {
     let mut nonces = NoncePack::default();
-    let mut jobs = JobRows::default();
+    let mut jobs = Rows::new();
     for op in ops.iter() {
         match op {
             WriteOp::Nonce(n) => nonces.push(n),
             WriteOp::Job(j, _) => {
                 nonces.push(&j.nonce);
-                jobs.push(j);
+                push_job(&mut jobs, j);
             }
             WriteOp::Flush(_) => {}
         }
@@ -534,47 +533,96 @@ async fn commit_batch(
     }));
 }
 
-/// A batch's jobs as the JSON the enqueue statements read: an array of
-/// `[id, client, tool, args, max_attempts, created_at, idempotency_key]`, written
-/// straight into one string (no intermediate values; this runs once per enqueue).
-struct JobRows {
+/// Rows for the batch statements (enqueue, complete, heartbeat, release): a JSON array
+/// of positional arrays, which the SQL reads with `value ->> N` from `json_each`.
+/// Positional, because SQLite re-parses `value` for every `->>` and indexing beats a key
+/// search; written straight into one string, because this runs once per job.
+struct Rows {
     json: String,
     count: usize,
+    fields: usize,
 }
 
-impl Default for JobRows {
-    fn default() -> JobRows {
-        JobRows {
+impl Rows {
+    fn new() -> Rows {
+        Rows {
             json: String::from("["),
             count: 0,
+            fields: 0,
         }
     }
-}
 
-impl JobRows {
-    fn push(&mut self, j: &NewJob) {
-        use std::fmt::Write;
+    fn row(&mut self) -> &mut Rows {
         if self.count > 0 {
-            self.json.push(',');
+            self.json.push_str("],");
         }
-        self.count += 1;
         self.json.push('[');
-        for s in [&j.id.0, &j.client_id.0, &j.tool, &j.args] {
-            crate::json::write_str(s, &mut self.json);
+        self.count += 1;
+        self.fields = 0;
+        self
+    }
+
+    fn sep(&mut self) {
+        if self.fields > 0 {
             self.json.push(',');
         }
-        let _ = write!(self.json, "{},{},", j.max_attempts, j.created_at);
-        match &j.idempotency_key {
-            Some(k) => crate::json::write_str(k, &mut self.json),
-            None => self.json.push_str("null"),
+        self.fields += 1;
+    }
+
+    fn str(&mut self, v: &str) -> &mut Rows {
+        self.sep();
+        crate::json::write_str(v, &mut self.json);
+        self
+    }
+
+    fn opt_str(&mut self, v: Option<&str>) -> &mut Rows {
+        match v {
+            Some(v) => self.str(v),
+            None => {
+                self.sep();
+                self.json.push_str("null");
+                self
+            }
         }
-        self.json.push(']');
+    }
+
+    fn int(&mut self, v: i64) -> &mut Rows {
+        use std::fmt::Write;
+        self.sep();
+        let _ = write!(self.json, "{v}");
+        self
+    }
+
+    fn opt_int(&mut self, v: Option<i64>) -> &mut Rows {
+        match v {
+            Some(v) => self.int(v),
+            None => {
+                self.sep();
+                self.json.push_str("null");
+                self
+            }
+        }
     }
 
     fn finish(mut self) -> String {
+        if self.count > 0 {
+            self.json.push(']');
+        }
         self.json.push(']');
         self.json
     }
+}
+
+/// `[id, client, tool, args, max_attempts, created_at, idempotency_key]` (migration 0003).
+fn push_job(rows: &mut Rows, j: &NewJob) {
+    rows.row()
+        .str(&j.id.0)
+        .str(&j.client_id.0)
+        .str(&j.tool)
+        .str(&j.args)
+        .int(i64::from(j.max_attempts))
+        .int(j.created_at)
+        .opt_str(j.idempotency_key.as_deref());
 }
 
 /// Nonce records packed for one `nonce_batches` row: 16-byte digest + big-endian i64 expiry each.
@@ -631,7 +679,7 @@ impl NoncePack {
 async fn write_batch(
     conn: &mut SqliteConnection,
     nonces: NoncePack,
-    jobs: JobRows,
+    jobs: Rows,
     ops: &[WriteOp],
 ) -> Result<Vec<Enqueued>, sqlx::Error> {
     let keyed = ops
@@ -659,7 +707,7 @@ async fn write_batch(
 async fn write_batch_keyed(
     conn: &mut SqliteConnection,
     nonces: NoncePack,
-    jobs: JobRows,
+    jobs: Rows,
     ops: &[WriteOp],
 ) -> Result<Vec<Enqueued>, sqlx::Error> {
     let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
@@ -733,20 +781,27 @@ fn row_to_record(r: &sqlx::sqlite::SqliteRow) -> Result<JobRecord, StoreError> {
     })
 }
 
+/// `[id, fence, state, result, error, run_at]` per completion (complete.sql).
 fn completions_json(done: &[Completion]) -> String {
-    let items: Vec<serde_json::Value> = done
-        .iter()
-        .map(|c| {
-            let (state, result, error, run_at) = match &c.outcome {
-                Outcome::Succeeded { result } => ("succeeded", Some(result.as_str()), None, None),
-                Outcome::Retry { run_at, error } => ("queued", None, Some(error.as_str()), Some(*run_at)),
-                Outcome::Failed { error } => ("failed", None, Some(error.as_str()), None),
-                Outcome::Cancelled { error } => ("cancelled", None, Some(error.as_str()), None),
-            };
-            json!({"id": c.id.0, "fence": c.fence, "state": state, "result": result, "error": error, "run_at": run_at})
-        })
-        .collect();
-    serde_json::Value::Array(items).to_string()
+    let mut rows = Rows::new();
+    for c in done {
+        let (state, result, error, run_at) = match &c.outcome {
+            Outcome::Succeeded { result } => ("succeeded", Some(result.as_str()), None, None),
+            Outcome::Retry { run_at, error } => {
+                ("queued", None, Some(error.as_str()), Some(*run_at))
+            }
+            Outcome::Failed { error } => ("failed", None, Some(error.as_str()), None),
+            Outcome::Cancelled { error } => ("cancelled", None, Some(error.as_str()), None),
+        };
+        rows.row()
+            .str(&c.id.0)
+            .int(c.fence)
+            .str(state)
+            .opt_str(result)
+            .opt_str(error)
+            .opt_int(run_at);
+    }
+    rows.finish()
 }
 
 impl SqliteStore {
@@ -971,13 +1026,17 @@ impl Store for SqliteStore {
             if beats.is_empty() {
                 return Ok(Vec::new());
             }
-            let items: Vec<serde_json::Value> = beats
-                .iter()
-                .map(|b| json!({"id": b.id.0, "fence": b.fence, "progress": b.progress}))
-                .collect();
+            // [id, fence, progress] per running job (heartbeat.sql).
+            let mut rows = Rows::new();
+            for b in &beats {
+                rows.row()
+                    .str(&b.id.0)
+                    .int(b.fence)
+                    .opt_str(b.progress.as_deref());
+            }
             let mut conn = self.inner.writer.lock().await;
             let rows = sqlx::query(sql::HEARTBEAT)
-                .bind(serde_json::Value::Array(items).to_string())
+                .bind(rows.finish())
                 .bind(now + lease_ms)
                 .fetch_all(&mut *conn)
                 .await?;
@@ -1010,13 +1069,14 @@ impl Store for SqliteStore {
             if jobs.is_empty() {
                 return Ok(0);
             }
-            let items: Vec<serde_json::Value> = jobs
-                .iter()
-                .map(|(id, fence)| json!({"id": id.0, "fence": fence}))
-                .collect();
+            // [id, fence] per job (release.sql).
+            let mut rows = Rows::new();
+            for (id, fence) in &jobs {
+                rows.row().str(&id.0).int(*fence);
+            }
             let mut conn = self.inner.writer.lock().await;
             let r = sqlx::query(sql::RELEASE)
-                .bind(serde_json::Value::Array(items).to_string())
+                .bind(rows.finish())
                 .bind(now)
                 .execute(&mut *conn)
                 .await?;
@@ -1144,19 +1204,45 @@ pub async fn bench_fill_noop(store: &SqliteStore, n: usize) -> Result<(), StoreE
     let mut left = n;
     while left > 0 {
         let k = left.min(10_000);
-        let items: Vec<serde_json::Value> = (0..k)
-            .map(|_| {
-                json!({"id": JobId::generate().0, "client": client, "tool": "noop", "args": "{}",
-                       "max": 3, "at": now, "key": null})
-            })
-            .collect();
+        let mut rows = Rows::new();
+        for _ in 0..k {
+            rows.row()
+                .str(&JobId::generate().0)
+                .str(client)
+                .str("noop")
+                .str("{}")
+                .int(3)
+                .int(now)
+                .opt_str(None);
+        }
         let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
         sqlx::query(sql::INSERT_JOBS)
-            .bind(serde_json::Value::Array(items).to_string())
+            .bind(rows.finish())
             .fetch_all(&mut *tx)
             .await?;
         tx.commit().await?;
         left -= k;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Rows;
+
+    #[test]
+    fn rows_are_a_json_array_of_positional_arrays() {
+        assert_eq!(Rows::new().finish(), "[]");
+        let mut rows = Rows::new();
+        rows.row()
+            .str("a\"b\\é")
+            .int(-3)
+            .opt_str(None)
+            .opt_int(Some(7));
+        rows.row().str("").int(0).opt_str(Some("x")).opt_int(None);
+        let text = rows.finish();
+        assert_eq!(text, r#"[["a\"b\\\u00e9",-3,null,7],["",0,"x",null]]"#);
+        let parsed: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(parsed[0][0], "a\"b\\é");
+    }
 }

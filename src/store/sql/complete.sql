@@ -1,4 +1,5 @@
--- One statement applies a whole batch of attempt outcomes. The fence and state guard
+-- One statement applies a whole batch of attempt outcomes: ?1 = JSON array of
+-- [id, fence, state, result, error, run_at]. The fence and state guard
 -- make a completion from a worker that lost its lease a no-op.
 UPDATE jobs
 SET state = c.state,
@@ -12,8 +13,8 @@ SET state = c.state,
     cancel_requested = CASE WHEN c.state = 'queued' THEN jobs.cancel_requested ELSE 0 END,
     errors = CASE WHEN c.error IS NULL THEN jobs.errors
                   ELSE json_insert(jobs.errors, '$[#]', json_object('attempt', jobs.attempt, 'at', ?2, 'error', c.error)) END
-FROM (SELECT value ->> '$.id' AS id, value ->> '$.fence' AS fence, value ->> '$.state' AS state,
-             value ->> '$.result' AS result, value ->> '$.error' AS error, value ->> '$.run_at' AS run_at
+FROM (SELECT value ->> 0 AS id, value ->> 1 AS fence, value ->> 2 AS state,
+             value ->> 3 AS result, value ->> 4 AS error, value ->> 5 AS run_at
       FROM json_each(?1)) AS c
 WHERE jobs.id = c.id AND jobs.fence = c.fence AND jobs.state = 'running'
   AND (?3 = 0 OR jobs.lease_expires_at < ?2)
