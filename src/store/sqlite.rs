@@ -53,7 +53,8 @@ mod sql {
 }
 
 enum WriteOp {
-    Nonce(NonceRecord),
+    /// Nonces were added to an empty [`PendingNonces`]: commit them within the linger time.
+    NoncesPending,
     Job(Box<NewJob>, oneshot::Sender<Result<Enqueued, String>>),
     Flush(oneshot::Sender<()>),
 }
@@ -62,8 +63,21 @@ struct Inner {
     read: SqlitePool,
     writer: Arc<Mutex<SqliteConnection>>,
     tx: mpsc::Sender<WriteOp>,
+    nonces: PendingNonces,
     lookups: mpsc::Sender<Lookup>,
     durability: Durability,
+}
+
+/// Admitted nonces of calls that create no job, waiting for the next group commit.
+///
+/// A plain buffer rather than a message each: sending every nonce to the writer woke its
+/// thread once per call (a futex wake and a context switch, the largest cost left on the
+/// sync path); now only the nonce that finds the buffer empty wakes it, at most once per
+/// commit.
+type PendingNonces = Arc<std::sync::Mutex<Vec<NonceRecord>>>;
+
+fn take_nonces(pending: &PendingNonces) -> Vec<NonceRecord> {
+    std::mem::take(&mut *pending.lock().unwrap_or_else(|p| p.into_inner()))
 }
 
 /// One `get_job` waiting for the next group read.
@@ -309,7 +323,13 @@ impl SqliteStore {
         let writer = Arc::new(Mutex::new(writer));
         let (tx, rx) = mpsc::channel(MAX_BATCH * 4);
         let durability = Durability::new(db);
-        spawn_writer_thread(group_commit(writer.clone(), rx, durability.clone()))?;
+        let nonces = PendingNonces::default();
+        spawn_writer_thread(group_commit(
+            writer.clone(),
+            rx,
+            nonces.clone(),
+            durability.clone(),
+        ))?;
         let (lookups, lookup_rx) = mpsc::channel(MAX_BATCH * 4);
         let lookup_rx = Arc::new(Mutex::new(lookup_rx));
         for _ in 0..db.read_connections.max(1) {
@@ -320,6 +340,7 @@ impl SqliteStore {
                 read,
                 writer,
                 tx,
+                nonces,
                 lookups,
                 durability,
             }),
@@ -425,6 +446,7 @@ const NONCE_LINGER: Duration = Duration::from_millis(10);
 async fn group_commit(
     writer: Arc<Mutex<SqliteConnection>>,
     mut rx: mpsc::Receiver<WriteOp>,
+    pending: PendingNonces,
     durability: Durability,
 ) {
     let mut ops = Vec::with_capacity(MAX_BATCH);
@@ -444,7 +466,7 @@ async fn group_commit(
             }
             // Someone waits for this commit (an enqueue or a flush), or the batch is full:
             // commit now. Otherwise only nonces are pending: let them gather a little.
-            let waited_on = ops.iter().any(|op| !matches!(op, WriteOp::Nonce(_)));
+            let waited_on = ops.iter().any(|op| !matches!(op, WriteOp::NoncesPending));
             if waited_on || ops.len() >= MAX_BATCH {
                 break;
             }
@@ -454,20 +476,24 @@ async fn group_commit(
             }
         }
         let mut conn = writer.lock().await;
-        commit_batch(&mut conn, &mut ops, &durability).await;
+        commit_batch(&mut conn, &mut ops, &pending, &durability).await;
     }
 }
 
 async fn commit_batch(
     conn: &mut SqliteConnection,
     ops: &mut Vec<WriteOp>,
+    pending: &PendingNonces,
     durability: &Durability,
 ) {
     let mut nonces = NoncePack::default();
+    for n in take_nonces(pending) {
+        nonces.push(&n);
+    }
     let mut jobs = Rows::new();
     for op in ops.iter() {
         match op {
-            WriteOp::Nonce(n) => nonces.push(n),
+            WriteOp::NoncesPending => {}
             WriteOp::Job(j, _) => {
                 nonces.push(&j.nonce);
                 push_job(&mut jobs, j);
@@ -501,7 +527,7 @@ async fn commit_batch(
     let mut flush_replies = Vec::new();
     for op in ops.drain(..) {
         match op {
-            WriteOp::Nonce(_) => {}
+            WriteOp::NoncesPending => {}
             WriteOp::Job(_, reply) => {
                 let r = results.next().ok_or_else(|| {
                     format!(
@@ -848,11 +874,22 @@ impl Store for SqliteStore {
 
     fn record_nonce(&self, nonce: NonceRecord) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(async move {
-            self.inner
-                .tx
-                .send(WriteOp::Nonce(nonce))
-                .await
-                .map_err(|_| StoreError::Closed)
+            if self.inner.tx.is_closed() {
+                return Err(StoreError::Closed);
+            }
+            let first = {
+                let mut pending = self.inner.nonces.lock().unwrap_or_else(|p| p.into_inner());
+                pending.push(nonce);
+                pending.len() == 1
+            };
+            if first {
+                self.inner
+                    .tx
+                    .send(WriteOp::NoncesPending)
+                    .await
+                    .map_err(|_| StoreError::Closed)?;
+            }
+            Ok(())
         })
     }
 
