@@ -110,6 +110,7 @@ pub struct DatabaseSettings {
     pub synchronous: Synchronous,
     pub busy_timeout_ms: u64,
     pub read_connections: u32,
+    pub poll_readers: u32,
     pub checkpoint_pages: u32,
 }
 

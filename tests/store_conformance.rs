@@ -1663,6 +1663,7 @@ mod sqlite {
             synchronous: Synchronous::Full,
             busy_timeout_ms: 5000,
             read_connections: 2,
+            poll_readers: 2,
             checkpoint_pages: 1000,
         }
     }

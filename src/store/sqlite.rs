@@ -332,7 +332,7 @@ impl SqliteStore {
         ))?;
         let (lookups, lookup_rx) = mpsc::channel(MAX_BATCH * 4);
         let lookup_rx = Arc::new(Mutex::new(lookup_rx));
-        for _ in 0..db.read_connections.max(1) {
+        for _ in 0..db.poll_readers.clamp(1, db.read_connections.max(1)) {
             tokio::spawn(group_read(read.clone(), lookup_rx.clone()));
         }
         Ok(SqliteStore {
@@ -382,7 +382,7 @@ fn spawn_writer_thread(
     Ok(())
 }
 
-/// Answers `get_job` calls in groups: one reader task per read connection takes whatever
+/// Answers `get_job` calls in groups: each of `database.poll_readers` tasks takes whatever
 /// lookups are waiting and answers them with one statement. Polls are the most frequent
 /// call of a job's life; one statement per poll made each pay a round trip to SQLite's
 /// thread (BENCHMARKS.md has the before/after). The tasks end when the store is dropped.
