@@ -27,6 +27,7 @@ use tokio::sync::{mpsc, oneshot, Mutex};
 use super::*;
 use crate::auth::NonceKey;
 use crate::config::{DatabaseSettings, Synchronous};
+use crate::json::Json;
 
 const MAX_BATCH: usize = 4096;
 
@@ -333,7 +334,10 @@ impl SqliteStore {
         let (lookups, lookup_rx) = mpsc::channel(MAX_BATCH * 4);
         let lookup_rx = Arc::new(Mutex::new(lookup_rx));
         for _ in 0..db.poll_readers.clamp(1, db.read_connections.max(1)) {
-            tokio::spawn(group_read(read.clone(), lookup_rx.clone()));
+            // Each reader keeps a connection of its own: a pool acquire per group cost
+            // more than the statement.
+            let conn = SqliteConnection::connect_with(&opts).await?;
+            tokio::spawn(group_read(conn, lookup_rx.clone()));
         }
         Ok(SqliteStore {
             inner: Arc::new(Inner {
@@ -386,7 +390,7 @@ fn spawn_writer_thread(
 /// lookups are waiting and answers them with one statement. Polls are the most frequent
 /// call of a job's life; one statement per poll made each pay a round trip to SQLite's
 /// thread (BENCHMARKS.md has the before/after). The tasks end when the store is dropped.
-async fn group_read(read: SqlitePool, rx: Arc<Mutex<mpsc::Receiver<Lookup>>>) {
+async fn group_read(mut conn: SqliteConnection, rx: Arc<Mutex<mpsc::Receiver<Lookup>>>) {
     let mut batch = Vec::with_capacity(MAX_READ_BATCH);
     loop {
         {
@@ -412,16 +416,19 @@ async fn group_read(read: SqlitePool, rx: Arc<Mutex<mpsc::Receiver<Lookup>>>) {
             crate::json::write_str(&l.id.0, &mut ids);
         }
         ids.push(']');
-        let rows = sqlx::query(sql::GET_JOBS).bind(ids).fetch_all(&read).await;
-        let found: Result<HashMap<String, JobRecord>, String> =
-            rows.map_err(|e| e.to_string()).and_then(|rows| {
-                rows.iter()
-                    .map(|r| {
-                        let rec = row_to_record(r).map_err(|e| e.to_string())?;
-                        Ok((rec.id.0.clone(), rec))
-                    })
-                    .collect()
-            });
+        let started = std::time::Instant::now();
+        let rows: Result<String, sqlx::Error> = sqlx::query_scalar(sql::GET_JOBS)
+            .bind(ids)
+            .fetch_one(&mut conn)
+            .await;
+        tracing::trace!(
+            lookups = batch.len(),
+            took_us = started.elapsed().as_micros() as u64,
+            "group read"
+        );
+        let found = rows
+            .map_err(|e| e.to_string())
+            .and_then(|text| records_from_json(&text).map_err(|e| e.to_string()));
         for l in batch.drain(..) {
             let answer = match &found {
                 Ok(found) => Ok(found
@@ -781,30 +788,64 @@ async fn write_batch_keyed(
     Ok(out)
 }
 
-fn row_to_record(r: &sqlx::sqlite::SqliteRow) -> Result<JobRecord, StoreError> {
-    let state: String = r.try_get("state")?;
-    Ok(JobRecord {
-        id: JobId(r.try_get("id")?),
-        client_id: ClientId(r.try_get("client_id")?),
-        tool: r.try_get("tool")?,
-        args: r.try_get("args")?,
-        state: JobState::parse(&state)
-            .ok_or_else(|| StoreError::Corrupt(format!("state {state:?}")))?,
-        attempt: r.try_get::<i64, _>("attempt")? as u32,
-        max_attempts: r.try_get::<i64, _>("max_attempts")? as u32,
-        run_at: r.try_get("run_at")?,
-        lease_owner: r.try_get("lease_owner")?,
-        lease_expires_at: r.try_get("lease_expires_at")?,
-        fence: r.try_get("fence")?,
-        cancel_requested: r.try_get::<i64, _>("cancel_requested")? != 0,
-        progress: r.try_get("progress")?,
-        result: r.try_get("result")?,
-        errors: r.try_get("errors")?,
-        idempotency_key: r.try_get("idempotency_key")?,
-        created_at: r.try_get("created_at")?,
-        started_at: r.try_get("started_at")?,
-        finished_at: r.try_get("finished_at")?,
-    })
+/// The rows of `get_jobs.sql`, keyed by job id.
+fn records_from_json(text: &str) -> Result<HashMap<String, JobRecord>, StoreError> {
+    let corrupt = |what: &str| StoreError::Corrupt(format!("group read: {what}"));
+    let Json::Array(rows) =
+        crate::json::parse(text.as_bytes()).map_err(|e| corrupt(&e.to_string()))?
+    else {
+        return Err(corrupt("not an array"));
+    };
+    let mut out = HashMap::with_capacity(rows.len());
+    for row in rows {
+        let Json::Array(cols) = row else {
+            return Err(corrupt("a row is not an array"));
+        };
+        let [id, client_id, tool, args, state, attempt, max_attempts, run_at, lease_owner, lease_expires_at, fence, cancel_requested, progress, result, errors, idempotency_key, created_at, started_at, finished_at]: [Json; 19] =
+            cols.try_into().map_err(|_| corrupt("a row does not have 19 columns"))?;
+        let text = |v: Json, name: &str| match v {
+            Json::Str(s) => Ok(s),
+            _ => Err(corrupt(&format!("{name} is not text"))),
+        };
+        let opt_text = |v: Json, name: &str| match v {
+            Json::Null => Ok(None),
+            Json::Str(s) => Ok(Some(s)),
+            _ => Err(corrupt(&format!("{name} is not text"))),
+        };
+        let int = |v: Json, name: &str| match v {
+            Json::Int(i) => Ok(i),
+            _ => Err(corrupt(&format!("{name} is not an integer"))),
+        };
+        let opt_int = |v: Json, name: &str| match v {
+            Json::Null => Ok(None),
+            Json::Int(i) => Ok(Some(i)),
+            _ => Err(corrupt(&format!("{name} is not an integer"))),
+        };
+        let state = text(state, "state")?;
+        let rec = JobRecord {
+            id: JobId(text(id, "id")?),
+            client_id: ClientId(text(client_id, "client_id")?),
+            tool: text(tool, "tool")?,
+            args: text(args, "args")?,
+            state: JobState::parse(&state).ok_or_else(|| corrupt(&format!("state {state:?}")))?,
+            attempt: int(attempt, "attempt")? as u32,
+            max_attempts: int(max_attempts, "max_attempts")? as u32,
+            run_at: int(run_at, "run_at")?,
+            lease_owner: opt_text(lease_owner, "lease_owner")?,
+            lease_expires_at: opt_int(lease_expires_at, "lease_expires_at")?,
+            fence: int(fence, "fence")?,
+            cancel_requested: int(cancel_requested, "cancel_requested")? != 0,
+            progress: opt_text(progress, "progress")?,
+            result: opt_text(result, "result")?,
+            errors: text(errors, "errors")?,
+            idempotency_key: opt_text(idempotency_key, "idempotency_key")?,
+            created_at: int(created_at, "created_at")?,
+            started_at: opt_int(started_at, "started_at")?,
+            finished_at: opt_int(finished_at, "finished_at")?,
+        };
+        out.insert(rec.id.0.clone(), rec);
+    }
+    Ok(out)
 }
 
 /// `[id, fence, state, result, error, run_at]` per completion (complete.sql).
@@ -1265,7 +1306,35 @@ pub async fn bench_fill_noop(store: &SqliteStore, n: usize) -> Result<(), StoreE
 
 #[cfg(test)]
 mod tests {
-    use super::Rows;
+    use super::{records_from_json, Rows};
+    use crate::store::StoreError;
+
+    #[test]
+    fn group_read_rows_decode_and_reject_anything_malformed() {
+        let row = r#"["0193b3c4-5d6e-7f80-9a1b-000000000001","alice","start_long_task","{}","running",1,3,10,"w1",40,2,0,"{\"p\":1}",null,"[]",null,5,6,null]"#;
+        let found = records_from_json(&format!("[{row}]")).unwrap();
+        let r = &found["0193b3c4-5d6e-7f80-9a1b-000000000001"];
+        assert_eq!(r.client_id.0, "alice");
+        assert_eq!(r.lease_owner.as_deref(), Some("w1"));
+        assert_eq!(r.progress.as_deref(), Some(r#"{"p":1}"#));
+        assert_eq!(
+            (r.attempt, r.fence, r.lease_expires_at, r.finished_at),
+            (1, 2, Some(40), None)
+        );
+        assert!(records_from_json("[]").unwrap().is_empty());
+        for bad in [
+            "{}".to_string(),
+            "[1]".to_string(),
+            r#"[["too","short"]]"#.to_string(),
+            format!("[{}]", row.replace(r#""running""#, r#""exploded""#)),
+            format!("[{}]", row.replace(",1,3,", r#","1",3,"#)),
+        ] {
+            assert!(
+                matches!(records_from_json(&bad), Err(StoreError::Corrupt(_))),
+                "{bad} must be rejected"
+            );
+        }
+    }
 
     #[test]
     fn rows_are_a_json_array_of_positional_arrays() {
