@@ -337,7 +337,7 @@ impl SqliteStore {
             // Each reader keeps a connection of its own: a pool acquire per group cost
             // more than the statement.
             let conn = SqliteConnection::connect_with(&opts).await?;
-            tokio::spawn(group_read(conn, lookup_rx.clone()));
+            tokio::spawn(group_read(conn, opts.clone(), lookup_rx.clone()));
         }
         Ok(SqliteStore {
             inner: Arc::new(Inner {
@@ -390,7 +390,11 @@ fn spawn_writer_thread(
 /// lookups are waiting and answers them with one statement. Polls are the most frequent
 /// call of a job's life; one statement per poll made each pay a round trip to SQLite's
 /// thread (BENCHMARKS.md has the before/after). The tasks end when the store is dropped.
-async fn group_read(mut conn: SqliteConnection, rx: Arc<Mutex<mpsc::Receiver<Lookup>>>) {
+async fn group_read(
+    mut conn: SqliteConnection,
+    opts: SqliteConnectOptions,
+    rx: Arc<Mutex<mpsc::Receiver<Lookup>>>,
+) {
     let mut batch = Vec::with_capacity(MAX_READ_BATCH);
     loop {
         {
@@ -426,6 +430,15 @@ async fn group_read(mut conn: SqliteConnection, rx: Arc<Mutex<mpsc::Receiver<Loo
             took_us = started.elapsed().as_micros() as u64,
             "group read"
         );
+        if let Err(e) = &rows {
+            // This group's callers get an internal error; the next group gets a fresh
+            // connection, so a broken one cannot fail every later poll.
+            tracing::warn!(error = %e, "group read failed; reconnecting");
+            match SqliteConnection::connect_with(&opts).await {
+                Ok(fresh) => conn = fresh,
+                Err(e) => tracing::warn!(error = %e, "group read: reconnect failed; will retry"),
+            }
+        }
         let found = rows
             .map_err(|e| e.to_string())
             .and_then(|text| records_from_json(&text).map_err(|e| e.to_string()));
