@@ -41,6 +41,45 @@ async fn replayed_nonce_is_rejected_after_restart() {
 }
 
 #[tokio::test]
+async fn written_behind_nonce_is_rejected_after_kill_9() {
+    // A sync call's nonce is written behind (within about 10 ms, no fsync wait). Once its
+    // batch is in the database, a kill -9 must not reopen the replay.
+    let env = TestEnv::new("").set("MCPQ__SERVER__EMBEDDED_WORKERS", "0");
+    let mut d = env.spawn_daemon().await;
+    let mut c = env.client(&d).await;
+    let e = c.envelope("batch_sum", args(r#"{"numbers":[1]}"#));
+    assert!(c.send(&e).await.unwrap().1.ok);
+    let pool = db(&env.db_path()).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM nonce_batches")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        if rows > 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the nonce was never written"
+        );
+        tokio::task::yield_now().await;
+    }
+    pool.close().await;
+    d.proc.kill9().await;
+
+    let d = env.spawn_daemon().await;
+    let mut c = env.client(&d).await;
+    let (status, r) = c.send(&e).await.unwrap();
+    assert_eq!(
+        (status, r.error_code()),
+        (401, Some("replayed_nonce")),
+        "{}",
+        r.raw
+    );
+}
+
+#[tokio::test]
 async fn replayed_job_call_is_rejected_after_kill_9() {
     // A job-creating call's nonce commits with the job, before `accepted` is sent.
     let env = TestEnv::new("").set("MCPQ__SERVER__EMBEDDED_WORKERS", "0");
