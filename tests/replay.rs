@@ -5,6 +5,18 @@ mod common;
 use common::*;
 use mcpq::client::Client;
 
+/// Sends `e` again, to the daemon `d` (a new process): it must be refused as a replay.
+async fn assert_replay_is_rejected(env: &TestEnv, d: &Daemon, e: &mcpq::json::Object) {
+    let mut c = env.client(d).await;
+    let (status, r) = c.send(e).await.unwrap();
+    assert_eq!(
+        (status, r.error_code()),
+        (401, Some("replayed_nonce")),
+        "{}",
+        r.raw
+    );
+}
+
 #[tokio::test]
 async fn replayed_nonce_is_rejected() {
     let env = TestEnv::new("");
@@ -30,14 +42,7 @@ async fn replayed_nonce_is_rejected_after_restart() {
     assert!(d.proc.sigterm().await.success());
 
     let d = env.spawn_daemon().await;
-    let mut c = env.client(&d).await;
-    let (status, r) = c.send(&e).await.unwrap();
-    assert_eq!(
-        (status, r.error_code()),
-        (401, Some("replayed_nonce")),
-        "{}",
-        r.raw
-    );
+    assert_replay_is_rejected(&env, &d, &e).await;
 }
 
 #[tokio::test]
@@ -69,14 +74,7 @@ async fn written_behind_nonce_is_rejected_after_kill_9() {
     d.proc.kill9().await;
 
     let d = env.spawn_daemon().await;
-    let mut c = env.client(&d).await;
-    let (status, r) = c.send(&e).await.unwrap();
-    assert_eq!(
-        (status, r.error_code()),
-        (401, Some("replayed_nonce")),
-        "{}",
-        r.raw
-    );
+    assert_replay_is_rejected(&env, &d, &e).await;
 }
 
 #[tokio::test]
@@ -91,14 +89,7 @@ async fn replayed_job_call_is_rejected_after_kill_9() {
     d.proc.kill9().await;
 
     let d = env.spawn_daemon().await;
-    let mut c = env.client(&d).await;
-    let (status, r) = c.send(&e).await.unwrap();
-    assert_eq!(
-        (status, r.error_code()),
-        (401, Some("replayed_nonce")),
-        "{}",
-        r.raw
-    );
+    assert_replay_is_rejected(&env, &d, &e).await;
     // And the replay created no second job.
     let pool = db(&env.db_path()).await;
     let n: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs")
