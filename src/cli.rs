@@ -266,15 +266,19 @@ async fn run(cli: Cli) -> Result<ExitCode, AnyError> {
                 maint_stop.clone(),
             ));
             println!("worker {} started", opts.id);
-            worker::run(
+            // On a runtime thread, not on main's `block_on`: the loop spawns every job,
+            // and a spawn from outside the runtime goes through the shared queue and
+            // wakes a parked thread each time.
+            tokio::spawn(worker::run(
                 store.clone(),
                 registry,
                 opts,
                 Arc::new(SystemClock),
                 stop,
                 None,
-            )
-            .await;
+            ))
+            .await
+            .map_err(|e| format!("the worker loop failed: {e}"))?;
             maint_stop.cancel();
             let _ = maint.await;
             store.close().await;
