@@ -4,14 +4,18 @@
 //! Design, from measurements on this hardware (docs/ARCHITECTURE.md):
 //! - each process has exactly one writer connection; every write of the
 //!   process goes through it, so the process never contends with itself;
-//! - enqueues and nonces are group-committed: a single writer task drains
-//!   everything waiting into one `BEGIN IMMEDIATE` transaction with one
-//!   multi-row statement per table, and answers each enqueue only after that
-//!   commit (fsynced under `synchronous=FULL`);
-//! - batch operations (heartbeat, complete, release, rescue) pass their rows as
-//!   one JSON array to a single statement (`json_each`), so a batch costs one
-//!   round trip to SQLite's thread;
-//! - reads use a small pool of separate connections (WAL readers never block the writer).
+//! - enqueues and nonces are group-committed: a single writer task, on a thread
+//!   of its own, drains every waiting enqueue and the pending-nonce buffer into
+//!   one statement (an insert into the `enqueue_batch` view, whose trigger stores
+//!   nonces and jobs atomically), and answers each enqueue only after that commit
+//!   is fsynced (under `synchronous=FULL`, by the syncer thread);
+//! - batch operations (enqueue, heartbeat, complete, release) pass their rows as
+//!   one JSON array of positional rows ([`Rows`]) to a single statement
+//!   (`json_each`), so a batch costs one round trip to SQLite's thread;
+//! - polls are group reads: waiting lookups are answered by one statement whose
+//!   result is a single JSON value;
+//! - other reads use a small pool of separate connections (WAL readers never
+//!   block the writer).
 //!
 //! It must not decide job transitions (see `jobs`) or know about HTTP.
 
