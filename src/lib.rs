@@ -14,7 +14,7 @@
 //! - [`server`]: the HTTP daemon (hyper): limits, timeouts, routing, the request pipeline.
 //! - [`worker`]: claim loop, heartbeats, completions, graceful release, lease rescue, retention.
 //! - [`client`]: a signing client (used by `mcpq call`, `mcpq bench` and the tests).
-//! - [`bench`]: the closed-loop load generator behind `mcpq bench`.
+//! - [`bench`](mod@bench): the closed-loop load generator behind `mcpq bench`.
 //! - [`config`]: layered settings and secrets.
 //! - [`clock`]: injectable time.
 //! - [`cli`]: the command line (`main.rs` only calls [`cli::main`]).

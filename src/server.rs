@@ -5,7 +5,7 @@
 //! tests can bind port 0. The pipeline's order is the documented check order:
 //! size cap → strict parse → version → server_id → timestamp → signature →
 //! nonce → tool → args. Every failure becomes a signed response in exactly one
-//! place ([`App::respond`]).
+//! place (`App::respond`).
 //!
 //! It must not contain tool logic or SQL; it calls `auth`, `tools` and `store`.
 

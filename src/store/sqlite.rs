@@ -10,7 +10,7 @@
 //!   nonces and jobs atomically), and answers each enqueue only after that commit
 //!   is fsynced (under `synchronous=FULL`, by the syncer thread);
 //! - batch operations (enqueue, heartbeat, complete, release) pass their rows as
-//!   one JSON array of positional rows ([`Rows`]) to a single statement
+//!   one JSON array of positional rows (`Rows`) to a single statement
 //!   (`json_each`), so a batch costs one round trip to SQLite's thread;
 //! - polls are group reads: waiting lookups are answered by one statement whose
 //!   result is a single JSON value;
