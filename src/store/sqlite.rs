@@ -237,7 +237,19 @@ fn connect_options(db: &DatabaseSettings) -> SqliteConnectOptions {
         // appending, slower fsync).
         .pragma("wal_autocheckpoint", db.checkpoint_pages.max(1).to_string())
         .pragma("journal_size_limit", "134217728")
+        // sqlx streams a statement's rows to the caller through a channel of this size and
+        // stops stepping the statement while it is full. An autocommit `UPDATE … RETURNING`
+        // (claim, heartbeat, complete) holds SQLite's write lock until its last row is
+        // handed over, so with sqlx's default of 50 a 256-job claim kept every other
+        // writer (the daemon's group commit included) waiting ~2 ms while rows trickled
+        // across threads. We always collect every row anyway, so a roomy channel bounds
+        // nothing and lets the statement finish (and commit) at SQLite's own speed.
+        .row_buffer_size(ROW_BUFFER)
 }
+
+/// See `connect_options`. Larger than any batch a default configuration produces; a bigger
+/// batch (a `worker.claim_batch` above it) only meets sqlx's back-pressure again.
+const ROW_BUFFER: usize = 16_384;
 
 /// Replaces SQLite's default busy handler on a writer connection.
 ///
