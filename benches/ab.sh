@@ -28,14 +28,19 @@ for _ in $(seq 1 "$RUNS"); do
       enqueue|sync)
         out=$("$bin" bench "$KIND" --url "http://127.0.0.1:$PORT" -c 32 -d "${DUR:-5}" | tail -1) ;;
       e2e|noop)
-        for _ in 1 2; do "$bin" worker > /dev/null 2>> "$W/err" & done
+        wpids=()
+        for _ in 1 2; do "$bin" worker > /dev/null 2>> "$W/err" & wpids+=($!); done
         sleep 0.3
         extra=(); [ "$KIND" = noop ] && extra=(--tool noop --args '{}')
         out=$("$bin" bench e2e --url "http://127.0.0.1:$PORT" -n 20000 -c 32 "${extra[@]}" | tail -1) ;;
       *) echo "unknown kind $KIND" >&2; exit 2 ;;
     esac
     c1=$(awk '{print $14+$15}' "/proc/$sp/stat")
-    echo "$bin: ${out#*: }  daemon_cpu=$(( (c1 - c0) * 10 ))ms"
+    wcpu=""
+    if [ "$KIND" = e2e ] || [ "$KIND" = noop ]; then
+      wcpu="  workers_cpu=$(for p in "${wpids[@]}"; do cat "/proc/$p/stat"; done 2>/dev/null | awk '{s+=$14+$15} END {print s*10}')ms"
+    fi
+    echo "$bin: ${out#*: }  daemon_cpu=$(( (c1 - c0) * 10 ))ms$wcpu"
   done
 done
 stop

@@ -877,6 +877,30 @@ fn records_from_json(text: &str) -> Result<HashMap<String, JobRecord>, StoreErro
     Ok(out)
 }
 
+/// One claimed job from claim.sql's `json_array(id, tool, args, attempt, max_attempts, fence)`.
+fn claimed_from_json(text: &str) -> Result<ClaimedJob, StoreError> {
+    let corrupt = |what: &str| StoreError::Corrupt(format!("claimed job: {what}"));
+    let Json::Array(cols) =
+        crate::json::parse(text.as_bytes()).map_err(|e| corrupt(&e.to_string()))?
+    else {
+        return Err(corrupt("not an array"));
+    };
+    let [Json::Str(id), Json::Str(tool), Json::Str(args), Json::Int(attempt), Json::Int(max_attempts), Json::Int(fence)]: [Json; 6] =
+        cols.try_into().map_err(|_| corrupt("not 6 columns"))?
+    else {
+        return Err(corrupt("a column has the wrong type"));
+    };
+    let count = |v: i64, name: &str| u32::try_from(v).map_err(|_| corrupt(&format!("{name} {v}")));
+    Ok(ClaimedJob {
+        id: JobId(id),
+        tool,
+        args,
+        attempt: count(attempt, "attempt")?,
+        max_attempts: count(max_attempts, "max_attempts")?,
+        fence,
+    })
+}
+
 /// `[id, fence, state, result, error, run_at]` per completion (complete.sql).
 fn completions_json(done: &[Completion]) -> String {
     let mut rows = Rows::new();
@@ -1109,16 +1133,7 @@ impl Store for SqliteStore {
                 .await?;
             drop(conn);
             rows.iter()
-                .map(|r| {
-                    Ok(ClaimedJob {
-                        id: JobId(r.try_get(0)?),
-                        tool: r.try_get(1)?,
-                        args: r.try_get(2)?,
-                        attempt: r.try_get::<i64, _>(3)? as u32,
-                        max_attempts: r.try_get::<i64, _>(4)? as u32,
-                        fence: r.try_get(5)?,
-                    })
-                })
+                .map(|r| claimed_from_json(&r.try_get::<String, _>(0)?))
                 .collect()
         })
     }
@@ -1335,7 +1350,7 @@ pub async fn bench_fill_noop(store: &SqliteStore, n: usize) -> Result<(), StoreE
 
 #[cfg(test)]
 mod tests {
-    use super::{records_from_json, Rows};
+    use super::{claimed_from_json, records_from_json, Rows};
     use crate::store::StoreError;
 
     #[test]
@@ -1360,6 +1375,30 @@ mod tests {
         ] {
             assert!(
                 matches!(records_from_json(&bad), Err(StoreError::Corrupt(_))),
+                "{bad} must be rejected"
+            );
+        }
+    }
+
+    #[test]
+    fn claimed_rows_decode_and_reject_anything_malformed() {
+        let row =
+            r#"["0193b3c4-5d6e-7f80-9a1b-000000000001","start_long_task","{\"seconds\":1}",2,3,7]"#;
+        let job = claimed_from_json(row).unwrap();
+        assert_eq!(job.id.0, "0193b3c4-5d6e-7f80-9a1b-000000000001");
+        assert_eq!(job.tool, "start_long_task");
+        assert_eq!(job.args, r#"{"seconds":1}"#);
+        assert_eq!((job.attempt, job.max_attempts, job.fence), (2, 3, 7));
+        for bad in [
+            "{}".to_string(),
+            "not json".to_string(),
+            r#"["too","short"]"#.to_string(),
+            row.replace(",2,3,", r#","2",3,"#),
+            row.replace(",2,3,", ",-1,3,"),
+            row.replace(r#""start_long_task""#, "null"),
+        ] {
+            assert!(
+                matches!(claimed_from_json(&bad), Err(StoreError::Corrupt(_))),
                 "{bad} must be rejected"
             );
         }
