@@ -9,7 +9,8 @@
 //!
 //! It must not be used by the daemon itself.
 
-use std::collections::VecDeque;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -169,17 +170,24 @@ impl E2eReport {
     }
 }
 
-/// Enqueues `n` jobs over `connections` connections, then polls every job until it is done.
+/// How often a job that was not done yet is polled again.
+const REPOLL: Duration = Duration::from_millis(20);
+
+/// Enqueues `n` jobs over `connections` connections, then polls every job until it is done:
+/// first no sooner than `first_poll_after` after its enqueue, then every [`REPOLL`].
 pub async fn e2e(
     settings: ClientSettings,
     connections: usize,
     n: usize,
     tool: String,
     args: Object,
+    first_poll_after: Duration,
 ) -> Result<E2eReport, crate::client::ClientError> {
     let start = Instant::now();
     let next = Arc::new(AtomicUsize::new(0));
-    let ids = Arc::new(Mutex::new(VecDeque::with_capacity(n)));
+    // Jobs to poll, earliest due first: every job is polled on its own schedule, as
+    // independent clients would, not behind every job enqueued after it.
+    let ids = Arc::new(Mutex::new(BinaryHeap::with_capacity(n)));
     let mut clients = Vec::new();
     for _ in 0..connections {
         clients.push(Client::connect(settings.clone()).await?);
@@ -197,7 +205,7 @@ pub async fn e2e(
                     Some(id) => ids
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
-                        .push_back((id, Instant::now())),
+                        .push(Reverse((Instant::now() + first_poll_after, id))),
                     None => eprintln!("enqueue failed: {}", String::from_utf8_lossy(&r.body)),
                 }
             }
@@ -218,13 +226,13 @@ pub async fn e2e(
         let (ids, failed, polls) = (ids.clone(), failed.clone(), polls.clone());
         tasks.push(tokio::spawn(async move {
             loop {
-                let item = ids.lock().unwrap_or_else(|p| p.into_inner()).pop_front();
-                let Some((id, last)) = item else { break };
-                // Do not hammer a job we just asked about.
-                let since = last.elapsed();
-                if since < Duration::from_millis(20) {
-                    tokio::time::sleep(Duration::from_millis(20) - since).await;
-                }
+                let item = ids
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .pop()
+                    .map(|Reverse(item)| item);
+                let Some((not_before, id)) = item else { break };
+                tokio::time::sleep_until(not_before.into()).await;
                 let args = Object::from_pairs([("job_id".to_string(), Json::str(id.clone()))]);
                 let env = client.envelope("poll_job", args);
                 let body = Json::Object(env).to_canonical().into_bytes();
@@ -234,7 +242,7 @@ pub async fn e2e(
                     Err(_) => {
                         ids.lock()
                             .unwrap_or_else(|p| p.into_inner())
-                            .push_back((id, Instant::now()));
+                            .push(Reverse((Instant::now() + REPOLL, id)));
                         continue;
                     }
                 };
@@ -246,7 +254,7 @@ pub async fn e2e(
                     _ => ids
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
-                        .push_back((id, Instant::now())),
+                        .push(Reverse((Instant::now() + REPOLL, id))),
                 }
             }
         }));

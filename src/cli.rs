@@ -151,6 +151,10 @@ enum BenchCommand {
         tool: String,
         #[arg(long, default_value = r#"{"seconds":1}"#)]
         args: String,
+        /// First poll of a job no sooner than this after its enqueue [default: the job's
+        /// `seconds` argument, as a client that asked for that duration would wait; else 0]
+        #[arg(long, value_name = "MS")]
+        first_poll_after: Option<u64>,
     },
     /// Fill the configured database with N no-op jobs, start W `mcpq worker` processes, time the drain.
     Drain {
@@ -341,10 +345,27 @@ async fn bench(
             jobs,
             tool,
             args,
+            first_poll_after,
         } => {
             let cs = target.apply(settings.client);
-            let label = format!("{} e2e {tool} n={jobs} c={connections}", cs.url);
-            let r = crate::bench::e2e(cs, connections, jobs, tool, parse_args(&args)?).await?;
+            let args = parse_args(&args)?;
+            let first_poll_after = first_poll_after.unwrap_or_else(|| match args.get("seconds") {
+                Some(Json::Int(s)) if *s > 0 => *s as u64 * 1000,
+                _ => 0,
+            });
+            let label = format!(
+                "{} e2e {tool} n={jobs} c={connections} first poll after {first_poll_after} ms",
+                cs.url
+            );
+            let r = crate::bench::e2e(
+                cs,
+                connections,
+                jobs,
+                tool,
+                args,
+                Duration::from_millis(first_poll_after),
+            )
+            .await?;
             r.print(&label);
         }
         BenchCommand::Drain { jobs, workers } => drain(settings, config, jobs, workers).await?,
