@@ -856,6 +856,56 @@ pub mod cases {
         );
     }
 
+    /// Several paths carry text inside JSON built or read by the store (SQLite's stores
+    /// pack rows, claims, group reads, progress and results into JSON); whatever text goes
+    /// in must come back byte for byte.
+    pub async fn awkward_text_round_trips_through_every_path(fx: &dyn Fixture) {
+        let s = fx.store();
+        let s = &*s;
+        let mut obs = Observer::new();
+        let alice = client("alice");
+        let awkward = concat!(
+            r#"{"q":"\"quoted\" \\ back\\slash /","u":"\u0000\u001f","#,
+            "\"raw\":\"tab\tnewline\ncr\r del\u{7f} é ß 中文 😀 \u{2028}\u{2029} \u{fffd}\"}"
+        );
+        let mut job = new_job(&alice, T0, None);
+        job.args = awkward.to_string();
+        let id = job.id.clone();
+        assert_eq!(s.enqueue(job).await.unwrap(), Enqueued::Created(id.clone()));
+        obs.created(s, &alice, &id).await;
+        let r = s.get_job(&alice, &id).await.unwrap().unwrap();
+        assert_eq!(r.args, awkward);
+
+        let c = claim_one(s, &mut obs, "w", T0).await;
+        assert_eq!(c.args, awkward, "claim");
+        assert_eq!(c.tool, "start_long_task");
+
+        s.heartbeat(vec![beat(&c, Some(awkward))], T0 + 1, LEASE)
+            .await
+            .unwrap();
+        let r = s.get_job(&alice, &id).await.unwrap().unwrap();
+        assert_eq!(r.progress.as_deref(), Some(awkward), "progress");
+
+        let retry = Outcome::Retry {
+            run_at: T0 + 2,
+            error: awkward.to_string(),
+        };
+        s.complete(vec![done(&c, retry)], T0 + 2).await.unwrap();
+        let r = obs.expect(s, Event::Retry, &id, JobState::Queued).await;
+        assert_eq!(errors_of(&r)[0].2, awkward, "error history");
+
+        let c = claim_one(s, &mut obs, "w", T0 + 2).await;
+        assert_eq!(c.args, awkward, "second claim");
+        s.complete(vec![done(&c, succeeded(awkward))], T0 + 3)
+            .await
+            .unwrap();
+        let r = obs
+            .expect(s, Event::Succeed, &id, JobState::Succeeded)
+            .await;
+        assert_eq!(r.result.as_deref(), Some(awkward), "result");
+        assert_eq!(r.args, awkward, "args after it all");
+    }
+
     pub async fn complete_applies_each_outcome_with_the_current_fence(fx: &dyn Fixture) {
         let s = fx.store();
         let s = &*s;
@@ -1613,6 +1663,7 @@ macro_rules! for_each_case {
             heartbeat_extends_only_current_leases_and_reports_cancel,
             cancel_cancels_queued_jobs_at_once_and_reports_finished_ones,
             complete_applies_each_outcome_with_the_current_fence,
+            awkward_text_round_trips_through_every_path,
             stale_completion_after_rescue_and_reclaim_is_not_applied,
             rescue_requeues_expired_leases_and_fails_after_max_attempts,
             rescue_skips_leases_extended_by_a_heartbeat,
