@@ -14,6 +14,9 @@
 //!   (`json_each`), so a batch costs one round trip to SQLite's thread;
 //! - polls are group reads: waiting lookups are answered by one statement whose
 //!   result is a single JSON value;
+//! - a claim returns one JSON value per job (sqlx copies every returned value), and
+//!   every connection's row channel is roomy, so an `UPDATE … RETURNING` holds the
+//!   write lock only as long as SQLite needs;
 //! - other reads use a small pool of separate connections (WAL readers never
 //!   block the writer).
 //!
