@@ -174,7 +174,7 @@ impl E2eReport {
 const REPOLL: Duration = Duration::from_millis(20);
 
 /// Enqueues `n` jobs over `connections` connections, then polls every job until it is done:
-/// first no sooner than `first_poll_after` after its enqueue, then every [`REPOLL`].
+/// first no sooner than `first_poll_after` after its enqueue, then every 20 ms (`REPOLL`).
 pub async fn e2e(
     settings: ClientSettings,
     connections: usize,
