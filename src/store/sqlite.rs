@@ -1136,7 +1136,7 @@ impl Store for SqliteStore {
                 .await?;
             drop(conn);
             rows.iter()
-                .map(|r| claimed_from_json(&r.try_get::<String, _>(0)?))
+                .map(|r| claimed_from_json(r.try_get::<&str, _>(0)?))
                 .collect()
         })
     }
