@@ -219,26 +219,27 @@ fn parse_args(text: &str) -> Result<Object, AnyError> {
 }
 
 /// Cancels the token on SIGINT or SIGTERM.
-fn shutdown_on_signals() -> CancellationToken {
+///
+/// Both handlers are registered before this returns, so callers must call it before they
+/// announce readiness: a SIGTERM that lands between "listening on" and a lazily spawned
+/// registration would take the default action and kill the process mid-write.
+fn shutdown_on_signals() -> Result<CancellationToken, AnyError> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term =
+        signal(SignalKind::terminate()).map_err(|e| format!("cannot handle SIGTERM: {e}"))?;
+    let mut int =
+        signal(SignalKind::interrupt()).map_err(|e| format!("cannot handle SIGINT: {e}"))?;
     let token = CancellationToken::new();
     let t = token.clone();
     tokio::spawn(async move {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot install SIGTERM handler");
-                    return;
-                }
-            };
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
+            _ = int.recv() => {}
             _ = term.recv() => {}
         }
         tracing::info!("shutdown requested");
         t.cancel();
     });
-    token
+    Ok(token)
 }
 
 async fn run(cli: Cli) -> Result<ExitCode, AnyError> {
@@ -246,9 +247,10 @@ async fn run(cli: Cli) -> Result<ExitCode, AnyError> {
     match cli.command {
         Command::Serve => {
             let server = Server::build(settings).await?;
+            let stop = shutdown_on_signals()?;
             // Tests and scripts read this line to find the port when listening on port 0.
             println!("listening on {}", server.local_addr());
-            server.run_until_stopped(shutdown_on_signals()).await?;
+            server.run_until_stopped(stop).await?;
         }
         Command::Worker { concurrency } => {
             let mut opts = WorkerOptions::from_settings(&settings, 1);
@@ -260,7 +262,7 @@ async fn run(cli: Cli) -> Result<ExitCode, AnyError> {
                 Default::default(),
                 settings.server.bench_tools,
             ));
-            let stop = shutdown_on_signals();
+            let stop = shutdown_on_signals()?;
             let maint_stop = CancellationToken::new();
             let maint = tokio::spawn(worker::maintenance(
                 store.clone(),
