@@ -839,19 +839,17 @@ fn records_from_json(text: &str) -> Result<HashMap<String, JobRecord>, StoreErro
             Json::Str(s) => Ok(s),
             _ => Err(corrupt(&format!("{name} is not text"))),
         };
-        let opt_text = |v: Json, name: &str| match v {
-            Json::Null => Ok(None),
-            Json::Str(s) => Ok(Some(s)),
-            _ => Err(corrupt(&format!("{name} is not text"))),
-        };
         let int = |v: Json, name: &str| match v {
             Json::Int(i) => Ok(i),
             _ => Err(corrupt(&format!("{name} is not an integer"))),
         };
+        let opt_text = |v: Json, name: &str| match v {
+            Json::Null => Ok(None),
+            v => text(v, name).map(Some),
+        };
         let opt_int = |v: Json, name: &str| match v {
             Json::Null => Ok(None),
-            Json::Int(i) => Ok(Some(i)),
-            _ => Err(corrupt(&format!("{name} is not an integer"))),
+            v => int(v, name).map(Some),
         };
         let state = text(state, "state")?;
         let rec = JobRecord {
