@@ -258,10 +258,7 @@ async fn run(cli: Cli) -> Result<ExitCode, AnyError> {
                 opts.concurrency = c.max(1);
             }
             let store = Arc::new(SqliteStore::open(&settings.database).await?);
-            let registry = Arc::new(Registry::builtin(
-                Default::default(),
-                settings.server.bench_tools,
-            ));
+            let registry = Arc::new(Registry::from_settings(&settings)?);
             let stop = shutdown_on_signals()?;
             let maint_stop = CancellationToken::new();
             let maint = tokio::spawn(worker::maintenance(

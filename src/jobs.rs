@@ -38,6 +38,9 @@ pub enum JobState {
     Succeeded,
     Failed,
     Cancelled,
+    /// A `hold` job whose worker died mid-attempt: it may or may not have taken effect, so
+    /// it waits for an operator to retry or fail it (see [`CrashPolicy::Hold`]).
+    InDoubt,
 }
 
 impl JobState {
@@ -48,6 +51,7 @@ impl JobState {
             JobState::Succeeded => "succeeded",
             JobState::Failed => "failed",
             JobState::Cancelled => "cancelled",
+            JobState::InDoubt => "in_doubt",
         }
     }
 
@@ -58,6 +62,7 @@ impl JobState {
             "succeeded" => JobState::Succeeded,
             "failed" => JobState::Failed,
             "cancelled" => JobState::Cancelled,
+            "in_doubt" => JobState::InDoubt,
             _ => return None,
         })
     }
@@ -75,7 +80,7 @@ impl JobState {
             JobState::Queued => Status::Accepted,
             JobState::Running => Status::Running,
             JobState::Succeeded => Status::Done,
-            JobState::Failed | JobState::Cancelled => Status::Error,
+            JobState::Failed | JobState::Cancelled | JobState::InDoubt => Status::Error,
         }
     }
 }
@@ -97,6 +102,12 @@ pub enum Event {
     Rescue,
     /// A worker shut down gracefully and gave the job back; the attempt does not count.
     Release,
+    /// The worker was lost mid-attempt and the tool's crash policy is `hold`.
+    Hold,
+    /// An operator sent an in-doubt job back to the queue.
+    OperatorRetry,
+    /// An operator declared an in-doubt job failed.
+    OperatorFail,
 }
 
 /// The transition function. `None` means the event is illegal in that state.
@@ -110,8 +121,74 @@ pub fn transition(from: JobState, ev: Event) -> Option<JobState> {
         (Running, Retry) | (Running, Rescue) | (Running, Release) => Some(Queued),
         (Running, Fail) => Some(Failed),
         (Running, Cancel) => Some(Cancelled),
+        (Running, Hold) => Some(InDoubt),
+        (InDoubt, OperatorRetry) => Some(Queued),
+        (InDoubt, OperatorFail) => Some(Failed),
         _ => None,
     }
+}
+
+/// What happens to a job whose worker was lost mid-attempt (killed, crashed, partitioned, or
+/// shut down with the job still running after its grace period). Fixed per job at acceptance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CrashPolicy {
+    /// Run it again (the lost attempt counts). For idempotent tools.
+    #[default]
+    Retry,
+    /// End it `failed` with `worker_lost`. For tools that must never run twice.
+    Fail,
+    /// Park it `in_doubt` until an operator retries or fails it. For tools whose effect
+    /// (a payment, an e-mail) must be checked by a person before it is repeated.
+    Hold,
+}
+
+impl CrashPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CrashPolicy::Retry => "retry",
+            CrashPolicy::Fail => "fail",
+            CrashPolicy::Hold => "hold",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<CrashPolicy> {
+        Some(match s {
+            "retry" => CrashPolicy::Retry,
+            "fail" => CrashPolicy::Fail,
+            "hold" => CrashPolicy::Hold,
+            _ => return None,
+        })
+    }
+
+    /// The fate of a job whose worker was lost during attempt `attempt` of `max_attempts`.
+    pub fn after_worker_lost(
+        self,
+        retry: &RetryPolicy,
+        attempt: u32,
+        max_attempts: u32,
+        now_ms: i64,
+        jitter: f64,
+    ) -> AfterWorkerLost {
+        match self {
+            CrashPolicy::Retry => {
+                match retry.after_failure(attempt, max_attempts, true, now_ms, jitter) {
+                    AfterFailure::RetryAt(at) => AfterWorkerLost::RetryAt(at),
+                    AfterFailure::Fail => AfterWorkerLost::Fail,
+                }
+            }
+            CrashPolicy::Fail => AfterWorkerLost::Fail,
+            CrashPolicy::Hold => AfterWorkerLost::Hold,
+        }
+    }
+}
+
+/// What happens to a job whose worker was lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterWorkerLost {
+    RetryAt(i64),
+    Fail,
+    Hold,
 }
 
 /// What happens after an attempt ends without success.
@@ -122,7 +199,7 @@ pub enum AfterFailure {
 }
 
 /// Retry policy: exponential back-off with full jitter, capped.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
     pub base_ms: i64,
     pub max_ms: i64,
@@ -164,10 +241,23 @@ mod tests {
     use Event::*;
     use JobState::*;
 
+    const ALL_EVENTS: [Event; 10] = [
+        Claim,
+        Succeed,
+        Retry,
+        Fail,
+        Cancel,
+        Rescue,
+        Release,
+        Hold,
+        OperatorRetry,
+        OperatorFail,
+    ];
+
     #[test]
     fn terminal_states_accept_no_event() {
         for s in [Succeeded, Failed, Cancelled] {
-            for e in [Claim, Succeed, Retry, Fail, Cancel, Rescue, Release] {
+            for e in ALL_EVENTS {
                 assert_eq!(transition(s, e), None, "{s:?} {e:?}");
             }
         }
@@ -177,7 +267,16 @@ mod tests {
     fn queued_jobs_are_claimed_or_cancelled_only() {
         assert_eq!(transition(Queued, Claim), Some(Running));
         assert_eq!(transition(Queued, Cancel), Some(Cancelled));
-        for e in [Succeed, Retry, Fail, Rescue, Release] {
+        for e in [
+            Succeed,
+            Retry,
+            Fail,
+            Rescue,
+            Release,
+            Hold,
+            OperatorRetry,
+            OperatorFail,
+        ] {
             assert_eq!(transition(Queued, e), None);
         }
     }
@@ -190,7 +289,48 @@ mod tests {
         for e in [Retry, Rescue, Release] {
             assert_eq!(transition(Running, e), Some(Queued));
         }
-        assert_eq!(transition(Running, Claim), None);
+        assert_eq!(transition(Running, Hold), Some(InDoubt));
+        for e in [Claim, OperatorRetry, OperatorFail] {
+            assert_eq!(transition(Running, e), None);
+        }
+    }
+
+    #[test]
+    fn in_doubt_jobs_move_only_by_an_operator() {
+        assert_eq!(transition(InDoubt, OperatorRetry), Some(Queued));
+        assert_eq!(transition(InDoubt, OperatorFail), Some(Failed));
+        for e in [Claim, Succeed, Retry, Fail, Cancel, Rescue, Release, Hold] {
+            assert_eq!(transition(InDoubt, e), None, "{e:?}");
+        }
+        assert!(!InDoubt.is_terminal());
+        assert_eq!(InDoubt.wire_status(), Status::Error);
+    }
+
+    #[test]
+    fn a_lost_worker_is_retried_failed_or_held_as_the_tool_says() {
+        let p = RetryPolicy {
+            base_ms: 100,
+            max_ms: 100,
+        };
+        assert_eq!(
+            CrashPolicy::Retry.after_worker_lost(&p, 1, 3, 0, 1.0),
+            AfterWorkerLost::RetryAt(100)
+        );
+        assert_eq!(
+            CrashPolicy::Retry.after_worker_lost(&p, 3, 3, 0, 1.0),
+            AfterWorkerLost::Fail
+        );
+        assert_eq!(
+            CrashPolicy::Fail.after_worker_lost(&p, 1, 3, 0, 1.0),
+            AfterWorkerLost::Fail
+        );
+        assert_eq!(
+            CrashPolicy::Hold.after_worker_lost(&p, 1, 3, 0, 1.0),
+            AfterWorkerLost::Hold
+        );
+        for c in [CrashPolicy::Retry, CrashPolicy::Fail, CrashPolicy::Hold] {
+            assert_eq!(CrashPolicy::parse(c.as_str()), Some(c));
+        }
     }
 
     #[test]

@@ -123,6 +123,33 @@ impl Json {
         out
     }
 
+    /// Converts to a `serde_json` value (for schema validation). Integers beyond 64 bits
+    /// become the nearest float and non-finite floats null, as serde_json has no exact form.
+    pub fn to_serde(&self) -> serde_json::Value {
+        use serde_json::Value;
+        match self {
+            Json::Null => Value::Null,
+            Json::Bool(b) => Value::Bool(*b),
+            Json::Int(i) => Value::from(*i),
+            Json::BigInt(s) => s
+                .parse::<f64>()
+                .ok()
+                .and_then(serde_json::Number::from_f64)
+                .map(Value::Number)
+                .unwrap_or(Value::Null),
+            Json::Float(f) => serde_json::Number::from_f64(*f)
+                .map(Value::Number)
+                .unwrap_or(Value::Null),
+            Json::Str(s) => Value::String(s.clone()),
+            Json::Array(a) => Value::Array(a.iter().map(Json::to_serde).collect()),
+            Json::Object(o) => Value::Object(
+                o.iter()
+                    .map(|(k, v)| (k.to_string(), v.to_serde()))
+                    .collect(),
+            ),
+        }
+    }
+
     /// Converts a `serde_json` value (used for hand-built results and schemas).
     pub fn from_serde(v: &serde_json::Value) -> Json {
         match v {

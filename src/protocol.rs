@@ -231,6 +231,14 @@ pub enum CallError {
     JobCancelled,
     #[error("job cannot be cancelled: it already finished ({0})")]
     JobFinished(String),
+    #[error("{0}")]
+    JobInDoubt(String),
+    #[error("{0}")]
+    Busy(String),
+    #[error("{0}")]
+    ToolFailed(String),
+    #[error("{0}")]
+    ToolUnavailable(String),
     #[error("internal error (reference {0})")]
     Internal(String),
 }
@@ -267,6 +275,10 @@ impl CallError {
             CallError::JobFailed(_) => "job_failed",
             CallError::JobCancelled => "job_cancelled",
             CallError::JobFinished(_) => "job_finished",
+            CallError::JobInDoubt(_) => "in_doubt",
+            CallError::Busy(_) => "busy",
+            CallError::ToolFailed(_) => "tool_failed",
+            CallError::ToolUnavailable(_) => "tool_unavailable",
             CallError::Internal(_) => "internal",
         }
     }
@@ -291,8 +303,12 @@ impl CallError {
             | CallError::ReplayedNonce => 401,
             CallError::UnknownTool(_) | CallError::UnknownJob => 404,
             // The call itself succeeded; it reports the job's outcome.
-            CallError::JobFailed(_) | CallError::JobCancelled => 200,
+            CallError::JobFailed(_) | CallError::JobCancelled | CallError::JobInDoubt(_) => 200,
             CallError::JobFinished(_) => 409,
+            // The daemon fronts the tool: its failure is a bad gateway, its (or our)
+            // momentary unavailability a 503 the caller may retry.
+            CallError::ToolFailed(_) => 502,
+            CallError::Busy(_) | CallError::ToolUnavailable(_) => 503,
             CallError::Internal(_) => 500,
         }
     }

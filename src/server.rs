@@ -33,7 +33,7 @@ use crate::json::{self, Json, Object};
 use crate::protocol::{self, CallError, Envelope, Response, Status};
 use crate::store::sqlite::SqliteStore;
 use crate::store::{NewJob, Store, StoreError};
-use crate::tools::{CallCtx, Limits, Registry, ServerInfo, Tool};
+use crate::tools::{CallCtx, Registry, ServerInfo, Tool};
 use crate::worker::{self, WorkerOptions};
 
 #[derive(Debug, thiserror::Error)]
@@ -149,15 +149,18 @@ impl App {
                         return Err(e);
                     }
                 };
+                let policy = t.policy();
                 let job = NewJob {
                     id: crate::jobs::JobId::generate(),
                     client_id: env.client_id.clone(),
                     tool: t.name().to_string(),
                     args: Json::Object(req.args).to_canonical(),
-                    max_attempts: self.max_attempts,
+                    max_attempts: policy.max_attempts.unwrap_or(self.max_attempts),
                     idempotency_key: req.idempotency_key,
                     nonce,
                     created_at: now,
+                    def: policy.definition,
+                    on_crash: policy.on_crash,
                 };
                 let enqueued = self.store.enqueue(job).await.map_err(internal)?;
                 self.job_added.notify_waiters();
@@ -285,7 +288,7 @@ impl Server {
         tracing::info!(nonces = live.len(), "restored live nonces");
         auth.nonces().preload(live);
 
-        let registry = Registry::builtin(Limits::default(), settings.server.bench_tools);
+        let registry = Registry::from_settings(&settings)?;
         let fingerprint =
             hex::encode(Sha256::digest(settings.server.secret.expose()))[..16].to_string();
         let info = ServerInfo {

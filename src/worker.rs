@@ -23,10 +23,10 @@ use tokio_util::task::TaskTracker;
 
 use crate::clock::Clock;
 use crate::config::{JobSettings, Settings};
-use crate::jobs::{AfterFailure, JobId, RetryPolicy};
+use crate::jobs::{AfterFailure, AfterWorkerLost, CrashPolicy, JobId, RetryPolicy};
 use crate::json::{self, Json};
-use crate::store::{ClaimedJob, Completion, Heartbeat, Outcome, Store};
-use crate::tools::{JobCtx, JobError, Registry};
+use crate::store::{ClaimFilter, ClaimedJob, Completion, Heartbeat, Outcome, Store};
+use crate::tools::{JobCtx, JobError, JobMeta, Registry, Tool};
 
 #[derive(Debug, Clone)]
 pub struct WorkerOptions {
@@ -86,6 +86,78 @@ struct Running {
 
 type Inflight = Arc<Mutex<HashMap<JobId, Running>>>;
 
+/// What the worker needs to decide a job tool's outcomes, looked up once at start.
+#[derive(Clone, Copy)]
+struct ToolRules {
+    retry: RetryPolicy,
+    on_crash: CrashPolicy,
+}
+
+fn tool_rules(registry: &Registry, default_retry: RetryPolicy) -> HashMap<String, ToolRules> {
+    registry
+        .iter()
+        .filter_map(|t| match t {
+            Tool::Job(j) => {
+                let p = j.policy();
+                Some((
+                    j.name().to_string(),
+                    ToolRules {
+                        retry: p.retry.unwrap_or(default_retry),
+                        on_crash: p.on_crash,
+                    },
+                ))
+            }
+            Tool::Sync(_) => None,
+        })
+        .collect()
+}
+
+/// How often, at most, a worker looks for queued jobs whose definition it lacks.
+const UNKNOWN_DEFS_EVERY: Duration = Duration::from_secs(5);
+
+/// Says once per (tool, definition) that this worker leaves such jobs to other workers.
+struct UnknownDefinitions {
+    known: Vec<String>,
+    reported: std::collections::HashSet<(String, String)>,
+    last_check: Option<tokio::time::Instant>,
+}
+
+impl UnknownDefinitions {
+    fn new(filter: &ClaimFilter) -> UnknownDefinitions {
+        let mut known = filter.defs.clone();
+        for c in &filter.capped {
+            known.extend(c.defs.iter().cloned());
+        }
+        UnknownDefinitions {
+            known,
+            reported: Default::default(),
+            last_check: None,
+        }
+    }
+
+    async fn check(&mut self, store: &dyn Store, now: i64) {
+        if self
+            .last_check
+            .is_some_and(|t| t.elapsed() < UNKNOWN_DEFS_EVERY)
+        {
+            return;
+        }
+        self.last_check = Some(tokio::time::Instant::now());
+        let Ok(found) = store.unknown_definitions(&self.known, now, 32).await else {
+            return;
+        };
+        for (tool, def) in found {
+            if self.reported.insert((tool.clone(), def.clone())) {
+                tracing::warn!(
+                    tool = %tool,
+                    definition = %def,
+                    "queued jobs were accepted under a tool definition this worker does not have; leaving them to a worker that has it (see docs/TOOLS.md, rollouts)"
+                );
+            }
+        }
+    }
+}
+
 fn lock(m: &Inflight) -> std::sync::MutexGuard<'_, HashMap<JobId, Running>> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -120,6 +192,9 @@ pub async fn run(
         beats_stop.clone(),
     ));
 
+    let filter = registry.claim_filter();
+    let rules = Arc::new(tool_rules(&registry, opts.retry));
+    let mut unknown = UnknownDefinitions::new(&filter);
     let mut backoff = Duration::from_millis(1);
     tracing::info!(worker = %opts.id, concurrency = opts.concurrency, "worker started");
     while !stop.is_cancelled() {
@@ -138,7 +213,10 @@ pub async fn run(
         let claimed = if !due {
             Vec::new()
         } else {
-            match store.claim(&opts.id, free, claimed_at, opts.lease_ms).await {
+            match store
+                .claim(&opts.id, free, claimed_at, opts.lease_ms, &filter)
+                .await
+            {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::warn!(error = %e, "claim failed; backing off");
@@ -147,6 +225,10 @@ pub async fn run(
             }
         };
         let filled = claimed.len() >= free;
+        if due && !filled {
+            // Due jobs that this worker could not take may be under a definition it lacks.
+            unknown.check(store.as_ref(), claimed_at).await;
+        }
         if claimed.is_empty() {
             // Idle: back off exponentially up to the cap, waking early on a local enqueue.
             let notified = async {
@@ -169,7 +251,14 @@ pub async fn run(
                 let _ = release_tx.send((job.id.clone(), job.fence));
                 continue;
             };
-            let ctx = JobCtx::new(CancellationToken::new());
+            let ctx = JobCtx::for_job(
+                CancellationToken::new(),
+                JobMeta {
+                    job_id: job.id.clone(),
+                    attempt: job.attempt,
+                    client_id: job.client_id.clone(),
+                },
+            );
             let stop_reason = Arc::new(AtomicU8::new(STOP_NONE));
             lock(&inflight).insert(
                 job.id.clone(),
@@ -185,7 +274,10 @@ pub async fn run(
             let release_tx = release_tx.clone();
             let inflight = inflight.clone();
             let clock = clock.clone();
-            let retry = opts.retry;
+            let rules = rules.get(&job.tool).copied().unwrap_or(ToolRules {
+                retry: opts.retry,
+                on_crash: CrashPolicy::Retry,
+            });
             jobs.spawn(async move {
                 let id = job.id.clone();
                 let fence = job.fence;
@@ -198,12 +290,20 @@ pub async fn run(
                         lock(&inflight).remove(&id);
                         tracing::warn!(job = %id, "lease lost; result discarded");
                     }
-                    STOP_SHUTDOWN => {
-                        lock(&inflight).remove(&id);
-                        let _ = release_tx.send((id, fence));
-                    }
+                    STOP_SHUTDOWN => match interrupted(rules.on_crash) {
+                        // Stopped mid-attempt by this worker's shutdown: a retry tool goes
+                        // back to the queue without losing an attempt; the others get what
+                        // their crash policy promises, as if the worker had died.
+                        None => {
+                            lock(&inflight).remove(&id);
+                            let _ = release_tx.send((id, fence));
+                        }
+                        Some(outcome) => {
+                            let _ = done_tx.send(Completion { id, fence, outcome });
+                        }
+                    },
                     reason => {
-                        let outcome = decide(result, reason, &job, retry, clock.now_ms());
+                        let outcome = decide(result, reason, &job, rules.retry, clock.now_ms());
                         let _ = done_tx.send(Completion { id, fence, outcome });
                     }
                 }
@@ -305,7 +405,11 @@ fn decide(
             result: Json::Object(o).to_canonical(),
         },
         Err(e) => {
-            let retryable = matches!(e, JobError::Retryable(_));
+            let (retryable, not_before) = match &e {
+                JobError::Retryable(_) => (true, now),
+                JobError::RetryAfter(_, ms) => (true, now.saturating_add(*ms)),
+                JobError::Fatal(_) => (false, now),
+            };
             match retry.after_failure(
                 job.attempt,
                 job.max_attempts,
@@ -314,7 +418,7 @@ fn decide(
                 rand::random(),
             ) {
                 AfterFailure::RetryAt(run_at) => Outcome::Retry {
-                    run_at,
+                    run_at: run_at.max(not_before),
                     error: e.to_string(),
                 },
                 AfterFailure::Fail => Outcome::Failed {
@@ -322,6 +426,18 @@ fn decide(
                 },
             }
         }
+    }
+}
+
+/// The outcome of an attempt stopped by this worker's shutdown, for tools whose crash policy
+/// is not `retry` (`None`: release the job).
+fn interrupted(on_crash: CrashPolicy) -> Option<Outcome> {
+    let error =
+        "worker_lost: the worker shut down during the attempt (grace period over)".to_string();
+    match on_crash {
+        CrashPolicy::Retry => None,
+        CrashPolicy::Fail => Some(Outcome::Failed { error }),
+        CrashPolicy::Hold => Some(Outcome::InDoubt { error }),
     }
 }
 
@@ -488,13 +604,28 @@ pub async fn rescue_once(
     let decisions = expired
         .into_iter()
         .map(|e| {
-            let error = "lease_expired: the worker stopped heartbeating (crashed or partitioned)"
-                .to_string();
-            let outcome =
-                match policy.after_failure(e.attempt, e.max_attempts, true, now, rand::random()) {
-                    AfterFailure::RetryAt(run_at) => Outcome::Retry { run_at, error },
-                    AfterFailure::Fail => Outcome::Failed { error },
-                };
+            let lost = "the worker stopped heartbeating (crashed or partitioned)";
+            let outcome = match e.on_crash.after_worker_lost(
+                &policy,
+                e.attempt,
+                e.max_attempts,
+                now,
+                rand::random(),
+            ) {
+                AfterWorkerLost::RetryAt(run_at) => Outcome::Retry {
+                    run_at,
+                    error: format!("lease_expired: {lost}"),
+                },
+                AfterWorkerLost::Fail if e.on_crash == CrashPolicy::Retry => Outcome::Failed {
+                    error: format!("lease_expired: {lost}"),
+                },
+                AfterWorkerLost::Fail => Outcome::Failed {
+                    error: format!("worker_lost: {lost}; the tool must not run twice (on_worker_crash = \"fail\")"),
+                },
+                AfterWorkerLost::Hold => Outcome::InDoubt {
+                    error: format!("worker_lost: {lost}; held for an operator (on_worker_crash = \"hold\")"),
+                },
+            };
             Completion {
                 id: e.id,
                 fence: e.fence,
@@ -523,7 +654,7 @@ mod tests {
     }
 
     impl JobTool for Panics {
-        fn name(&self) -> &'static str {
+        fn name(&self) -> &str {
             if self.eager {
                 "panics_eagerly"
             } else {
@@ -554,6 +685,7 @@ mod tests {
     fn job(tool: &str) -> ClaimedJob {
         ClaimedJob {
             id: JobId("0193b3c4-5d6e-7f80-9a1b-000000000001".into()),
+            client_id: crate::protocol::ClientId("c".into()),
             tool: tool.into(),
             args: "{}".into(),
             attempt: 1,

@@ -26,10 +26,11 @@ use std::sync::Arc;
 
 use mcpq::auth::{NonceKey, NonceRecord};
 use mcpq::clock::{Clock, ManualClock};
-use mcpq::jobs::{transition, Event, JobId, JobState, RetryPolicy};
+use mcpq::jobs::{transition, CrashPolicy, Event, JobId, JobState, RetryPolicy};
 use mcpq::protocol::ClientId;
 use mcpq::store::{
-    CancelOutcome, ClaimedJob, Completion, Enqueued, Heartbeat, JobRecord, NewJob, Outcome, Store,
+    CancelOutcome, CappedTool, ClaimFilter, ClaimedJob, Completion, Enqueued, Heartbeat, JobRecord,
+    NewJob, Outcome, Resolution, Store,
 };
 
 /// An instant far from zero, so that an implementation mixing up "unset" and 0 shows.
@@ -74,6 +75,29 @@ fn new_job(client: &ClientId, created_at: i64, key: Option<&str>) -> NewJob {
         idempotency_key: key.map(str::to_string),
         nonce: nonce_at(client, created_at + NONCE_TTL),
         created_at,
+        def: DEF.to_string(),
+        on_crash: CrashPolicy::Retry,
+    }
+}
+
+/// The definition `new_job` records; [`any`] admits it.
+const DEF: &str = "builtin:start_long_task:1";
+
+/// A claim filter admitting `new_job`'s jobs (a worker that has their definition).
+fn any() -> ClaimFilter {
+    ClaimFilter {
+        defs: vec![DEF.to_string()],
+        capped: Vec::new(),
+    }
+}
+
+/// A job of `tool` under definition `def` with crash policy `on_crash`.
+fn job_of(client: &ClientId, at: i64, tool: &str, def: &str, on_crash: CrashPolicy) -> NewJob {
+    NewJob {
+        tool: tool.to_string(),
+        def: def.to_string(),
+        on_crash,
+        ..new_job(client, at, None)
     }
 }
 
@@ -166,6 +190,16 @@ fn assert_record_invariants(r: &JobRecord) {
                 "running job has no started_at: {ctx}"
             );
             assert!(r.finished_at.is_none(), "running job is finished: {ctx}");
+        }
+        JobState::InDoubt => {
+            assert!(
+                r.lease_owner.is_none() && r.lease_expires_at.is_none(),
+                "in-doubt job keeps a lease: {ctx}"
+            );
+            assert!(
+                r.finished_at.is_none(),
+                "in-doubt job counts as finished (retention would delete it): {ctx}"
+            );
         }
         JobState::Succeeded | JobState::Failed | JobState::Cancelled => {
             assert!(
@@ -275,7 +309,7 @@ async fn enqueue_new(
 
 /// Claims exactly one job (the only due one) and checks the Claim transition.
 async fn claim_one(s: &dyn Store, obs: &mut Observer, worker: &str, now: i64) -> ClaimedJob {
-    let mut c = s.claim(worker, 10, now, LEASE).await.unwrap();
+    let mut c = s.claim(worker, 10, now, LEASE, &any()).await.unwrap();
     assert_eq!(c.len(), 1, "exactly one job is due at {now}: {c:?}");
     let c = c.pop().unwrap();
     let r = obs.expect(s, Event::Claim, &c.id, JobState::Running).await;
@@ -431,7 +465,7 @@ pub mod cases {
         ));
 
         // The key still names the job once it has finished.
-        let c = s.claim("w", 10, T0 + 10, LEASE).await.unwrap();
+        let c = s.claim("w", 10, T0 + 10, LEASE, &any()).await.unwrap();
         assert_eq!(c.len(), 3);
         let applied = s
             .complete(
@@ -509,7 +543,7 @@ pub mod cases {
             assert_eq!(r.idempotency_key.as_deref(), Some(key.as_str()));
         }
         // 10 jobs from the loop plus the one from the pair; nothing else was stored.
-        let claimed = s.claim("w", 100, T0, LEASE).await.unwrap();
+        let claimed = s.claim("w", 100, T0, LEASE, &any()).await.unwrap();
         assert_eq!(claimed.len(), 11);
     }
 
@@ -542,7 +576,7 @@ pub mod cases {
 
         let mut claimed = HashSet::new();
         loop {
-            let c = s.claim("w", 333, T0 + 10, LEASE).await.unwrap();
+            let c = s.claim("w", 333, T0 + 10, LEASE, &any()).await.unwrap();
             if c.is_empty() {
                 break;
             }
@@ -570,16 +604,20 @@ pub mod cases {
         let future = enqueue_new(s, &mut obs, &alice, T0 + 1000).await;
 
         // Nothing is due before the first job's run_at.
-        assert!(s.claim("w1", 10, T0 - 1, LEASE).await.unwrap().is_empty());
+        assert!(s
+            .claim("w1", 10, T0 - 1, LEASE, &any())
+            .await
+            .unwrap()
+            .is_empty());
 
         // run_at <= now is due: at T0 exactly, the first job only.
         let now = T0;
-        let c = s.claim("w1", 10, now, LEASE).await.unwrap();
+        let c = s.claim("w1", 10, now, LEASE, &any()).await.unwrap();
         assert_eq!(ids(&c), vec![jobs[0].clone()]);
 
         // Oldest first, at most `limit`.
         let now = T0 + 20;
-        let c = s.claim("w1", 2, now, LEASE).await.unwrap();
+        let c = s.claim("w1", 2, now, LEASE, &any()).await.unwrap();
         assert_eq!(
             sorted(ids(&c)),
             sorted(vec![jobs[1].clone(), jobs[2].clone()])
@@ -598,27 +636,31 @@ pub mod cases {
             assert_eq!(r.fence, 1);
         }
         // A second claim does not hand out the same jobs again.
-        let c2 = s.claim("w2", 3, now, LEASE).await.unwrap();
+        let c2 = s.claim("w2", 3, now, LEASE, &any()).await.unwrap();
         assert_eq!(
             sorted(ids(&c2)),
             sorted(vec![jobs[3].clone(), jobs[4].clone(), tie1.clone()])
         );
-        let c3 = s.claim("w2", 10, now, LEASE).await.unwrap();
+        let c3 = s.claim("w2", 10, now, LEASE, &any()).await.unwrap();
         assert_eq!(ids(&c3), vec![tie2.clone()]);
         for j in c2.iter().chain(&c3) {
             let r = obs.expect(s, Event::Claim, &j.id, JobState::Running).await;
             assert_eq!(r.lease_owner.as_deref(), Some("w2"));
         }
         // Only the future job is left, and it is not due yet.
-        assert!(s.claim("w2", 10, now, LEASE).await.unwrap().is_empty());
+        assert!(s
+            .claim("w2", 10, now, LEASE, &any())
+            .await
+            .unwrap()
+            .is_empty());
         obs.expect(s, Event::Claim, &future, JobState::Queued).await;
-        let c4 = s.claim("w3", 10, T0 + 1000, LEASE).await.unwrap();
+        let c4 = s.claim("w3", 10, T0 + 1000, LEASE, &any()).await.unwrap();
         assert_eq!(ids(&c4), vec![future.clone()]);
         obs.expect(s, Event::Claim, &future, JobState::Running)
             .await;
         // Running jobs are never claimed again.
         assert!(s
-            .claim("w3", 10, T0 + 10_000, LEASE)
+            .claim("w3", 10, T0 + 10_000, LEASE, &any())
             .await
             .unwrap()
             .is_empty());
@@ -647,7 +689,10 @@ pub mod cases {
                 let name = format!("worker-{w}");
                 let mut mine = Vec::new();
                 loop {
-                    let c = s.claim(&name, 7, T0 + N as i64, LEASE).await.unwrap();
+                    let c = s
+                        .claim(&name, 7, T0 + N as i64, LEASE, &any())
+                        .await
+                        .unwrap();
                     if c.is_empty() {
                         return (name, mine);
                     }
@@ -810,7 +855,11 @@ pub mod cases {
         assert_eq!(r.finished_at, Some(T0 + 5));
         assert_eq!(r.attempt, 0);
         // A cancelled job is never claimed.
-        assert!(s.claim("w", 10, T0 + 10, LEASE).await.unwrap().is_empty());
+        assert!(s
+            .claim("w", 10, T0 + 10, LEASE, &any())
+            .await
+            .unwrap()
+            .is_empty());
         assert_eq!(
             s.cancel(&alice, &queued, T0 + 6).await.unwrap(),
             CancelOutcome::AlreadyFinished(JobState::Cancelled)
@@ -960,7 +1009,7 @@ pub mod cases {
         assert_eq!(errors_of(&r), vec![(1, T0 + 110, "flaky".to_string())]);
         // Not due before run_at.
         assert!(s
-            .claim("w", 10, retry_at - 1, LEASE)
+            .claim("w", 10, retry_at - 1, LEASE, &any())
             .await
             .unwrap()
             .is_empty());
@@ -1032,7 +1081,7 @@ pub mod cases {
         let e = enqueue_new(s, &mut obs, &alice, T0 + 300).await;
         let f = enqueue_new(s, &mut obs, &alice, T0 + 301).await;
         let now = retry_at + 40;
-        let cs = s.claim("w", 10, now, LEASE).await.unwrap();
+        let cs = s.claim("w", 10, now, LEASE, &any()).await.unwrap();
         assert_eq!(sorted(ids(&cs)), sorted(vec![e.clone(), f.clone()]));
         obs.after_all(s, Event::Claim, &[e.clone(), f.clone()])
             .await;
@@ -1216,7 +1265,7 @@ pub mod cases {
             .unwrap()
             .is_empty());
         assert!(s
-            .claim("w", 10, clock.now_ms() + 100_000, LEASE)
+            .claim("w", 10, clock.now_ms() + 100_000, LEASE, &any())
             .await
             .unwrap()
             .is_empty());
@@ -1401,7 +1450,10 @@ pub mod cases {
         let retried = enqueue_new(s, &mut obs, &alice, T0).await;
         let rescued = enqueue_new(s, &mut obs, &alice, T0).await;
         let released = enqueue_new(s, &mut obs, &alice, T0).await;
-        let claimed = s.claim("w", 10, clock.now_ms(), LEASE).await.unwrap();
+        let claimed = s
+            .claim("w", 10, clock.now_ms(), LEASE, &any())
+            .await
+            .unwrap();
         assert_eq!(claimed.len(), 3);
         let by_id: HashMap<JobId, ClaimedJob> =
             claimed.into_iter().map(|c| (c.id.clone(), c)).collect();
@@ -1452,7 +1504,10 @@ pub mod cases {
             .await;
 
         clock.advance(1000);
-        let again = s.claim("w2", 10, clock.now_ms(), LEASE).await.unwrap();
+        let again = s
+            .claim("w2", 10, clock.now_ms(), LEASE, &any())
+            .await
+            .unwrap();
         assert_eq!(again.len(), 3);
         obs.after_all(s, Event::Claim, &ids(&again)).await;
         let acks = s
@@ -1574,7 +1629,7 @@ pub mod cases {
         assert_eq!(applied, vec![running.clone()]);
         obs.expect(s, Event::Succeed, &running, JobState::Succeeded)
             .await;
-        let c = s.claim("w", 10, T0 + 3_002, LEASE).await.unwrap();
+        let c = s.claim("w", 10, T0 + 3_002, LEASE, &any()).await.unwrap();
         assert_eq!(ids(&c), vec![queued.clone()]);
 
         // A pruned job's idempotency key is free again.
@@ -1647,6 +1702,269 @@ pub mod cases {
             "expired nonces were pruned"
         );
     }
+    // -----------------------------------------------------------------------------------------
+    // Tool definitions, concurrency limits, crash policies (config tools).
+    // -----------------------------------------------------------------------------------------
+
+    pub async fn claim_takes_only_jobs_whose_definition_the_worker_has(fx: &dyn Fixture) {
+        let s = fx.store();
+        let s = &*s;
+        let mut obs = Observer::new();
+        let alice = client("alice");
+        let old = job_of(&alice, T0, "t", "t:old", CrashPolicy::Retry);
+        let new = job_of(&alice, T0 + 1, "t", "t:new", CrashPolicy::Retry);
+        let (old_id, new_id) = (old.id.clone(), new.id.clone());
+        for j in [old, new] {
+            s.enqueue(j).await.unwrap();
+        }
+        obs.created(s, &alice, &old_id).await;
+        obs.created(s, &alice, &new_id).await;
+        let only_new = ClaimFilter {
+            defs: vec!["t:new".into()],
+            capped: Vec::new(),
+        };
+        let c = s
+            .claim("w-new", 10, T0 + 10, LEASE, &only_new)
+            .await
+            .unwrap();
+        assert_eq!(ids(&c), vec![new_id.clone()], "only the known definition");
+        assert_eq!(c[0].client_id, alice);
+        obs.expect(s, Event::Claim, &new_id, JobState::Running)
+            .await;
+        obs.expect(s, Event::Claim, &old_id, JobState::Queued).await;
+        // The worker can say which jobs it leaves to others.
+        let unknown = s
+            .unknown_definitions(&["t:new".to_string()], T0 + 10, 10)
+            .await
+            .unwrap();
+        assert_eq!(unknown, vec![("t".to_string(), "t:old".to_string())]);
+        // Not yet due: not reported.
+        assert!(s
+            .unknown_definitions(&["t:new".to_string()], T0 - 1, 10)
+            .await
+            .unwrap()
+            .is_empty());
+        // A worker with no definitions claims nothing; one with the old one gets it.
+        assert!(s
+            .claim("w-none", 10, T0 + 10, LEASE, &ClaimFilter::default())
+            .await
+            .unwrap()
+            .is_empty());
+        let only_old = ClaimFilter {
+            defs: vec!["t:old".into()],
+            capped: Vec::new(),
+        };
+        let c = s
+            .claim("w-old", 10, T0 + 10, LEASE, &only_old)
+            .await
+            .unwrap();
+        assert_eq!(ids(&c), vec![old_id.clone()]);
+        obs.expect(s, Event::Claim, &old_id, JobState::Running)
+            .await;
+    }
+
+    pub async fn capped_tool_never_runs_more_than_its_limit_across_claimers(fx: &dyn Fixture) {
+        let s = fx.store();
+        let other = fx.open_another().await;
+        let alice = client("alice");
+        for i in 0..20 {
+            s.enqueue(job_of(
+                &alice,
+                T0 + i,
+                "capped",
+                "capped:1",
+                CrashPolicy::Retry,
+            ))
+            .await
+            .unwrap();
+            s.enqueue(job_of(&alice, T0 + i, "free", "free:1", CrashPolicy::Retry))
+                .await
+                .unwrap();
+        }
+        let filter = ClaimFilter {
+            defs: vec!["free:1".into()],
+            capped: vec![CappedTool {
+                tool: "capped".into(),
+                limit: 3,
+                defs: vec!["capped:1".into()],
+            }],
+        };
+        let now = T0 + 100;
+        let count = |c: &[ClaimedJob], tool: &str| c.iter().filter(|j| j.tool == tool).count();
+        // Several claimers at once, on two handles (two processes): never more than 3 capped.
+        let (a, b, c, d) = tokio::join!(
+            s.claim("w1", 4, now, LEASE, &filter),
+            other.claim("w2", 4, now, LEASE, &filter),
+            s.claim("w3", 4, now, LEASE, &filter),
+            other.claim("w4", 30, now, LEASE, &filter),
+        );
+        let all: Vec<ClaimedJob> = [a, b, c, d].into_iter().flat_map(|r| r.unwrap()).collect();
+        assert_eq!(count(&all, "capped"), 3, "the limit holds across claimers");
+        assert_eq!(count(&all, "free"), 20, "uncapped tools are not held back");
+        assert!(s
+            .claim("w5", 10, now, LEASE, &filter)
+            .await
+            .unwrap()
+            .is_empty());
+        // One finishes: exactly one more may start.
+        let first = all.iter().find(|j| j.tool == "capped").unwrap();
+        s.complete(vec![done(first, succeeded("{}"))], now)
+            .await
+            .unwrap();
+        let more = other.claim("w6", 10, now, LEASE, &filter).await.unwrap();
+        assert_eq!(count(&more, "capped"), 1);
+        assert_eq!(more.len(), 1);
+        // Capped jobs come oldest first.
+        let mut capped: Vec<&ClaimedJob> = all.iter().filter(|j| j.tool == "capped").collect();
+        capped.push(&more[0]);
+        let records = futures_records(s.as_ref(), &alice, &capped).await;
+        let mut created: Vec<i64> = records.iter().map(|r| r.created_at).collect();
+        created.sort();
+        assert_eq!(created, vec![T0, T0 + 1, T0 + 2, T0 + 3]);
+    }
+
+    async fn futures_records(s: &dyn Store, c: &ClientId, jobs: &[&ClaimedJob]) -> Vec<JobRecord> {
+        let mut out = Vec::new();
+        for j in jobs {
+            out.push(s.get_job(c, &j.id).await.unwrap().unwrap());
+        }
+        out
+    }
+
+    pub async fn rescue_applies_each_jobs_crash_policy(fx: &dyn Fixture) {
+        let s = fx.store();
+        let s = &*s;
+        let mut obs = Observer::new();
+        let alice = client("alice");
+        let policy = RetryPolicy {
+            base_ms: 1000,
+            max_ms: 1000,
+        };
+        let mut ids_by = Vec::new();
+        for (i, p) in [CrashPolicy::Retry, CrashPolicy::Fail, CrashPolicy::Hold]
+            .into_iter()
+            .enumerate()
+        {
+            let j = job_of(&alice, T0 + i as i64, "t", "t:1", p);
+            ids_by.push((p, j.id.clone()));
+            s.enqueue(j).await.unwrap();
+            obs.created(s, &alice, &ids_by[i].1).await;
+        }
+        let filter = ClaimFilter {
+            defs: vec!["t:1".into()],
+            capped: Vec::new(),
+        };
+        let c = s.claim("w", 10, T0 + 10, LEASE, &filter).await.unwrap();
+        assert_eq!(c.len(), 3);
+        obs.after_all(s, Event::Claim, &ids(&c)).await;
+        let expired = s.expired_leases(T0 + 11 + LEASE, 10).await.unwrap();
+        let mut seen: Vec<CrashPolicy> = expired.iter().map(|e| e.on_crash).collect();
+        seen.sort_by_key(|p| p.as_str());
+        assert_eq!(
+            seen,
+            [CrashPolicy::Fail, CrashPolicy::Hold, CrashPolicy::Retry]
+        );
+        let now = T0 + 11 + LEASE;
+        assert_eq!(mcpq::worker::rescue_once(s, policy, now).await.unwrap(), 3);
+        for (p, id) in &ids_by {
+            let r = match p {
+                CrashPolicy::Retry => obs.expect(s, Event::Rescue, id, JobState::Queued).await,
+                CrashPolicy::Fail => obs.expect(s, Event::Fail, id, JobState::Failed).await,
+                CrashPolicy::Hold => obs.expect(s, Event::Hold, id, JobState::InDoubt).await,
+            };
+            let errors = errors_of(&r);
+            assert_eq!(errors.len(), 1, "{p:?}");
+            match p {
+                CrashPolicy::Retry => assert!(errors[0].2.starts_with("lease_expired")),
+                _ => assert!(errors[0].2.starts_with("worker_lost"), "{p:?}: {errors:?}"),
+            }
+        }
+        // An in-doubt job is never claimed, rescued or pruned.
+        assert!(s
+            .claim("w", 10, now + 10 * LEASE, LEASE, &filter)
+            .await
+            .unwrap()
+            .iter()
+            .all(|j| j.id != ids_by[2].1));
+        s.prune(now + 100 * LEASE, now + 100 * LEASE).await.unwrap();
+        obs.expect(s, Event::Rescue, &ids_by[2].1, JobState::InDoubt)
+            .await;
+    }
+
+    pub async fn in_doubt_jobs_are_resolved_only_by_an_operator(fx: &dyn Fixture) {
+        let s = fx.store();
+        let s = &*s;
+        let mut obs = Observer::new();
+        let alice = client("alice");
+        let filter = ClaimFilter {
+            defs: vec!["pay:1".into()],
+            capped: Vec::new(),
+        };
+        let mut held = Vec::new();
+        for i in 0..2 {
+            let mut j = job_of(&alice, T0 + i, "pay", "pay:1", CrashPolicy::Hold);
+            j.max_attempts = 1;
+            held.push(j.id.clone());
+            s.enqueue(j).await.unwrap();
+            obs.created(s, &alice, &held[i as usize]).await;
+        }
+        let c = s.claim("w", 10, T0 + 10, LEASE, &filter).await.unwrap();
+        obs.after_all(s, Event::Claim, &ids(&c)).await;
+        let outcome = |c: &ClaimedJob| Completion {
+            id: c.id.clone(),
+            fence: c.fence,
+            outcome: Outcome::InDoubt {
+                error: "worker_lost: test".into(),
+            },
+        };
+        s.complete(c.iter().map(outcome).collect(), T0 + 20)
+            .await
+            .unwrap();
+        obs.expect(s, Event::Hold, &held[0], JobState::InDoubt)
+            .await;
+        obs.expect(s, Event::Hold, &held[1], JobState::InDoubt)
+            .await;
+
+        // A client cannot cancel it; it reads as in doubt.
+        assert_eq!(
+            s.cancel(&alice, &held[0], T0 + 30).await.unwrap(),
+            CancelOutcome::AlreadyFinished(JobState::InDoubt)
+        );
+        // Retry: queued again, due at once, with one more attempt allowed.
+        assert!(s
+            .resolve_in_doubt(&held[0], Resolution::Retry, T0 + 40, "ops@host")
+            .await
+            .unwrap());
+        let r = obs
+            .expect(s, Event::OperatorRetry, &held[0], JobState::Queued)
+            .await;
+        assert_eq!((r.attempt, r.max_attempts, r.run_at), (1, 2, T0 + 40));
+        let errors = errors_of(&r);
+        assert_eq!(errors.len(), 2);
+        assert!(errors[1].2.contains("retried by ops@host"), "{errors:?}");
+        let again = s.claim("w2", 10, T0 + 40, LEASE, &filter).await.unwrap();
+        assert_eq!(ids(&again), vec![held[0].clone()]);
+        assert_eq!(again[0].attempt, 2);
+        // Fail: failed for good, with who in the history.
+        assert!(s
+            .resolve_in_doubt(&held[1], Resolution::Fail, T0 + 50, "ops@host")
+            .await
+            .unwrap());
+        let r = obs
+            .expect(s, Event::OperatorFail, &held[1], JobState::Failed)
+            .await;
+        assert!(errors_of(&r)[1].2.contains("failed by ops@host"));
+        // Only in-doubt jobs: a second decision, or one on a running job, does nothing.
+        for id in &held {
+            for res in [Resolution::Retry, Resolution::Fail] {
+                assert!(!s.resolve_in_doubt(id, res, T0 + 60, "x").await.unwrap());
+            }
+        }
+        assert!(!s
+            .resolve_in_doubt(&JobId::generate(), Resolution::Fail, T0 + 60, "x")
+            .await
+            .unwrap());
+    }
 }
 
 /// Declares one test per conformance case by calling `$m!($factory; case, case, ...)`.
@@ -1671,6 +1989,10 @@ macro_rules! for_each_case {
             cancel_request_survives_a_requeue,
             prune_deletes_only_jobs_finished_before_the_cutoff,
             nonces_are_live_until_they_expire_and_then_pruned,
+            claim_takes_only_jobs_whose_definition_the_worker_has,
+            capped_tool_never_runs_more_than_its_limit_across_claimers,
+            rescue_applies_each_jobs_crash_policy,
+            in_doubt_jobs_are_resolved_only_by_an_operator,
         }
     };
 }
@@ -1810,7 +2132,7 @@ mod sqlite_only {
             r.unwrap().unwrap();
         }
         loop {
-            let c = s.claim("w", 500, T0 + 2000, LEASE).await.unwrap();
+            let c = s.claim("w", 500, T0 + 2000, LEASE, &any()).await.unwrap();
             if c.is_empty() {
                 break;
             }
@@ -1827,7 +2149,7 @@ mod sqlite_only {
         assert_plan_uses_the_queued_index(&plan);
 
         // And the claim still works with the statistics in place.
-        let c = s.claim("w", 10, T0 + 4000, LEASE).await.unwrap();
+        let c = s.claim("w", 10, T0 + 4000, LEASE, &any()).await.unwrap();
         assert_eq!(c.len(), 5);
         conn.close().await.unwrap();
     }

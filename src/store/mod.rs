@@ -16,7 +16,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 use crate::auth::NonceRecord;
-use crate::jobs::{JobId, JobState};
+use crate::jobs::{CrashPolicy, JobId, JobState};
 use crate::protocol::ClientId;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -51,6 +51,10 @@ pub struct NewJob {
     pub idempotency_key: Option<String>,
     pub nonce: NonceRecord,
     pub created_at: i64,
+    /// The definition the job is accepted under (`Tool::definition`); only a worker that
+    /// has this exact definition claims the job.
+    pub def: String,
+    pub on_crash: CrashPolicy,
 }
 
 /// Result of an enqueue: a new job, or the existing one with the same idempotency key.
@@ -91,12 +95,15 @@ pub struct JobRecord {
     pub created_at: i64,
     pub started_at: Option<i64>,
     pub finished_at: Option<i64>,
+    pub def: String,
+    pub on_crash: CrashPolicy,
 }
 
 /// A job handed to a worker: run it, then complete it with `fence`.
 #[derive(Debug, Clone)]
 pub struct ClaimedJob {
     pub id: JobId,
+    pub client_id: ClientId,
     pub tool: String,
     pub args: String,
     pub attempt: u32,
@@ -122,10 +129,23 @@ pub struct HeartbeatAck {
 /// How an attempt ended, as decided by the worker with [`crate::jobs`].
 #[derive(Debug, Clone)]
 pub enum Outcome {
-    Succeeded { result: String },
-    Retry { run_at: i64, error: String },
-    Failed { error: String },
-    Cancelled { error: String },
+    Succeeded {
+        result: String,
+    },
+    Retry {
+        run_at: i64,
+        error: String,
+    },
+    Failed {
+        error: String,
+    },
+    Cancelled {
+        error: String,
+    },
+    /// The worker was lost and the job's crash policy is `hold`.
+    InDoubt {
+        error: String,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -142,6 +162,33 @@ pub struct ExpiredLease {
     pub fence: i64,
     pub attempt: u32,
     pub max_attempts: u32,
+    pub on_crash: CrashPolicy,
+}
+
+/// Which jobs a worker may claim: only definitions it has, and tools with a concurrency
+/// limit only while fewer than the limit run across all workers.
+#[derive(Debug, Clone, Default)]
+pub struct ClaimFilter {
+    /// Definitions of tools without a concurrency limit.
+    pub defs: Vec<String>,
+    /// Tools with a limit: (tool, limit, that tool's definitions this worker has).
+    pub capped: Vec<CappedTool>,
+}
+
+#[derive(Debug, Clone)]
+pub struct CappedTool {
+    pub tool: String,
+    pub limit: u32,
+    pub defs: Vec<String>,
+}
+
+/// An operator's decision on an in-doubt job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resolution {
+    /// Back to the queue, with one more attempt allowed if none remain.
+    Retry,
+    /// Failed for good.
+    Fail,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -190,14 +237,36 @@ pub trait Store: Send + Sync + 'static {
     /// Whether any job is due, without taking a write lock (idle workers ask this first).
     fn has_due_jobs(&self, now: i64) -> BoxFuture<'_, Result<bool, StoreError>>;
 
-    /// Atomically moves up to `limit` due jobs to `running`, leased to `worker` until `now + lease_ms`.
+    /// Atomically moves up to `limit` due jobs that `filter` admits to `running`, leased to
+    /// `worker` until `now + lease_ms`. A capped tool never exceeds its limit of running
+    /// jobs across every process sharing the store.
     fn claim<'a>(
         &'a self,
         worker: &'a str,
         limit: usize,
         now: i64,
         lease_ms: i64,
+        filter: &'a ClaimFilter,
     ) -> BoxFuture<'a, Result<Vec<ClaimedJob>, StoreError>>;
+
+    /// (tool, definition) of due queued jobs whose definition is not in `known` (at most
+    /// `limit`), so a worker can say which jobs it is leaving to others.
+    fn unknown_definitions<'a>(
+        &'a self,
+        known: &'a [String],
+        now: i64,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<(String, String)>, StoreError>>;
+
+    /// Applies an operator's decision to an in-doubt job, recording `by` in its history.
+    /// Returns false if the job is not in doubt (or does not exist).
+    fn resolve_in_doubt<'a>(
+        &'a self,
+        id: &'a JobId,
+        resolution: Resolution,
+        now: i64,
+        by: &'a str,
+    ) -> BoxFuture<'a, Result<bool, StoreError>>;
 
     /// Extends leases still held (matching fence, still running); returns those that landed.
     fn heartbeat(

@@ -34,6 +34,7 @@ use tokio::sync::{mpsc, oneshot, Mutex};
 use super::*;
 use crate::auth::NonceKey;
 use crate::config::{DatabaseSettings, Synchronous};
+use crate::jobs::CrashPolicy;
 use crate::json::Json;
 
 const MAX_BATCH: usize = 4096;
@@ -50,6 +51,9 @@ mod sql {
     pub const CANCEL_RUNNING: &str = include_str!("sql/cancel_running.sql");
     pub const JOB_STATE: &str = include_str!("sql/job_state.sql");
     pub const CLAIM: &str = include_str!("sql/claim.sql");
+    pub const CLAIM_TOOL: &str = include_str!("sql/claim_tool.sql");
+    pub const UNKNOWN_DEFINITIONS: &str = include_str!("sql/unknown_definitions.sql");
+    pub const RESOLVE_IN_DOUBT: &str = include_str!("sql/resolve_in_doubt.sql");
     pub const HAS_DUE: &str = include_str!("sql/has_due.sql");
     pub const HEARTBEAT: &str = include_str!("sql/heartbeat.sql");
     pub const COMPLETE: &str = include_str!("sql/complete.sql");
@@ -598,6 +602,11 @@ async fn commit_batch(
     }));
 }
 
+/// A JSON array of strings, for `json_each` filters.
+fn json_strings(items: &[String]) -> String {
+    Json::Array(items.iter().map(|s| Json::str(s.as_str())).collect()).to_canonical()
+}
+
 /// Rows for the batch statements (enqueue, complete, heartbeat, release): a JSON array
 /// of positional arrays, which the SQL reads with `value ->> N` from `json_each`.
 /// Positional, because SQLite re-parses `value` for every `->>` and indexing beats a key
@@ -678,7 +687,8 @@ impl Rows {
     }
 }
 
-/// `[id, client, tool, args, max_attempts, created_at, idempotency_key]` (migration 0003).
+/// `[id, client, tool, args, max_attempts, created_at, idempotency_key, def, on_crash]`
+/// (migration 0005).
 fn push_job(rows: &mut Rows, j: &NewJob) {
     rows.row()
         .str(&j.id.0)
@@ -687,7 +697,9 @@ fn push_job(rows: &mut Rows, j: &NewJob) {
         .str(&j.args)
         .int(i64::from(j.max_attempts))
         .int(j.created_at)
-        .opt_str(j.idempotency_key.as_deref());
+        .opt_str(j.idempotency_key.as_deref())
+        .str(&j.def)
+        .str(j.on_crash.as_str());
 }
 
 /// Nonce records packed for one `nonce_batches` row: 16-byte digest + big-endian i64 expiry each.
@@ -833,8 +845,8 @@ fn records_from_json(text: &str) -> Result<HashMap<String, JobRecord>, StoreErro
         let Json::Array(cols) = row else {
             return Err(corrupt("a row is not an array"));
         };
-        let [id, client_id, tool, args, state, attempt, max_attempts, run_at, lease_owner, lease_expires_at, fence, cancel_requested, progress, result, errors, idempotency_key, created_at, started_at, finished_at]: [Json; 19] =
-            cols.try_into().map_err(|_| corrupt("a row does not have 19 columns"))?;
+        let [id, client_id, tool, args, state, attempt, max_attempts, run_at, lease_owner, lease_expires_at, fence, cancel_requested, progress, result, errors, idempotency_key, created_at, started_at, finished_at, def, on_crash]: [Json; 21] =
+            cols.try_into().map_err(|_| corrupt("a row does not have 21 columns"))?;
         let text = |v: Json, name: &str| match v {
             Json::Str(s) => Ok(s),
             _ => Err(corrupt(&format!("{name} is not text"))),
@@ -852,6 +864,7 @@ fn records_from_json(text: &str) -> Result<HashMap<String, JobRecord>, StoreErro
             v => int(v, name).map(Some),
         };
         let state = text(state, "state")?;
+        let on_crash = text(on_crash, "on_crash")?;
         let rec = JobRecord {
             id: JobId(text(id, "id")?),
             client_id: ClientId(text(client_id, "client_id")?),
@@ -872,13 +885,16 @@ fn records_from_json(text: &str) -> Result<HashMap<String, JobRecord>, StoreErro
             created_at: int(created_at, "created_at")?,
             started_at: opt_int(started_at, "started_at")?,
             finished_at: opt_int(finished_at, "finished_at")?,
+            def: text(def, "def")?,
+            on_crash: CrashPolicy::parse(&on_crash)
+                .ok_or_else(|| corrupt(&format!("on_crash {on_crash:?}")))?,
         };
         out.insert(rec.id.0.clone(), rec);
     }
     Ok(out)
 }
 
-/// One claimed job from claim.sql's `json_array(id, tool, args, attempt, max_attempts, fence)`.
+/// One claimed job from claim.sql's `json_array(id, client_id, tool, args, attempt, max_attempts, fence)`.
 fn claimed_from_json(text: &str) -> Result<ClaimedJob, StoreError> {
     let corrupt = |what: &str| StoreError::Corrupt(format!("claimed job: {what}"));
     let Json::Array(cols) =
@@ -886,14 +902,15 @@ fn claimed_from_json(text: &str) -> Result<ClaimedJob, StoreError> {
     else {
         return Err(corrupt("not an array"));
     };
-    let [Json::Str(id), Json::Str(tool), Json::Str(args), Json::Int(attempt), Json::Int(max_attempts), Json::Int(fence)]: [Json; 6] =
-        cols.try_into().map_err(|_| corrupt("not 6 columns"))?
+    let [Json::Str(id), Json::Str(client_id), Json::Str(tool), Json::Str(args), Json::Int(attempt), Json::Int(max_attempts), Json::Int(fence)]: [Json; 7] =
+        cols.try_into().map_err(|_| corrupt("not 7 columns"))?
     else {
         return Err(corrupt("a column has the wrong type"));
     };
     let count = |v: i64, name: &str| u32::try_from(v).map_err(|_| corrupt(&format!("{name} {v}")));
     Ok(ClaimedJob {
         id: JobId(id),
+        client_id: ClientId(client_id),
         tool,
         args,
         attempt: count(attempt, "attempt")?,
@@ -913,6 +930,7 @@ fn completions_json(done: &[Completion]) -> String {
             }
             Outcome::Failed { error } => ("failed", None, Some(error.as_str()), None),
             Outcome::Cancelled { error } => ("cancelled", None, Some(error.as_str()), None),
+            Outcome::InDoubt { error } => ("in_doubt", None, Some(error.as_str()), None),
         };
         rows.row()
             .str(&c.id.0)
@@ -1122,20 +1140,109 @@ impl Store for SqliteStore {
         limit: usize,
         now: i64,
         lease_ms: i64,
+        filter: &'a ClaimFilter,
     ) -> BoxFuture<'a, Result<Vec<ClaimedJob>, StoreError>> {
         Box::pin(async move {
+            let defs = json_strings(&filter.defs);
             let mut conn = self.inner.writer.lock().await;
-            let rows = sqlx::query(sql::CLAIM)
-                .bind(worker)
-                .bind(now)
-                .bind(limit as i64)
-                .bind(lease_ms)
-                .fetch_all(&mut *conn)
-                .await?;
+            let rows = if filter.capped.is_empty() {
+                // The common case stays one autocommit statement.
+                sqlx::query(sql::CLAIM)
+                    .bind(worker)
+                    .bind(now)
+                    .bind(limit as i64)
+                    .bind(lease_ms)
+                    .bind(defs)
+                    .fetch_all(&mut *conn)
+                    .await?
+            } else {
+                // Counting a capped tool's running jobs and claiming up to its limit must
+                // see no other process's claim in between: one write transaction.
+                let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+                let mut rows = if filter.defs.is_empty() {
+                    Vec::new()
+                } else {
+                    sqlx::query(sql::CLAIM)
+                        .bind(worker)
+                        .bind(now)
+                        .bind(limit as i64)
+                        .bind(lease_ms)
+                        .bind(defs)
+                        .fetch_all(&mut *tx)
+                        .await?
+                };
+                for c in &filter.capped {
+                    let left = limit.saturating_sub(rows.len());
+                    if left == 0 {
+                        break;
+                    }
+                    rows.extend(
+                        sqlx::query(sql::CLAIM_TOOL)
+                            .bind(worker)
+                            .bind(now)
+                            .bind(i64::from(c.limit))
+                            .bind(lease_ms)
+                            .bind(&c.tool)
+                            .bind(json_strings(&c.defs))
+                            .bind(left as i64)
+                            .fetch_all(&mut *tx)
+                            .await?,
+                    );
+                }
+                tx.commit().await?;
+                rows
+            };
             drop(conn);
             rows.iter()
                 .map(|r| claimed_from_json(r.try_get::<&str, _>(0)?))
                 .collect()
+        })
+    }
+
+    fn unknown_definitions<'a>(
+        &'a self,
+        known: &'a [String],
+        now: i64,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<(String, String)>, StoreError>> {
+        Box::pin(async move {
+            let rows = sqlx::query(sql::UNKNOWN_DEFINITIONS)
+                .bind(json_strings(known))
+                .bind(now)
+                .bind(limit as i64)
+                .fetch_all(&self.inner.read)
+                .await?;
+            rows.iter()
+                .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+                .collect()
+        })
+    }
+
+    fn resolve_in_doubt<'a>(
+        &'a self,
+        id: &'a JobId,
+        resolution: Resolution,
+        now: i64,
+        by: &'a str,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(async move {
+            let (state, entry) = match resolution {
+                Resolution::Retry => ("queued", format!("in_doubt resolved: retried by {by}")),
+                Resolution::Fail => ("failed", format!("in_doubt resolved: failed by {by}")),
+            };
+            let mut conn = self.inner.writer.lock().await;
+            let row = sqlx::query(sql::RESOLVE_IN_DOUBT)
+                .bind(&id.0)
+                .bind(state)
+                .bind(now)
+                .bind(entry)
+                .fetch_optional(&mut *conn)
+                .await?;
+            drop(conn);
+            if row.is_some() {
+                self.inner.durability.wait().await?;
+            }
+            Ok(row.is_some())
         })
     }
 
@@ -1220,11 +1327,14 @@ impl Store for SqliteStore {
                 .await?;
             rows.iter()
                 .map(|r| {
+                    let on_crash: &str = r.try_get(4)?;
                     Ok(ExpiredLease {
                         id: JobId(r.try_get(0)?),
                         fence: r.try_get(1)?,
                         attempt: r.try_get::<i64, _>(2)? as u32,
                         max_attempts: r.try_get::<i64, _>(3)? as u32,
+                        on_crash: CrashPolicy::parse(on_crash)
+                            .ok_or_else(|| StoreError::Corrupt(format!("on_crash {on_crash:?}")))?,
                     })
                 })
                 .collect()
@@ -1336,7 +1446,9 @@ pub async fn bench_fill_noop(store: &SqliteStore, n: usize) -> Result<(), StoreE
                 .str("{}")
                 .int(3)
                 .int(now)
-                .opt_str(None);
+                .opt_str(None)
+                .str(&crate::tools::builtin_definition("noop"))
+                .str("retry");
         }
         let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
         sqlx::query(sql::INSERT_JOBS)
@@ -1356,12 +1468,13 @@ mod tests {
 
     #[test]
     fn group_read_rows_decode_and_reject_anything_malformed() {
-        let row = r#"["0193b3c4-5d6e-7f80-9a1b-000000000001","alice","start_long_task","{}","running",1,3,10,"w1",40,2,0,"{\"p\":1}",null,"[]",null,5,6,null]"#;
+        let row = r#"["0193b3c4-5d6e-7f80-9a1b-000000000001","alice","start_long_task","{}","running",1,3,10,"w1",40,2,0,"{\"p\":1}",null,"[]",null,5,6,null,"builtin:start_long_task:1","hold"]"#;
         let found = records_from_json(&format!("[{row}]")).unwrap();
         let r = &found["0193b3c4-5d6e-7f80-9a1b-000000000001"];
         assert_eq!(r.client_id.0, "alice");
         assert_eq!(r.lease_owner.as_deref(), Some("w1"));
         assert_eq!(r.progress.as_deref(), Some(r#"{"p":1}"#));
+        assert_eq!(r.on_crash, crate::jobs::CrashPolicy::Hold);
         assert_eq!(
             (r.attempt, r.fence, r.lease_expires_at, r.finished_at),
             (1, 2, Some(40), None)
@@ -1373,6 +1486,7 @@ mod tests {
             r#"[["too","short"]]"#.to_string(),
             format!("[{}]", row.replace(r#""running""#, r#""exploded""#)),
             format!("[{}]", row.replace(",1,3,", r#","1",3,"#)),
+            format!("[{}]", row.replace(r#""hold""#, r#""maybe""#)),
         ] {
             assert!(
                 matches!(records_from_json(&bad), Err(StoreError::Corrupt(_))),
@@ -1383,11 +1497,11 @@ mod tests {
 
     #[test]
     fn claimed_rows_decode_and_reject_anything_malformed() {
-        let row =
-            r#"["0193b3c4-5d6e-7f80-9a1b-000000000001","start_long_task","{\"seconds\":1}",2,3,7]"#;
+        let row = r#"["0193b3c4-5d6e-7f80-9a1b-000000000001","alice","start_long_task","{\"seconds\":1}",2,3,7]"#;
         let job = claimed_from_json(row).unwrap();
         assert_eq!(job.id.0, "0193b3c4-5d6e-7f80-9a1b-000000000001");
         assert_eq!(job.tool, "start_long_task");
+        assert_eq!(job.client_id.0, "alice");
         assert_eq!(job.args, r#"{"seconds":1}"#);
         assert_eq!((job.attempt, job.max_attempts, job.fence), (2, 3, 7));
         for bad in [

@@ -33,6 +33,11 @@ impl SyncTool for CancelJob {
             let state = match outcome {
                 CancelOutcome::Cancelled => "cancelled",
                 CancelOutcome::Requested => "cancelling",
+                CancelOutcome::AlreadyFinished(crate::jobs::JobState::InDoubt) => {
+                    return Err(CallError::JobInDoubt(
+                        "job is in doubt (its worker was lost mid-attempt); only an operator can retry or fail it".into(),
+                    ))
+                }
                 CancelOutcome::AlreadyFinished(s) => {
                     return Err(CallError::JobFinished(s.as_str().to_string()))
                 }

@@ -4,16 +4,20 @@
 //! answer in the request; job tools implement [`JobTool`]: the server validates their
 //! arguments and enqueues a durable job, and a worker later calls [`JobTool::run`].
 //! The registry is the single list both the `mcp/0.1` endpoint and (later) the
-//! standard MCP endpoint read from.
+//! standard MCP endpoint read from. Built-in tools are one file each; tools declared in
+//! the configuration (`[tools.NAME]`) are [`config_tool`]s, run by a [`runner`].
 //!
-//! Tools must not touch HTTP, signatures or SQL directly; they get what they need
-//! through [`CallCtx`] and [`JobCtx`].
+//! Tools must not touch the daemon's HTTP, signatures or SQL directly; they get what they
+//! need through [`CallCtx`] and [`JobCtx`].
 
 mod args;
 mod batch_sum;
 mod cancel_job;
+pub mod config_tool;
 mod noop;
 mod poll_job;
+pub mod runner;
+pub mod schema;
 mod server_identity;
 mod start_long_task;
 
@@ -23,9 +27,11 @@ use std::sync::{Arc, Mutex};
 pub use args::ArgReader;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::{ConfigError, Settings};
+use crate::jobs::{CrashPolicy, JobId, RetryPolicy};
 use crate::json::{Json, Object};
 use crate::protocol::{CallError, ClientId, Status};
-use crate::store::{BoxFuture, Store};
+use crate::store::{BoxFuture, ClaimFilter, Store};
 
 /// What a synchronous tool gets to work with.
 pub struct CallCtx<'a> {
@@ -60,10 +66,14 @@ impl Reply {
 }
 
 pub trait SyncTool: Send + Sync + 'static {
-    fn name(&self) -> &'static str;
-    fn description(&self) -> &'static str;
+    fn name(&self) -> &str;
+    fn description(&self) -> &str;
     /// JSON Schema of `args`.
     fn input_schema(&self) -> serde_json::Value;
+    /// JSON Schema every result matches, if the tool promises one.
+    fn output_schema(&self) -> Option<serde_json::Value> {
+        None
+    }
     fn call<'a>(
         &'a self,
         ctx: CallCtx<'a>,
@@ -80,20 +90,33 @@ pub struct JobRequest {
 }
 
 /// How a job attempt ended badly.
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum JobError {
     /// Worth another attempt (after back-off).
     #[error("{0}")]
     Retryable(String),
+    /// Worth another attempt, but not sooner than `after_ms` (an HTTP `Retry-After`).
+    #[error("{0}")]
+    RetryAfter(String, i64),
     /// No attempt will ever succeed.
     #[error("{0}")]
     Fatal(String),
 }
 
-/// What a running job gets: its cancellation signal and a place to report progress.
+/// Which job an attempt belongs to, for tools that pass it on (environment, headers).
+#[derive(Debug, Clone)]
+pub struct JobMeta {
+    pub job_id: JobId,
+    pub attempt: u32,
+    pub client_id: ClientId,
+}
+
+/// What a running job gets: its identity, its cancellation signal and a place to report
+/// progress.
 #[derive(Clone)]
 pub struct JobCtx {
     pub cancel: CancellationToken,
+    pub meta: Option<Arc<JobMeta>>,
     progress: Arc<Mutex<Option<Object>>>,
 }
 
@@ -101,7 +124,15 @@ impl JobCtx {
     pub fn new(cancel: CancellationToken) -> JobCtx {
         JobCtx {
             cancel,
+            meta: None,
             progress: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    pub fn for_job(cancel: CancellationToken, meta: JobMeta) -> JobCtx {
+        JobCtx {
+            meta: Some(Arc::new(meta)),
+            ..JobCtx::new(cancel)
         }
     }
 
@@ -119,10 +150,41 @@ impl JobCtx {
     }
 }
 
+/// How a job tool's jobs are stored, claimed and retried.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobPolicy {
+    /// Recorded on each job; only a worker with the same definition runs it.
+    pub definition: String,
+    pub on_crash: CrashPolicy,
+    /// `None`: `jobs.max_attempts`.
+    pub max_attempts: Option<u32>,
+    /// `None`: the `[jobs]` back-off.
+    pub retry: Option<RetryPolicy>,
+    /// Running jobs of this tool across all workers; `None`: no limit.
+    pub concurrency: Option<u32>,
+}
+
+/// The definition id of a built-in tool (built-in tools change only with the binary).
+pub fn builtin_definition(name: &str) -> String {
+    format!("builtin:{name}:1")
+}
+
 pub trait JobTool: Send + Sync + 'static {
-    fn name(&self) -> &'static str;
-    fn description(&self) -> &'static str;
+    fn name(&self) -> &str;
+    fn description(&self) -> &str;
     fn input_schema(&self) -> serde_json::Value;
+    fn output_schema(&self) -> Option<serde_json::Value> {
+        None
+    }
+    fn policy(&self) -> JobPolicy {
+        JobPolicy {
+            definition: builtin_definition(self.name()),
+            on_crash: CrashPolicy::Retry,
+            max_attempts: None,
+            retry: None,
+            concurrency: None,
+        }
+    }
     /// Validates arguments at call time, so a bad call is refused before anything is stored.
     fn validate(&self, args: &Object) -> Result<JobRequest, CallError>;
     /// Runs one attempt. Must return promptly once `ctx.cancel` fires.
@@ -136,13 +198,13 @@ pub enum Tool {
 }
 
 impl Tool {
-    pub fn name(&self) -> &'static str {
+    pub fn name(&self) -> &str {
         match self {
             Tool::Sync(t) => t.name(),
             Tool::Job(t) => t.name(),
         }
     }
-    pub fn description(&self) -> &'static str {
+    pub fn description(&self) -> &str {
         match self {
             Tool::Sync(t) => t.description(),
             Tool::Job(t) => t.description(),
@@ -154,13 +216,29 @@ impl Tool {
             Tool::Job(t) => t.input_schema(),
         }
     }
+    pub fn output_schema(&self) -> Option<serde_json::Value> {
+        match self {
+            Tool::Sync(t) => t.output_schema(),
+            Tool::Job(t) => t.output_schema(),
+        }
+    }
 }
 
 /// All tools by name.
 #[derive(Clone, Default)]
 pub struct Registry {
-    tools: BTreeMap<&'static str, Tool>,
+    tools: BTreeMap<String, Tool>,
 }
+
+/// Names config tools may not take, whether or not the built-in tool is switched on.
+const RESERVED: &[&str] = &[
+    "server_identity",
+    "poll_job",
+    "cancel_job",
+    "batch_sum",
+    "start_long_task",
+    "noop",
+];
 
 /// Limits tools enforce on their arguments.
 #[derive(Debug, Clone, Copy)]
@@ -179,22 +257,68 @@ impl Default for Limits {
 impl Registry {
     /// The built-in tools. `bench_tools` adds tools that exist only for benchmarks.
     pub fn builtin(limits: Limits, bench_tools: bool) -> Registry {
+        Registry::core(limits, true, bench_tools)
+    }
+
+    fn core(limits: Limits, demo_tools: bool, bench_tools: bool) -> Registry {
         let mut r = Registry::default();
         r.add(Tool::Sync(Arc::new(server_identity::ServerIdentity)));
-        r.add(Tool::Sync(Arc::new(batch_sum::BatchSum {
-            max: limits.max_batch_numbers,
-        })));
-        r.add(Tool::Job(Arc::new(start_long_task::StartLongTask)));
         r.add(Tool::Sync(Arc::new(poll_job::PollJob)));
         r.add(Tool::Sync(Arc::new(cancel_job::CancelJob)));
+        if demo_tools {
+            r.add(Tool::Sync(Arc::new(batch_sum::BatchSum {
+                max: limits.max_batch_numbers,
+            })));
+            r.add(Tool::Job(Arc::new(start_long_task::StartLongTask)));
+        }
         if bench_tools {
             r.add(Tool::Job(Arc::new(noop::Noop)));
         }
         r
     }
 
+    /// Every tool the settings call for: the built-in ones (the demo tools unless switched
+    /// off) and each `[tools.NAME]` of the configuration. Fails, naming the tool, on a
+    /// schema that does not compile or a name a built-in tool already has.
+    pub fn from_settings(settings: &Settings) -> Result<Registry, ConfigError> {
+        let mut r = Registry::core(
+            Limits::default(),
+            settings.server.demo_tools,
+            settings.server.bench_tools,
+        );
+        for def in &settings.tools {
+            if r.get(&def.name).is_some() || RESERVED.contains(&def.name.as_str()) {
+                return Err(ConfigError::Invalid(format!(
+                    "tools.{}: a built-in tool has this name; choose another",
+                    def.name
+                )));
+            }
+            r.add(config_tool::ConfigTool::build(def, &settings.jobs)?);
+        }
+        Ok(r)
+    }
+
     pub fn add(&mut self, tool: Tool) {
-        self.tools.insert(tool.name(), tool);
+        self.tools.insert(tool.name().to_string(), tool);
+    }
+
+    /// What the worker may claim: the definitions of every job tool here, tools with a
+    /// concurrency limit apart.
+    pub fn claim_filter(&self) -> ClaimFilter {
+        let mut filter = ClaimFilter::default();
+        for t in self.tools.values() {
+            let Tool::Job(t) = t else { continue };
+            let p = t.policy();
+            match p.concurrency {
+                None => filter.defs.push(p.definition),
+                Some(limit) => filter.capped.push(crate::store::CappedTool {
+                    tool: t.name().to_string(),
+                    limit,
+                    defs: vec![p.definition],
+                }),
+            }
+        }
+        filter
     }
 
     pub fn get(&self, name: &str) -> Option<&Tool> {
@@ -221,7 +345,7 @@ impl Registry {
                     Tool::Sync(_) => "sync",
                     Tool::Job(_) => "job",
                 };
-                Json::Object(Object::from_pairs([
+                let mut o = Object::from_pairs([
                     ("name".to_string(), Json::str(t.name())),
                     ("kind".to_string(), Json::str(kind)),
                     ("description".to_string(), Json::str(t.description())),
@@ -229,7 +353,11 @@ impl Registry {
                         "input_schema".to_string(),
                         Json::from_serde(&t.input_schema()),
                     ),
-                ]))
+                ]);
+                if let Some(out) = t.output_schema() {
+                    o.insert("output_schema".into(), Json::from_serde(&out));
+                }
+                Json::Object(o)
             })
             .collect();
         Object::from_pairs([

@@ -91,6 +91,11 @@ pub(super) fn describe(job: &JobRecord) -> Result<Reply, CallError> {
             last_error(job)
         ))),
         JobState::Cancelled => Err(CallError::JobCancelled),
+        JobState::InDoubt => Err(CallError::JobInDoubt(format!(
+            "job is in doubt: its worker was lost during attempt {} and the tool must not run twice unchecked; an operator retries or fails it ({})",
+            job.attempt,
+            last_error(job)
+        ))),
     }
 }
 

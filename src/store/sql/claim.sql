@@ -1,10 +1,14 @@
+-- ?5 = JSON array of the definitions this worker has (of tools without a concurrency
+-- limit): a job accepted under any other definition is left for a worker that has it.
 UPDATE jobs
 SET state = 'running', attempt = attempt + 1, fence = fence + 1,
     lease_owner = ?1, lease_expires_at = ?2 + ?4, started_at = COALESCE(started_at, ?2),
     progress = NULL -- progress belongs to an attempt
 WHERE seq IN (
-    SELECT seq FROM jobs WHERE state = 'queued' AND run_at <= ?2 ORDER BY run_at, seq LIMIT ?3
+    SELECT seq FROM jobs
+    WHERE state = 'queued' AND run_at <= ?2 AND def IN (SELECT value FROM json_each(?5))
+    ORDER BY run_at, seq LIMIT ?3
 )
--- One value per claimed job instead of six: sqlx copies every returned value into its own
--- allocation on SQLite's thread, and a 256-job claim was six times as many as needed.
-RETURNING json_array(id, tool, args, attempt, max_attempts, fence)
+-- One value per claimed job instead of seven: sqlx copies every returned value into its own
+-- allocation on SQLite's thread, and a 256-job claim was seven times as many as needed.
+RETURNING json_array(id, client_id, tool, args, attempt, max_attempts, fence)

@@ -5,7 +5,8 @@ UPDATE jobs
 SET state = c.state,
     result = c.result,
     run_at = COALESCE(c.run_at, jobs.run_at),
-    finished_at = CASE WHEN c.state = 'queued' THEN NULL ELSE ?2 END,
+    -- An in-doubt job is not finished: retention must not delete it before an operator decides.
+    finished_at = CASE WHEN c.state IN ('queued', 'in_doubt') THEN NULL ELSE ?2 END,
     lease_owner = NULL,
     lease_expires_at = NULL,
     -- A requeued job keeps a pending cancel request, so its next attempt's first

@@ -13,7 +13,11 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+pub mod tools;
+
+pub use tools::ToolDef;
+
+pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
 
 /// Shortest secret accepted (bytes). 32 random bytes, hex-encoded by `mcpq keys new`, is 64.
 pub const MIN_SECRET_LEN: usize = 32;
@@ -74,6 +78,7 @@ struct RawServer {
     timestamp_window_ms: i64,
     embedded_workers: usize,
     bench_tools: bool,
+    demo_tools: bool,
 }
 
 #[derive(Debug, Deserialize, Clone, Default)]
@@ -147,6 +152,8 @@ pub struct ServerSettings {
     pub timestamp_window_ms: i64,
     pub embedded_workers: usize,
     pub bench_tools: bool,
+    /// The seed's demo tools (`batch_sum`, `start_long_task`).
+    pub demo_tools: bool,
 }
 
 /// A client's live secrets: the current one and, during rotation, the previous one.
@@ -173,6 +180,8 @@ pub struct Settings {
     pub worker: WorkerSettings,
     pub clients: BTreeMap<String, ClientKeys>,
     pub client: ClientSettings,
+    /// Tools declared in the configuration file (`[tools.NAME]`).
+    pub tools: Vec<ToolDef>,
 }
 
 fn load_secret(
@@ -226,10 +235,10 @@ impl Settings {
                 .try_parsing(true),
         );
         let raw: RawSettings = b.build()?.try_deserialize()?;
-        Settings::from_raw(raw)
+        Settings::from_raw(raw, tools::load(file)?)
     }
 
-    fn from_raw(raw: RawSettings) -> Result<Settings, ConfigError> {
+    fn from_raw(raw: RawSettings, tools: Vec<ToolDef>) -> Result<Settings, ConfigError> {
         let listen: SocketAddr = raw.server.listen.parse().map_err(|e| {
             ConfigError::Invalid(format!("server.listen {:?}: {e}", raw.server.listen))
         })?;
@@ -271,12 +280,14 @@ impl Settings {
                 timestamp_window_ms: raw.server.timestamp_window_ms,
                 embedded_workers: raw.server.embedded_workers,
                 bench_tools: raw.server.bench_tools,
+                demo_tools: raw.server.demo_tools,
             },
             database: raw.database,
             jobs: raw.jobs,
             worker: raw.worker,
             clients,
             client,
+            tools,
         };
         if s.jobs.max_attempts == 0 {
             return Err(ConfigError::Invalid(

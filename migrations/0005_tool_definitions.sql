@@ -1,0 +1,65 @@
+-- Config-declared tools (docs/TOOLS.md):
+-- * `def`: the definition a job was accepted under ("builtin:NAME:1" or "NAME:<hash>"). A
+--   worker claims only jobs whose definition it has, so during a rollout no job runs under a
+--   definition it was not accepted with. Jobs from before this migration ran built-in tools.
+-- * `on_crash`: the tool's crash policy, fixed at acceptance so the rescuer (in any process,
+--   whatever its configuration) applies the promise the caller was given.
+-- * state `in_doubt`: a `hold` job whose worker died mid-attempt, waiting for an operator.
+-- SQLite cannot change a CHECK constraint in place, so the table is rebuilt; the enqueue
+-- trigger names the table and is dropped and recreated around the swap.
+DROP TRIGGER enqueue_batch_insert;
+
+CREATE TABLE jobs_v5 (
+    seq              INTEGER PRIMARY KEY,
+    id               TEXT    NOT NULL UNIQUE,
+    client_id        TEXT    NOT NULL,
+    tool             TEXT    NOT NULL,
+    args             TEXT    NOT NULL,
+    state            TEXT    NOT NULL CHECK (state IN ('queued','running','succeeded','failed','cancelled','in_doubt')),
+    attempt          INTEGER NOT NULL DEFAULT 0,
+    max_attempts     INTEGER NOT NULL,
+    run_at           INTEGER NOT NULL,
+    lease_owner      TEXT,
+    lease_expires_at INTEGER,
+    fence            INTEGER NOT NULL DEFAULT 0,
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    progress         TEXT,
+    result           TEXT,
+    errors           TEXT    NOT NULL DEFAULT '[]',
+    idempotency_key  TEXT,
+    created_at       INTEGER NOT NULL,
+    started_at       INTEGER,
+    finished_at      INTEGER,
+    def              TEXT    NOT NULL,
+    on_crash         TEXT    NOT NULL DEFAULT 'retry' CHECK (on_crash IN ('retry','fail','hold'))
+);
+INSERT INTO jobs_v5 (seq, id, client_id, tool, args, state, attempt, max_attempts, run_at,
+                     lease_owner, lease_expires_at, fence, cancel_requested, progress, result,
+                     errors, idempotency_key, created_at, started_at, finished_at, def, on_crash)
+SELECT seq, id, client_id, tool, args, state, attempt, max_attempts, run_at,
+       lease_owner, lease_expires_at, fence, cancel_requested, progress, result,
+       errors, idempotency_key, created_at, started_at, finished_at, 'builtin:' || tool || ':1', 'retry'
+FROM jobs;
+DROP TABLE jobs;
+ALTER TABLE jobs_v5 RENAME TO jobs;
+
+CREATE INDEX jobs_queued ON jobs (run_at, seq) WHERE state = 'queued';
+CREATE INDEX jobs_leases ON jobs (lease_expires_at) WHERE state = 'running';
+CREATE INDEX jobs_finished ON jobs (finished_at) WHERE finished_at IS NOT NULL;
+CREATE UNIQUE INDEX jobs_idempotency ON jobs (client_id, idempotency_key) WHERE idempotency_key IS NOT NULL;
+-- A tool with a concurrency limit is claimed on its own (claim_tool.sql): this index finds
+-- its queued jobs without walking other tools' backlog.
+CREATE INDEX jobs_queued_tool ON jobs (tool, run_at, seq) WHERE state = 'queued';
+-- In-doubt jobs wait for an operator; finding them must not scan the table.
+CREATE INDEX jobs_in_doubt ON jobs (seq) WHERE state = 'in_doubt';
+
+-- Positional rows: [id, client, tool, args, max_attempts, created_at, idempotency_key, def, on_crash].
+CREATE TRIGGER enqueue_batch_insert INSTEAD OF INSERT ON enqueue_batch
+BEGIN
+    INSERT INTO nonce_batches (expires_ms, batch, entries)
+    SELECT NEW.nonce_expires_ms, random(), NEW.nonce_entries WHERE NEW.nonce_entries IS NOT NULL;
+    INSERT INTO jobs (id, client_id, tool, args, state, max_attempts, run_at, idempotency_key, created_at, def, on_crash)
+    SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, 'queued',
+           value ->> 4, value ->> 5, value ->> 6, value ->> 5, value ->> 7, value ->> 8
+    FROM json_each(NEW.jobs_json);
+END;

@@ -1,0 +1,15 @@
+-- One tool with a concurrency limit, inside the claim's BEGIN IMMEDIATE transaction (so no
+-- other process claims between the count and the update): ?3 = its limit, ?5 = the tool,
+-- ?6 = JSON array of its definitions this worker has, ?7 = how many more this claim may take.
+UPDATE jobs
+SET state = 'running', attempt = attempt + 1, fence = fence + 1,
+    lease_owner = ?1, lease_expires_at = ?2 + ?4, started_at = COALESCE(started_at, ?2),
+    progress = NULL
+WHERE seq IN (
+    SELECT seq FROM jobs
+    WHERE state = 'queued' AND tool = ?5 AND run_at <= ?2
+      AND def IN (SELECT value FROM json_each(?6))
+    ORDER BY run_at, seq
+    LIMIT max(0, min(?7, ?3 - (SELECT count(*) FROM jobs WHERE state = 'running' AND tool = ?5)))
+)
+RETURNING json_array(id, client_id, tool, args, attempt, max_attempts, fence)

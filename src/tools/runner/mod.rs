@@ -1,0 +1,70 @@
+//! Runners: how one call or attempt of a config tool is carried out, by a child process
+//! ([`command`]) or an HTTP request ([`http`]).
+//!
+//! A runner gets an [`Invocation`] (the args as canonical JSON, who and what it is for, its
+//! deadline, a cancellation token and a progress sink) and answers with the result object
+//! or a [`JobError`] that says whether another attempt is worth it. The same runners serve
+//! job tools (in workers) and sync tools (in the daemon).
+//!
+//! Runners must not touch the store or decide a job's next state.
+
+pub mod command;
+pub mod http;
+
+use std::time::Duration;
+
+use crate::config::tools::{Target, ToolDef};
+use crate::config::ConfigError;
+use crate::json::Object;
+use crate::tools::{JobCtx, JobError};
+
+/// One call or attempt.
+pub struct Invocation<'a> {
+    pub tool: &'a str,
+    pub client_id: &'a str,
+    /// `None` for a sync call.
+    pub job_id: Option<&'a str>,
+    pub attempt: u32,
+    /// The arguments as canonical JSON.
+    pub args_json: &'a str,
+    pub timeout: Duration,
+    /// Cancellation and progress.
+    pub ctx: JobCtx,
+}
+
+#[derive(Debug, Clone)]
+pub enum Runner {
+    Command(command::CommandRunner),
+    Http(http::HttpRunner),
+}
+
+impl Runner {
+    pub fn build(def: &ToolDef) -> Result<Runner, ConfigError> {
+        match &def.target {
+            Target::Command { .. } => {
+                command::CommandRunner::new(&def.target, def.max_output_bytes)
+                    .map(Runner::Command)
+                    .ok_or_else(|| {
+                        ConfigError::Invalid(format!("tools.{}: not a command", def.name))
+                    })
+            }
+            Target::Http { .. } => {
+                http::HttpRunner::new(&def.name, &def.target, def.max_output_bytes)
+                    .map(Runner::Http)
+            }
+        }
+    }
+
+    pub async fn run(&self, inv: &Invocation<'_>) -> Result<Object, JobError> {
+        match self {
+            Runner::Command(c) => c.run(inv).await,
+            Runner::Http(h) => h.run(inv).await,
+        }
+    }
+}
+
+/// The end of a process's stderr or a response body as text for the error history:
+/// lossy UTF-8, trimmed, cut at a character boundary.
+pub fn tail_text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).trim().to_string()
+}
