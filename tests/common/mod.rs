@@ -113,6 +113,10 @@ previous_secret = "{CLIENT2_PREVIOUS}"
     }
 
     fn command(&self, args: &[&str], log_name: &str) -> (Command, PathBuf) {
+        self.command_with(&self.config, args, log_name)
+    }
+
+    fn command_with(&self, config: &Path, args: &[&str], log_name: &str) -> (Command, PathBuf) {
         let stderr_path = self.dir.path().join(log_name);
         let stderr = std::fs::OpenOptions::new()
             .create(true)
@@ -121,7 +125,7 @@ previous_secret = "{CLIENT2_PREVIOUS}"
             .expect("log file");
         let mut cmd = Command::new(BIN);
         cmd.arg("--config")
-            .arg(&self.config)
+            .arg(config)
             .args(args)
             .env("RUST_LOG", "debug,sqlx=warn,hyper=info")
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
@@ -162,7 +166,13 @@ previous_secret = "{CLIENT2_PREVIOUS}"
 
     /// Starts `mcpq worker` and waits until it has started.
     pub async fn spawn_worker(&self, n: usize) -> Proc {
-        let (mut cmd, stderr_path) = self.command(&["worker"], &format!("worker{n}.log"));
+        self.spawn_worker_with(n, &self.config.clone()).await
+    }
+
+    /// Starts `mcpq worker` with another config file (a different version of it).
+    pub async fn spawn_worker_with(&self, n: usize, config: &Path) -> Proc {
+        let (mut cmd, stderr_path) =
+            self.command_with(config, &["worker"], &format!("worker{n}.log"));
         let mut child = cmd.spawn().expect("spawn mcpq worker");
         let stdout = child.stdout.take().expect("stdout");
         let mut lines = BufReader::new(stdout).lines();

@@ -83,9 +83,20 @@ impl CommandRunner {
             .process_group(0)
             .kill_on_drop(true);
         let fd = progress_write.as_raw_fd();
-        // SAFETY: only async-signal-safe calls (dup2, fcntl) between fork and exec.
+        let parent = std::process::id() as libc::pid_t;
+        // SAFETY: only async-signal-safe calls (prctl, getppid, dup2, fcntl) between fork
+        // and exec.
         unsafe {
             cmd.pre_exec(move || {
+                // If the worker is killed outright (kill -9), its tool dies with it instead
+                // of running on unsupervised; the rescuer then applies the crash policy.
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if libc::getppid() != parent {
+                    // The worker died between fork and prctl.
+                    return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+                }
                 if fd == 3 {
                     // dup2 onto itself would keep close-on-exec set.
                     let flags = libc::fcntl(3, libc::F_GETFD);
