@@ -638,25 +638,35 @@ async fn http_tools_succeed_retry_and_fail_as_the_service_answers() {
 
 #[tokio::test]
 async fn a_sync_tool_over_its_concurrency_cap_answers_busy() {
-    let env = env_with(&sh_tool(
-        "slow",
-        "slow_sync.sh",
-        "mode = \"sync\"\nconcurrency = 1",
-    ));
-    let d = env.spawn_daemon().await;
-    let mut c1 = env.client(&d).await;
-    let mut c2 = env.client(&d).await;
-    let (a, b) = tokio::join!(c1.call("slow", args("{}")), async {
-        // Let the first call take the only slot.
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let env2 = c2.envelope("slow", args("{}"));
-        c2.send(&env2).await
-    });
-    let a = a.unwrap();
-    assert!(a.ok, "{}", a.raw);
-    let (http, b) = b.unwrap();
-    assert_eq!(b.error_code(), Some("busy"), "{}", b.raw);
-    assert_eq!(http, 503);
+    // The tool's own cap, then the daemon's cap on tool processes (worker.max_processes).
+    for (extra, max_processes) in [("concurrency = 1", "64"), ("concurrency = 2", "1")] {
+        let (_keep, dir) = scratch();
+        let running = dir.join("running");
+        let env = env_with(&sh_tool_argv(
+            "slow",
+            "slow_sync.sh",
+            &[&running],
+            &format!("mode = \"sync\"\n{extra}"),
+        ))
+        .set("MCPQ__WORKER__MAX_PROCESSES", max_processes);
+        let d = env.spawn_daemon().await;
+        let mut c1 = env.client(&d).await;
+        let mut c2 = env.client(&d).await;
+        let (a, b) = tokio::join!(c1.call("slow", args("{}")), async {
+            // Once the first call's process runs, it holds the only slot.
+            eventually(Duration::from_secs(20), "the first call runs", || async {
+                running.exists()
+            })
+            .await;
+            let env2 = c2.envelope("slow", args("{}"));
+            c2.send(&env2).await
+        });
+        let a = a.unwrap();
+        assert!(a.ok, "{}", a.raw);
+        let (http, b) = b.unwrap();
+        assert_eq!(b.error_code(), Some("busy"), "{extra}: {}", b.raw);
+        assert_eq!(http, 503);
+    }
 }
 
 #[tokio::test]

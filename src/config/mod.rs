@@ -134,6 +134,8 @@ pub struct JobSettings {
 #[derive(Debug, Deserialize, Clone)]
 pub struct WorkerSettings {
     pub concurrency: usize,
+    /// Command-tool processes one worker (or daemon) runs at once.
+    pub max_processes: usize,
     pub claim_batch: usize,
     pub idle_backoff_max_ms: u64,
     pub claim_interval_ms: u64,

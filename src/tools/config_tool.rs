@@ -40,7 +40,11 @@ pub struct ConfigTool {
 
 impl ConfigTool {
     /// Compiles the schemas and builds the runner; the tool is sync or job as its `mode` says.
-    pub fn build(def: &ToolDef, jobs: &JobSettings) -> Result<Tool, ConfigError> {
+    pub fn build(
+        def: &ToolDef,
+        jobs: &JobSettings,
+        process_slots: Arc<Semaphore>,
+    ) -> Result<Tool, ConfigError> {
         let schema = |key: &str, v: &serde_json::Value| {
             Schema::compile(v).map_err(|e| {
                 ConfigError::Invalid(format!(
@@ -75,7 +79,7 @@ impl ConfigTool {
         };
         let tool = ConfigTool {
             inner: Arc::new(Inner {
-                runner: Runner::build(def)?,
+                runner: Runner::build(def, process_slots)?,
                 def: def.clone(),
                 input,
                 output,
@@ -157,6 +161,9 @@ impl SyncTool for ConfigTool {
             match inner.attempt(&inv).await {
                 Ok(out) => Ok(Reply::ok(out)),
                 Err(JobError::Fatal(m)) => Err(CallError::ToolFailed(m)),
+                Err(JobError::Retryable(m)) if m == super::runner::command::BUSY => {
+                    Err(CallError::Busy(m))
+                }
                 Err(JobError::Retryable(m)) | Err(JobError::RetryAfter(m, _)) => {
                     Err(CallError::ToolUnavailable(m))
                 }

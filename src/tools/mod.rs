@@ -286,6 +286,9 @@ impl Registry {
             settings.server.demo_tools,
             settings.server.bench_tools,
         );
+        let process_slots = Arc::new(tokio::sync::Semaphore::new(
+            settings.worker.max_processes.max(1),
+        ));
         for def in &settings.tools {
             if r.get(&def.name).is_some() || RESERVED.contains(&def.name.as_str()) {
                 return Err(ConfigError::Invalid(format!(
@@ -293,7 +296,11 @@ impl Registry {
                     def.name
                 )));
             }
-            r.add(config_tool::ConfigTool::build(def, &settings.jobs)?);
+            r.add(config_tool::ConfigTool::build(
+                def,
+                &settings.jobs,
+                process_slots.clone(),
+            )?);
         }
         Ok(r)
     }

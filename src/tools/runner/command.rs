@@ -12,15 +12,19 @@
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, Semaphore};
 
 use super::{tail_text, Invocation};
 use crate::config::tools::Target;
 use crate::json::{self, Json, Object};
 use crate::tools::JobError;
+
+/// Starts the error of a sync call that found every process slot taken (`busy`).
+pub const BUSY: &str = "busy: every tool process slot of this daemon is in use";
 
 /// The exit code that asks for a retry (sysexits.h `EX_TEMPFAIL`).
 pub const EXIT_TEMPFAIL: i32 = 75;
@@ -34,6 +38,9 @@ const PIPE_DRAIN: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Clone)]
 pub struct CommandRunner {
+    /// Tool processes this process may run at once (`worker.max_processes`), shared by
+    /// every command tool of the registry.
+    slots: Arc<Semaphore>,
     argv: Vec<String>,
     env: Vec<(String, String)>,
     working_dir: std::path::PathBuf,
@@ -42,7 +49,7 @@ pub struct CommandRunner {
 }
 
 impl CommandRunner {
-    pub fn new(target: &Target, max_output: usize) -> Option<CommandRunner> {
+    pub fn new(target: &Target, max_output: usize, slots: Arc<Semaphore>) -> Option<CommandRunner> {
         match target {
             Target::Command {
                 argv,
@@ -50,6 +57,7 @@ impl CommandRunner {
                 working_dir,
                 kill_grace,
             } => Some(CommandRunner {
+                slots,
                 argv: argv.clone(),
                 env: env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
                 working_dir: working_dir.clone(),
@@ -60,8 +68,20 @@ impl CommandRunner {
         }
     }
 
-    /// Runs one attempt to its end.
+    /// Runs one attempt to its end. A job attempt waits for a free process slot (keeping
+    /// its lease); a sync call (no job id) does not wait: it is `busy`.
     pub async fn run(&self, inv: &Invocation<'_>) -> Result<Object, JobError> {
+        let _slot = if inv.job_id.is_some() {
+            tokio::select! {
+                p = self.slots.clone().acquire_owned() => p.map_err(|_| JobError::Retryable("shutting down".into()))?,
+                _ = inv.ctx.cancel.cancelled() => return Err(JobError::Fatal("cancelled".into())),
+            }
+        } else {
+            self.slots
+                .clone()
+                .try_acquire_owned()
+                .map_err(|_| JobError::Retryable(BUSY.into()))?
+        };
         let (progress_read, progress_write) = pipe().map_err(|e| {
             JobError::Retryable(format!(
                 "spawn_failed: cannot create the progress pipe: {e}"

@@ -11,7 +11,10 @@
 pub mod command;
 pub mod http;
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::sync::Semaphore;
 
 use crate::config::tools::{Target, ToolDef};
 use crate::config::ConfigError;
@@ -39,10 +42,11 @@ pub enum Runner {
 }
 
 impl Runner {
-    pub fn build(def: &ToolDef) -> Result<Runner, ConfigError> {
+    /// `process_slots` bounds the tool processes of this whole process (all command tools).
+    pub fn build(def: &ToolDef, process_slots: Arc<Semaphore>) -> Result<Runner, ConfigError> {
         match &def.target {
             Target::Command { .. } => {
-                command::CommandRunner::new(&def.target, def.max_output_bytes)
+                command::CommandRunner::new(&def.target, def.max_output_bytes, process_slots)
                     .map(Runner::Command)
                     .ok_or_else(|| {
                         ConfigError::Invalid(format!("tools.{}: not a command", def.name))
