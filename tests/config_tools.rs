@@ -406,8 +406,11 @@ async fn crash_story(policy: &str) -> (TestEnv, mcpq::client::Client, Daemon, St
     let id = start(&mut c, "charge", "{}").await;
     let tool_pids = pids_in(&pids).await;
     w1.kill9().await;
-    // The worker's tool does not outlive it.
-    all_gone(&tool_pids[..1]).await;
+    // A worker killed outright cannot end its tool's processes; under systemd the unit's
+    // cgroup is killed with it (KillMode=control-group). Do what systemd would.
+    // SAFETY: plain syscall on the tool's process group.
+    unsafe { libc::kill(-tool_pids[0], libc::SIGKILL) };
+    all_gone(&tool_pids).await;
     (env, c, d, id, log)
 }
 

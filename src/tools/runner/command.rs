@@ -10,15 +10,17 @@
 //! It must not log stdout or stderr (they may carry payloads), and it decides only how an
 //! attempt ended, not what happens to the job next.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::process::{ExitStatus, Stdio};
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::process::ExitStatus;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{oneshot, Semaphore};
 
-use super::{tail_text, Invocation};
+use super::{spawn, tail_text, Invocation};
 use crate::config::tools::Target;
 use crate::json::{self, Json, Object};
 use crate::tools::JobError;
@@ -42,8 +44,12 @@ pub struct CommandRunner {
     /// every command tool of the registry.
     slots: Arc<Semaphore>,
     argv: Vec<String>,
-    env: Vec<(String, String)>,
-    working_dir: std::path::PathBuf,
+    argv_c: Vec<CString>,
+    /// The tool's `env` as `KEY=VALUE`.
+    env_c: Vec<CString>,
+    /// Where a program named without a slash is looked for.
+    path: Option<String>,
+    cwd_c: CString,
     kill_grace: Duration,
     max_output: usize,
 }
@@ -59,13 +65,60 @@ impl CommandRunner {
             } => Some(CommandRunner {
                 slots,
                 argv: argv.clone(),
-                env: env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-                working_dir: working_dir.clone(),
+                // Config validation refuses NUL bytes in argv; env and paths are checked here.
+                argv_c: argv.iter().filter_map(|a| CString::new(a.as_str()).ok()).collect(),
+                env_c: env
+                    .iter()
+                    .filter_map(|(k, v)| CString::new(format!("{k}={v}")).ok())
+                    .collect(),
+                path: env
+                    .get("PATH")
+                    .cloned()
+                    .or_else(|| std::env::var("PATH").ok()),
+                cwd_c: CString::new(working_dir.as_os_str().as_bytes()).ok()?,
                 kill_grace: *kill_grace,
                 max_output,
             }),
             Target::Http { .. } => None,
         }
+    }
+
+    /// The tool's environment plus the `MCPQ_*` variables of this call.
+    fn envp(&self, inv: &Invocation<'_>) -> Vec<CString> {
+        let mut envp = self.env_c.clone();
+        for (k, v) in [
+            ("MCPQ_TOOL", inv.tool),
+            ("MCPQ_CLIENT_ID", inv.client_id),
+            ("MCPQ_JOB_ID", inv.job_id.unwrap_or("")),
+            ("MCPQ_ATTEMPT", &inv.attempt.to_string()),
+        ] {
+            if let Ok(c) = CString::new(format!("{k}={v}")) {
+                envp.push(c);
+            }
+        }
+        envp
+    }
+
+    /// The program to exec: `argv[0]` if it has a slash, else the first executable of that
+    /// name on the tool's `PATH` (its `env.PATH`, else this process's).
+    fn program(&self) -> std::io::Result<CString> {
+        let name = &self.argv[0];
+        let found = if name.contains('/') {
+            Some(std::path::PathBuf::from(name))
+        } else {
+            self.path.as_deref().unwrap_or("").split(':').find_map(|dir| {
+                let p = std::path::Path::new(if dir.is_empty() { "." } else { dir }).join(name);
+                let executable = std::fs::metadata(&p)
+                    .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+                    .unwrap_or(false);
+                executable.then_some(p)
+            })
+        };
+        let found = found.ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::NotFound, "not found on the tool's PATH")
+        })?;
+        CString::new(found.as_os_str().as_bytes())
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))
     }
 
     /// Runs one attempt to its end. A job attempt waits for a free process slot (keeping
@@ -82,80 +135,37 @@ impl CommandRunner {
                 .try_acquire_owned()
                 .map_err(|_| JobError::Retryable(BUSY.into()))?
         };
-        let (progress_read, progress_write) = pipe().map_err(|e| {
-            JobError::Retryable(format!(
-                "spawn_failed: cannot create the progress pipe: {e}"
-            ))
+        let envp = self.envp(inv);
+        let program = self.program().map_err(|e| {
+            JobError::Retryable(format!("spawn_failed: {}: {e}", self.argv[0]))
         })?;
-        let mut cmd = tokio::process::Command::new(&self.argv[0]);
-        cmd.args(&self.argv[1..])
-            .env_clear()
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .env("MCPQ_TOOL", inv.tool)
-            .env("MCPQ_CLIENT_ID", inv.client_id)
-            .env("MCPQ_JOB_ID", inv.job_id.unwrap_or(""))
-            .env("MCPQ_ATTEMPT", inv.attempt.to_string())
-            .current_dir(&self.working_dir)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            // Its own group, so the whole tree can be signalled at once.
-            .process_group(0)
-            .kill_on_drop(true);
-        let fd = progress_write.as_raw_fd();
-        let parent = std::process::id() as libc::pid_t;
-        // SAFETY: only async-signal-safe calls (prctl, getppid, dup2, fcntl) between fork
-        // and exec.
-        unsafe {
-            cmd.pre_exec(move || {
-                // If the worker is killed outright (kill -9), its tool dies with it instead
-                // of running on unsupervised; the rescuer then applies the crash policy.
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                if libc::getppid() != parent {
-                    // The worker died between fork and prctl.
-                    return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
-                }
-                if fd == 3 {
-                    // dup2 onto itself would keep close-on-exec set.
-                    let flags = libc::fcntl(3, libc::F_GETFD);
-                    if flags < 0 || libc::fcntl(3, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                } else if libc::dup2(fd, 3) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| JobError::Retryable(format!("spawn_failed: {}: {e}", self.argv[0])))?;
-        drop(progress_write);
-        let group = Group(child.id().map(|pid| pid as libc::pid_t));
+        let (mut child, pipes) = spawn::spawn(&spawn::Spec {
+            program: &program,
+            argv: &self.argv_c,
+            envp: &envp,
+            cwd: &self.cwd_c,
+        })
+        .map_err(|e| JobError::Retryable(format!("spawn_failed: {}: {e}", self.argv[0])))?;
+        let group = Group(Some(child.pgid()));
 
-        let stdin = child.stdin.take();
+        let mut stdin = pipes.stdin;
         let args = inv.args_json.to_string();
         let writer = tokio::spawn(async move {
-            if let Some(mut stdin) = stdin {
-                // A tool that exits without reading its stdin is not an error.
-                let _ = stdin.write_all(args.as_bytes()).await;
-                let _ = stdin.shutdown().await;
-            }
+            // A tool that exits without reading its stdin is not an error.
+            let _ = stdin.write_all(args.as_bytes()).await;
+            let _ = stdin.shutdown().await;
         });
         let (overflow_tx, overflow_rx) = oneshot::channel();
         let stdout = tokio::spawn(read_capped(
-            child.stdout.take(),
+            Some(pipes.stdout),
             self.max_output,
             overflow_tx,
         ));
-        let stderr = tokio::spawn(read_tail(child.stderr.take(), STDERR_TAIL_BYTES));
-        let progress = inv.ctx.clone();
+        let stderr = tokio::spawn(read_tail(Some(pipes.stderr), STDERR_TAIL_BYTES));
+        let progress_ctx = inv.ctx.clone();
+        let progress_rx = pipes.progress;
         let progress = tokio::spawn(async move {
-            if let Ok(rx) = tokio::net::unix::pipe::Receiver::from_owned_fd(progress_read) {
-                read_progress(rx, |p| progress.report_progress(p)).await;
-            }
+            read_progress(progress_rx, |p| progress_ctx.report_progress(p)).await;
         });
 
         enum End {
@@ -281,18 +291,6 @@ impl Drop for Group {
     fn drop(&mut self) {
         self.signal(libc::SIGKILL);
     }
-}
-
-/// A pipe with both ends close-on-exec: (read, write).
-fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0 as libc::c_int; 2];
-    // SAFETY: pipe2 fills both descriptors on success; each is owned exactly once below.
-    let r = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) };
-    if r != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: both descriptors were just created and are not owned elsewhere.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
 async fn join_within<T: Default>(h: tokio::task::JoinHandle<T>, limit: Duration) -> Option<T> {

@@ -10,6 +10,7 @@
 
 pub mod command;
 pub mod http;
+mod spawn;
 
 use std::sync::Arc;
 use std::time::Duration;
