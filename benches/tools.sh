@@ -80,24 +80,43 @@ command = ["/bin/cat"]
 [tools.static]
 description = "POSTs its arguments to a static endpoint"
 url = "http://127.0.0.1:$NGINX_PORT/static"
+
+[tools.static_sync]
+description = "The same, answered at once"
+mode = "sync"
+url = "http://127.0.0.1:$NGINX_PORT/static"
+concurrency = 64
 EOF
 echo '{"x":1}' > "$work/args.json"
 
+# The same parallelism as the spawn loop: P tool processes across the 2 workers.
 export MCPQ__DATABASE__PATH=$work/m.db MCPQ__SERVER__LISTEN=127.0.0.1:$PORT \
-       MCPQ__SERVER__EMBEDDED_WORKERS=0 RUST_LOG=warn
+       MCPQ__SERVER__EMBEDDED_WORKERS=0 MCPQ__SERVER__BENCH_TOOLS=true \
+       MCPQ__WORKER__MAX_PROCESSES=$((P / 2)) RUST_LOG=warn
 
-run_mcpq() { # TOOL -> prints jobs/s
+run_mcpq() { # TOOL [ARGS] -> prints jobs/s
   rm -f "$work"/m.db*
   "$MCPQ" --config "$work/tools.toml" serve > /dev/null 2>> "$work/err" & pids+=($!)
   wait_port "$PORT"
   for _ in 1 2; do "$MCPQ" --config "$work/tools.toml" worker > /dev/null 2>> "$work/err" & pids+=($!); done
   sleep 0.3
   out=$("$MCPQ" --config "$work/tools.toml" bench e2e --url "http://127.0.0.1:$PORT" \
-        -n "$N" -c "$P" --tool "$1" --args '{"x":1}' --first-poll-after 0 | tail -1)
+        -n "$N" -c "$P" --tool "$1" --args "${2:-{\"x\":1\}}" --first-poll-after 0 | tail -1)
   stop_all
   echo "$out" >&2
   case $out in *" 0 failed"*) ;; *) echo "jobs failed: $out" >&2; exit 1 ;; esac
   echo "$out" | sed -E 's/.*: ([0-9]+) jobs\/s.*/\1/'
+}
+
+run_sync() { # -> sync calls/s of the HTTP tool in mode = "sync"
+  rm -f "$work"/m.db*
+  "$MCPQ" --config "$work/tools.toml" serve > /dev/null 2>> "$work/err" & pids+=($!)
+  wait_port "$PORT"
+  out=$("$MCPQ" --config "$work/tools.toml" bench sync --url "http://127.0.0.1:$PORT" \
+        -c "$P" -d 5 --tool static_sync --args '{"x":1}' | tail -1)
+  stop_all
+  echo "$out" >&2
+  echo "$out" | sed -E 's/.*: ([0-9]+) req\/s.*/\1/'
 }
 
 run_spawn() { # -> processes/s spawning /bin/cat with P at once
@@ -119,18 +138,24 @@ EOF
 
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 
-: > "$work/cat"; : > "$work/spawn"; : > "$work/static"; : > "$work/wrk"
+: > "$work/cat"; : > "$work/spawn"; : > "$work/static"; : > "$work/wrk"; : > "$work/noop"; : > "$work/sync"
 for r in $(seq 1 "$RUNS"); do
   echo "--- run $r of $RUNS" >&2
   run_spawn >> "$work/spawn"
   run_mcpq cat >> "$work/cat"
   run_wrk >> "$work/wrk"
   run_mcpq static >> "$work/static"
+  run_mcpq noop '{}' >> "$work/noop"
+  run_sync >> "$work/sync"
 done
 spawn=$(median < "$work/spawn"); cat_=$(median < "$work/cat")
-wrk_=$(median < "$work/wrk"); static=$(median < "$work/static")
-echo "runs: spawn $(paste -sd/ "$work/spawn")  cat $(paste -sd/ "$work/cat")  wrk $(paste -sd/ "$work/wrk")  static $(paste -sd/ "$work/static")"
+wrk_=$(median < "$work/wrk"); static=$(median < "$work/static"); noop=$(median < "$work/noop"); sync=$(median < "$work/sync")
+echo "runs: spawn $(paste -sd/ "$work/spawn")  cat $(paste -sd/ "$work/cat")  wrk $(paste -sd/ "$work/wrk")  static $(paste -sd/ "$work/static")  noop $(paste -sd/ "$work/noop")  sync $(paste -sd/ "$work/sync")"
 printf 'command tool /bin/cat, %d jobs, 2 workers: %s jobs/s vs xargs -P %d spawn %s/s: %.2fx (target >= 0.8x)\n' \
   "$N" "$cat_" "$P" "$spawn" "$(echo "$cat_ / $spawn" | bc -l)"
 printf 'http tool vs nginx static, %d jobs, 2 workers: %s jobs/s vs wrk -c %d %s req/s: %.2fx (target >= 0.5x)\n' \
   "$N" "$static" "$P" "$wrk_" "$(echo "$static / $wrk_" | bc -l)"
+printf 'http tool in mode = "sync", c=%d: %s calls/s vs wrk %s req/s: %.2fx\n' \
+  "$P" "$sync" "$wrk_" "$(echo "$sync / $wrk_" | bc -l)"
+printf 'the queue itself (built-in no-op job tool), %d jobs, 2 workers: %s jobs/s; http tool %.2fx of it\n' \
+  "$N" "$noop" "$(echo "$static / $noop" | bc -l)"

@@ -4,6 +4,8 @@
 --   definition it was not accepted with. Jobs from before this migration ran built-in tools.
 -- * `on_crash`: the tool's crash policy, fixed at acceptance so the rescuer (in any process,
 --   whatever its configuration) applies the promise the caller was given.
+-- * `capped`: the tool has a concurrency limit (part of its definition), so only such jobs
+--   enter the per-tool claim index below and other jobs pay nothing for it.
 -- * state `in_doubt`: a `hold` job whose worker died mid-attempt, waiting for an operator.
 -- SQLite cannot change a CHECK constraint in place, so the table is rebuilt; the enqueue
 -- trigger names the table and is dropped and recreated around the swap.
@@ -31,7 +33,8 @@ CREATE TABLE jobs_v5 (
     started_at       INTEGER,
     finished_at      INTEGER,
     def              TEXT    NOT NULL,
-    on_crash         TEXT    NOT NULL DEFAULT 'retry' CHECK (on_crash IN ('retry','fail','hold'))
+    on_crash         TEXT    NOT NULL DEFAULT 'retry' CHECK (on_crash IN ('retry','fail','hold')),
+    capped           INTEGER NOT NULL DEFAULT 0
 );
 INSERT INTO jobs_v5 (seq, id, client_id, tool, args, state, attempt, max_attempts, run_at,
                      lease_owner, lease_expires_at, fence, cancel_requested, progress, result,
@@ -48,18 +51,22 @@ CREATE INDEX jobs_leases ON jobs (lease_expires_at) WHERE state = 'running';
 CREATE INDEX jobs_finished ON jobs (finished_at) WHERE finished_at IS NOT NULL;
 CREATE UNIQUE INDEX jobs_idempotency ON jobs (client_id, idempotency_key) WHERE idempotency_key IS NOT NULL;
 -- A tool with a concurrency limit is claimed on its own (claim_tool.sql): this index finds
--- its queued jobs without walking other tools' backlog.
-CREATE INDEX jobs_queued_tool ON jobs (tool, run_at, seq) WHERE state = 'queued';
+-- its queued jobs without walking other tools' backlog. Only capped jobs are in it: an
+-- index over every queued job cost 9% of the drain rate (BENCHMARKS.md).
+CREATE INDEX jobs_queued_tool ON jobs (tool, run_at, seq) WHERE state = 'queued' AND capped = 1;
+-- ... and counts its running jobs without walking every running job.
+CREATE INDEX jobs_running_tool ON jobs (tool) WHERE state = 'running' AND capped = 1;
 -- In-doubt jobs wait for an operator; finding them must not scan the table.
 CREATE INDEX jobs_in_doubt ON jobs (seq) WHERE state = 'in_doubt';
 
--- Positional rows: [id, client, tool, args, max_attempts, created_at, idempotency_key, def, on_crash].
+-- Positional rows: [id, client, tool, args, max_attempts, created_at, idempotency_key, def,
+-- on_crash, capped].
 CREATE TRIGGER enqueue_batch_insert INSTEAD OF INSERT ON enqueue_batch
 BEGIN
     INSERT INTO nonce_batches (expires_ms, batch, entries)
     SELECT NEW.nonce_expires_ms, random(), NEW.nonce_entries WHERE NEW.nonce_entries IS NOT NULL;
-    INSERT INTO jobs (id, client_id, tool, args, state, max_attempts, run_at, idempotency_key, created_at, def, on_crash)
+    INSERT INTO jobs (id, client_id, tool, args, state, max_attempts, run_at, idempotency_key, created_at, def, on_crash, capped)
     SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, 'queued',
-           value ->> 4, value ->> 5, value ->> 6, value ->> 5, value ->> 7, value ->> 8
+           value ->> 4, value ->> 5, value ->> 6, value ->> 5, value ->> 7, value ->> 8, value ->> 9
     FROM json_each(NEW.jobs_json);
 END;

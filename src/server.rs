@@ -161,6 +161,7 @@ impl App {
                     created_at: now,
                     def: policy.definition,
                     on_crash: policy.on_crash,
+                    capped: policy.concurrency.is_some(),
                 };
                 let enqueued = self.store.enqueue(job).await.map_err(internal)?;
                 self.job_added.notify_waiters();

@@ -77,6 +77,7 @@ fn new_job(client: &ClientId, created_at: i64, key: Option<&str>) -> NewJob {
         created_at,
         def: DEF.to_string(),
         on_crash: CrashPolicy::Retry,
+        capped: false,
     }
 }
 
@@ -97,6 +98,7 @@ fn job_of(client: &ClientId, at: i64, tool: &str, def: &str, on_crash: CrashPoli
         tool: tool.to_string(),
         def: def.to_string(),
         on_crash,
+        capped: tool == "capped",
         ..new_job(client, at, None)
     }
 }
@@ -2097,6 +2099,45 @@ mod sqlite_only {
         assert!(
             !plan.iter().any(|d| d.starts_with("SCAN jobs")),
             "the claim scans the jobs table: {plan:#?}"
+        );
+    }
+
+    /// SQLite-specific: a capped tool's claim finds its jobs through its own index, never
+    /// walking other tools' backlog or counting finished rows.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn sqlite_capped_claim_plan_uses_jobs_queued_tool() {
+        let fx = sqlite::fixture().await;
+        let opts = SqliteConnectOptions::new().filename(&fx.settings.path);
+        let mut conn = SqliteConnection::connect_with(&opts).await.unwrap();
+        let q = format!(
+            "EXPLAIN QUERY PLAN {}",
+            include_str!("../src/store/sql/claim_tool.sql")
+        );
+        let plan: Vec<String> = sqlx::query(&q)
+            .bind("w")
+            .bind(T0)
+            .bind(2i64)
+            .bind(LEASE)
+            .bind("capped")
+            .bind(r#"["capped:1"]"#)
+            .bind(10i64)
+            .fetch_all(&mut conn)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get::<String, _>("detail"))
+            .collect();
+        assert!(
+            plan.iter().any(|d| d.contains("jobs_queued_tool")),
+            "the capped claim does not use jobs_queued_tool: {plan:#?}"
+        );
+        assert!(
+            plan.iter().any(|d| d.contains("jobs_running_tool")),
+            "the capped claim counts running jobs without jobs_running_tool: {plan:#?}"
+        );
+        assert!(
+            !plan.iter().any(|d| d.starts_with("SCAN jobs")),
+            "the capped claim scans jobs: {plan:#?}"
         );
     }
 

@@ -55,6 +55,9 @@ pub struct NewJob {
     /// has this exact definition claims the job.
     pub def: String,
     pub on_crash: CrashPolicy,
+    /// The tool has a concurrency limit: the job is claimed only through
+    /// [`ClaimFilter::capped`].
+    pub capped: bool,
 }
 
 /// Result of an enqueue: a new job, or the existing one with the same idempotency key.

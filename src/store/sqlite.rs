@@ -687,8 +687,8 @@ impl Rows {
     }
 }
 
-/// `[id, client, tool, args, max_attempts, created_at, idempotency_key, def, on_crash]`
-/// (migration 0005).
+/// `[id, client, tool, args, max_attempts, created_at, idempotency_key, def, on_crash,
+/// capped]` (migration 0005).
 fn push_job(rows: &mut Rows, j: &NewJob) {
     rows.row()
         .str(&j.id.0)
@@ -699,7 +699,8 @@ fn push_job(rows: &mut Rows, j: &NewJob) {
         .int(j.created_at)
         .opt_str(j.idempotency_key.as_deref())
         .str(&j.def)
-        .str(j.on_crash.as_str());
+        .str(j.on_crash.as_str())
+        .int(i64::from(j.capped));
 }
 
 /// Nonce records packed for one `nonce_batches` row: 16-byte digest + big-endian i64 expiry each.
@@ -1448,7 +1449,8 @@ pub async fn bench_fill_noop(store: &SqliteStore, n: usize) -> Result<(), StoreE
                 .int(now)
                 .opt_str(None)
                 .str(&crate::tools::builtin_definition("noop"))
-                .str("retry");
+                .str("retry")
+                .int(0);
         }
         let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
         sqlx::query(sql::INSERT_JOBS)

@@ -66,7 +66,10 @@ impl CommandRunner {
                 slots,
                 argv: argv.clone(),
                 // Config validation refuses NUL bytes in argv; env and paths are checked here.
-                argv_c: argv.iter().filter_map(|a| CString::new(a.as_str()).ok()).collect(),
+                argv_c: argv
+                    .iter()
+                    .filter_map(|a| CString::new(a.as_str()).ok())
+                    .collect(),
                 env_c: env
                     .iter()
                     .filter_map(|(k, v)| CString::new(format!("{k}={v}")).ok())
@@ -106,13 +109,17 @@ impl CommandRunner {
         let found = if name.contains('/') {
             Some(std::path::PathBuf::from(name))
         } else {
-            self.path.as_deref().unwrap_or("").split(':').find_map(|dir| {
-                let p = std::path::Path::new(if dir.is_empty() { "." } else { dir }).join(name);
-                let executable = std::fs::metadata(&p)
-                    .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-                    .unwrap_or(false);
-                executable.then_some(p)
-            })
+            self.path
+                .as_deref()
+                .unwrap_or("")
+                .split(':')
+                .find_map(|dir| {
+                    let p = std::path::Path::new(if dir.is_empty() { "." } else { dir }).join(name);
+                    let executable = std::fs::metadata(&p)
+                        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+                        .unwrap_or(false);
+                    executable.then_some(p)
+                })
         };
         let found = found.ok_or_else(|| {
             std::io::Error::new(std::io::ErrorKind::NotFound, "not found on the tool's PATH")
@@ -136,9 +143,9 @@ impl CommandRunner {
                 .map_err(|_| JobError::Retryable(BUSY.into()))?
         };
         let envp = self.envp(inv);
-        let program = self.program().map_err(|e| {
-            JobError::Retryable(format!("spawn_failed: {}: {e}", self.argv[0]))
-        })?;
+        let program = self
+            .program()
+            .map_err(|e| JobError::Retryable(format!("spawn_failed: {}: {e}", self.argv[0])))?;
         let (mut child, pipes) = spawn::spawn(&spawn::Spec {
             program: &program,
             argv: &self.argv_c,

@@ -80,11 +80,9 @@ pub fn spawn(spec: &Spec<'_>) -> io::Result<(Child, Pipes)> {
     let (stderr_r, stderr_w) = high_pipe()?;
     let (progress_r, progress_w) = high_pipe()?;
 
-    let mut argv: Vec<*mut libc::c_char> =
-        spec.argv.iter().map(|a| a.as_ptr() as *mut _).collect();
+    let mut argv: Vec<*mut libc::c_char> = spec.argv.iter().map(|a| a.as_ptr() as *mut _).collect();
     argv.push(std::ptr::null_mut());
-    let mut envp: Vec<*mut libc::c_char> =
-        spec.envp.iter().map(|e| e.as_ptr() as *mut _).collect();
+    let mut envp: Vec<*mut libc::c_char> = spec.envp.iter().map(|e| e.as_ptr() as *mut _).collect();
     envp.push(std::ptr::null_mut());
 
     let mut pid: libc::pid_t = 0;
@@ -105,7 +103,11 @@ pub fn spawn(spec: &Spec<'_>) -> io::Result<(Child, Pipes)> {
                 (stderr_w.as_raw_fd(), 2),
                 (progress_w.as_raw_fd(), 3),
             ] {
-                check(libc::posix_spawn_file_actions_adddup2(&mut fa, src, dst as RawFd))?;
+                check(libc::posix_spawn_file_actions_adddup2(
+                    &mut fa,
+                    src,
+                    dst as RawFd,
+                ))?;
             }
             check(libc::posix_spawn_file_actions_addchdir_np(
                 &mut fa,
