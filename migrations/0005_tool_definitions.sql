@@ -1,9 +1,12 @@
 -- Config-declared tools (docs/TOOLS.md):
--- * `def`: the definition a job was accepted under ("builtin:NAME:1" or "NAME:<hash>"). A
---   worker claims only jobs whose definition it has, so during a rollout no job runs under a
---   definition it was not accepted with. Jobs from before this migration ran built-in tools.
--- * `on_crash`: the tool's crash policy, fixed at acceptance so the rescuer (in any process,
---   whatever its configuration) applies the promise the caller was given.
+-- * `def`: the version of the tool's definition a job was accepted under ("1" for built-in
+--   tools, 16 hex digits of a digest for config tools). A worker claims only jobs whose
+--   (tool, def) it has, so during a rollout no job runs under a definition it was not
+--   accepted with. Jobs from before this migration ran built-in tools.
+-- * `on_crash`: the tool's crash policy (0 retry, 1 fail, 2 hold), fixed at acceptance so the
+--   rescuer (in any process, whatever its configuration) applies the promise the caller got.
+-- Both are short on purpose: every byte of a row is written at enqueue, claim and completion
+-- (as text, "builtin:NAME:1" and 'retry' cost 10% of the enqueue and drain rates).
 -- * `capped`: the tool has a concurrency limit (part of its definition), so only such jobs
 --   enter the per-tool claim index below and other jobs pay nothing for it.
 -- * state `in_doubt`: a `hold` job whose worker died mid-attempt, waiting for an operator.
@@ -33,7 +36,7 @@ CREATE TABLE jobs_v5 (
     started_at       INTEGER,
     finished_at      INTEGER,
     def              TEXT    NOT NULL,
-    on_crash         TEXT    NOT NULL DEFAULT 'retry' CHECK (on_crash IN ('retry','fail','hold')),
+    on_crash         INTEGER NOT NULL DEFAULT 0 CHECK (on_crash IN (0, 1, 2)),
     capped           INTEGER NOT NULL DEFAULT 0
 );
 INSERT INTO jobs_v5 (seq, id, client_id, tool, args, state, attempt, max_attempts, run_at,
@@ -41,7 +44,7 @@ INSERT INTO jobs_v5 (seq, id, client_id, tool, args, state, attempt, max_attempt
                      errors, idempotency_key, created_at, started_at, finished_at, def, on_crash)
 SELECT seq, id, client_id, tool, args, state, attempt, max_attempts, run_at,
        lease_owner, lease_expires_at, fence, cancel_requested, progress, result,
-       errors, idempotency_key, created_at, started_at, finished_at, 'builtin:' || tool || ':1', 'retry'
+       errors, idempotency_key, created_at, started_at, finished_at, '1', 0
 FROM jobs;
 DROP TABLE jobs;
 ALTER TABLE jobs_v5 RENAME TO jobs;

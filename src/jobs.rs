@@ -161,6 +161,24 @@ impl CrashPolicy {
         })
     }
 
+    /// How the store keeps it (a small integer: rows stay short).
+    pub fn code(self) -> i64 {
+        match self {
+            CrashPolicy::Retry => 0,
+            CrashPolicy::Fail => 1,
+            CrashPolicy::Hold => 2,
+        }
+    }
+
+    pub fn from_code(code: i64) -> Option<CrashPolicy> {
+        Some(match code {
+            0 => CrashPolicy::Retry,
+            1 => CrashPolicy::Fail,
+            2 => CrashPolicy::Hold,
+            _ => return None,
+        })
+    }
+
     /// The fate of a job whose worker was lost during attempt `attempt` of `max_attempts`.
     pub fn after_worker_lost(
         self,
@@ -330,6 +348,7 @@ mod tests {
         );
         for c in [CrashPolicy::Retry, CrashPolicy::Fail, CrashPolicy::Hold] {
             assert_eq!(CrashPolicy::parse(c.as_str()), Some(c));
+            assert_eq!(CrashPolicy::from_code(c.code()), Some(c));
         }
     }
 

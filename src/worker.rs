@@ -126,7 +126,7 @@ impl UnknownDefinitions {
     fn new(filter: &ClaimFilter) -> UnknownDefinitions {
         let mut known = filter.defs.clone();
         for c in &filter.capped {
-            known.extend(c.defs.iter().cloned());
+            known.extend(c.defs.iter().map(|d| ClaimFilter::key(&c.tool, d)));
         }
         UnknownDefinitions {
             known,

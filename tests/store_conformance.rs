@@ -82,12 +82,12 @@ fn new_job(client: &ClientId, created_at: i64, key: Option<&str>) -> NewJob {
 }
 
 /// The definition `new_job` records; [`any`] admits it.
-const DEF: &str = "builtin:start_long_task:1";
+const DEF: &str = "1";
 
 /// A claim filter admitting `new_job`'s jobs (a worker that has their definition).
 fn any() -> ClaimFilter {
     ClaimFilter {
-        defs: vec![DEF.to_string()],
+        defs: vec![ClaimFilter::key("start_long_task", DEF)],
         capped: Vec::new(),
     }
 }
@@ -1713,8 +1713,8 @@ pub mod cases {
         let s = &*s;
         let mut obs = Observer::new();
         let alice = client("alice");
-        let old = job_of(&alice, T0, "t", "t:old", CrashPolicy::Retry);
-        let new = job_of(&alice, T0 + 1, "t", "t:new", CrashPolicy::Retry);
+        let old = job_of(&alice, T0, "t", "old", CrashPolicy::Retry);
+        let new = job_of(&alice, T0 + 1, "t", "new", CrashPolicy::Retry);
         let (old_id, new_id) = (old.id.clone(), new.id.clone());
         for j in [old, new] {
             s.enqueue(j).await.unwrap();
@@ -1739,7 +1739,7 @@ pub mod cases {
             .unknown_definitions(&["t:new".to_string()], T0 + 10, 10)
             .await
             .unwrap();
-        assert_eq!(unknown, vec![("t".to_string(), "t:old".to_string())]);
+        assert_eq!(unknown, vec![("t".to_string(), "old".to_string())]);
         // Not yet due: not reported.
         assert!(s
             .unknown_definitions(&["t:new".to_string()], T0 - 1, 10)
@@ -1770,16 +1770,10 @@ pub mod cases {
         let other = fx.open_another().await;
         let alice = client("alice");
         for i in 0..20 {
-            s.enqueue(job_of(
-                &alice,
-                T0 + i,
-                "capped",
-                "capped:1",
-                CrashPolicy::Retry,
-            ))
-            .await
-            .unwrap();
-            s.enqueue(job_of(&alice, T0 + i, "free", "free:1", CrashPolicy::Retry))
+            s.enqueue(job_of(&alice, T0 + i, "capped", "1", CrashPolicy::Retry))
+                .await
+                .unwrap();
+            s.enqueue(job_of(&alice, T0 + i, "free", "1", CrashPolicy::Retry))
                 .await
                 .unwrap();
         }
@@ -1788,7 +1782,7 @@ pub mod cases {
             capped: vec![CappedTool {
                 tool: "capped".into(),
                 limit: 3,
-                defs: vec!["capped:1".into()],
+                defs: vec!["1".into()],
             }],
         };
         let now = T0 + 100;
@@ -1847,7 +1841,7 @@ pub mod cases {
             .into_iter()
             .enumerate()
         {
-            let j = job_of(&alice, T0 + i as i64, "t", "t:1", p);
+            let j = job_of(&alice, T0 + i as i64, "t", "1", p);
             ids_by.push((p, j.id.clone()));
             s.enqueue(j).await.unwrap();
             obs.created(s, &alice, &ids_by[i].1).await;
@@ -1904,7 +1898,7 @@ pub mod cases {
         };
         let mut held = Vec::new();
         for i in 0..2 {
-            let mut j = job_of(&alice, T0 + i, "pay", "pay:1", CrashPolicy::Hold);
+            let mut j = job_of(&alice, T0 + i, "pay", "1", CrashPolicy::Hold);
             j.max_attempts = 1;
             held.push(j.id.clone());
             s.enqueue(j).await.unwrap();
@@ -2119,7 +2113,7 @@ mod sqlite_only {
             .bind(2i64)
             .bind(LEASE)
             .bind("capped")
-            .bind(r#"["capped:1"]"#)
+            .bind(r#"["1"]"#)
             .bind(10i64)
             .fetch_all(&mut conn)
             .await

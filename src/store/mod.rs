@@ -172,10 +172,17 @@ pub struct ExpiredLease {
 /// limit only while fewer than the limit run across all workers.
 #[derive(Debug, Clone, Default)]
 pub struct ClaimFilter {
-    /// Definitions of tools without a concurrency limit.
+    /// `tool:definition` ([`ClaimFilter::key`]) of each tool without a concurrency limit.
     pub defs: Vec<String>,
     /// Tools with a limit: (tool, limit, that tool's definitions this worker has).
     pub capped: Vec<CappedTool>,
+}
+
+impl ClaimFilter {
+    /// How a (tool, definition) pair is named in [`ClaimFilter::defs`].
+    pub fn key(tool: &str, definition: &str) -> String {
+        format!("{tool}:{definition}")
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -252,8 +259,8 @@ pub trait Store: Send + Sync + 'static {
         filter: &'a ClaimFilter,
     ) -> BoxFuture<'a, Result<Vec<ClaimedJob>, StoreError>>;
 
-    /// (tool, definition) of due queued jobs whose definition is not in `known` (at most
-    /// `limit`), so a worker can say which jobs it is leaving to others.
+    /// (tool, definition) of due queued jobs whose `tool:definition` is not in `known` (at
+    /// most `limit`), so a worker can say which jobs it is leaving to others.
     fn unknown_definitions<'a>(
         &'a self,
         known: &'a [String],

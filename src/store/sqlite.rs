@@ -699,7 +699,7 @@ fn push_job(rows: &mut Rows, j: &NewJob) {
         .int(j.created_at)
         .opt_str(j.idempotency_key.as_deref())
         .str(&j.def)
-        .str(j.on_crash.as_str())
+        .int(j.on_crash.code())
         .int(i64::from(j.capped));
 }
 
@@ -865,7 +865,7 @@ fn records_from_json(text: &str) -> Result<HashMap<String, JobRecord>, StoreErro
             v => int(v, name).map(Some),
         };
         let state = text(state, "state")?;
-        let on_crash = text(on_crash, "on_crash")?;
+        let on_crash = int(on_crash, "on_crash")?;
         let rec = JobRecord {
             id: JobId(text(id, "id")?),
             client_id: ClientId(text(client_id, "client_id")?),
@@ -887,8 +887,8 @@ fn records_from_json(text: &str) -> Result<HashMap<String, JobRecord>, StoreErro
             started_at: opt_int(started_at, "started_at")?,
             finished_at: opt_int(finished_at, "finished_at")?,
             def: text(def, "def")?,
-            on_crash: CrashPolicy::parse(&on_crash)
-                .ok_or_else(|| corrupt(&format!("on_crash {on_crash:?}")))?,
+            on_crash: CrashPolicy::from_code(on_crash)
+                .ok_or_else(|| corrupt(&format!("on_crash {on_crash}")))?,
         };
         out.insert(rec.id.0.clone(), rec);
     }
@@ -1328,14 +1328,14 @@ impl Store for SqliteStore {
                 .await?;
             rows.iter()
                 .map(|r| {
-                    let on_crash: &str = r.try_get(4)?;
+                    let on_crash: i64 = r.try_get(4)?;
                     Ok(ExpiredLease {
                         id: JobId(r.try_get(0)?),
                         fence: r.try_get(1)?,
                         attempt: r.try_get::<i64, _>(2)? as u32,
                         max_attempts: r.try_get::<i64, _>(3)? as u32,
-                        on_crash: CrashPolicy::parse(on_crash)
-                            .ok_or_else(|| StoreError::Corrupt(format!("on_crash {on_crash:?}")))?,
+                        on_crash: CrashPolicy::from_code(on_crash)
+                            .ok_or_else(|| StoreError::Corrupt(format!("on_crash {on_crash}")))?,
                     })
                 })
                 .collect()
@@ -1448,8 +1448,8 @@ pub async fn bench_fill_noop(store: &SqliteStore, n: usize) -> Result<(), StoreE
                 .int(3)
                 .int(now)
                 .opt_str(None)
-                .str(&crate::tools::builtin_definition("noop"))
-                .str("retry")
+                .str(crate::tools::BUILTIN_DEFINITION)
+                .int(CrashPolicy::Retry.code())
                 .int(0);
         }
         let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
@@ -1470,7 +1470,7 @@ mod tests {
 
     #[test]
     fn group_read_rows_decode_and_reject_anything_malformed() {
-        let row = r#"["0193b3c4-5d6e-7f80-9a1b-000000000001","alice","start_long_task","{}","running",1,3,10,"w1",40,2,0,"{\"p\":1}",null,"[]",null,5,6,null,"builtin:start_long_task:1","hold"]"#;
+        let row = r#"["0193b3c4-5d6e-7f80-9a1b-000000000001","alice","start_long_task","{}","running",1,3,10,"w1",40,2,0,"{\"p\":1}",null,"[]",null,5,6,null,"1",2]"#;
         let found = records_from_json(&format!("[{row}]")).unwrap();
         let r = &found["0193b3c4-5d6e-7f80-9a1b-000000000001"];
         assert_eq!(r.client_id.0, "alice");
@@ -1488,7 +1488,7 @@ mod tests {
             r#"[["too","short"]]"#.to_string(),
             format!("[{}]", row.replace(r#""running""#, r#""exploded""#)),
             format!("[{}]", row.replace(",1,3,", r#","1",3,"#)),
-            format!("[{}]", row.replace(r#""hold""#, r#""maybe""#)),
+            format!("[{}]", row.replace(r#""1",2]"#, r#""1",7]"#)),
         ] {
             assert!(
                 matches!(records_from_json(&bad), Err(StoreError::Corrupt(_))),

@@ -153,7 +153,8 @@ impl JobCtx {
 /// How a job tool's jobs are stored, claimed and retried.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobPolicy {
-    /// Recorded on each job; only a worker with the same definition runs it.
+    /// The tool's version, recorded on each job; only a worker with the same version of
+    /// the tool runs it.
     pub definition: String,
     pub on_crash: CrashPolicy,
     /// `None`: `jobs.max_attempts`.
@@ -164,10 +165,8 @@ pub struct JobPolicy {
     pub concurrency: Option<u32>,
 }
 
-/// The definition id of a built-in tool (built-in tools change only with the binary).
-pub fn builtin_definition(name: &str) -> String {
-    format!("builtin:{name}:1")
-}
+/// The definition version of a built-in tool (built-in tools change only with the binary).
+pub const BUILTIN_DEFINITION: &str = "1";
 
 pub trait JobTool: Send + Sync + 'static {
     fn name(&self) -> &str;
@@ -178,7 +177,7 @@ pub trait JobTool: Send + Sync + 'static {
     }
     fn policy(&self) -> JobPolicy {
         JobPolicy {
-            definition: builtin_definition(self.name()),
+            definition: BUILTIN_DEFINITION.to_string(),
             on_crash: CrashPolicy::Retry,
             max_attempts: None,
             retry: None,
@@ -317,7 +316,7 @@ impl Registry {
             let Tool::Job(t) = t else { continue };
             let p = t.policy();
             match p.concurrency {
-                None => filter.defs.push(p.definition),
+                None => filter.defs.push(ClaimFilter::key(t.name(), &p.definition)),
                 Some(limit) => filter.capped.push(crate::store::CappedTool {
                     tool: t.name().to_string(),
                     limit,

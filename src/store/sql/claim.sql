@@ -1,4 +1,4 @@
--- ?5 = JSON array of the definitions this worker has (of tools without a concurrency
+-- ?5 = JSON array of `tool:definition` this worker has (of tools without a concurrency
 -- limit): a job accepted under any other definition is left for a worker that has it.
 UPDATE jobs
 SET state = 'running', attempt = attempt + 1, fence = fence + 1,
@@ -6,7 +6,7 @@ SET state = 'running', attempt = attempt + 1, fence = fence + 1,
     progress = NULL -- progress belongs to an attempt
 WHERE seq IN (
     SELECT seq FROM jobs
-    WHERE state = 'queued' AND run_at <= ?2 AND def IN (SELECT value FROM json_each(?5))
+    WHERE state = 'queued' AND run_at <= ?2 AND tool || ':' || def IN (SELECT value FROM json_each(?5))
     ORDER BY run_at, seq LIMIT ?3
 )
 -- One value per claimed job instead of seven: sqlx copies every returned value into its own
