@@ -170,11 +170,12 @@ impl E2eReport {
     }
 }
 
-/// How often a job that was not done yet is polled again.
-const REPOLL: Duration = Duration::from_millis(20);
+/// How often a job that was not done yet is polled again, by default.
+pub const REPOLL: Duration = Duration::from_millis(20);
 
 /// Enqueues `n` jobs over `connections` connections, then polls every job until it is done:
-/// first no sooner than `first_poll_after` after its enqueue, then every 20 ms (`REPOLL`).
+/// first no sooner than `first_poll_after` after its enqueue, then every `repoll` ([`REPOLL`]
+/// by default).
 pub async fn e2e(
     settings: ClientSettings,
     connections: usize,
@@ -182,6 +183,7 @@ pub async fn e2e(
     tool: String,
     args: Object,
     first_poll_after: Duration,
+    repoll: Duration,
 ) -> Result<E2eReport, crate::client::ClientError> {
     let start = Instant::now();
     let next = Arc::new(AtomicUsize::new(0));
@@ -242,7 +244,7 @@ pub async fn e2e(
                     Err(_) => {
                         ids.lock()
                             .unwrap_or_else(|p| p.into_inner())
-                            .push(Reverse((Instant::now() + REPOLL, id)));
+                            .push(Reverse((Instant::now() + repoll, id)));
                         continue;
                     }
                 };
@@ -254,7 +256,7 @@ pub async fn e2e(
                     _ => ids
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
-                        .push(Reverse((Instant::now() + REPOLL, id))),
+                        .push(Reverse((Instant::now() + repoll, id))),
                 }
             }
         }));

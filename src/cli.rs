@@ -155,6 +155,9 @@ enum BenchCommand {
         /// `seconds` argument, as a client that asked for that duration would wait; else 0]
         #[arg(long, value_name = "MS")]
         first_poll_after: Option<u64>,
+        /// Poll a job that is not done yet again after this long.
+        #[arg(long, value_name = "MS", default_value_t = crate::bench::REPOLL.as_millis() as u64)]
+        repoll: u64,
     },
     /// Fill the configured database with N no-op jobs, start W `mcpq worker` processes, time the drain.
     Drain {
@@ -345,6 +348,7 @@ async fn bench(
             tool,
             args,
             first_poll_after,
+            repoll,
         } => {
             let cs = target.apply(settings.client);
             let args = parse_args(&args)?;
@@ -363,6 +367,7 @@ async fn bench(
                 tool,
                 args,
                 Duration::from_millis(first_poll_after),
+                Duration::from_millis(repoll),
             )
             .await?;
             r.print(&label);

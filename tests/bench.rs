@@ -18,6 +18,7 @@ async fn e2e_bench_counts_only_jobs_that_really_finished() {
         "start_long_task".into(),
         args(r#"{"seconds":1}"#),
         Duration::from_millis(1000),
+        mcpq::bench::REPOLL,
     )
     .await
     .expect("bench ran");

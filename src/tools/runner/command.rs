@@ -146,13 +146,22 @@ impl CommandRunner {
         let program = self
             .program()
             .map_err(|e| JobError::Retryable(format!("spawn_failed: {}: {e}", self.argv[0])))?;
-        let (mut child, pipes) = spawn::spawn(&spawn::Spec {
-            program: &program,
-            argv: &self.argv_c,
-            envp: &envp,
-            cwd: &self.cwd_c,
+        // posix_spawn suspends the calling thread until the child has exec'd: off the
+        // runtime's threads, so other jobs' I/O goes on meanwhile.
+        let (argv, cwd) = (self.argv_c.clone(), self.cwd_c.clone());
+        let spawned = tokio::task::spawn_blocking(move || {
+            spawn::spawn(&spawn::Spec {
+                program: &program,
+                argv: &argv,
+                envp: &envp,
+                cwd: &cwd,
+            })
         })
-        .map_err(|e| JobError::Retryable(format!("spawn_failed: {}: {e}", self.argv[0])))?;
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))
+        .and_then(|r| r);
+        let (mut child, pipes) = spawned
+            .map_err(|e| JobError::Retryable(format!("spawn_failed: {}: {e}", self.argv[0])))?;
         let group = Group(Some(child.pgid()));
 
         let mut stdin = pipes.stdin;
