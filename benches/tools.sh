@@ -23,10 +23,10 @@ P=${P:-32}
 REPOLL=${REPOLL:-100}
 PORT=18787
 NGINX_PORT=18088
-MCPQ=$PWD/target/release/mcpq
+MCPQ=${MCPQ:-$PWD/target/release/mcpq}   # MCPQ=/path/to/another/build to A/B
 command -v nginx >/dev/null || { echo "needs nginx (apt-get install nginx-light)" >&2; exit 1; }
 command -v wrk >/dev/null || { echo "needs wrk (apt-get install wrk)" >&2; exit 1; }
-cargo build --release --quiet
+[ "$MCPQ" = "$PWD/target/release/mcpq" ] && cargo build --release --quiet
 
 work=$(mktemp -d)
 pids=()
@@ -50,6 +50,14 @@ wait_port() {
   echo "nothing listening on port $1" >&2
   return 1
 }
+
+# A process left over from another run would be measured instead of ours: refuse.
+for port in "$PORT" "$NGINX_PORT"; do
+  if (echo > "/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+    echo "port $port is already in use; stop whatever listens there first" >&2
+    exit 1
+  fi
+done
 
 # --- the static endpoint --------------------------------------------------------------
 mkdir -p "$work/nginx"
