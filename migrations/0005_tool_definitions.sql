@@ -35,7 +35,7 @@ CREATE TABLE jobs_v5 (
     created_at       INTEGER NOT NULL,
     started_at       INTEGER,
     finished_at      INTEGER,
-    def              TEXT    NOT NULL,
+    def              TEXT    NOT NULL DEFAULT '1',
     on_crash         INTEGER NOT NULL DEFAULT 0 CHECK (on_crash IN (0, 1, 2)),
     capped           INTEGER NOT NULL DEFAULT 0
 );
@@ -70,6 +70,9 @@ BEGIN
     SELECT NEW.nonce_expires_ms, random(), NEW.nonce_entries WHERE NEW.nonce_entries IS NOT NULL;
     INSERT INTO jobs (id, client_id, tool, args, state, max_attempts, run_at, idempotency_key, created_at, def, on_crash, capped)
     SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, 'queued',
-           value ->> 4, value ->> 5, value ->> 6, value ->> 5, value ->> 7, value ->> 8, value ->> 9
+           value ->> 4, value ->> 5, value ->> 6, value ->> 5,
+           -- A daemon of the previous release, still running during a rolling upgrade,
+           -- sends 7-element rows: its jobs are built-in tools with the default policy.
+           COALESCE(value ->> 7, '1'), COALESCE(value ->> 8, 0), COALESCE(value ->> 9, 0)
     FROM json_each(NEW.jobs_json);
 END;
