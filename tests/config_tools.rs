@@ -259,6 +259,35 @@ async fn cancelling_a_job_ends_its_process_and_grandchildren() {
 }
 
 #[tokio::test]
+async fn a_worker_stopping_ends_its_tools_after_the_grace_period_and_gives_the_job_back() {
+    let (_keep, dir) = scratch();
+    let pids = dir.join("pids");
+    let env = env_with(&sh_tool_argv(
+        "sleeper",
+        "sleeper.sh",
+        &[&pids],
+        "kill_grace_secs = 1",
+    ))
+    .set("MCPQ__WORKER__GRACE_PERIOD_MS", "300");
+    let d = env.spawn_daemon().await;
+    let mut w = env.spawn_worker(1).await;
+    let mut c = env.client(&d).await;
+    let id = start(&mut c, "sleeper", "{}").await;
+    let pids = pids_in(&pids).await;
+    assert!(w.sigterm().await.success(), "{}", w.logs());
+    // Nothing of the tool is left running once the worker has exited (SIGKILL is sent to
+    // the whole group before the worker exits; its delivery is only not instantaneous).
+    all_gone(&pids).await;
+    // A retry tool's job goes back to the queue without losing its attempt.
+    let r = c
+        .call("poll_job", args(&format!(r#"{{"job_id":"{id}"}}"#)))
+        .await
+        .unwrap();
+    assert_eq!(r.status, Status::Accepted, "{}", r.raw);
+    assert!(r.raw.contains(r#""attempt":0"#), "{}", r.raw);
+}
+
+#[tokio::test]
 async fn bad_output_fails_the_attempt_for_good() {
     let env = env_with(&format!(
         "{}{}{}",
@@ -555,12 +584,17 @@ fn requests(log: &Path) -> Vec<serde_json::Value> {
 async fn http_tools_succeed_retry_and_fail_as_the_service_answers() {
     let (_keep, dir) = scratch();
     let (_svc, base, log) = http_service(&dir).await;
+    let token = dir.join("token");
+    std::fs::write(&token, "Bearer s3cret-token\n").unwrap();
     let env = env_with(&format!(
         "{}{}{}{}{}{}",
         http_tool(
             "echo",
             &format!("{base}/echo"),
-            "headers = { X-Team = \"agents\" }"
+            &format!(
+                "headers = {{ X-Team = \"agents\" }}\nheader_files = {{ Authorization = \"{}\" }}",
+                token.display()
+            )
         ),
         http_tool("flaky", &format!("{base}/flaky"), ""),
         http_tool(
@@ -589,6 +623,10 @@ async fn http_tools_succeed_retry_and_fail_as_the_service_answers() {
     assert_eq!(headers.get("mcpq-job-id"), Some(&Json::str(&id)));
     assert_eq!(headers.get("mcpq-tool"), Some(&Json::str("echo")));
     assert_eq!(headers.get("x-team"), Some(&Json::str("agents")));
+    assert_eq!(
+        headers.get("authorization"),
+        Some(&Json::str("Bearer s3cret-token"))
+    );
 
     let id = start(&mut c, "flaky", "{}").await;
     let done = finish(&mut c, &id).await;
