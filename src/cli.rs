@@ -58,11 +58,23 @@ enum Command {
     },
     /// Apply database migrations and exit.
     Migrate,
+    /// Configuration: `mcpq config check` validates it (exit 0, or 1 with the error) and
+    /// prints the effective configuration with every secret redacted.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
     /// Load generators (see BENCHMARKS.md).
     Bench {
         #[command(subcommand)]
         command: BenchCommand,
     },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate the configuration (and every tool's schema) and print it, secrets redacted.
+    Check,
 }
 
 #[derive(Subcommand)]
@@ -246,6 +258,16 @@ fn shutdown_on_signals() -> Result<CancellationToken, AnyError> {
 }
 
 async fn run(cli: Cli) -> Result<ExitCode, AnyError> {
+    if let Command::Config {
+        command: ConfigCommand::Check,
+    } = &cli.command
+    {
+        let effective = Settings::effective_toml(cli.config.as_deref())?;
+        // Tools too: every schema must compile, every runner build.
+        Registry::from_settings(&Settings::load(cli.config.as_deref())?)?;
+        print!("{effective}");
+        return Ok(ExitCode::SUCCESS);
+    }
     let settings = Settings::load(cli.config.as_deref())?;
     match cli.command {
         Command::Serve => {
@@ -299,7 +321,7 @@ async fn run(cli: Cli) -> Result<ExitCode, AnyError> {
                 return Ok(ExitCode::from(2));
             }
         }
-        Command::Keys { .. } => {}
+        Command::Keys { .. } | Command::Config { .. } => {}
         Command::Migrate => {
             crate::store::sqlite::migrate_only(&settings.database).await?;
             println!("migrations applied to {}", settings.database.path.display());

@@ -159,3 +159,105 @@ async fn sigterm_right_after_readiness_is_a_clean_shutdown() {
         assert!(st.success(), "worker round {n}: {st}\n{}", w.logs());
     }
 }
+
+/// Runs `mcpq ARGS` with `toml` as the config file and `env` set; returns (success, stderr, stdout).
+fn run_with(toml: &str, args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("mcpq.toml");
+    std::fs::write(&config, toml).unwrap();
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(&config)
+        .args(args)
+        .env("MCPQ__DATABASE__PATH", dir.path().join("x.db"))
+        .env("MCPQ__SERVER__LISTEN", "127.0.0.1:0")
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    let db_created = dir.path().join("x.db").exists();
+    assert!(
+        out.status.success() || !db_created,
+        "a refused start must create nothing"
+    );
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn a_typo_in_the_config_file_stops_every_command_naming_the_key() {
+    for (toml, want) in [
+        (
+            "[sever]\nlisten = \"127.0.0.1:9\"\n",
+            "unknown section [sever] in ",
+        ),
+        (
+            "[database]\npaht = \"/tmp/elsewhere.db\"\n",
+            "unknown setting database.paht in ",
+        ),
+    ] {
+        for cmd in [
+            &["serve"][..],
+            &["worker"],
+            &["migrate"],
+            &["config", "check"],
+        ] {
+            let (ok, stderr, _) = run_with(toml, cmd, &[]);
+            assert!(!ok, "{cmd:?} accepted {toml:?}");
+            assert!(stderr.contains(want), "{cmd:?}: {stderr}");
+            assert!(
+                stderr.contains("mcpq.toml (did you mean"),
+                "{cmd:?}: {stderr}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_typo_in_an_environment_variable_stops_the_command_naming_the_variable() {
+    let (ok, stderr, _) = run_with("", &["serve"], &[("MCPQ__SERVER__LISTNE", "0.0.0.0:80")]);
+    assert!(!ok);
+    assert!(
+        stderr.contains(
+            "unknown setting server.listne in environment variable MCPQ__SERVER__LISTNE (did you mean server.listen?)"
+        ),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn config_check_prints_the_effective_configuration_with_secrets_redacted() {
+    let secret = "0123456789abcdef0123456789abcdef-not-for-print";
+    let toml = format!(
+        "[clients.ops]\nsecret = \"{secret}\"\n[tools.lookup]\ndescription = \"d\"\nurl = \"http://127.0.0.1:9/x\"\nheaders = {{ Authorization = \"Bearer tok-not-for-print\" }}\ninput_schema = {{ type = \"object\", additionalProperties = false }}\n"
+    );
+    let (ok, stderr, stdout) = run_with(
+        &toml,
+        &["config", "check"],
+        &[("MCPQ__JOBS__MAX_ATTEMPTS", "7")],
+    );
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("[clients.ops]"), "{stdout}");
+    assert!(
+        stdout.contains("max_attempts = 7"),
+        "the environment layer shows: {stdout}"
+    );
+    assert!(
+        stdout.contains("additionalProperties = false"),
+        "keys keep their case: {stdout}"
+    );
+    assert!(
+        !stdout.contains("not-for-print") && !stdout.contains("dev-only"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("<redacted>"));
+    // An invalid tool schema fails the check, like serve.
+    let (ok, stderr, _) = run_with(
+        "[tools.t]\ndescription = \"d\"\nurl = \"http://127.0.0.1:9/\"\ninput_schema = { type = \"nope\" }\n",
+        &["config", "check"],
+        &[],
+    );
+    assert!(!ok && stderr.contains("tools.t: input_schema"), "{stderr}");
+}

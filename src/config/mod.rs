@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+mod strict;
 pub mod tools;
 
 pub use tools::ToolDef;
@@ -186,6 +187,22 @@ pub struct Settings {
     pub tools: Vec<ToolDef>,
 }
 
+/// Replaces every secret value (keys ending in `secret`, and HTTP tools' inline `headers`).
+fn redact(t: &mut toml::Table) {
+    for (k, v) in t.iter_mut() {
+        match v {
+            toml::Value::Table(inner) if k == "headers" => {
+                for (_, hv) in inner.iter_mut() {
+                    *hv = toml::Value::String("<redacted>".into());
+                }
+            }
+            toml::Value::Table(inner) => redact(inner),
+            _ if k.ends_with("secret") => *v = toml::Value::String("<redacted>".into()),
+            _ => {}
+        }
+    }
+}
+
 fn load_secret(
     inline: &Option<String>,
     file: &Option<PathBuf>,
@@ -221,23 +238,56 @@ fn require_secret(s: Option<Secret>, what: &str) -> Result<Secret, ConfigError> 
 }
 
 impl Settings {
-    /// Loads defaults, then `file` if given, then the environment.
+    /// Loads defaults, then `file` if given, then the environment. An unknown section or
+    /// key, in the file or in an `MCPQ__…` variable, is an error naming it.
     pub fn load(file: Option<&Path>) -> Result<Settings, ConfigError> {
+        let raw: RawSettings = Settings::merged(file)?.try_deserialize()?;
+        Settings::from_raw(raw, tools::load(file)?)
+    }
+
+    /// The layers merged, after the strict checks.
+    fn merged(file: Option<&Path>) -> Result<config::Config, ConfigError> {
         let mut b = config::Config::builder().add_source(config::File::from_str(
             DEFAULT_TOML,
             config::FileFormat::Toml,
         ));
         if let Some(f) = file {
+            let text = std::fs::read_to_string(f)
+                .map_err(|e| ConfigError::Invalid(format!("cannot read {}: {e}", f.display())))?;
+            strict::check_file(&text, f)?;
             b = b.add_source(config::File::from(f).required(true));
         }
+        // Names only: a value that is not UTF-8 is the config crate's to refuse.
+        strict::check_env(
+            std::env::vars_os().filter_map(|(k, _)| Some((k.into_string().ok()?, String::new()))),
+        )?;
         b = b.add_source(
             config::Environment::with_prefix("MCPQ")
                 .prefix_separator("__")
                 .separator("__")
                 .try_parsing(true),
         );
-        let raw: RawSettings = b.build()?.try_deserialize()?;
-        Settings::from_raw(raw, tools::load(file)?)
+        Ok(b.build()?)
+    }
+
+    /// The effective configuration as TOML, every secret value redacted (`mcpq config
+    /// check`). Fails exactly when [`Settings::load`] would.
+    pub fn effective_toml(file: Option<&Path>) -> Result<String, ConfigError> {
+        Settings::load(file)?;
+        let mut merged: toml::Table = Settings::merged(file)?.try_deserialize()?;
+        // Tools as written (the layered view lowercases keys, and JSON Schema's are not).
+        merged.remove("tools");
+        if let Some(f) = file {
+            let text = std::fs::read_to_string(f)
+                .map_err(|e| ConfigError::Invalid(format!("cannot read {}: {e}", f.display())))?;
+            let doc: toml::Table = toml::from_str(&text)
+                .map_err(|e| ConfigError::Invalid(format!("{}: {e}", f.display())))?;
+            if let Some(t) = doc.get("tools") {
+                merged.insert("tools".into(), t.clone());
+            }
+        }
+        redact(&mut merged);
+        toml::to_string(&merged).map_err(|e| ConfigError::Invalid(e.to_string()))
     }
 
     fn from_raw(raw: RawSettings, tools: Vec<ToolDef>) -> Result<Settings, ConfigError> {
