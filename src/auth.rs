@@ -126,7 +126,9 @@ impl NonceCache {
 pub struct Authenticator {
     server_id: String,
     window_ms: i64,
-    clients: BTreeMap<String, ClientKeys>,
+    /// Swapped whole by a reload (key rotation without a restart); a request reads one
+    /// consistent table.
+    clients: arc_swap::ArcSwap<BTreeMap<String, ClientKeys>>,
     nonces: NonceCache,
 }
 
@@ -135,9 +137,14 @@ impl Authenticator {
         Authenticator {
             server_id,
             window_ms,
-            clients,
+            clients: arc_swap::ArcSwap::from_pointee(clients),
             nonces: NonceCache::default(),
         }
+    }
+
+    /// Replaces the client key table (a reload); the nonce set stays.
+    pub fn set_clients(&self, clients: BTreeMap<String, ClientKeys>) {
+        self.clients.store(std::sync::Arc::new(clients));
     }
 
     pub fn nonces(&self) -> &NonceCache {
@@ -163,8 +170,8 @@ impl Authenticator {
         if env.ts_ms > now_ms.saturating_add(self.window_ms) {
             return Err(CallError::FutureTimestamp(self.window_ms));
         }
-        let keys = self
-            .clients
+        let clients = self.clients.load();
+        let keys = clients
             .get(&env.client_id.0)
             .ok_or_else(|| CallError::UnknownClient(env.client_id.0.clone()))?;
         verify_signature(

@@ -257,6 +257,34 @@ fn shutdown_on_signals() -> Result<CancellationToken, AnyError> {
     Ok(token)
 }
 
+/// On SIGHUP, re-reads the configuration and hands it to `apply`; a configuration that
+/// does not load or apply is refused and the running one stays.
+///
+/// Registered before the caller announces readiness: SIGHUP's default action ends the
+/// process.
+fn reload_on_sighup(
+    config: Option<PathBuf>,
+    apply: impl Fn(Settings) -> Result<String, String> + Send + 'static,
+) -> Result<(), AnyError> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = signal(SignalKind::hangup()).map_err(|e| format!("cannot handle SIGHUP: {e}"))?;
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            let outcome = Settings::load(config.as_deref())
+                .map_err(|e| e.to_string())
+                .and_then(&apply);
+            match outcome {
+                Ok(summary) => tracing::info!(%summary, "configuration reloaded"),
+                Err(e) => tracing::error!(
+                    error = %e,
+                    "reload refused: the new configuration is invalid; the running one stays"
+                ),
+            }
+        }
+    });
+    Ok(())
+}
+
 async fn run(cli: Cli) -> Result<ExitCode, AnyError> {
     if let Command::Config {
         command: ConfigCommand::Check,
@@ -273,6 +301,10 @@ async fn run(cli: Cli) -> Result<ExitCode, AnyError> {
         Command::Serve => {
             let server = Server::build(settings).await?;
             let stop = shutdown_on_signals()?;
+            let reloader = server.reloader();
+            reload_on_sighup(cli.config.clone(), move |s| {
+                reloader.reload(&s).map_err(|e| e.to_string())
+            })?;
             // Tests and scripts read this line to find the port when listening on port 0.
             println!("listening on {}", server.local_addr());
             server.run_until_stopped(stop).await?;
@@ -283,8 +315,17 @@ async fn run(cli: Cli) -> Result<ExitCode, AnyError> {
                 opts.concurrency = c.max(1);
             }
             let store = Arc::new(SqliteStore::open(&settings.database).await?);
-            let registry = Arc::new(Registry::from_settings(&settings)?);
+            let registry: crate::tools::SharedRegistry = Arc::new(arc_swap::ArcSwap::from_pointee(
+                Registry::from_settings(&settings)?,
+            ));
             let stop = shutdown_on_signals()?;
+            let shared = registry.clone();
+            reload_on_sighup(cli.config.clone(), move |s| {
+                let r = Registry::from_settings(&s).map_err(|e| e.to_string())?;
+                let summary = format!("{} tools", r.iter().count());
+                shared.store(Arc::new(r));
+                Ok(summary)
+            })?;
             let maint_stop = CancellationToken::new();
             let maint = tokio::spawn(worker::maintenance(
                 store.clone(),

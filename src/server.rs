@@ -33,8 +33,9 @@ use crate::json::{self, Json, Object};
 use crate::protocol::{self, CallError, Envelope, Response, Status};
 use crate::store::sqlite::SqliteStore;
 use crate::store::{NewJob, Store, StoreError};
-use crate::tools::{CallCtx, Registry, ServerInfo, Tool};
+use crate::tools::{CallCtx, Registry, ServerInfo, SharedRegistry, Tool};
 use crate::worker::{self, WorkerOptions};
+use arc_swap::ArcSwap;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -52,9 +53,11 @@ pub enum ServerError {
 /// Everything a request needs, shared by all connections.
 pub struct App {
     auth: Authenticator,
-    registry: Registry,
+    /// Swapped whole by a reload; shared with the embedded worker.
+    registry: SharedRegistry,
     store: Arc<dyn Store>,
-    info: ServerInfo,
+    info: ArcSwap<ServerInfo>,
+    window_ms: i64,
     server_key: Secret,
     max_body: usize,
     body_timeout: Duration,
@@ -74,7 +77,7 @@ impl App {
         outcome: Result<(Status, Option<Object>), CallError>,
     ) -> (u16, String) {
         let now = self.clock.now_ms();
-        let server_id = self.info.server_id.clone();
+        let server_id = self.info.load().server_id.clone();
         let (http, resp) = match outcome {
             Ok((status, result)) => (
                 200,
@@ -125,7 +128,10 @@ impl App {
         // A job-creating call's nonce commits with its job; every other admitted nonce is
         // written behind (see docs/PROTOCOL.md, "Replay protection").
         let write_behind = || async { self.store.record_nonce(nonce).await.map_err(internal) };
-        match self.registry.get(&env.tool) {
+        // One registry for the whole call, even if a reload swaps it meanwhile.
+        let registry = self.registry.load();
+        let info = self.info.load();
+        match registry.get(&env.tool) {
             None => {
                 write_behind().await?;
                 Err(CallError::UnknownTool(env.tool.clone()))
@@ -136,7 +142,7 @@ impl App {
                     client_id: &env.client_id,
                     now_ms: now,
                     store: self.store.as_ref(),
-                    server: &self.info,
+                    server: &info,
                 };
                 let reply = t.call(ctx, &env.args).await?;
                 Ok((reply.status, reply.result))
@@ -308,9 +314,10 @@ impl Server {
             })?;
         let app = App {
             auth,
-            registry,
+            registry: Arc::new(ArcSwap::from_pointee(registry)),
             store: Arc::new(store.clone()),
-            info,
+            info: ArcSwap::from_pointee(info),
+            window_ms: settings.server.timestamp_window_ms,
             server_key: settings.server.secret.clone(),
             max_body: settings.server.max_body_bytes,
             body_timeout: Duration::from_millis(settings.server.body_timeout_ms),
@@ -324,6 +331,13 @@ impl Server {
             store,
             settings,
         })
+    }
+
+    /// A handle that applies a new configuration's client keys and tools to this server.
+    pub fn reloader(&self) -> Reloader {
+        Reloader {
+            app: self.app.clone(),
+        }
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -357,7 +371,7 @@ impl Server {
             let opts = WorkerOptions::from_settings(&settings, settings.server.embedded_workers);
             background.spawn(worker::run(
                 Arc::new(store.clone()),
-                Arc::new(app.registry.clone()),
+                app.registry.clone(),
                 opts,
                 app.clock.clone(),
                 workers_stop.clone(),
@@ -428,5 +442,37 @@ impl App {
         Arc::new(move |now| {
             app.auth.nonces().prune(now);
         })
+    }
+}
+
+/// Applies a reloaded configuration (SIGHUP) to a running server: its client keys and its
+/// tools. Open connections, running jobs and the nonce set are untouched; other settings
+/// (addresses, database, limits) need a restart.
+#[derive(Clone)]
+pub struct Reloader {
+    app: Arc<App>,
+}
+
+impl Reloader {
+    /// Validates `settings` completely first; on any error nothing changes.
+    pub fn reload(&self, settings: &Settings) -> Result<String, ServerError> {
+        settings.check_safe_to_serve()?;
+        let registry = Registry::from_settings(settings)?;
+        let app = &self.app;
+        let old = app.info.load();
+        let info = ServerInfo {
+            server_id: old.server_id.clone(),
+            fingerprint: old.fingerprint.clone(),
+            capabilities: registry.capabilities(app.window_ms, app.max_body),
+        };
+        let summary = format!(
+            "{} clients, {} tools",
+            settings.clients.len(),
+            registry.iter().count()
+        );
+        app.auth.set_clients(settings.clients.clone());
+        app.registry.store(Arc::new(registry));
+        app.info.store(Arc::new(info));
+        Ok(summary)
     }
 }

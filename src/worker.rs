@@ -26,7 +26,7 @@ use crate::config::{JobSettings, Settings};
 use crate::jobs::{AfterFailure, AfterWorkerLost, CrashPolicy, JobId, RetryPolicy};
 use crate::json::{self, Json};
 use crate::store::{ClaimFilter, ClaimedJob, Completion, Heartbeat, Outcome, Store};
-use crate::tools::{JobCtx, JobError, JobMeta, Registry, Tool};
+use crate::tools::{JobCtx, JobError, JobMeta, Registry, SharedRegistry, Tool};
 
 #[derive(Debug, Clone)]
 pub struct WorkerOptions {
@@ -165,7 +165,7 @@ fn lock(m: &Inflight) -> std::sync::MutexGuard<'_, HashMap<JobId, Running>> {
 /// Runs a worker until `stop` fires, then finishes or releases its jobs within the grace period.
 pub async fn run(
     store: Arc<dyn Store>,
-    registry: Arc<Registry>,
+    registry: SharedRegistry,
     opts: WorkerOptions,
     clock: Arc<dyn Clock>,
     stop: CancellationToken,
@@ -192,8 +192,11 @@ pub async fn run(
         beats_stop.clone(),
     ));
 
-    let filter = registry.claim_filter();
-    let rules = Arc::new(tool_rules(&registry, opts.retry));
+    // What the worker may claim follows the registry; a reload swaps it between claims, and
+    // every job runs with the registry snapshot it was claimed under.
+    let mut current = registry.load_full();
+    let mut filter = current.claim_filter();
+    let mut rules = Arc::new(tool_rules(&current, opts.retry));
     let mut unknown = UnknownDefinitions::new(&filter);
     let mut backoff = Duration::from_millis(1);
     tracing::info!(worker = %opts.id, concurrency = opts.concurrency, "worker started");
@@ -206,6 +209,14 @@ pub async fn run(
                 p = slots.acquire() => drop(p),
             }
             continue;
+        }
+        let latest = registry.load_full();
+        if !Arc::ptr_eq(&latest, &current) {
+            current = latest;
+            filter = current.claim_filter();
+            rules = Arc::new(tool_rules(&current, opts.retry));
+            unknown = UnknownDefinitions::new(&filter);
+            tracing::info!("worker picked up reloaded tool definitions");
         }
         let claimed_at = clock.now_ms();
         // Ask a reader first: an idle worker must not take the write lock just to find nothing.
@@ -269,7 +280,7 @@ pub async fn run(
                     renewed_at: claimed_at,
                 },
             );
-            let registry = registry.clone();
+            let registry = current.clone();
             let done_tx = done_tx.clone();
             let release_tx = release_tx.clone();
             let inflight = inflight.clone();

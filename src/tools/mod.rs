@@ -223,6 +223,10 @@ impl Tool {
     }
 }
 
+/// A registry that a reload can replace while calls and workers use it: each reader takes
+/// one snapshot (`load`) and keeps it for a whole call or claim.
+pub type SharedRegistry = Arc<arc_swap::ArcSwap<Registry>>;
+
 /// All tools by name.
 #[derive(Clone, Default)]
 pub struct Registry {
