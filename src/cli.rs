@@ -15,6 +15,7 @@ use crate::config::{ClientSettings, Secret, Settings};
 use crate::json::{self, Json, Object};
 use crate::server::Server;
 use crate::store::sqlite::SqliteStore;
+use crate::store::Store;
 use crate::tools::Registry;
 use crate::worker::{self, WorkerOptions};
 
@@ -257,6 +258,19 @@ fn shutdown_on_signals() -> Result<CancellationToken, AnyError> {
     Ok(token)
 }
 
+/// Tells systemd (when it supervises us) that we are ready, keeps its watchdog fed while
+/// `check` passes, and says STOPPING once `stop` fires.
+fn service_lifecycle(stop: &CancellationToken, check: crate::service::Check, status: String) {
+    crate::service::ready(&status);
+    let watchdog_stop = stop.child_token();
+    tokio::spawn(crate::service::watchdog(check, watchdog_stop));
+    let stop = stop.clone();
+    tokio::spawn(async move {
+        stop.cancelled().await;
+        crate::service::stopping();
+    });
+}
+
 /// On SIGHUP, re-reads the configuration and hands it to `apply`; a configuration that
 /// does not load or apply is refused and the running one stays.
 ///
@@ -270,15 +284,24 @@ fn reload_on_sighup(
     let mut hup = signal(SignalKind::hangup()).map_err(|e| format!("cannot handle SIGHUP: {e}"))?;
     tokio::spawn(async move {
         while hup.recv().await.is_some() {
+            crate::service::reloading();
             let outcome = Settings::load(config.as_deref())
                 .map_err(|e| e.to_string())
                 .and_then(&apply);
             match outcome {
-                Ok(summary) => tracing::info!(%summary, "configuration reloaded"),
-                Err(e) => tracing::error!(
-                    error = %e,
-                    "reload refused: the new configuration is invalid; the running one stays"
-                ),
+                Ok(summary) => {
+                    tracing::info!(%summary, "configuration reloaded");
+                    crate::service::ready(&format!("configuration reloaded: {summary}"));
+                }
+                Err(e) => {
+                    tracing::error!(
+                        error = %e,
+                        "reload refused: the new configuration is invalid; the running one stays"
+                    );
+                    crate::service::ready(&format!(
+                        "reload refused (running configuration kept): {e}"
+                    ));
+                }
             }
         }
     });
@@ -302,11 +325,13 @@ async fn run(cli: Cli) -> Result<ExitCode, AnyError> {
             let server = Server::build(settings).await?;
             let stop = shutdown_on_signals()?;
             let reloader = server.reloader();
+            let addr = server.local_addr();
             reload_on_sighup(cli.config.clone(), move |s| {
                 reloader.reload(&s).map_err(|e| e.to_string())
             })?;
+            service_lifecycle(&stop, server.health_check(), format!("serving on {addr}"));
             // Tests and scripts read this line to find the port when listening on port 0.
-            println!("listening on {}", server.local_addr());
+            println!("listening on {addr}");
             server.run_until_stopped(stop).await?;
         }
         Command::Worker { concurrency } => {
@@ -334,6 +359,23 @@ async fn run(cli: Cli) -> Result<ExitCode, AnyError> {
                 Arc::new(SystemClock),
                 maint_stop.clone(),
             ));
+            // Ready once the database answers a read (the first claim can be made).
+            store.has_due_jobs(0).await?;
+            let health_store = store.clone();
+            let worker_id = opts.id.clone();
+            service_lifecycle(
+                &stop,
+                Box::new(move || {
+                    let store = health_store.clone();
+                    let worker_id = worker_id.clone();
+                    Box::pin(async move {
+                        store.ping().await.map_err(|e| e.to_string())?;
+                        store.flush().await.map_err(|e| e.to_string())?;
+                        Ok(format!("worker {worker_id}: claiming; database healthy"))
+                    })
+                }),
+                format!("worker {} claiming", opts.id),
+            );
             println!("worker {} started", opts.id);
             // On a runtime thread, not on main's `block_on`: the loop spawns every job,
             // and a spawn from outside the runtime goes through the shared queue and

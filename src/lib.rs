@@ -12,6 +12,7 @@
 //! - [`jobs`]: the job state machine and retry policy, pure.
 //! - [`store`]: the `Store` trait and its SQLite implementation (group commit, fenced writes).
 //! - [`server`]: the HTTP daemon (hyper): limits, timeouts, routing, the request pipeline.
+//! - [`service`]: systemd integration: readiness, status, watchdog, socket activation.
 //! - [`worker`]: claim loop, heartbeats, completions, graceful release, lease rescue, retention.
 //! - [`client`]: a signing client (used by `mcpq call`, `mcpq bench` and the tests).
 //! - [`bench`](mod@bench): the closed-loop load generator behind `mcpq bench`.
@@ -29,6 +30,7 @@ pub mod jobs;
 pub mod json;
 pub mod protocol;
 pub mod server;
+pub mod service;
 pub mod store;
 pub mod tools;
 pub mod worker;

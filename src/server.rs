@@ -43,6 +43,8 @@ pub enum ServerError {
     Config(#[from] crate::config::ConfigError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("{0}")]
+    Activation(String),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -266,6 +268,31 @@ fn plain(status: u16, body: &'static str) -> HttpResponse {
     r
 }
 
+/// How long, at shutdown, a connection that has sent no request yet gets to send it.
+const FIRST_REQUEST_GRACE: Duration = Duration::from_millis(500);
+
+/// Whether a connection's first request has arrived (see the shutdown path).
+#[derive(Default)]
+struct FirstRequest {
+    arrived: std::sync::atomic::AtomicBool,
+    notify: Notify,
+}
+
+impl FirstRequest {
+    fn arrived(&self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        if !self.arrived.load(Relaxed) {
+            self.arrived.store(true, Relaxed);
+            // Keeps a permit if nobody waits yet.
+            self.notify.notify_one();
+        }
+    }
+
+    fn has_arrived(&self) -> bool {
+        self.arrived.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
 /// A built, bound, not yet running daemon.
 pub struct Server {
     listener: TcpListener,
@@ -284,7 +311,22 @@ impl Server {
         settings: Settings,
         clock: Arc<dyn Clock>,
     ) -> Result<Server, ServerError> {
-        settings.check_safe_to_serve()?;
+        // A socket held by systemd (socket activation), else our own.
+        let listener =
+            match crate::service::inherited_listener().map_err(ServerError::Activation)? {
+                Some(l) => TcpListener::from_std(l).map_err(|source| ServerError::Bind {
+                    addr: settings.server.listen,
+                    source,
+                })?,
+                None => TcpListener::bind(settings.server.listen)
+                    .await
+                    .map_err(|source| ServerError::Bind {
+                        addr: settings.server.listen,
+                        source,
+                    })?,
+            };
+        let served = listener.local_addr().unwrap_or(settings.server.listen);
+        settings.check_safe_to_serve_on(served)?;
         let store = SqliteStore::open(&settings.database).await?;
         let auth = Authenticator::new(
             settings.server.id.clone(),
@@ -306,12 +348,6 @@ impl Server {
                 settings.server.max_body_bytes,
             ),
         };
-        let listener = TcpListener::bind(settings.server.listen)
-            .await
-            .map_err(|source| ServerError::Bind {
-                addr: settings.server.listen,
-                source,
-            })?;
         let app = App {
             auth,
             registry: Arc::new(ArcSwap::from_pointee(registry)),
@@ -330,6 +366,21 @@ impl Server {
             app: Arc::new(app),
             store,
             settings,
+        })
+    }
+
+    /// The watchdog's health check: a read through the pool and a round trip through the
+    /// writer thread (`flush`), so a stalled database or a wedged writer fails it.
+    pub fn health_check(&self) -> crate::service::Check {
+        let store = self.store.clone();
+        let addr = self.local_addr();
+        Box::new(move || {
+            let store = store.clone();
+            Box::pin(async move {
+                store.ping().await.map_err(|e| e.to_string())?;
+                store.flush().await.map_err(|e| e.to_string())?;
+                Ok(format!("serving on {addr}; database healthy"))
+            })
         })
     }
 
@@ -404,7 +455,10 @@ impl Server {
             let shutdown = shutdown.clone();
             conns.spawn(async move {
                 let _permit = permit;
+                let first = Arc::new(FirstRequest::default());
+                let seen = first.clone();
                 let service = hyper::service::service_fn(move |req| {
+                    seen.arrived();
                     let app = app.clone();
                     async move { Ok::<_, Infallible>(app.route(req).await) }
                 });
@@ -417,6 +471,20 @@ impl Server {
                 tokio::select! {
                     r = conn.as_mut() => { if let Err(e) = r { tracing::debug!(error = %e, "connection ended with error"); } }
                     _ = shutdown.cancelled() => {
+                        // A connection accepted just before the stop has not sent its
+                        // request yet, or it is not parsed yet: closing it now would fail a
+                        // request a restart under socket activation must not lose. Let its
+                        // first request in (briefly), then drain.
+                        if !first.has_arrived() {
+                            tokio::select! {
+                                r = conn.as_mut() => {
+                                    if let Err(e) = r { tracing::debug!(error = %e, "connection ended with error"); }
+                                    return;
+                                }
+                                _ = first.notify.notified() => {}
+                                _ = tokio::time::sleep(FIRST_REQUEST_GRACE) => {}
+                            }
+                        }
                         conn.as_mut().graceful_shutdown();
                         let _ = conn.await;
                     }

@@ -210,10 +210,10 @@ fn load_secret(
 ) -> Result<Option<Secret>, ConfigError> {
     // A secret file wins over an inline secret: layers merge, so an inline development
     // key from the defaults must not block a file configured on top of it.
-    let _ = what;
     match (inline, file) {
         (Some(s), None) => Ok(Some(Secret::new(s.as_bytes().to_vec()))),
         (_, Some(p)) => {
+            let p = &credentials_path(p, what)?;
             let text = std::fs::read_to_string(p).map_err(|source| ConfigError::SecretFile {
                 path: p.clone(),
                 source,
@@ -225,6 +225,25 @@ fn load_secret(
         }
         (None, None) => Ok(None),
     }
+}
+
+/// Expands a leading `$CREDENTIALS_DIRECTORY` (or `${CREDENTIALS_DIRECTORY}`): where
+/// systemd's `LoadCredential=` puts a service's secrets.
+fn credentials_path(p: &Path, what: &str) -> Result<PathBuf, ConfigError> {
+    let Some(text) = p.to_str() else {
+        return Ok(p.to_path_buf());
+    };
+    for var in ["$CREDENTIALS_DIRECTORY", "${CREDENTIALS_DIRECTORY}"] {
+        if let Some(rest) = text.strip_prefix(var) {
+            let dir = std::env::var_os("CREDENTIALS_DIRECTORY").ok_or_else(|| {
+                ConfigError::Invalid(format!(
+                    "{what}: the secret file {text} names $CREDENTIALS_DIRECTORY, which is not set (run under systemd with LoadCredential=, or give a plain path)"
+                ))
+            })?;
+            return Ok(PathBuf::from(dir).join(rest.trim_start_matches('/')));
+        }
+    }
+    Ok(p.to_path_buf())
 }
 
 fn require_secret(s: Option<Secret>, what: &str) -> Result<Secret, ConfigError> {
@@ -373,7 +392,13 @@ impl Settings {
 
     /// Refuses configurations that would expose development keys to a network.
     pub fn check_safe_to_serve(&self) -> Result<(), ConfigError> {
-        if self.server.listen.ip().is_loopback() {
+        self.check_safe_to_serve_on(self.server.listen)
+    }
+
+    /// [`check_safe_to_serve`](Self::check_safe_to_serve) for the address actually served
+    /// (a socket passed by socket activation may differ from `server.listen`).
+    pub fn check_safe_to_serve_on(&self, addr: SocketAddr) -> Result<(), ConfigError> {
+        if addr.ip().is_loopback() {
             return Ok(());
         }
         let dev = Settings::development_secrets();
@@ -395,7 +420,7 @@ impl Settings {
         } else {
             Err(ConfigError::Invalid(format!(
                 "refusing to listen on non-loopback {} with the development keys of config/default.toml ({}); generate keys with `mcpq keys new`",
-                self.server.listen,
+                addr,
                 offenders.join(", ")
             )))
         }
