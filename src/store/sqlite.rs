@@ -1144,18 +1144,17 @@ impl Store for SqliteStore {
         filter: &'a ClaimFilter,
     ) -> BoxFuture<'a, Result<Vec<ClaimedJob>, StoreError>> {
         Box::pin(async move {
-            let defs = json_strings(&filter.defs);
+            // Tools without a limit: one statement.
+            let uncapped = sqlx::query(sql::CLAIM)
+                .bind(worker)
+                .bind(now)
+                .bind(limit as i64)
+                .bind(lease_ms)
+                .bind(json_strings(&filter.defs));
             let mut conn = self.inner.writer.lock().await;
             let rows = if filter.capped.is_empty() {
                 // The common case stays one autocommit statement.
-                sqlx::query(sql::CLAIM)
-                    .bind(worker)
-                    .bind(now)
-                    .bind(limit as i64)
-                    .bind(lease_ms)
-                    .bind(defs)
-                    .fetch_all(&mut *conn)
-                    .await?
+                uncapped.fetch_all(&mut *conn).await?
             } else {
                 // Counting a capped tool's running jobs and claiming up to its limit must
                 // see no other process's claim in between: one write transaction.
@@ -1163,14 +1162,7 @@ impl Store for SqliteStore {
                 let mut rows = if filter.defs.is_empty() {
                     Vec::new()
                 } else {
-                    sqlx::query(sql::CLAIM)
-                        .bind(worker)
-                        .bind(now)
-                        .bind(limit as i64)
-                        .bind(lease_ms)
-                        .bind(defs)
-                        .fetch_all(&mut *tx)
-                        .await?
+                    uncapped.fetch_all(&mut *tx).await?
                 };
                 for c in &filter.capped {
                     let left = limit.saturating_sub(rows.len());
