@@ -65,6 +65,22 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Inspect and repair jobs (any client's), straight on the database; safe while the
+    /// daemon and workers run. Exit 3: no such job; 4: the job is not in a state the
+    /// command applies to.
+    Jobs {
+        #[command(subcommand)]
+        command: crate::admin::JobsCommand,
+    },
+    /// Queue depth by state and tool, oldest wait, running per worker, last minute's
+    /// throughput.
+    Stats {
+        /// JSON instead of tables.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A consistent copy of the database, taken while everything runs (never overwrites).
+    Backup { path: PathBuf },
     /// Load generators (see BENCHMARKS.md).
     Bench {
         #[command(subcommand)]
@@ -181,18 +197,6 @@ enum BenchCommand {
     },
 }
 
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // Colour codes only for a terminal: journald and log files get plain text.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi)
-        .init();
-}
-
 /// Entry point for `main.rs`.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -205,7 +209,6 @@ pub fn main() -> ExitCode {
         println!("{}", hex::encode(key));
         return ExitCode::SUCCESS;
     }
-    init_logging();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -221,6 +224,28 @@ pub fn main() -> ExitCode {
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// How a command reads its settings.
+type Loader = fn(Option<&std::path::Path>) -> Result<Settings, crate::config::ConfigError>;
+
+impl Command {
+    /// Only commands that sign or verify read secrets: a worker (its unit loads no
+    /// credentials) and the operator's store commands run without them.
+    fn loader(&self) -> Loader {
+        match self {
+            Command::Serve
+            | Command::Call { .. }
+            | Command::Bench { .. }
+            | Command::Config { .. } => Settings::load,
+            Command::Worker { .. }
+            | Command::Migrate
+            | Command::Keys { .. }
+            | Command::Jobs { .. }
+            | Command::Stats { .. }
+            | Command::Backup { .. } => Settings::load_without_secrets,
         }
     }
 }
@@ -278,6 +303,7 @@ fn service_lifecycle(stop: &CancellationToken, check: crate::service::Check, sta
 /// process.
 fn reload_on_sighup(
     config: Option<PathBuf>,
+    loader: Loader,
     apply: impl Fn(Settings) -> Result<String, String> + Send + 'static,
 ) -> Result<(), AnyError> {
     use tokio::signal::unix::{signal, SignalKind};
@@ -285,7 +311,7 @@ fn reload_on_sighup(
     tokio::spawn(async move {
         while hup.recv().await.is_some() {
             crate::service::reloading();
-            let outcome = Settings::load(config.as_deref())
+            let outcome = loader(config.as_deref())
                 .map_err(|e| e.to_string())
                 .and_then(&apply);
             match outcome {
@@ -319,16 +345,24 @@ async fn run(cli: Cli) -> Result<ExitCode, AnyError> {
         print!("{effective}");
         return Ok(ExitCode::SUCCESS);
     }
-    let settings = Settings::load(cli.config.as_deref())?;
+    let loader = cli.command.loader();
+    let settings = loader(cli.config.as_deref())?;
+    crate::logging::init(&settings.log);
     match cli.command {
         Command::Serve => {
+            let settings_metrics = settings.metrics.clone();
             let server = Server::build(settings).await?;
             let stop = shutdown_on_signals()?;
             let reloader = server.reloader();
             let addr = server.local_addr();
-            reload_on_sighup(cli.config.clone(), move |s| {
+            reload_on_sighup(cli.config.clone(), loader, move |s| {
                 reloader.reload(&s).map_err(|e| e.to_string())
             })?;
+            if let Some(at) = settings_metrics.listen {
+                let (bound, _) = crate::telemetry::serve(at, server.scrape(), stop.clone()).await?;
+                // Before "listening on": tests and scripts read that line last.
+                println!("metrics on {bound}");
+            }
             service_lifecycle(&stop, server.health_check(), format!("serving on {addr}"));
             // Tests and scripts read this line to find the port when listening on port 0.
             println!("listening on {addr}");
@@ -345,7 +379,7 @@ async fn run(cli: Cli) -> Result<ExitCode, AnyError> {
             ));
             let stop = shutdown_on_signals()?;
             let shared = registry.clone();
-            reload_on_sighup(cli.config.clone(), move |s| {
+            reload_on_sighup(cli.config.clone(), loader, move |s| {
                 let r = Registry::from_settings(&s).map_err(|e| e.to_string())?;
                 let summary = format!("{} tools", r.iter().count());
                 shared.store(Arc::new(r));
@@ -371,12 +405,26 @@ async fn run(cli: Cli) -> Result<ExitCode, AnyError> {
                     Box::pin(async move {
                         store.ping().await.map_err(|e| e.to_string())?;
                         store.flush().await.map_err(|e| e.to_string())?;
-                        Ok(format!("worker {worker_id}: claiming; database healthy"))
+                        let now = crate::clock::Clock::now_ms(&SystemClock);
+                        let stats = store.queue_stats(now).await.map_err(|e| e.to_string())?;
+                        Ok(format!(
+                            "worker {worker_id}: claiming; {}",
+                            stats.summary(now)
+                        ))
                     })
                 }),
                 format!("worker {} claiming", opts.id),
             );
             println!("worker {} started", opts.id);
+            if let Some(at) = settings.metrics.worker_listen {
+                let scrape = crate::telemetry::Scrape {
+                    store: store.clone(),
+                    clock: Arc::new(SystemClock),
+                    lease_ms: settings.jobs.lease_ms,
+                };
+                let (bound, _) = crate::telemetry::serve(at, scrape, stop.clone()).await?;
+                println!("metrics on {bound}");
+            }
             // On a runtime thread, not on main's `block_on`: the loop spawns every job,
             // and a spawn from outside the runtime goes through the shared queue and
             // wakes a parked thread each time.
@@ -409,9 +457,47 @@ async fn run(cli: Cli) -> Result<ExitCode, AnyError> {
             crate::store::sqlite::migrate_only(&settings.database).await?;
             println!("migrations applied to {}", settings.database.path.display());
         }
+        Command::Jobs { command } => {
+            let store = admin_store(&settings).await?;
+            let code = crate::admin::jobs(&store, command).await?;
+            store.close().await;
+            return Ok(code);
+        }
+        Command::Stats { json } => {
+            let store = admin_store(&settings).await?;
+            let code = crate::admin::stats(&store, json).await?;
+            store.close().await;
+            return Ok(code);
+        }
+        Command::Backup { path } => {
+            crate::admin::run_as_owner_of(&settings.database.path)?;
+            let bar = std::io::IsTerminal::is_terminal(&std::io::stderr());
+            let r = crate::backup::backup(&settings.database, &path, bar).await?;
+            println!(
+                "backed up {} job(s), {} bytes, to {} in {:.1} s",
+                r.jobs,
+                r.bytes,
+                path.display(),
+                r.took.as_secs_f64()
+            );
+        }
         Command::Bench { command } => bench(settings, cli.config, command).await?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The store for an operator's command, opened as the database's owner (see
+/// [`crate::admin::run_as_owner_of`]).
+async fn admin_store(settings: &Settings) -> Result<SqliteStore, AnyError> {
+    crate::admin::run_as_owner_of(&settings.database.path)?;
+    if !settings.database.path.exists() {
+        return Err(format!(
+            "the database {} does not exist",
+            settings.database.path.display()
+        )
+        .into());
+    }
+    Ok(SqliteStore::open(&settings.database).await?)
 }
 
 async fn bench(

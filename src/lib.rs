@@ -10,7 +10,10 @@
 //! - [`auth`]: key table, check order, constant-time signature checks, the nonce set.
 //! - [`tools`]: the tool registry; one file per tool (sync tools and job tools).
 //! - [`jobs`]: the job state machine and retry policy, pure.
-//! - [`store`]: the `Store` trait and its SQLite implementation (group commit, fenced writes).
+//! - [`store`]: the `Store` trait and its SQLite implementation (group commit, fenced writes);
+//!   `store::admin`, the operator's trait (any client's jobs, changes by hand).
+//! - [`admin`]: `mcpq jobs …` and `mcpq stats`: tables or JSON, exit codes, who changed what.
+//! - [`backup`]: `mcpq backup`: an online, checked, fsynced copy of the SQLite database.
 //! - [`server`]: the HTTP daemon (hyper): limits, timeouts, routing, the request pipeline.
 //! - [`service`]: systemd integration: readiness, status, watchdog, socket activation.
 //! - [`worker`]: claim loop, heartbeats, completions, graceful release, lease rescue, retention.
@@ -18,9 +21,13 @@
 //! - [`bench`](mod@bench): the closed-loop load generator behind `mcpq bench`.
 //! - [`config`]: layered settings and secrets.
 //! - [`clock`]: injectable time.
+//! - [`telemetry`]: Prometheus metrics: names, the recorder, the scrape endpoint.
+//! - [`logging`]: text or JSON log lines (journald), with each request's and job's fields.
 //! - [`cli`]: the command line (`main.rs` only calls [`cli::main`]).
 
+pub mod admin;
 pub mod auth;
+pub mod backup;
 pub mod bench;
 pub mod cli;
 pub mod client;
@@ -28,9 +35,11 @@ pub mod clock;
 pub mod config;
 pub mod jobs;
 pub mod json;
+pub mod logging;
 pub mod protocol;
 pub mod server;
 pub mod service;
 pub mod store;
+pub mod telemetry;
 pub mod tools;
 pub mod worker;

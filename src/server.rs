@@ -67,9 +67,20 @@ pub struct App {
     clock: Arc<dyn Clock>,
     /// Wakes embedded workers when a job is enqueued.
     job_added: Arc<Notify>,
+    /// Count admitted calls per client (`metrics.client_labels`).
+    client_labels: bool,
 }
 
 type HttpResponse = hyper::Response<Full<Bytes>>;
+
+/// One answered call in the metrics: by tool (`none` before an envelope was read,
+/// `unknown` for a name no tool has) and outcome code.
+fn count_request(tool: Option<&str>, code: &'static str, t0: std::time::Instant) {
+    let tool = tool.map_or("none", |t| t).to_string();
+    metrics::histogram!(crate::telemetry::REQUEST_SECONDS, "tool" => tool.clone())
+        .record(t0.elapsed().as_secs_f64());
+    metrics::counter!(crate::telemetry::REQUESTS, "tool" => tool, "code" => code).increment(1);
+}
 
 impl App {
     /// The one place an outcome becomes a signed response.
@@ -95,13 +106,15 @@ impl App {
 
     /// Handles one `POST /v1/call` body.
     pub async fn call(&self, body: &[u8]) -> (u16, String) {
+        let t0 = std::time::Instant::now();
         let parsed = match json::parse(body) {
             Ok(v) => v,
             Err(e) => {
+                count_request(None, "malformed_json", t0);
                 return self.respond(
                     protocol::salvage_request_id(body),
                     Err(CallError::MalformedJson(e.to_string())),
-                )
+                );
             }
         };
         let request_id = match &parsed {
@@ -113,20 +126,51 @@ impl App {
         };
         let env = match Envelope::from_json(parsed) {
             Ok(env) => env,
-            Err(e) => return self.respond(request_id, Err(e)),
+            Err(e) => {
+                count_request(None, e.code(), t0);
+                return self.respond(request_id, Err(e));
+            }
         };
-        let t0 = std::time::Instant::now();
-        let outcome = self.dispatch(&env).await;
-        tracing::trace!(took_us = t0.elapsed().as_micros() as u64, tool = %env.tool, "dispatch");
-        if let Err(e) = &outcome {
-            tracing::debug!(client = %env.client_id, tool = %env.tool, code = e.code(), "call refused");
-        }
+        // client_id joins once the signature proves it; job_id once the job is stored.
+        let span = tracing::info_span!(
+            "request",
+            request_id = %crate::logging::Printable(&env.request_id),
+            tool = %crate::logging::Printable(&env.tool),
+            client_id = tracing::field::Empty,
+            job_id = tracing::field::Empty,
+        );
+        let outcome = tracing::Instrument::instrument(
+            async {
+                let outcome = self.dispatch(&env).await;
+                if let Err(e) = &outcome {
+                    tracing::debug!(code = e.code(), "call refused");
+                }
+                outcome
+            },
+            span,
+        )
+        .await;
+        // A tool label only for tools that exist: clients choose the names they send.
+        let known = self.registry.load().get(&env.tool).is_some();
+        let code = match &outcome {
+            Ok(_) => "ok",
+            Err(e) => e.code(),
+        };
+        count_request(Some(if known { &env.tool } else { "unknown" }), code, t0);
         self.respond(env.request_id.clone(), outcome)
     }
 
     async fn dispatch(&self, env: &Envelope) -> Result<(Status, Option<Object>), CallError> {
         let now = self.clock.now_ms();
-        let nonce = self.auth.check(env, now)?;
+        let nonce = self.auth.check(env, now).inspect_err(|e| {
+            metrics::counter!(crate::telemetry::AUTH_FAILURES, "reason" => e.code()).increment(1);
+        })?;
+        tracing::Span::current().record("client_id", tracing::field::display(&env.client_id));
+        if self.client_labels {
+            // Only once the signature proved the id: a refused caller picks any name.
+            metrics::counter!("mcpq_client_calls_total", "client" => env.client_id.0.clone())
+                .increment(1);
+        }
         // A job-creating call's nonce commits with its job; every other admitted nonce is
         // written behind (see docs/PROTOCOL.md, "Replay protection").
         let write_behind = || async { self.store.record_nonce(nonce).await.map_err(internal) };
@@ -172,6 +216,10 @@ impl App {
                     capped: policy.concurrency.is_some(),
                 };
                 let enqueued = self.store.enqueue(job).await.map_err(internal)?;
+                metrics::counter!(crate::telemetry::JOBS_ENQUEUED, "tool" => t.name().to_string())
+                    .increment(1);
+                tracing::Span::current()
+                    .record("job_id", tracing::field::display(&enqueued.id().0));
                 self.job_added.notify_waiters();
                 let result = Object::from_pairs([(
                     "job_id".to_string(),
@@ -360,6 +408,7 @@ impl Server {
             max_attempts: settings.jobs.max_attempts,
             clock,
             job_added: Arc::new(Notify::new()),
+            client_labels: settings.metrics.client_labels,
         };
         Ok(Server {
             listener,
@@ -373,15 +422,28 @@ impl Server {
     /// writer thread (`flush`), so a stalled database or a wedged writer fails it.
     pub fn health_check(&self) -> crate::service::Check {
         let store = self.store.clone();
+        let clock = self.app.clock.clone();
         let addr = self.local_addr();
         Box::new(move || {
             let store = store.clone();
+            let clock = clock.clone();
             Box::pin(async move {
                 store.ping().await.map_err(|e| e.to_string())?;
                 store.flush().await.map_err(|e| e.to_string())?;
-                Ok(format!("serving on {addr}; database healthy"))
+                let now = clock.now_ms();
+                let stats = store.queue_stats(now).await.map_err(|e| e.to_string())?;
+                Ok(format!("serving on {addr}; {}", stats.summary(now)))
             })
         })
+    }
+
+    /// What the metrics endpoint reads at each scrape (this server's store and clock).
+    pub fn scrape(&self) -> crate::telemetry::Scrape {
+        crate::telemetry::Scrape {
+            store: Arc::new(self.store.clone()),
+            clock: self.app.clock.clone(),
+            lease_ms: self.settings.jobs.lease_ms,
+        }
     }
 
     /// A handle that applies a new configuration's client keys and tools to this server.

@@ -112,14 +112,22 @@ pub fn inherited_listener() -> Result<Option<std::net::TcpListener>, String> {
 /// A health check: a status line when healthy, the reason when not.
 pub type Check = Box<dyn Fn() -> BoxFuture<'static, Result<String, String>> + Send + Sync>;
 
-/// While the service manager asks for a watchdog (`WATCHDOG_USEC`), runs `check` at half
-/// the watchdog period and pings only when it passes within that time: a wedged writer or
-/// a stalled database stops the pings, and systemd restarts the process.
+/// How often the status line is refreshed when no watchdog sets the pace.
+const STATUS_EVERY: Duration = Duration::from_secs(10);
+
+/// Under a service manager, runs `check` periodically: its line becomes `STATUS=` (queue
+/// depth, jobs running). When the manager also asks for a watchdog (`WATCHDOG_USEC`), the
+/// check runs at half the watchdog period and the process pings only when it passes within
+/// that time: a wedged writer or a stalled database stops the pings, and systemd restarts
+/// the process.
 pub async fn watchdog(check: Check, stop: CancellationToken) {
-    let Some(period) = sd_notify::watchdog_enabled() else {
+    if std::env::var_os("NOTIFY_SOCKET").is_none() {
         return;
-    };
-    let every = (period / 2).max(Duration::from_millis(10));
+    }
+    let watchdog = sd_notify::watchdog_enabled();
+    let every = watchdog
+        .map(|period| (period / 2).max(Duration::from_millis(10)))
+        .unwrap_or(STATUS_EVERY);
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -128,7 +136,10 @@ pub async fn watchdog(check: Check, stop: CancellationToken) {
             _ = tick.tick() => {}
         }
         match tokio::time::timeout(every, check()).await {
-            Ok(Ok(line)) => notify(&[NotifyState::Watchdog, NotifyState::Status(&line)]),
+            Ok(Ok(line)) if watchdog.is_some() => {
+                notify(&[NotifyState::Watchdog, NotifyState::Status(&line)])
+            }
+            Ok(Ok(line)) => status(&line),
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "health check failed; withholding the watchdog ping");
                 status(&format!("unhealthy: {e}"));

@@ -289,36 +289,58 @@ pub async fn run(
                 retry: opts.retry,
                 on_crash: CrashPolicy::Retry,
             });
-            jobs.spawn(async move {
-                let id = job.id.clone();
-                let fence = job.fence;
-                let result = execute(&registry, ctx, &job).await;
-                drop(permit);
-                // The job stays in `inflight` (and so keeps its lease alive through heartbeats)
-                // until its completion is committed; the completer removes it.
-                match stop_reason.load(Ordering::SeqCst) {
-                    STOP_LEASE_LOST => {
-                        lock(&inflight).remove(&id);
-                        tracing::warn!(job = %id, "lease lost; result discarded");
-                    }
-                    STOP_SHUTDOWN => match interrupted(rules.on_crash) {
-                        // Stopped mid-attempt by this worker's shutdown: a retry tool goes
-                        // back to the queue without losing an attempt; the others get what
-                        // their crash policy promises, as if the worker had died.
-                        None => {
+            let span = tracing::info_span!(
+                "job",
+                job_id = %job.id,
+                tool = %job.tool,
+                client_id = %job.client_id,
+                attempt = job.attempt
+            );
+            let tool_label = job.tool.clone();
+            metrics::histogram!(crate::telemetry::START_DELAY, "tool" => tool_label.clone())
+                .record((claimed_at - job.due_at).max(0) as f64 / 1000.0);
+            jobs.spawn(tracing::Instrument::instrument(
+                async move {
+                    let id = job.id.clone();
+                    let fence = job.fence;
+                    let running = metrics::gauge!(crate::telemetry::RUNNING);
+                    running.increment(1.0);
+                    let started = std::time::Instant::now();
+                    let result = execute(&registry, ctx, &job).await;
+                    metrics::histogram!(crate::telemetry::RUN_SECONDS, "tool" => tool_label.clone())
+                        .record(started.elapsed().as_secs_f64());
+                    running.decrement(1.0);
+                    drop(permit);
+                    // The job stays in `inflight` (and so keeps its lease alive through heartbeats)
+                    // until its completion is committed; the completer removes it.
+                    match stop_reason.load(Ordering::SeqCst) {
+                        STOP_LEASE_LOST => {
+                            count_attempt(tool_label, "lease_lost");
                             lock(&inflight).remove(&id);
-                            let _ = release_tx.send((id, fence));
+                            tracing::warn!("lease lost; result discarded");
                         }
-                        Some(outcome) => {
+                        STOP_SHUTDOWN => match interrupted(rules.on_crash) {
+                            // Stopped mid-attempt by this worker's shutdown: a retry tool goes
+                            // back to the queue without losing an attempt; the others get what
+                            // their crash policy promises, as if the worker had died.
+                            None => {
+                                lock(&inflight).remove(&id);
+                                let _ = release_tx.send((id, fence));
+                            }
+                            Some(outcome) => {
+                                let _ = done_tx.send(Completion { id, fence, outcome });
+                            }
+                        },
+                        reason => {
+                            let outcome = decide(result, reason, &job, rules.retry, clock.now_ms());
+                            log_outcome(&outcome, clock.now_ms());
+                            count_attempt(tool_label, outcome_label(&outcome));
                             let _ = done_tx.send(Completion { id, fence, outcome });
                         }
-                    },
-                    reason => {
-                        let outcome = decide(result, reason, &job, rules.retry, clock.now_ms());
-                        let _ = done_tx.send(Completion { id, fence, outcome });
                     }
-                }
-            });
+                },
+                span,
+            ));
         }
         if !filled && !opts.claim_interval.is_zero() {
             // The queue had fewer jobs than free slots: let more arrive before the next
@@ -437,6 +459,36 @@ fn decide(
                 },
             }
         }
+    }
+}
+
+fn outcome_label(outcome: &Outcome) -> &'static str {
+    match outcome {
+        Outcome::Succeeded { .. } => "succeeded",
+        Outcome::Retry { .. } => "retry",
+        Outcome::Failed { .. } => "failed",
+        Outcome::Cancelled { .. } => "cancelled",
+        Outcome::InDoubt { .. } => "in_doubt",
+    }
+}
+
+fn count_attempt(tool: String, outcome: &'static str) {
+    metrics::counter!(crate::telemetry::ATTEMPTS, "tool" => tool, "outcome" => outcome)
+        .increment(1);
+}
+
+/// One line for an attempt that did not succeed (successes stay quiet: they are the hot
+/// path). Never the error text: a tool may quote its arguments in it; the text is in the
+/// job's history for whoever may poll it.
+fn log_outcome(outcome: &Outcome, now_ms: i64) {
+    match outcome {
+        Outcome::Succeeded { .. } => {}
+        Outcome::Retry { run_at, .. } => {
+            tracing::info!(retry_in_ms = run_at - now_ms, "attempt failed; will retry")
+        }
+        Outcome::Failed { .. } => tracing::warn!("job failed"),
+        Outcome::Cancelled { .. } => tracing::info!("job cancelled while running"),
+        Outcome::InDoubt { .. } => tracing::warn!("job held in doubt"),
     }
 }
 
@@ -612,7 +664,7 @@ pub async fn rescue_once(
     if expired.is_empty() {
         return Ok(0);
     }
-    let decisions = expired
+    let decisions: Vec<Completion> = expired
         .into_iter()
         .map(|e| {
             let lost = "the worker stopped heartbeating (crashed or partitioned)";
@@ -644,7 +696,15 @@ pub async fn rescue_once(
             }
         })
         .collect();
+    let kinds: HashMap<JobId, &'static str> = decisions
+        .iter()
+        .map(|d| (d.id.clone(), outcome_label(&d.outcome)))
+        .collect();
     let applied = store.rescue(decisions, now).await?;
+    for id in &applied {
+        let what = kinds.get(id).copied().unwrap_or("retry");
+        metrics::counter!(crate::telemetry::RESCUES, "outcome" => what).increment(1);
+    }
     if !applied.is_empty() {
         tracing::info!(jobs = applied.len(), "rescued jobs with expired leases");
     }
@@ -702,6 +762,7 @@ mod tests {
             attempt: 1,
             max_attempts: 3,
             fence: 1,
+            due_at: 0,
         }
     }
 

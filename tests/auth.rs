@@ -162,9 +162,21 @@ async fn checks_run_in_the_documented_order() {
     assert_eq!(code_of(&mut c, &e).await, (400, "invalid_args".into()));
 }
 
-#[tokio::test]
-async fn secrets_never_appear_in_logs() {
-    let env = TestEnv::new("");
+/// A job tool that fails for good, so the worker logs inside the job's span.
+fn failing_tool() -> String {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fatal.sh");
+    format!(
+        "[tools.fatal]\ndescription = \"fails\"\ncommand = [\"{}\"]\nenv = {{ PATH = \"/usr/bin:/bin\" }}\nmax_attempts = 1\n",
+        script.display()
+    )
+}
+
+/// A value only the arguments carry: it must not reach a log line.
+const PAYLOAD_MARK: &str = "payload-mark-5c1f0e";
+
+/// Makes every kind of call (good, refused, unknown tool, wrong key, a failing job) and
+/// returns the daemon's logs, after checking that no secret and no payload is in them.
+async fn exercise_and_collect_logs(env: &TestEnv) -> String {
     let d = env.spawn_daemon().await;
     let mut c = env.client(&d).await;
     for tool in ["server_identity", "batch_sum", "start_long_task", "nope"] {
@@ -173,6 +185,13 @@ async fn secrets_never_appear_in_logs() {
             .await
             .unwrap();
     }
+    let r = c
+        .call("fatal", args(&format!(r#"{{"input":"{PAYLOAD_MARK}"}}"#)))
+        .await
+        .unwrap();
+    let job = job_id(&r);
+    let done = poll_until_finished(&mut c, &job, std::time::Duration::from_secs(30)).await;
+    assert!(done.raw.contains("failed"), "{}", done.raw);
     let mut bad = env.client_settings(&d);
     bad.secret = mcpq::config::Secret::new(b"a-wrong-key-that-must-not-be-logged-either".to_vec());
     let mut bc = Client::connect(bad).await.unwrap();
@@ -196,4 +215,54 @@ async fn secrets_never_appear_in_logs() {
     for secret in secrets {
         assert!(!logs.contains(&secret), "a secret leaked into the logs");
     }
+    assert!(
+        !logs.contains(PAYLOAD_MARK),
+        "a payload leaked into the logs:\n{logs}"
+    );
+    logs.replace(&job, "<JOB>")
+}
+
+#[tokio::test]
+async fn secrets_never_appear_in_logs() {
+    let env = TestEnv::new(&failing_tool()).set("MCPQ__LOG__FORMAT", "text");
+    let logs = exercise_and_collect_logs(&env).await;
+    assert!(logs.contains("job failed"), "{logs}");
+}
+
+#[tokio::test]
+async fn json_logs_carry_request_and_job_fields_and_never_secrets() {
+    let env = TestEnv::new(&failing_tool()).set("MCPQ__LOG__FORMAT", "json");
+    let logs = exercise_and_collect_logs(&env).await;
+    let lines: Vec<serde_json::Value> = logs
+        .lines()
+        .filter(|l| !l.starts_with("listening on"))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    for l in &lines {
+        for key in ["ts_ms", "level", "target", "message"] {
+            assert!(l.get(key).is_some(), "{key} missing: {l}");
+        }
+    }
+    // A refused call (unknown tool) is logged with who asked and what.
+    let refused = lines
+        .iter()
+        .find(|l| l["message"] == "call refused" && l["code"] == "unknown_tool")
+        .unwrap_or_else(|| panic!("no refused-call line:\n{logs}"));
+    assert_eq!(refused["client_id"], "client-001", "{refused}");
+    assert_eq!(refused["tool"], "nope", "{refused}");
+    assert!(
+        refused["request_id"]
+            .as_str()
+            .is_some_and(|r| !r.is_empty()),
+        "{refused}"
+    );
+    // The failing job's line carries the job, its tool, its owner and the attempt.
+    let failed = lines
+        .iter()
+        .find(|l| l["message"] == "job failed")
+        .unwrap_or_else(|| panic!("no job-failed line:\n{logs}"));
+    assert_eq!(failed["job_id"], "<JOB>", "{failed}");
+    assert_eq!(failed["tool"], "fatal", "{failed}");
+    assert_eq!(failed["client_id"], "client-001", "{failed}");
+    assert_eq!(failed["attempt"], 1, "{failed}");
 }

@@ -37,13 +37,33 @@ fn serve_refuses_development_keys_off_loopback() {
 
 #[test]
 fn short_secrets_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
     let out = Command::new(BIN)
-        .arg("migrate")
+        .arg("serve")
         .env("MCPQ__SERVER__SECRET", "short")
+        .env("MCPQ__DATABASE__PATH", dir.path().join("x.db"))
         .output()
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("shorter than 32 bytes"));
+    assert!(!dir.path().join("x.db").exists(), "nothing was created");
+}
+
+#[test]
+fn migrate_reads_no_secret() {
+    // A worker or an operator's command never opens a key file.
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .arg("migrate")
+        .env("MCPQ__SERVER__SECRET_FILE", "/nonexistent/server_secret")
+        .env("MCPQ__DATABASE__PATH", dir.path().join("m.db"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]

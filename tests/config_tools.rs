@@ -487,25 +487,50 @@ async fn on_worker_crash_hold_waits_in_doubt_for_an_operator() {
         .unwrap();
     assert_eq!(r.error_code(), Some("in_doubt"), "{}", r.raw);
     assert_eq!(std::fs::read_to_string(&log).unwrap(), "attempt 1\n");
-    // An operator decides to run it again (the admin command calls this same store method).
-    let mut db_settings = env.settings().database;
-    db_settings.path = env.db_path();
-    let store = mcpq::store::sqlite::SqliteStore::open(&db_settings)
-        .await
-        .unwrap();
-    let job = mcpq::jobs::JobId::parse(&id).unwrap();
-    use mcpq::store::Store;
-    assert!(store
-        .resolve_in_doubt(&job, mcpq::store::Resolution::Retry, now_ms(), "ops")
-        .await
-        .unwrap());
-    store.close().await;
+    // An operator decides to run it again, with the admin command.
+    let (code, out, err) = env.run(&["jobs", "retry", &id, "--json"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains(r#""outcome":"queued""#), "{out}");
     let done = finish(&mut c, &id).await;
     assert_eq!(done.status, Status::Done, "{}", done.raw);
     assert_eq!(
         std::fs::read_to_string(log).unwrap(),
         "attempt 1\nattempt 2\n"
     );
+}
+
+#[tokio::test]
+async fn an_operator_fails_an_in_doubt_job_and_the_history_says_who() {
+    let (env, mut c, _d, id, log) = crash_story("hold").await;
+    let _w2 = env.spawn_worker(2).await;
+    poll_until(&mut c, &id, Duration::from_secs(20), "in doubt", |r| {
+        r.error_code() == Some("in_doubt")
+    })
+    .await;
+    let (code, out, _) = env
+        .run(&["jobs", "list", "--state", "in_doubt", "--json"])
+        .await;
+    assert_eq!(code, 0);
+    let listed: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(listed[0]["id"], id.as_str(), "{out}");
+    let (code, out, err) = env.run(&["jobs", "fail", &id]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let done = finish(&mut c, &id).await;
+    assert_eq!(done.error_code(), Some("job_failed"), "{}", done.raw);
+    // Failing it again is refused: exit 4, nothing changes.
+    let (code, _, err) = env.run(&["jobs", "fail", &id]).await;
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains("the job is failed"), "{err}");
+    let (code, out, _) = env.run(&["jobs", "show", &id, "--json"]).await;
+    assert_eq!(code, 0);
+    let shown: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let history = shown["history"].as_array().unwrap();
+    let last = history.last().unwrap()["error"].as_str().unwrap();
+    assert!(
+        last.contains("failed by operator") && last.contains("(mcpq jobs)"),
+        "{out}"
+    );
+    assert_eq!(std::fs::read_to_string(log).unwrap(), "attempt 1\n");
 }
 
 #[tokio::test]

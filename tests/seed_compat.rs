@@ -57,6 +57,7 @@ fn start_daemon(dir: &Path) -> (KillOnDrop, String) {
         .env_remove("MCPQ_CONFIG")
         .env("MCPQ__DATABASE__PATH", dir.join("mcpq.db"))
         .env("MCPQ__SERVER__LISTEN", "127.0.0.1:0")
+        .env("MCPQ__METRICS__LISTEN", "")
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -1963,6 +1963,82 @@ pub mod cases {
     }
 }
 
+pub mod stats_cases {
+    use super::*;
+
+    /// Counts by state and tool cover exactly the unfinished jobs, and the oldest wait is
+    /// that of the longest-due queued job (a retry scheduled later does not count yet).
+    pub async fn queue_stats_count_unfinished_jobs_by_state_and_tool(fx: &dyn Fixture) {
+        let s = fx.store();
+        let a = client("a");
+        assert_eq!(
+            s.queue_stats(T0).await.unwrap(),
+            mcpq::store::QueueStats::default()
+        );
+        for (i, tool) in ["start_long_task", "start_long_task", "other"]
+            .iter()
+            .enumerate()
+        {
+            let j = job_of(&a, T0 + i as i64, tool, DEF, CrashPolicy::Retry);
+            s.enqueue(j).await.unwrap();
+        }
+        let held = job_of(&a, T0 + 5, "held", DEF, CrashPolicy::Hold);
+        s.enqueue(held).await.unwrap();
+        let held_filter = ClaimFilter {
+            defs: vec![ClaimFilter::key("held", DEF)],
+            capped: Vec::new(),
+        };
+        let h = s.claim("w", 1, T0 + 10, LEASE, &held_filter).await.unwrap();
+        assert_eq!(h.len(), 1);
+        // The held job's worker is lost: in doubt.
+        let expired = s.expired_leases(T0 + 10 + LEASE + 1, 10).await.unwrap();
+        let done: Vec<Completion> = expired
+            .iter()
+            .map(|e| Completion {
+                id: e.id.clone(),
+                fence: e.fence,
+                outcome: Outcome::InDoubt {
+                    error: "worker_lost".into(),
+                },
+            })
+            .collect();
+        s.rescue(done, T0 + 10 + LEASE + 1).await.unwrap();
+        // One start_long_task running, one finished.
+        let c = s.claim("w", 1, T0 + 20, LEASE, &any()).await.unwrap();
+        assert_eq!(c.len(), 1);
+        let c2 = s.claim("w", 1, T0 + 21, LEASE, &any()).await.unwrap();
+        s.complete(vec![done_of(&c2[0], succeeded("{}"))], T0 + 22)
+            .await
+            .unwrap();
+        let now = T0 + 10 + LEASE + 2;
+        let st = s.queue_stats(now).await.unwrap();
+        let mut active = st.active.clone();
+        active.sort_by(|x, y| (x.0.as_str(), &x.1).cmp(&(y.0.as_str(), &y.1)));
+        assert_eq!(
+            active,
+            vec![
+                (JobState::InDoubt, "held".to_string(), 1),
+                (JobState::Queued, "other".to_string(), 1),
+                (JobState::Running, "start_long_task".to_string(), 1),
+            ]
+        );
+        assert_eq!(
+            st.oldest_due_at,
+            Some(T0 + 2),
+            "the queued `other` job, due since T0+2"
+        );
+        assert_eq!(st.count(JobState::Queued), 1);
+    }
+
+    fn done_of(c: &ClaimedJob, outcome: Outcome) -> Completion {
+        Completion {
+            id: c.id.clone(),
+            fence: c.fence,
+            outcome,
+        }
+    }
+}
+
 /// Declares one test per conformance case by calling `$m!($factory; case, case, ...)`.
 macro_rules! for_each_case {
     ($m:ident, $factory:path) => {
@@ -1989,6 +2065,7 @@ macro_rules! for_each_case {
             capped_tool_never_runs_more_than_its_limit_across_claimers,
             rescue_applies_each_jobs_crash_policy,
             in_doubt_jobs_are_resolved_only_by_an_operator,
+            queue_stats_count_unfinished_jobs_by_state_and_tool,
         }
     };
 }
@@ -2000,7 +2077,9 @@ macro_rules! conformance {
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn $case() {
                 let fx = $factory().await;
-                $crate::cases::$case(&fx).await;
+                #[allow(unused_imports)]
+                use $crate::{cases::*, stats_cases::*};
+                $case(&fx).await;
             }
         )*
     };

@@ -17,8 +17,8 @@ use mcpq::config::ClientSettings;
 const SERVER_SECRET: &str = "unit-test-server-secret-0123456789abcdef0123";
 const CLIENT_SECRET: &str = "unit-test-client-secret-0123456789abcdef0123";
 
-/// `ExecStart=` and `Environment=` of a unit file.
-fn unit(name: &str) -> (Vec<String>, Vec<(String, String)>) {
+/// `ExecStart=` and `Environment=` of a unit file, and whether it loads credentials.
+fn unit(name: &str) -> (Vec<String>, Vec<(String, String)>, bool) {
     let text = std::fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("systemd")
@@ -27,7 +27,9 @@ fn unit(name: &str) -> (Vec<String>, Vec<(String, String)>) {
     .unwrap();
     let mut exec = Vec::new();
     let mut envs = Vec::new();
+    let mut credentials = false;
     for line in text.lines() {
+        credentials |= line.starts_with("LoadCredential=");
         if let Some(cmd) = line.strip_prefix("ExecStart=") {
             exec = cmd.split_whitespace().map(str::to_string).collect();
         } else if let Some(kv) = line.strip_prefix("Environment=") {
@@ -37,7 +39,7 @@ fn unit(name: &str) -> (Vec<String>, Vec<(String, String)>) {
     }
     assert_eq!(exec[0], "/usr/bin/mcpq", "{name}");
     assert_eq!(exec[1..3], ["--config", "/etc/mcpq/mcpq.toml"], "{name}");
-    (exec, envs)
+    (exec, envs, credentials)
 }
 
 struct Host {
@@ -79,7 +81,7 @@ impl Host {
         unit_name: &str,
         listener: Option<&std::net::TcpListener>,
     ) -> std::process::Child {
-        let (exec, envs) = unit(unit_name);
+        let (exec, envs, credentials) = unit(unit_name);
         let config = self.dir.path().join("mcpq.toml");
         let mut args: Vec<String> = exec[1..].to_vec();
         args[1] = config.display().to_string();
@@ -99,14 +101,20 @@ impl Host {
             .env("RUST_LOG", "debug,sqlx=warn,hyper=info")
             .env("NOTIFY_SOCKET", &self.notify_path)
             .env("WATCHDOG_USEC", "300000")
-            .env("CREDENTIALS_DIRECTORY", self.dir.path().join("credentials"))
             .envs(envs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             // The unit's state directory, here.
             .env("MCPQ__DATABASE__PATH", self.dir.path().join("mcpq.db"))
+            // Tests run side by side: no fixed metrics port.
+            .env("MCPQ__METRICS__LISTEN", "127.0.0.1:0")
             .stdout(std::process::Stdio::null())
             .stderr(
                 std::fs::File::create(self.dir.path().join(format!("{unit_name}.log"))).unwrap(),
             );
+        // Only a unit with LoadCredential= gets a credentials directory (the worker has
+        // none: it must start without secrets).
+        if credentials {
+            cmd.env("CREDENTIALS_DIRECTORY", self.dir.path().join("credentials"));
+        }
         if let Some(l) = listener {
             let fd = l.as_raw_fd();
             // SAFETY: dup2 is async-signal-safe; it clears close-on-exec on fd 3.
@@ -199,9 +207,23 @@ async fn the_daemon_unit_notifies_ready_watchdog_reloading_and_stopping() {
         seen.iter().any(|m| m.contains("STATUS=serving on")),
         "{seen:?}"
     );
-    // The watchdog is fed while healthy.
-    host.wait_for("WATCHDOG=1", Duration::from_secs(5));
-    host.wait_for("WATCHDOG=1", Duration::from_secs(5));
+    // The watchdog is fed while healthy, and the status line shows the queue: this unit
+    // runs no embedded worker, so an accepted job stays queued.
+    let mut c = mcpq::client::Client::connect(client_settings(addr))
+        .await
+        .unwrap();
+    let r = c
+        .call("start_long_task", args(r#"{"seconds":1}"#))
+        .await
+        .unwrap();
+    assert!(r.ok, "{}", r.raw);
+    let seen = host.wait_for("WATCHDOG=1", Duration::from_secs(5));
+    let seen = [seen, host.wait_for("WATCHDOG=1", Duration::from_secs(5))].concat();
+    assert!(
+        seen.iter()
+            .any(|m| m.contains("STATUS=serving on") && m.contains("1 queued (oldest waiting")),
+        "{seen:?}"
+    );
     // Reload: RELOADING, then READY again.
     signal(&d, "-HUP");
     host.wait_for("RELOADING=1", Duration::from_secs(10));

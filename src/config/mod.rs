@@ -64,6 +64,23 @@ struct RawSettings {
     #[serde(default)]
     clients: BTreeMap<String, RawClient>,
     client: RawClientSide,
+    log: LogSettings,
+    metrics: RawMetrics,
+}
+
+#[derive(Debug, Deserialize, Clone)]
+struct RawMetrics {
+    listen: String,
+    worker_listen: String,
+    client_labels: bool,
+}
+
+/// Prometheus endpoints (`crate::telemetry`); `None` is off.
+#[derive(Debug, Clone)]
+pub struct MetricsSettings {
+    pub listen: Option<SocketAddr>,
+    pub worker_listen: Option<SocketAddr>,
+    pub client_labels: bool,
 }
 
 #[derive(Debug, Deserialize, Clone)]
@@ -99,6 +116,23 @@ struct RawClientSide {
     secret_file: Option<PathBuf>,
     server_secret: Option<String>,
     server_secret_file: Option<PathBuf>,
+}
+
+/// How log lines are written (see `crate::logging`).
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// JSON under journald (`JOURNAL_STREAM` names our stderr), text otherwise.
+    Auto,
+    Text,
+    Json,
+}
+
+#[derive(Debug, Deserialize, Clone)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    /// A `tracing` filter (`info`, `mcpq=debug,info`); `RUST_LOG` wins when set.
+    pub level: String,
 }
 
 /// `synchronous` pragma choices, with what each guarantees (see docs/OPERATIONS.md).
@@ -185,6 +219,8 @@ pub struct Settings {
     pub client: ClientSettings,
     /// Tools declared in the configuration file (`[tools.NAME]`).
     pub tools: Vec<ToolDef>,
+    pub log: LogSettings,
+    pub metrics: MetricsSettings,
 }
 
 /// Replaces every secret value (keys ending in `secret`, and HTTP tools' inline `headers`).
@@ -246,6 +282,18 @@ fn credentials_path(p: &Path, what: &str) -> Result<PathBuf, ConfigError> {
     Ok(p.to_path_buf())
 }
 
+/// An address, or `None` for "" (off).
+fn optional_addr(text: &str, what: &str) -> Result<Option<SocketAddr>, ConfigError> {
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
+    text.parse().map(Some).map_err(|e| {
+        ConfigError::Invalid(format!(
+            "{what} {text:?}: {e} (want IP:port, or \"\" for off)"
+        ))
+    })
+}
+
 fn require_secret(s: Option<Secret>, what: &str) -> Result<Secret, ConfigError> {
     let s = s.ok_or_else(|| ConfigError::Invalid(format!("{what}: no secret configured")))?;
     if s.expose().len() < MIN_SECRET_LEN {
@@ -262,6 +310,25 @@ impl Settings {
     pub fn load(file: Option<&Path>) -> Result<Settings, ConfigError> {
         let raw: RawSettings = Settings::merged(file)?.try_deserialize()?;
         Settings::from_raw(raw, tools::load(file)?)
+    }
+
+    /// [`Settings::load`] for commands that never sign or verify (`worker`, `migrate`, the
+    /// admin commands): no secret is read, so a worker unit needs no credentials and an
+    /// operator's shell no access to them. Every secret in the result is empty and
+    /// `clients` holds no keys.
+    pub fn load_without_secrets(file: Option<&Path>) -> Result<Settings, ConfigError> {
+        let mut raw: RawSettings = Settings::merged(file)?.try_deserialize()?;
+        raw.server.secret = Some(String::new());
+        raw.server.secret_file = None;
+        raw.clients.clear();
+        let c = &mut raw.client;
+        (
+            c.secret,
+            c.secret_file,
+            c.server_secret,
+            c.server_secret_file,
+        ) = (None, None, None, None);
+        Settings::from_raw_checked(raw, tools::load(file)?, false)
     }
 
     /// The layers merged, after the strict checks.
@@ -310,13 +377,23 @@ impl Settings {
     }
 
     fn from_raw(raw: RawSettings, tools: Vec<ToolDef>) -> Result<Settings, ConfigError> {
+        Settings::from_raw_checked(raw, tools, true)
+    }
+
+    fn from_raw_checked(
+        raw: RawSettings,
+        tools: Vec<ToolDef>,
+        secrets: bool,
+    ) -> Result<Settings, ConfigError> {
         let listen: SocketAddr = raw.server.listen.parse().map_err(|e| {
             ConfigError::Invalid(format!("server.listen {:?}: {e}", raw.server.listen))
         })?;
-        let server_secret = require_secret(
-            load_secret(&raw.server.secret, &raw.server.secret_file, "server")?,
-            "server",
-        )?;
+        let server_secret = load_secret(&raw.server.secret, &raw.server.secret_file, "server")?;
+        let server_secret = if secrets {
+            require_secret(server_secret, "server")?
+        } else {
+            Secret::new(Vec::new())
+        };
         let mut clients = BTreeMap::new();
         for (id, c) in &raw.clients {
             let what = format!("clients.{id}");
@@ -359,6 +436,12 @@ impl Settings {
             clients,
             client,
             tools,
+            log: raw.log,
+            metrics: MetricsSettings {
+                listen: optional_addr(&raw.metrics.listen, "metrics.listen")?,
+                worker_listen: optional_addr(&raw.metrics.worker_listen, "metrics.worker_listen")?,
+                client_labels: raw.metrics.client_labels,
+            },
         };
         if s.jobs.max_attempts == 0 {
             return Err(ConfigError::Invalid(
@@ -430,6 +513,21 @@ impl Settings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_worker_loads_no_secret_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("mcpq.toml");
+        std::fs::write(
+            &f,
+            "[server]\nsecret_file = \"/nonexistent/server_secret\"\n[clients.c]\nsecret_file = \"/nonexistent/c\"\n",
+        )
+        .unwrap();
+        assert!(Settings::load(Some(&f)).is_err());
+        let s = Settings::load_without_secrets(Some(&f)).unwrap();
+        assert!(s.server.secret.expose().is_empty());
+        assert!(s.clients.is_empty());
+    }
 
     #[test]
     fn defaults_load_and_are_loopback() {

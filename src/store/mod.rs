@@ -10,6 +10,7 @@
 //! job takes is decided by [`crate::jobs`]; the store makes it happen atomically
 //! and fenced.
 
+pub mod admin;
 pub mod sqlite;
 
 use std::future::Future;
@@ -112,6 +113,8 @@ pub struct ClaimedJob {
     pub attempt: u32,
     pub max_attempts: u32,
     pub fence: i64,
+    /// When it became due (its `run_at`): the start delay is the claim time minus this.
+    pub due_at: i64,
 }
 
 /// Lease extension (and latest progress) for one running job.
@@ -190,6 +193,42 @@ pub struct CappedTool {
     pub tool: String,
     pub limit: u32,
     pub defs: Vec<String>,
+}
+
+/// Jobs not yet finished, for status lines, metrics and `mcpq stats`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QueueStats {
+    /// (state, tool, count) for queued, running and in-doubt jobs; absent pairs are zero.
+    pub active: Vec<(JobState, String, u64)>,
+    /// When the longest-waiting due job became due (its `run_at`).
+    pub oldest_due_at: Option<i64>,
+}
+
+impl QueueStats {
+    pub fn count(&self, state: JobState) -> u64 {
+        self.active
+            .iter()
+            .filter(|(s, _, _)| *s == state)
+            .map(|(_, _, n)| n)
+            .sum()
+    }
+
+    /// "12 queued (oldest waiting 1.2 s), 3 running, 0 in doubt": for `STATUS=` lines.
+    pub fn summary(&self, now: i64) -> String {
+        let wait = match self.oldest_due_at {
+            Some(at) => format!(
+                " (oldest waiting {:.1} s)",
+                (now - at).max(0) as f64 / 1000.0
+            ),
+            None => String::new(),
+        };
+        format!(
+            "{} queued{wait}, {} running, {} in doubt",
+            self.count(JobState::Queued),
+            self.count(JobState::Running),
+            self.count(JobState::InDoubt)
+        )
+    }
 }
 
 /// An operator's decision on an in-doubt job.
@@ -313,6 +352,12 @@ pub trait Store: Send + Sync + 'static {
         done: Vec<Completion>,
         now: i64,
     ) -> BoxFuture<'_, Result<Vec<JobId>, StoreError>>;
+
+    /// Workers holding leases and the latest expiry among their leases (metrics).
+    fn lease_holders(&self) -> BoxFuture<'_, Result<Vec<(String, i64)>, StoreError>>;
+
+    /// Counts of unfinished jobs by state and tool; reads only unfinished rows.
+    fn queue_stats(&self, now: i64) -> BoxFuture<'_, Result<QueueStats, StoreError>>;
 
     /// Deletes finished jobs that finished before `before`, and expired nonces.
     fn prune(&self, finished_before: i64, now: i64) -> BoxFuture<'_, Result<u64, StoreError>>;

@@ -64,6 +64,8 @@ impl Proc {
 
 pub struct Daemon {
     pub addr: SocketAddr,
+    /// The metrics endpoint, when on (each test daemon gets its own port).
+    pub metrics: Option<SocketAddr>,
     pub proc: Proc,
 }
 
@@ -94,6 +96,7 @@ previous_secret = "{CLIENT2_PREVIOUS}"
             env: vec![
                 ("MCPQ__DATABASE__PATH".into(), db.display().to_string()),
                 ("MCPQ__SERVER__LISTEN".into(), "127.0.0.1:0".into()),
+                ("MCPQ__METRICS__LISTEN".into(), "127.0.0.1:0".into()),
             ],
         }
     }
@@ -135,22 +138,41 @@ previous_secret = "{CLIENT2_PREVIOUS}"
         (cmd, stderr_path)
     }
 
+    /// Runs a one-shot `mcpq` command (an operator's) to completion: (exit code, stdout,
+    /// stderr).
+    pub async fn run(&self, args: &[&str]) -> (i32, String, String) {
+        let (mut cmd, _) = self.command(args, "oneshot.log");
+        let out = cmd.stderr(Stdio::piped()).output().await.expect("run mcpq");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
     /// Starts `mcpq serve` and waits until it is listening.
     pub async fn spawn_daemon(&self) -> Daemon {
         let (mut cmd, stderr_path) = self.command(&["serve"], "daemon.log");
         let mut child = cmd.spawn().expect("spawn mcpq serve");
         let stdout = child.stdout.take().expect("stdout");
         let mut lines = BufReader::new(stdout).lines();
-        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
-            .await
-            .expect("daemon printed its address in time")
-            .expect("read stdout")
-            .unwrap_or_else(|| {
-                panic!(
-                    "daemon exited before listening; log:\n{}",
-                    std::fs::read_to_string(&stderr_path).unwrap_or_default()
-                )
-            });
+        let mut metrics = None;
+        let line = loop {
+            let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+                .await
+                .expect("daemon printed its address in time")
+                .expect("read stdout")
+                .unwrap_or_else(|| {
+                    panic!(
+                        "daemon exited before listening; log:\n{}",
+                        std::fs::read_to_string(&stderr_path).unwrap_or_default()
+                    )
+                });
+            match line.strip_prefix("metrics on ") {
+                Some(a) => metrics = Some(a.parse().expect("metrics address")),
+                None => break line,
+            }
+        };
         let addr = line
             .strip_prefix("listening on ")
             .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
@@ -160,6 +182,7 @@ previous_secret = "{CLIENT2_PREVIOUS}"
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         Daemon {
             addr,
+            metrics,
             proc: Proc { child, stderr_path },
         }
     }

@@ -41,27 +41,35 @@ const MAX_BATCH: usize = 4096;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
+mod admin;
+
 mod sql {
-    pub const INSERT_NONCE_BATCH: &str = include_str!("sql/insert_nonce_batch.sql");
-    pub const ENQUEUE_BATCH: &str = include_str!("sql/enqueue_batch.sql");
-    pub const INSERT_JOBS: &str = include_str!("sql/insert_jobs.sql");
-    pub const FIND_IDEMPOTENT: &str = include_str!("sql/find_idempotent.sql");
-    pub const GET_JOBS: &str = include_str!("sql/get_jobs.sql");
-    pub const CANCEL_QUEUED: &str = include_str!("sql/cancel_queued.sql");
-    pub const CANCEL_RUNNING: &str = include_str!("sql/cancel_running.sql");
-    pub const JOB_STATE: &str = include_str!("sql/job_state.sql");
-    pub const CLAIM: &str = include_str!("sql/claim.sql");
-    pub const CLAIM_TOOL: &str = include_str!("sql/claim_tool.sql");
-    pub const UNKNOWN_DEFINITIONS: &str = include_str!("sql/unknown_definitions.sql");
-    pub const RESOLVE_IN_DOUBT: &str = include_str!("sql/resolve_in_doubt.sql");
-    pub const HAS_DUE: &str = include_str!("sql/has_due.sql");
-    pub const HEARTBEAT: &str = include_str!("sql/heartbeat.sql");
-    pub const COMPLETE: &str = include_str!("sql/complete.sql");
-    pub const RELEASE: &str = include_str!("sql/release.sql");
-    pub const EXPIRED_LEASES: &str = include_str!("sql/expired_leases.sql");
-    pub const PRUNE_JOBS: &str = include_str!("sql/prune_jobs.sql");
-    pub const PRUNE_NONCES: &str = include_str!("sql/prune_nonces.sql");
-    pub const LIVE_NONCES: &str = include_str!("sql/live_nonces.sql");
+    pub const INSERT_NONCE_BATCH: &str = include_str!("../sql/insert_nonce_batch.sql");
+    pub const ENQUEUE_BATCH: &str = include_str!("../sql/enqueue_batch.sql");
+    pub const INSERT_JOBS: &str = include_str!("../sql/insert_jobs.sql");
+    pub const FIND_IDEMPOTENT: &str = include_str!("../sql/find_idempotent.sql");
+    pub const GET_JOBS: &str = include_str!("../sql/get_jobs.sql");
+    pub const CANCEL_QUEUED: &str = include_str!("../sql/cancel_queued.sql");
+    pub const CANCEL_RUNNING: &str = include_str!("../sql/cancel_running.sql");
+    pub const JOB_STATE: &str = include_str!("../sql/job_state.sql");
+    pub const CLAIM: &str = include_str!("../sql/claim.sql");
+    pub const CLAIM_TOOL: &str = include_str!("../sql/claim_tool.sql");
+    pub const UNKNOWN_DEFINITIONS: &str = include_str!("../sql/unknown_definitions.sql");
+    pub const RESOLVE_IN_DOUBT: &str = include_str!("../sql/resolve_in_doubt.sql");
+    pub const HAS_DUE: &str = include_str!("../sql/has_due.sql");
+    pub const STATS: &str = include_str!("../sql/stats.sql");
+    pub const LEASE_HOLDERS: &str = include_str!("../sql/lease_holders.sql");
+    pub const ADMIN_LIST: &str = include_str!("../sql/admin_list.sql");
+    pub const ADMIN_CANCEL: &str = include_str!("../sql/admin_cancel.sql");
+    pub const ADMIN_RETRY: &str = include_str!("../sql/admin_retry.sql");
+    pub const ADMIN_ACTIVITY: &str = include_str!("../sql/admin_activity.sql");
+    pub const HEARTBEAT: &str = include_str!("../sql/heartbeat.sql");
+    pub const COMPLETE: &str = include_str!("../sql/complete.sql");
+    pub const RELEASE: &str = include_str!("../sql/release.sql");
+    pub const EXPIRED_LEASES: &str = include_str!("../sql/expired_leases.sql");
+    pub const PRUNE_JOBS: &str = include_str!("../sql/prune_jobs.sql");
+    pub const PRUNE_NONCES: &str = include_str!("../sql/prune_nonces.sql");
+    pub const LIVE_NONCES: &str = include_str!("../sql/live_nonces.sql");
 }
 
 enum WriteOp {
@@ -205,6 +213,11 @@ fn syncer(
                 false
             }
         };
+        metrics::histogram!(crate::telemetry::FSYNC_SECONDS)
+            .record(started.elapsed().as_secs_f64());
+        if !ok {
+            metrics::counter!(crate::telemetry::FSYNC_FAILURES).increment(1);
+        }
         tracing::trace!(
             took_us = started.elapsed().as_micros() as u64,
             waiters = waiters.len(),
@@ -551,6 +564,8 @@ async fn commit_batch(
     } else {
         write_batch(conn, nonces, jobs, ops).await
     };
+    metrics::histogram!(crate::telemetry::BATCH_ROWS).record(ops.len() as f64);
+    metrics::histogram!(crate::telemetry::COMMIT_SECONDS).record(started.elapsed().as_secs_f64());
     tracing::trace!(
         ops = ops.len(),
         jobs = job_count,
@@ -895,7 +910,7 @@ fn records_from_json(text: &str) -> Result<HashMap<String, JobRecord>, StoreErro
     Ok(out)
 }
 
-/// One claimed job from claim.sql's `json_array(id, client_id, tool, args, attempt, max_attempts, fence)`.
+/// One claimed job from claim.sql's `json_array(id, client_id, tool, args, attempt, max_attempts, fence, run_at)`.
 fn claimed_from_json(text: &str) -> Result<ClaimedJob, StoreError> {
     let corrupt = |what: &str| StoreError::Corrupt(format!("claimed job: {what}"));
     let Json::Array(cols) =
@@ -903,8 +918,8 @@ fn claimed_from_json(text: &str) -> Result<ClaimedJob, StoreError> {
     else {
         return Err(corrupt("not an array"));
     };
-    let [Json::Str(id), Json::Str(client_id), Json::Str(tool), Json::Str(args), Json::Int(attempt), Json::Int(max_attempts), Json::Int(fence)]: [Json; 7] =
-        cols.try_into().map_err(|_| corrupt("not 7 columns"))?
+    let [Json::Str(id), Json::Str(client_id), Json::Str(tool), Json::Str(args), Json::Int(attempt), Json::Int(max_attempts), Json::Int(fence), Json::Int(due_at)]: [Json; 8] =
+        cols.try_into().map_err(|_| corrupt("not 8 columns"))?
     else {
         return Err(corrupt("a column has the wrong type"));
     };
@@ -917,6 +932,7 @@ fn claimed_from_json(text: &str) -> Result<ClaimedJob, StoreError> {
         attempt: count(attempt, "attempt")?,
         max_attempts: count(max_attempts, "max_attempts")?,
         fence,
+        due_at,
     })
 }
 
@@ -1122,6 +1138,38 @@ impl Store for SqliteStore {
                 self.inner.durability.wait().await?;
             }
             Ok(outcome)
+        })
+    }
+
+    fn lease_holders(&self) -> BoxFuture<'_, Result<Vec<(String, i64)>, StoreError>> {
+        Box::pin(async move {
+            let rows = sqlx::query(sql::LEASE_HOLDERS)
+                .fetch_all(&self.inner.read)
+                .await?;
+            rows.iter()
+                .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+                .collect()
+        })
+    }
+
+    fn queue_stats(&self, now: i64) -> BoxFuture<'_, Result<QueueStats, StoreError>> {
+        Box::pin(async move {
+            let rows = sqlx::query(sql::STATS)
+                .bind(now)
+                .fetch_all(&self.inner.read)
+                .await?;
+            let mut out = QueueStats::default();
+            for r in &rows {
+                let state: String = r.try_get(0)?;
+                let state = JobState::parse(&state)
+                    .ok_or_else(|| StoreError::Corrupt(format!("job state {state:?}")))?;
+                let n: i64 = r.try_get(2)?;
+                out.active.push((state, r.try_get(1)?, n as u64));
+                if let Some(at) = r.try_get::<Option<i64>, _>(3)? {
+                    out.oldest_due_at = Some(out.oldest_due_at.map_or(at, |o: i64| o.min(at)));
+                }
+            }
+            Ok(out)
         })
     }
 
@@ -1491,13 +1539,14 @@ mod tests {
 
     #[test]
     fn claimed_rows_decode_and_reject_anything_malformed() {
-        let row = r#"["0193b3c4-5d6e-7f80-9a1b-000000000001","alice","start_long_task","{\"seconds\":1}",2,3,7]"#;
+        let row = r#"["0193b3c4-5d6e-7f80-9a1b-000000000001","alice","start_long_task","{\"seconds\":1}",2,3,7,1700000000000]"#;
         let job = claimed_from_json(row).unwrap();
         assert_eq!(job.id.0, "0193b3c4-5d6e-7f80-9a1b-000000000001");
         assert_eq!(job.tool, "start_long_task");
         assert_eq!(job.client_id.0, "alice");
         assert_eq!(job.args, r#"{"seconds":1}"#);
         assert_eq!((job.attempt, job.max_attempts, job.fence), (2, 3, 7));
+        assert_eq!(job.due_at, 1_700_000_000_000);
         for bad in [
             "{}".to_string(),
             "not json".to_string(),

@@ -1,0 +1,441 @@
+//! The operator's commands: `mcpq jobs list|show|cancel|retry|fail|purge` and `mcpq stats`.
+//!
+//! They open the store directly (safe while the daemon and workers run: every change is one
+//! write transaction, serialized with theirs), print tables for people (comfy-table) or
+//! JSON for scripts (`--json`), and exit with documented codes ([`EXIT_NOT_FOUND`],
+//! [`EXIT_WRONG_STATE`]). Every change is recorded in the job's history with who made it.
+//!
+//! It must not decide what a change does to a job: the store's SQL does.
+
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use clap::{Args, Subcommand};
+use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
+use serde_json::{json, Value};
+
+use crate::jobs::{JobId, JobState};
+use crate::store::admin::{AdminStore, Change, JobFilter, JobSummary};
+use crate::store::{CancelOutcome, JobRecord, StoreError};
+
+/// No job with that id.
+pub const EXIT_NOT_FOUND: u8 = 3;
+/// The job is not in a state the command applies to (e.g. retrying a succeeded job).
+pub const EXIT_WRONG_STATE: u8 = 4;
+
+#[derive(Subcommand)]
+pub enum JobsCommand {
+    /// Jobs, newest first.
+    List {
+        /// queued | running | succeeded | failed | cancelled | in_doubt
+        #[arg(long, value_parser = parse_state)]
+        state: Option<JobState>,
+        #[arg(long)]
+        client: Option<String>,
+        #[arg(long)]
+        tool: Option<String>,
+        /// Created within this long (e.g. 30m, 2h, 7d).
+        #[arg(long, value_parser = parse_age)]
+        since: Option<Duration>,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// One job: state, attempts, lease, definition, progress, and its whole history.
+    Show {
+        id: String,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Cancel a queued job, or ask the worker of a running one to stop it.
+    Cancel {
+        id: String,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Send a failed or in-doubt job back to the queue. Attempts are not reset (the history
+    /// stays whole): the job gets --attempts more on top of those it used.
+    Retry {
+        id: String,
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
+        attempts: u32,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Fail an in-doubt job for good.
+    Fail {
+        id: String,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Delete finished jobs older than the given age (e.g. 7d), whatever the retention.
+    Purge {
+        #[arg(long, value_parser = parse_age)]
+        older_than: Duration,
+        #[command(flatten)]
+        out: Output,
+    },
+}
+
+#[derive(Args, Clone, Copy)]
+pub struct Output {
+    /// JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_state(s: &str) -> Result<JobState, String> {
+    JobState::parse(s).ok_or_else(|| {
+        format!("unknown state {s:?}: queued, running, succeeded, failed, cancelled or in_doubt")
+    })
+}
+
+fn parse_age(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{s:?}: {e} (e.g. 90s, 30m, 2h, 7d)"))
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn ago(d: Duration) -> i64 {
+    now_ms() - d.as_millis().min(i64::MAX as u128) as i64
+}
+
+fn time(ms: Option<i64>) -> String {
+    match ms {
+        Some(ms) if ms >= 0 => {
+            humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms as u64))
+                .to_string()
+        }
+        _ => "-".into(),
+    }
+}
+
+/// Run as root on a database owned by the service user, takes that user's uid and gid
+/// first: a file root creates beside the database (`-wal`, `-shm`, a backup's journal)
+/// would otherwise lock the service out of its own database.
+pub fn run_as_owner_of(db: &std::path::Path) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: plain syscalls on our own credentials.
+    if unsafe { libc::geteuid() } != 0 {
+        return Ok(());
+    }
+    let dir = db.parent().filter(|p| !p.as_os_str().is_empty());
+    let meta = match std::fs::metadata(db).or_else(|e| match dir {
+        Some(d) => std::fs::metadata(d),
+        None => Err(e),
+    }) {
+        Ok(m) => m,
+        Err(_) => return Ok(()),
+    };
+    let (uid, gid) = (meta.uid(), meta.gid());
+    if uid == 0 {
+        return Ok(());
+    }
+    // SAFETY: as above; order matters (groups and gid while still root).
+    unsafe {
+        if libc::setgroups(0, std::ptr::null()) != 0
+            || libc::setgid(gid) != 0
+            || libc::setuid(uid) != 0
+        {
+            return Err(format!(
+                "cannot switch to uid {uid} (the owner of {}): {}",
+                db.display(),
+                std::io::Error::last_os_error()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Who made a change, for the job's history: the person behind `sudo` when there is one.
+pub fn operator() -> String {
+    let user = ["SUDO_USER", "USER", "LOGNAME"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok().filter(|s| !s.is_empty()))
+        // SAFETY: getuid cannot fail.
+        .unwrap_or_else(|| format!("uid {}", unsafe { libc::getuid() }));
+    format!("{user} (mcpq jobs)")
+}
+
+fn table(header: &[&str]) -> Table {
+    let mut t = Table::new();
+    t.load_style(UTF8_FULL_CONDENSED);
+    t.set_header(header.to_vec());
+    t
+}
+
+fn summary_json(j: &JobSummary) -> Value {
+    json!({
+        "id": j.id.0, "client_id": j.client_id, "tool": j.tool, "state": j.state.as_str(),
+        "attempt": j.attempt, "max_attempts": j.max_attempts, "created_at": j.created_at,
+        "started_at": j.started_at, "finished_at": j.finished_at,
+        "lease_owner": j.lease_owner, "run_at": j.run_at,
+    })
+}
+
+fn history(r: &JobRecord) -> Vec<Value> {
+    match serde_json::from_str::<Value>(&r.errors) {
+        Ok(Value::Array(v)) => v,
+        _ => Vec::new(),
+    }
+}
+
+fn parsed(text: &Option<String>) -> Value {
+    text.as_deref()
+        .map(|t| serde_json::from_str(t).unwrap_or_else(|_| Value::String(t.to_string())))
+        .unwrap_or(Value::Null)
+}
+
+fn record_json(r: &JobRecord) -> Value {
+    json!({
+        "id": r.id.0, "client_id": r.client_id.0, "tool": r.tool, "definition": r.def,
+        "on_worker_crash": r.on_crash.as_str(), "state": r.state.as_str(),
+        "attempt": r.attempt, "max_attempts": r.max_attempts, "run_at": r.run_at,
+        "lease_owner": r.lease_owner, "lease_expires_at": r.lease_expires_at,
+        "fence": r.fence, "cancel_requested": r.cancel_requested,
+        "progress": parsed(&r.progress), "result": parsed(&r.result),
+        "idempotency_key": r.idempotency_key, "created_at": r.created_at,
+        "started_at": r.started_at, "finished_at": r.finished_at,
+        "args": parsed(&Some(r.args.clone())), "history": history(r),
+    })
+}
+
+fn print_record(r: &JobRecord) {
+    let mut t = table(&["field", "value"]);
+    let rows: Vec<(&str, String)> = vec![
+        ("id", r.id.0.clone()),
+        ("client", r.client_id.0.clone()),
+        ("tool", format!("{} (definition {})", r.tool, r.def)),
+        ("on worker crash", r.on_crash.as_str().to_string()),
+        ("state", r.state.as_str().to_string()),
+        ("attempts", format!("{} of {}", r.attempt, r.max_attempts)),
+        ("created", time(Some(r.created_at))),
+        ("due", time(Some(r.run_at))),
+        ("started", time(r.started_at)),
+        ("finished", time(r.finished_at)),
+        (
+            "lease",
+            match (&r.lease_owner, r.lease_expires_at) {
+                (Some(o), Some(at)) => format!("{o} until {} (fence {})", time(Some(at)), r.fence),
+                _ => "-".into(),
+            },
+        ),
+        ("cancel requested", r.cancel_requested.to_string()),
+        ("progress", r.progress.clone().unwrap_or_else(|| "-".into())),
+        (
+            "idempotency key",
+            r.idempotency_key.clone().unwrap_or_else(|| "-".into()),
+        ),
+    ];
+    for (k, v) in rows {
+        t.add_row(vec![k.to_string(), v]);
+    }
+    println!("{t}");
+    let mut h = table(&["attempt", "at", "event"]);
+    for e in history(r) {
+        h.add_row(vec![
+            e["attempt"].to_string(),
+            time(e["at"].as_i64()),
+            e["error"].as_str().unwrap_or_default().to_string(),
+        ]);
+    }
+    println!("history:\n{h}");
+}
+
+/// Prints `value` as JSON or `text`, and returns `code`.
+fn report(out: Output, value: Value, text: &str, code: u8) -> ExitCode {
+    if out.json {
+        println!("{value}");
+    } else if code == 0 {
+        println!("{text}");
+    } else {
+        eprintln!("{text}");
+    }
+    ExitCode::from(code)
+}
+
+fn change_report(out: Output, id: &str, change: Change, done: &str) -> ExitCode {
+    match change {
+        Change::Done => report(
+            out,
+            json!({"id": id, "outcome": done}),
+            &format!("{id}: {done}"),
+            0,
+        ),
+        Change::WrongState(s) => report(
+            out,
+            json!({"id": id, "outcome": "wrong_state", "state": s.as_str()}),
+            &format!("{id}: not changed: the job is {}", s.as_str()),
+            EXIT_WRONG_STATE,
+        ),
+        Change::NotFound => not_found(out, id),
+    }
+}
+
+fn not_found(out: Output, id: &str) -> ExitCode {
+    report(
+        out,
+        json!({"id": id, "outcome": "not_found"}),
+        &format!("{id}: no such job"),
+        EXIT_NOT_FOUND,
+    )
+}
+
+/// Runs one `mcpq jobs` command.
+pub async fn jobs(store: &dyn AdminStore, cmd: JobsCommand) -> Result<ExitCode, StoreError> {
+    let by = operator();
+    Ok(match cmd {
+        JobsCommand::List {
+            state,
+            client,
+            tool,
+            since,
+            limit,
+            out,
+        } => {
+            let filter = JobFilter {
+                state,
+                client,
+                tool,
+                since: since.map(ago).unwrap_or(i64::MIN),
+                limit: limit.max(1),
+            };
+            let jobs = store.list_jobs(&filter).await?;
+            if out.json {
+                println!("{}", Value::Array(jobs.iter().map(summary_json).collect()));
+            } else {
+                let mut t = table(&[
+                    "id", "client", "tool", "state", "attempts", "created", "finished", "worker",
+                ]);
+                for j in &jobs {
+                    t.add_row(vec![
+                        j.id.0.clone(),
+                        j.client_id.clone(),
+                        j.tool.clone(),
+                        j.state.as_str().to_string(),
+                        format!("{}/{}", j.attempt, j.max_attempts),
+                        time(Some(j.created_at)),
+                        time(j.finished_at),
+                        j.lease_owner.clone().unwrap_or_else(|| "-".into()),
+                    ]);
+                }
+                println!("{t}");
+            }
+            ExitCode::SUCCESS
+        }
+        JobsCommand::Show { id, out } => match store.job(&JobId(id.clone())).await? {
+            None => not_found(out, &id),
+            Some(r) if out.json => {
+                println!("{}", record_json(&r));
+                ExitCode::SUCCESS
+            }
+            Some(r) => {
+                print_record(&r);
+                ExitCode::SUCCESS
+            }
+        },
+        JobsCommand::Cancel { id, out } => {
+            match store
+                .admin_cancel(&JobId(id.clone()), now_ms(), &by)
+                .await?
+            {
+                CancelOutcome::Cancelled => change_report(out, &id, Change::Done, "cancelled"),
+                CancelOutcome::Requested => {
+                    change_report(out, &id, Change::Done, "cancel_requested")
+                }
+                CancelOutcome::AlreadyFinished(s) => {
+                    change_report(out, &id, Change::WrongState(s), "")
+                }
+                CancelOutcome::NotFound => not_found(out, &id),
+            }
+        }
+        JobsCommand::Retry { id, attempts, out } => {
+            let c = store
+                .retry_job(&JobId(id.clone()), attempts, now_ms(), &by)
+                .await?;
+            change_report(out, &id, c, "queued")
+        }
+        JobsCommand::Fail { id, out } => {
+            let c = store.fail_job(&JobId(id.clone()), now_ms(), &by).await?;
+            change_report(out, &id, c, "failed")
+        }
+        JobsCommand::Purge { older_than, out } => {
+            let n = store.purge(ago(older_than)).await?;
+            report(
+                out,
+                json!({"purged": n}),
+                &format!(
+                    "purged {n} finished job(s) older than {}",
+                    humantime::format_duration(older_than)
+                ),
+                0,
+            )
+        }
+    })
+}
+
+/// `mcpq stats`: depth by state and tool, oldest wait, running per worker, and the last
+/// minute's throughput.
+pub async fn stats(store: &dyn AdminStore, json_out: bool) -> Result<ExitCode, StoreError> {
+    let now = now_ms();
+    let a = store.activity(now, now - 60_000).await?;
+    let oldest_wait_ms = a.queue.oldest_due_at.map(|at| (now - at).max(0));
+    let finished_last_minute: u64 = a.finished.iter().map(|(_, n)| n).sum();
+    if json_out {
+        let depth: Vec<Value> = a
+            .queue
+            .active
+            .iter()
+            .map(|(s, t, n)| json!({"state": s.as_str(), "tool": t, "jobs": n}))
+            .collect();
+        let finished: serde_json::Map<String, Value> = a
+            .finished
+            .iter()
+            .map(|(s, n)| (s.as_str().to_string(), json!(n)))
+            .collect();
+        let workers: serde_json::Map<String, Value> = a
+            .running_per_worker
+            .iter()
+            .map(|(w, n)| (w.clone(), json!(n)))
+            .collect();
+        println!(
+            "{}",
+            json!({
+                "depth": depth, "oldest_queued_wait_ms": oldest_wait_ms,
+                "running_per_worker": workers,
+                "finished_last_minute": finished, "throughput_per_s": finished_last_minute as f64 / 60.0,
+            })
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut t = table(&["state", "tool", "jobs"]);
+    for (s, tool, n) in &a.queue.active {
+        t.add_row(vec![s.as_str().to_string(), tool.clone(), n.to_string()]);
+    }
+    println!("unfinished jobs:\n{t}");
+    println!(
+        "oldest queued job waiting: {}",
+        oldest_wait_ms.map_or("-".into(), |ms| format!("{:.1} s", ms as f64 / 1000.0))
+    );
+    let mut w = table(&["worker", "running"]);
+    for (worker, n) in &a.running_per_worker {
+        w.add_row(vec![worker.clone(), n.to_string()]);
+    }
+    println!("running per worker:\n{w}");
+    let mut f = table(&["finished in the last minute", "jobs"]);
+    for (s, n) in &a.finished {
+        f.add_row(vec![s.as_str().to_string(), n.to_string()]);
+    }
+    println!("{f}");
+    println!(
+        "throughput: {:.1} jobs/s over the last minute",
+        finished_last_minute as f64 / 60.0
+    );
+    Ok(ExitCode::SUCCESS)
+}
