@@ -16,6 +16,8 @@
 //! - [`backup`]: `mcpq backup`: an online, checked, fsynced copy of the SQLite database.
 //! - [`server`]: the HTTP daemon (hyper): limits, timeouts, routing, the request pipeline.
 //! - [`service`]: systemd integration: readiness, status, watchdog, socket activation.
+//! - [`overload`]: connection pressure: per-address caps, idle shedding, short head timeouts.
+//! - [`limits`]: per-client call rate (token bucket) and queued-jobs cap.
 //! - [`worker`]: claim loop, heartbeats, completions, graceful release, lease rescue, retention.
 //! - [`client`]: a signing client (used by `mcpq call`, `mcpq bench` and the tests).
 //! - [`bench`](mod@bench): the closed-loop load generator behind `mcpq bench`.
@@ -35,7 +37,9 @@ pub mod clock;
 pub mod config;
 pub mod jobs;
 pub mod json;
+pub mod limits;
 pub mod logging;
+pub mod overload;
 pub mod protocol;
 pub mod server;
 pub mod service;

@@ -239,6 +239,10 @@ pub enum CallError {
     ToolFailed(String),
     #[error("{0}")]
     ToolUnavailable(String),
+    #[error("too many calls from this client; retry after {0} ms")]
+    RateLimited(u64),
+    #[error("this client has {0} queued jobs, its cap; retry after {1} ms")]
+    QueueFull(u64, u64),
     #[error("internal error (reference {0})")]
     Internal(String),
 }
@@ -279,6 +283,8 @@ impl CallError {
             CallError::Busy(_) => "busy",
             CallError::ToolFailed(_) => "tool_failed",
             CallError::ToolUnavailable(_) => "tool_unavailable",
+            CallError::RateLimited(_) => "rate_limited",
+            CallError::QueueFull(..) => "queue_full",
             CallError::Internal(_) => "internal",
         }
     }
@@ -309,7 +315,16 @@ impl CallError {
             // momentary unavailability a 503 the caller may retry.
             CallError::ToolFailed(_) => 502,
             CallError::Busy(_) | CallError::ToolUnavailable(_) => 503,
+            CallError::RateLimited(_) | CallError::QueueFull(..) => 429,
             CallError::Internal(_) => 500,
+        }
+    }
+
+    /// For a refusal the client should retry later: after how many ms (`Retry-After`).
+    pub fn retry_after_ms(&self) -> Option<u64> {
+        match self {
+            CallError::RateLimited(ms) | CallError::QueueFull(_, ms) => Some(*ms),
+            _ => None,
         }
     }
 

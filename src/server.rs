@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
 use hyper::{Method, Request, StatusCode};
@@ -69,6 +69,14 @@ pub struct App {
     job_added: Arc<Notify>,
     /// Count admitted calls per client (`metrics.client_labels`).
     client_labels: bool,
+    limits: crate::limits::Limits,
+}
+
+/// A signed answer and, for a refusal to retry later, its `Retry-After`.
+pub struct Answer {
+    pub status: u16,
+    pub body: String,
+    pub retry_after_ms: Option<u64>,
 }
 
 type HttpResponse = hyper::Response<Full<Bytes>>;
@@ -88,24 +96,30 @@ impl App {
         &self,
         request_id: String,
         outcome: Result<(Status, Option<Object>), CallError>,
-    ) -> (u16, String) {
+    ) -> Answer {
         let now = self.clock.now_ms();
         let server_id = self.info.load().server_id.clone();
-        let (http, resp) = match outcome {
+        let (status, retry_after_ms, resp) = match outcome {
             Ok((status, result)) => (
                 200,
+                None,
                 Response::ok(request_id, server_id, now, status, result),
             ),
             Err(e) => (
                 e.http_status(),
+                e.retry_after_ms(),
                 Response::error(request_id, server_id, now, &e),
             ),
         };
-        (http, resp.sign(self.server_key.expose()))
+        Answer {
+            status,
+            body: resp.sign(self.server_key.expose()),
+            retry_after_ms,
+        }
     }
 
     /// Handles one `POST /v1/call` body.
-    pub async fn call(&self, body: &[u8]) -> (u16, String) {
+    pub async fn call(&self, body: &[u8]) -> Answer {
         let t0 = std::time::Instant::now();
         let parsed = match json::parse(body) {
             Ok(v) => v,
@@ -174,6 +188,11 @@ impl App {
         // A job-creating call's nonce commits with its job; every other admitted nonce is
         // written behind (see docs/PROTOCOL.md, "Replay protection").
         let write_behind = || async { self.store.record_nonce(nonce).await.map_err(internal) };
+        if let Err(crate::limits::RetryAfterMs(ms)) = self.limits.admit_call(&env.client_id.0, now)
+        {
+            write_behind().await?;
+            return Err(CallError::RateLimited(ms));
+        }
         // One registry for the whole call, even if a reload swaps it meanwhile.
         let registry = self.registry.load();
         let info = self.info.load();
@@ -201,6 +220,15 @@ impl App {
                         return Err(e);
                     }
                 };
+                let admitted = self
+                    .limits
+                    .admit_job(&env.client_id.0, now, self.store.as_ref())
+                    .await
+                    .map_err(internal)?;
+                if let Err(crate::limits::RetryAfterMs(ms)) = admitted {
+                    write_behind().await?;
+                    return Err(CallError::QueueFull(self.limits.max_queued(), ms));
+                }
                 let policy = t.policy();
                 let job = NewJob {
                     id: crate::jobs::JobId::generate(),
@@ -269,35 +297,84 @@ impl App {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
         if declared.is_some_and(|n| n > self.max_body as u64) {
+            // Read (and drop) what the client is sending before answering, as nginx does:
+            // a client that writes its whole body before reading (Python's http.client)
+            // would otherwise get a reset instead of the 413.
+            linger(req.into_body(), self.body_timeout).await;
             return self.error_response(CallError::BodyTooLarge(self.max_body));
         }
-        let limited = Limited::new(req.into_body(), self.max_body);
-        let body = match tokio::time::timeout(self.body_timeout, limited.collect()).await {
-            Err(_) => return self.error_response(CallError::RequestTimeout),
-            Ok(Err(e)) => {
-                if e.downcast_ref::<http_body_util::LengthLimitError>()
-                    .is_some()
-                {
-                    return self.error_response(CallError::BodyTooLarge(self.max_body));
-                }
-                return self.error_response(CallError::MalformedJson(format!(
-                    "could not read the request body: {e}"
-                )));
-            }
-            Ok(Ok(c)) => c.to_bytes(),
+        let body = match read_body(req.into_body(), self.max_body, self.body_timeout).await {
+            Ok(b) => b,
+            Err(e) => return self.error_response(e),
         };
-        let (status, body) = self.call(&body).await;
-        json_response(status, body)
+        http_answer(self.call(&body).await)
     }
 
     fn error_response(&self, e: CallError) -> HttpResponse {
-        let (status, body) = self.respond(String::new(), Err(e));
-        json_response(status, body)
+        http_answer(self.respond(String::new(), Err(e)))
     }
 }
 
 fn internal(e: StoreError) -> CallError {
     CallError::internal("store error", &e)
+}
+
+/// Most bytes read and dropped after a body is refused as too large, before the connection
+/// closes anyway.
+const LINGER_BYTES: usize = 64 << 20;
+
+/// Reads a body of at most `max` bytes within `timeout`. A larger one is read on (and
+/// dropped, up to [`LINGER_BYTES`]) so the client can read the 413.
+async fn read_body(body: Incoming, max: usize, timeout: Duration) -> Result<Bytes, CallError> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut body = body;
+    let mut buf = bytes::BytesMut::new();
+    loop {
+        let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
+            Err(_) => return Err(CallError::RequestTimeout),
+            Ok(None) => return Ok(buf.freeze()),
+            Ok(Some(Err(e))) => {
+                return Err(CallError::MalformedJson(format!(
+                    "could not read the request body: {e}"
+                )))
+            }
+            Ok(Some(Ok(f))) => f,
+        };
+        if let Ok(data) = frame.into_data() {
+            if buf.len() + data.len() > max {
+                linger_until(body, deadline, LINGER_BYTES.saturating_sub(buf.len())).await;
+                return Err(CallError::BodyTooLarge(max));
+            }
+            buf.extend_from_slice(&data);
+        }
+    }
+}
+
+async fn linger(body: Incoming, timeout: Duration) {
+    linger_until(body, tokio::time::Instant::now() + timeout, LINGER_BYTES).await
+}
+
+async fn linger_until(mut body: Incoming, deadline: tokio::time::Instant, mut budget: usize) {
+    while let Ok(Some(Ok(frame))) = tokio::time::timeout_at(deadline, body.frame()).await {
+        if let Ok(data) = frame.into_data() {
+            budget = budget.saturating_sub(data.len());
+            if budget == 0 {
+                return;
+            }
+        }
+    }
+}
+
+fn http_answer(a: Answer) -> HttpResponse {
+    let mut r = json_response(a.status, a.body);
+    if let Some(ms) = a.retry_after_ms {
+        // Whole seconds, rounded up: a client waiting that long finds room.
+        let secs = ms.div_ceil(1000).max(1);
+        if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+            r.headers_mut().insert(hyper::header::RETRY_AFTER, v);
+        }
+    }
+    r
 }
 
 fn json_response(status: u16, body: String) -> HttpResponse {
@@ -409,6 +486,7 @@ impl Server {
             clock,
             job_added: Arc::new(Notify::new()),
             client_labels: settings.metrics.client_labels,
+            limits: crate::limits::Limits::new(&settings.limits),
         };
         Ok(Server {
             listener,
@@ -493,14 +571,26 @@ impl Server {
         }
 
         let conns = TaskTracker::new();
-        let limit = Arc::new(Semaphore::new(settings.server.max_connections));
+        let max_conns = settings.server.max_connections;
+        let limit = Arc::new(Semaphore::new(max_conns));
         let header_timeout = Duration::from_millis(settings.server.header_timeout_ms);
-        loop {
-            let permit = tokio::select! {
-                _ = shutdown.cancelled() => break,
-                p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+        let per_ip = crate::overload::PerAddress::new(settings.limits.max_connections_per_ip);
+        let shed = Arc::new(Notify::new());
+        let mut last_shed = tokio::time::Instant::now();
+        'accept: loop {
+            // Every connection slot taken: while waiting for one, keep asking idle
+            // connections to make room.
+            let permit = loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break 'accept,
+                    p = limit.clone().acquire_owned() => match p { Ok(p) => break p, Err(_) => break 'accept },
+                    _ = tokio::time::sleep(crate::overload::SHED_EVERY) => {
+                        shed.notify_waiters();
+                        last_shed = tokio::time::Instant::now();
+                    }
+                }
             };
-            let (stream, _peer) = tokio::select! {
+            let (stream, peer) = tokio::select! {
                 _ = shutdown.cancelled() => break,
                 r = listener.accept() => match r {
                     Ok(s) => s,
@@ -512,26 +602,66 @@ impl Server {
                     }
                 },
             };
+            let Some(address_slot) = per_ip.admit(peer.ip()) else {
+                // Over its address's cap: closed before a byte is read, so one peer cannot
+                // hold the slots every other client needs.
+                metrics::counter!("mcpq_connections_refused_total", "reason" => "per_address")
+                    .increment(1);
+                drop(stream);
+                continue;
+            };
+            // Under pressure (three quarters of the slots taken), as Envoy's overload
+            // manager does: new connections get a short head timeout, and connections idle
+            // between requests are closed to make room.
+            let in_use = max_conns - limit.available_permits();
+            let pressure = crate::overload::under_pressure(in_use, max_conns);
+            if pressure && last_shed.elapsed() >= crate::overload::SHED_EVERY {
+                shed.notify_waiters();
+                last_shed = tokio::time::Instant::now();
+            }
+            let head_timeout = if pressure {
+                header_timeout.min(crate::overload::PRESSURE_HEAD_TIMEOUT)
+            } else {
+                header_timeout
+            };
             let _ = stream.set_nodelay(true);
             let app = app.clone();
             let shutdown = shutdown.clone();
+            let shed = shed.clone();
             conns.spawn(async move {
                 let _permit = permit;
+                let _address_slot = address_slot;
                 let first = Arc::new(FirstRequest::default());
+                let activity = Arc::new(crate::overload::Activity::new());
                 let seen = first.clone();
+                let busy = activity.clone();
                 let service = hyper::service::service_fn(move |req| {
                     seen.arrived();
                     let app = app.clone();
-                    async move { Ok::<_, Infallible>(app.route(req).await) }
+                    let busy = busy.clone();
+                    async move {
+                        let _in_request = busy.begin();
+                        Ok::<_, Infallible>(app.route(req).await)
+                    }
                 });
                 let conn = hyper::server::conn::http1::Builder::new()
                     .timer(TokioTimer::new())
-                    .header_read_timeout(header_timeout)
+                    .header_read_timeout(head_timeout)
                     .keep_alive(true)
                     .serve_connection(TokioIo::new(stream), service);
                 tokio::pin!(conn);
+                loop {
                 tokio::select! {
-                    r = conn.as_mut() => { if let Err(e) = r { tracing::debug!(error = %e, "connection ended with error"); } }
+                    r = conn.as_mut() => {
+                        if let Err(e) = r { tracing::debug!(error = %e, "connection ended with error"); }
+                        return;
+                    }
+                    _ = shed.notified() => {
+                        if activity.idle_for(crate::overload::SHED_MIN_IDLE) {
+                            metrics::counter!("mcpq_connections_shed_total").increment(1);
+                            return;
+                        }
+                    }
                     _ = shutdown.cancelled() => {
                         // A connection accepted just before the stop has not sent its
                         // request yet, or it is not parsed yet: closing it now would fail a
@@ -549,7 +679,9 @@ impl Server {
                         }
                         conn.as_mut().graceful_shutdown();
                         let _ = conn.await;
+                        return;
                     }
+                }
                 }
             });
         }

@@ -66,6 +66,16 @@ struct RawSettings {
     client: RawClientSide,
     log: LogSettings,
     metrics: RawMetrics,
+    limits: LimitSettings,
+}
+
+/// Per-client and per-address limits (`crate::limits`, `crate::server`).
+#[derive(Debug, Deserialize, Clone)]
+pub struct LimitSettings {
+    pub rate_per_client: f64,
+    pub rate_burst: f64,
+    pub max_queued_per_client: u64,
+    pub max_connections_per_ip: usize,
 }
 
 #[derive(Debug, Deserialize, Clone)]
@@ -221,6 +231,7 @@ pub struct Settings {
     pub tools: Vec<ToolDef>,
     pub log: LogSettings,
     pub metrics: MetricsSettings,
+    pub limits: LimitSettings,
 }
 
 /// Replaces every secret value (keys ending in `secret`, and HTTP tools' inline `headers`).
@@ -437,6 +448,7 @@ impl Settings {
             client,
             tools,
             log: raw.log,
+            limits: raw.limits,
             metrics: MetricsSettings {
                 listen: optional_addr(&raw.metrics.listen, "metrics.listen")?,
                 worker_listen: optional_addr(&raw.metrics.worker_listen, "metrics.worker_listen")?,

@@ -353,6 +353,13 @@ pub trait Store: Send + Sync + 'static {
         now: i64,
     ) -> BoxFuture<'_, Result<Vec<JobId>, StoreError>>;
 
+    /// A client's queued jobs, counted up to `limit` (the per-client queue cap).
+    fn count_queued<'a>(
+        &'a self,
+        client: &'a str,
+        limit: u64,
+    ) -> BoxFuture<'a, Result<u64, StoreError>>;
+
     /// Workers holding leases and the latest expiry among their leases (metrics).
     fn lease_holders(&self) -> BoxFuture<'_, Result<Vec<(String, i64)>, StoreError>>;
 

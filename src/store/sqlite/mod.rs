@@ -59,6 +59,7 @@ mod sql {
     pub const HAS_DUE: &str = include_str!("../sql/has_due.sql");
     pub const STATS: &str = include_str!("../sql/stats.sql");
     pub const LEASE_HOLDERS: &str = include_str!("../sql/lease_holders.sql");
+    pub const COUNT_QUEUED: &str = include_str!("../sql/count_queued.sql");
     pub const ADMIN_LIST: &str = include_str!("../sql/admin_list.sql");
     pub const ADMIN_CANCEL: &str = include_str!("../sql/admin_cancel.sql");
     pub const ADMIN_RETRY: &str = include_str!("../sql/admin_retry.sql");
@@ -1138,6 +1139,21 @@ impl Store for SqliteStore {
                 self.inner.durability.wait().await?;
             }
             Ok(outcome)
+        })
+    }
+
+    fn count_queued<'a>(
+        &'a self,
+        client: &'a str,
+        limit: u64,
+    ) -> BoxFuture<'a, Result<u64, StoreError>> {
+        Box::pin(async move {
+            let n: i64 = sqlx::query_scalar(sql::COUNT_QUEUED)
+                .bind(client)
+                .bind(limit.min(i64::MAX as u64) as i64)
+                .fetch_one(&self.inner.read)
+                .await?;
+            Ok(n as u64)
         })
     }
 
