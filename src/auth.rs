@@ -155,6 +155,25 @@ impl Authenticator {
         self.window_ms
     }
 
+    /// The client whose live `/mcp` bearer token this is. Every configured token hash is
+    /// compared in constant time (no early exit), so timing says nothing about which
+    /// client or how much of a hash matched.
+    pub fn bearer(&self, token: &str) -> Option<String> {
+        let presented: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let clients = self.clients.load();
+        let mut found = None;
+        for (id, keys) in clients.iter() {
+            let mut hit = Choice::from(0);
+            for h in &keys.token_hashes {
+                hit |= h.ct_eq(&presented);
+            }
+            if bool::from(hit) && found.is_none() {
+                found = Some(id.clone());
+            }
+        }
+        found
+    }
+
     /// Runs the checks in the documented order; on success the nonce is consumed
     /// and returned for persistence.
     pub fn check(&self, env: &Envelope, now_ms: i64) -> Result<NonceRecord, CallError> {

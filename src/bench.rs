@@ -82,6 +82,85 @@ fn is_ok(status: u16, body: &[u8]) -> bool {
     status == 200 && body.windows(9).any(|w| w == b"\"ok\":true")
 }
 
+/// What an MCP load run sends: the JSON-RPC body and headers of one `tools/call`, and
+/// what a good answer contains.
+#[derive(Clone)]
+pub struct McpLoad {
+    pub path: String,
+    pub token: Option<String>,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+    /// A byte string every successful answer contains (e.g. `"total":`).
+    pub expect: String,
+}
+
+/// Runs `connections` closed loops POSTing `load` for `duration` (an MCP server: mcpq's
+/// `/mcp` or a peer's), counting an answer good when it is 200 and contains `expect`.
+pub async fn mcp_load(
+    settings: ClientSettings,
+    connections: usize,
+    duration: Duration,
+    load: McpLoad,
+) -> Result<Report, crate::client::ClientError> {
+    let deadline = Instant::now() + duration;
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for i in 0..connections {
+        let mut client = Client::connect(settings.clone()).await?;
+        let load = load.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut headers: Vec<(String, String)> = load.headers.clone();
+            headers.push(("Accept".into(), "application/json, text/event-stream".into()));
+            if let Some(t) = &load.token {
+                headers.push(("Authorization".into(), format!("Bearer {t}")));
+            }
+            let h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let mut lat = Vec::with_capacity(1 << 16);
+            let mut errors = 0u64;
+            let mut first_error = None;
+            let mut n = 0u64;
+            while Instant::now() < deadline {
+                n += 1;
+                let body = load.body.replace("\"id\":1", &format!("\"id\":{}", (i as u64) << 32 | n));
+                let t = Instant::now();
+                match client.post_with(&load.path, "application/json", &h, body.into_bytes()).await {
+                    Ok(r) if r.status == 200 && r.body.windows(load.expect.len()).any(|w| w == load.expect.as_bytes()) => {
+                        lat.push(t.elapsed().as_micros() as u64)
+                    }
+                    Ok(r) => {
+                        errors += 1;
+                        first_error.get_or_insert_with(|| {
+                            format!("{}: {}", r.status, String::from_utf8_lossy(&r.body))
+                        });
+                    }
+                    Err(e) => {
+                        errors += 1;
+                        first_error.get_or_insert_with(|| e.to_string());
+                        match Client::connect(client.settings().clone()).await {
+                            Ok(c) => client = c,
+                            Err(_) => break,
+                        }
+                    }
+                }
+            }
+            (lat, errors, first_error)
+        }));
+    }
+    let mut all = Vec::new();
+    let mut errors = 0;
+    let mut first_error = None;
+    for t in tasks {
+        if let Ok((lat, e, fe)) = t.await {
+            all.extend(lat);
+            errors += e;
+            if first_error.is_none() {
+                first_error = fe;
+            }
+        }
+    }
+    Ok(Report::from_latencies(all, errors, start.elapsed(), first_error))
+}
+
 /// Runs `connections` closed loops calling `tool(args)` for `duration`.
 pub async fn sync_load(
     settings: ClientSettings,

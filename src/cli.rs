@@ -98,6 +98,9 @@ enum ConfigCommand {
 enum KeysCommand {
     /// Print a new random 32-byte secret, hex-encoded.
     New,
+    /// Print a new `/mcp` bearer token and, on a second line, its SHA-256 for
+    /// `[clients.ID] token_sha256` (the daemon stores only the hash).
+    Token,
 }
 
 #[derive(Args, Clone)]
@@ -155,6 +158,28 @@ enum BenchCommand {
         #[arg(long, default_value = r#"{"numbers":[1,2,3]}"#)]
         args: String,
     },
+    /// Closed-loop `tools/call` over standard MCP (2025-11-25 wire, no session) against
+    /// any MCP server's endpoint: mcpq's `/mcp` or a peer's.
+    Mcp {
+        /// The endpoint, e.g. http://127.0.0.1:8787/mcp.
+        #[arg(long)]
+        endpoint: String,
+        /// Bearer token (mcpq's development token by default; "" for none).
+        #[arg(long, default_value = crate::config::DEV_TOKEN)]
+        token: String,
+        #[arg(short = 'c', default_value_t = 32)]
+        connections: usize,
+        #[arg(short = 'd', default_value_t = 10)]
+        duration: u64,
+        #[arg(long, default_value = "batch_sum")]
+        tool: String,
+        #[arg(long, default_value = r#"{"numbers":[1,2,3]}"#)]
+        args: String,
+        /// Ask for a task (2026-07-28 tasks extension) instead of a call: measures durable
+        /// task creation.
+        #[arg(long)]
+        task: bool,
+    },
     /// Closed-loop durable enqueues (each answered only after its commit).
     Enqueue {
         #[command(flatten)]
@@ -200,13 +225,15 @@ enum BenchCommand {
 /// Entry point for `main.rs`.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Command::Keys {
-        command: KeysCommand::New,
-    } = cli.command
-    {
+    if let Command::Keys { command } = &cli.command {
         let mut key = [0u8; 32];
         rand::rngs::OsRng.fill_bytes(&mut key);
-        println!("{}", hex::encode(key));
+        let key = hex::encode(key);
+        println!("{key}");
+        if let KeysCommand::Token = command {
+            use sha2::Digest;
+            println!("{}", hex::encode(sha2::Sha256::digest(key.as_bytes())));
+        }
         return ExitCode::SUCCESS;
     }
     let rt = match tokio::runtime::Builder::new_multi_thread()
@@ -506,6 +533,50 @@ async fn bench(
     command: BenchCommand,
 ) -> Result<(), AnyError> {
     match command {
+        BenchCommand::Mcp {
+            endpoint,
+            token,
+            connections,
+            duration,
+            tool,
+            args,
+            task,
+        } => {
+            let url = endpoint
+                .strip_suffix("/mcp")
+                .ok_or("--endpoint must end in /mcp")?
+                .to_string();
+            let mut cs = settings.client;
+            cs.url = url;
+            let args: serde_json::Value = serde_json::from_str(&args)?;
+            let (headers, body, expect) = if task {
+                let modern = "2026-07-28";
+                let body = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                    "params": {"name": tool, "arguments": args, "_meta": {
+                        "io.modelcontextprotocol/protocolVersion": modern,
+                        "io.modelcontextprotocol/clientCapabilities": {"extensions": {"io.modelcontextprotocol/tasks": {}}}}}});
+                let headers = vec![
+                    ("MCP-Protocol-Version".to_string(), modern.to_string()),
+                    ("Mcp-Method".to_string(), "tools/call".to_string()),
+                    ("Mcp-Name".to_string(), tool.clone()),
+                ];
+                (headers, body, "\"taskId\"".to_string())
+            } else {
+                let body = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                    "params": {"name": tool, "arguments": args}});
+                let headers = vec![("MCP-Protocol-Version".to_string(), "2025-11-25".to_string())];
+                (headers, body, "\"result\"".to_string())
+            };
+            let load = crate::bench::McpLoad {
+                path: "/mcp".into(),
+                token: Some(token).filter(|t| !t.is_empty()),
+                headers,
+                body: body.to_string(),
+                expect,
+            };
+            let r = crate::bench::mcp_load(cs, connections, Duration::from_secs(duration), load).await?;
+            r.print(&format!("{endpoint} {tool} c={connections}{}", if task { " task" } else { "" }));
+        }
         BenchCommand::Sync {
             target,
             connections,

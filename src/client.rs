@@ -119,11 +119,25 @@ impl Client {
         content_type: &str,
         body: Vec<u8>,
     ) -> Result<RawReply, ClientError> {
+        self.post_with(path, content_type, &[], body).await
+    }
+
+    /// [`Client::post`] with extra headers (`/mcp`: a bearer token, protocol headers).
+    pub async fn post_with(
+        &mut self,
+        path: &str,
+        content_type: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> Result<RawReply, ClientError> {
         self.sender.ready().await?;
-        let req = Request::post(path)
+        let mut req = Request::post(path)
             .header(HOST, &self.authority)
-            .header(CONTENT_TYPE, content_type)
-            .body(Full::new(Bytes::from(body)))?;
+            .header(CONTENT_TYPE, content_type);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = req.body(Full::new(Bytes::from(body)))?;
         let resp = self.sender.send_request(req).await?;
         let status = resp.status().as_u16();
         let body = resp.into_body().collect().await?.to_bytes();

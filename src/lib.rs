@@ -16,6 +16,7 @@
 //! - [`backup`]: `mcpq backup`: an online, checked, fsynced copy of the SQLite database.
 //! - [`server`]: the HTTP daemon (hyper): limits, timeouts, routing, the request pipeline.
 //! - [`service`]: systemd integration: readiness, status, watchdog, socket activation.
+//! - [`mcp`]: standard MCP at `/mcp` (JSON-RPC, both protocol eras, tasks, bearer tokens).
 //! - [`overload`]: connection pressure: per-address caps, idle shedding, short head timeouts.
 //! - [`limits`]: per-client call rate (token bucket) and queued-jobs cap.
 //! - [`worker`]: claim loop, heartbeats, completions, graceful release, lease rescue, retention.
@@ -39,6 +40,7 @@ pub mod jobs;
 pub mod json;
 pub mod limits;
 pub mod logging;
+pub mod mcp;
 pub mod overload;
 pub mod protocol;
 pub mod server;

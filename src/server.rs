@@ -70,6 +70,49 @@ pub struct App {
     /// Count admitted calls per client (`metrics.client_labels`).
     client_labels: bool,
     limits: crate::limits::Limits,
+    origin_policy: crate::mcp::http::OriginPolicy,
+    retention_ms: u64,
+    anonymous_client: String,
+}
+
+/// What `/mcp` reads of the app (`crate::mcp`).
+impl App {
+    pub(crate) fn registry(&self) -> Arc<Registry> {
+        self.registry.load_full()
+    }
+    pub(crate) fn server_info(&self) -> Arc<ServerInfo> {
+        self.info.load_full()
+    }
+    pub(crate) fn store(&self) -> &dyn Store {
+        self.store.as_ref()
+    }
+    pub(crate) fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+    /// How long a finished job stays readable (a task's TTL).
+    pub(crate) fn retention_ms(&self) -> u64 {
+        self.retention_ms
+    }
+    pub(crate) fn origin_policy(&self) -> &crate::mcp::http::OriginPolicy {
+        &self.origin_policy
+    }
+    pub(crate) fn bearer_client(&self, token: &str) -> Option<String> {
+        self.auth.bearer(token)
+    }
+    pub(crate) fn anonymous_client(&self) -> Option<String> {
+        Some(self.anonymous_client.clone()).filter(|c| !c.is_empty())
+    }
+    pub(crate) fn admit_call(
+        &self,
+        client: &str,
+        now: i64,
+    ) -> Result<(), crate::limits::RetryAfterMs> {
+        self.limits.admit_call(client, now)
+    }
+    /// A request body under `/v1/call`'s limits (size, time).
+    pub(crate) async fn read_mcp_body(&self, body: Incoming) -> Result<Bytes, CallError> {
+        read_body(body, self.max_body, self.body_timeout).await
+    }
 }
 
 /// A signed answer and, for a refusal to retry later, its `Retry-After`.
@@ -79,7 +122,43 @@ pub struct Answer {
     pub retry_after_ms: Option<u64>,
 }
 
-type HttpResponse = hyper::Response<Full<Bytes>>;
+pub type HttpResponse = hyper::Response<Body>;
+
+/// A response body: whole (every answer of `/v1/call`), or server-sent events fed by a
+/// task (a held `/mcp` call streaming progress).
+pub enum Body {
+    Full(Full<Bytes>),
+    Sse(crate::mcp::http::SseBody),
+}
+
+impl hyper::body::Body for Body {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
+        match self.get_mut() {
+            Body::Full(b) => std::pin::Pin::new(b).poll_frame(cx),
+            Body::Sse(b) => std::pin::Pin::new(b).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Body::Full(b) => b.is_end_stream(),
+            Body::Sse(_) => false,
+        }
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        match self {
+            Body::Full(b) => b.size_hint(),
+            Body::Sse(_) => hyper::body::SizeHint::default(),
+        }
+    }
+}
 
 /// One answered call in the metrics: by tool (`none` before an envelope was read,
 /// `unknown` for a name no tool has) and outcome code.
@@ -203,64 +282,93 @@ impl App {
             }
             Some(Tool::Sync(t)) => {
                 write_behind().await?;
-                let ctx = CallCtx {
-                    client_id: &env.client_id,
-                    now_ms: now,
-                    store: self.store.as_ref(),
-                    server: &info,
-                };
-                let reply = t.call(ctx, &env.args).await?;
+                let reply = self
+                    .call_sync(t.as_ref(), &env.client_id, &env.args, now, &info)
+                    .await?;
                 Ok((reply.status, reply.result))
             }
             Some(Tool::Job(t)) => {
-                let req = match t.validate(&env.args) {
-                    Ok(req) => req,
+                // The nonce commits with the job; a refused job writes it behind.
+                match self
+                    .enqueue_job(t, &env.client_id, &env.args, Some(nonce), now)
+                    .await
+                {
+                    Ok(id) => {
+                        let result = Object::from_pairs([("job_id".to_string(), Json::str(id.0))]);
+                        Ok((Status::Accepted, Some(result)))
+                    }
                     Err(e) => {
                         write_behind().await?;
-                        return Err(e);
+                        Err(e)
                     }
-                };
-                let admitted = self
-                    .limits
-                    .admit_job(&env.client_id.0, now, self.store.as_ref())
-                    .await
-                    .map_err(internal)?;
-                if let Err(crate::limits::RetryAfterMs(ms)) = admitted {
-                    write_behind().await?;
-                    return Err(CallError::QueueFull(self.limits.max_queued(), ms));
                 }
-                let policy = t.policy();
-                let job = NewJob {
-                    id: crate::jobs::JobId::generate(),
-                    client_id: env.client_id.clone(),
-                    tool: t.name().to_string(),
-                    args: Json::Object(req.args).to_canonical(),
-                    max_attempts: policy.max_attempts.unwrap_or(self.max_attempts),
-                    idempotency_key: req.idempotency_key,
-                    nonce,
-                    created_at: now,
-                    def: policy.definition,
-                    on_crash: policy.on_crash,
-                    capped: policy.concurrency.is_some(),
-                };
-                let enqueued = self.store.enqueue(job).await.map_err(internal)?;
-                metrics::counter!(crate::telemetry::JOBS_ENQUEUED, "tool" => t.name().to_string())
-                    .increment(1);
-                tracing::Span::current()
-                    .record("job_id", tracing::field::display(&enqueued.id().0));
-                self.job_added.notify_waiters();
-                let result = Object::from_pairs([(
-                    "job_id".to_string(),
-                    Json::str(enqueued.id().0.clone()),
-                )]);
-                Ok((Status::Accepted, Some(result)))
             }
         }
     }
 
-    async fn route(&self, req: Request<Incoming>) -> HttpResponse {
+    /// Runs a sync tool for a verified client (both endpoints).
+    pub(crate) async fn call_sync(
+        &self,
+        t: &dyn crate::tools::SyncTool,
+        client: &crate::protocol::ClientId,
+        args: &Object,
+        now: i64,
+        info: &ServerInfo,
+    ) -> Result<crate::tools::Reply, CallError> {
+        let ctx = CallCtx {
+            client_id: client,
+            now_ms: now,
+            store: self.store.as_ref(),
+            server: info,
+        };
+        t.call(ctx, args).await
+    }
+
+    /// Validates a job tool's arguments and stores the job durably for a verified client
+    /// (both endpoints): the id is returned only once the job is on disk.
+    pub(crate) async fn enqueue_job(
+        &self,
+        t: &Arc<dyn crate::tools::JobTool>,
+        client: &crate::protocol::ClientId,
+        args: &Object,
+        nonce: Option<crate::auth::NonceRecord>,
+        now: i64,
+    ) -> Result<crate::jobs::JobId, CallError> {
+        let req = t.validate(args)?;
+        let admitted = self
+            .limits
+            .admit_job(&client.0, now, self.store.as_ref())
+            .await
+            .map_err(internal)?;
+        if let Err(crate::limits::RetryAfterMs(ms)) = admitted {
+            return Err(CallError::QueueFull(self.limits.max_queued(), ms));
+        }
+        let policy = t.policy();
+        let job = NewJob {
+            id: crate::jobs::JobId::generate(),
+            client_id: client.clone(),
+            tool: t.name().to_string(),
+            args: Json::Object(req.args).to_canonical(),
+            max_attempts: policy.max_attempts.unwrap_or(self.max_attempts),
+            idempotency_key: req.idempotency_key,
+            nonce,
+            created_at: now,
+            def: policy.definition,
+            on_crash: policy.on_crash,
+            capped: policy.concurrency.is_some(),
+        };
+        let enqueued = self.store.enqueue(job).await.map_err(internal)?;
+        metrics::counter!(crate::telemetry::JOBS_ENQUEUED, "tool" => t.name().to_string())
+            .increment(1);
+        tracing::Span::current().record("job_id", tracing::field::display(&enqueued.id().0));
+        self.job_added.notify_waiters();
+        Ok(enqueued.id().clone())
+    }
+
+    async fn route(self: Arc<Self>, req: Request<Incoming>) -> HttpResponse {
         let path = req.uri().path();
         match (req.method(), path) {
+            (_, "/mcp") => crate::mcp::handle(self, req).await,
             (&Method::GET, "/healthz") => plain(200, "ok\n"),
             (&Method::GET, "/readyz") => match self.store.ping().await {
                 Ok(()) => plain(200, "ready\n"),
@@ -377,8 +485,8 @@ fn http_answer(a: Answer) -> HttpResponse {
     r
 }
 
-fn json_response(status: u16, body: String) -> HttpResponse {
-    let mut r = hyper::Response::new(Full::new(Bytes::from(body)));
+pub(crate) fn json_response(status: u16, body: String) -> HttpResponse {
+    let mut r = hyper::Response::new(Body::Full(Full::new(Bytes::from(body))));
     *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     r.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -386,7 +494,7 @@ fn json_response(status: u16, body: String) -> HttpResponse {
 }
 
 fn plain(status: u16, body: &'static str) -> HttpResponse {
-    let mut r = hyper::Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    let mut r = hyper::Response::new(Body::Full(Full::new(Bytes::from_static(body.as_bytes()))));
     *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     r.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
@@ -487,6 +595,13 @@ impl Server {
             job_added: Arc::new(Notify::new()),
             client_labels: settings.metrics.client_labels,
             limits: crate::limits::Limits::new(&settings.limits),
+            origin_policy: crate::mcp::http::OriginPolicy::new(
+                &settings.mcp.allowed_hosts,
+                &settings.mcp.allowed_origins,
+                settings.server.listen,
+            ),
+            retention_ms: settings.jobs.retention_secs.saturating_mul(1000),
+            anonymous_client: settings.mcp.anonymous_client.clone(),
         };
         Ok(Server {
             listener,

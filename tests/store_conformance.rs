@@ -73,7 +73,7 @@ fn new_job(client: &ClientId, created_at: i64, key: Option<&str>) -> NewJob {
         args: r#"{"steps":3}"#.to_string(),
         max_attempts: 3,
         idempotency_key: key.map(str::to_string),
-        nonce: nonce_at(client, created_at + NONCE_TTL),
+        nonce: Some(nonce_at(client, created_at + NONCE_TTL)),
         created_at,
         def: DEF.to_string(),
         on_crash: CrashPolicy::Retry,
@@ -336,7 +336,7 @@ pub mod cases {
         let (alice, mallory) = (client("alice"), client("mallory"));
         let job = new_job(&alice, T0, None);
         let id = job.id.clone();
-        let nonce = job.nonce;
+        let nonce = job.nonce.unwrap();
         assert_eq!(
             s.enqueue(job.clone()).await.unwrap(),
             Enqueued::Created(id.clone())
@@ -1693,7 +1693,7 @@ pub mod cases {
 
         // Nonces written with an enqueue are pruned the same way.
         let job = new_job(&alice, now, None);
-        let jn = job.nonce;
+        let jn = job.nonce.unwrap();
         s.enqueue(job).await.unwrap();
         assert!(s.live_nonces(now).await.unwrap().contains(&jn));
         // Once everything expired, pruning leaves nothing behind.

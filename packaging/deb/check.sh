@@ -51,7 +51,7 @@ getent passwd mcpq | grep -q ':/usr/sbin/nologin$' || fail "no mcpq system user 
 [ "$(id -u mcpq)" -lt 1000 ] || fail "mcpq is not a system user"
 creds=/etc/mcpq/credentials
 [ "$(stat -c %a:%U "$creds")" = 700:root ] || fail "$creds is $(stat -c %a:%U "$creds"), want 700:root"
-for key in "$creds/server_secret" "$creds/clients/client-001"; do
+for key in "$creds/server_secret" "$creds/clients/client-001" "$creds/clients/client-001.token"; do
     [ "$(stat -c %a:%U "$key")" = 600:root ] || fail "$key is $(stat -c %a:%U "$key"), want 600:root"
     grep -Eqx '[0-9a-f]{64}' "$key" || fail "$key is not a 32-byte hex key"
     grep -q dev-only "$key" && fail "$key is a development key"
@@ -70,6 +70,7 @@ trap 'kill "$pid" 2> /dev/null || true; rm -rf "$work"; dpkg --purge mcpq > /dev
 install -d -o mcpq -m 0700 "$work/credentials" "$work/state"
 install -o mcpq -m 0400 "$creds/server_secret" "$work/credentials/server_secret"
 install -o mcpq -m 0400 "$creds/clients/client-001" "$work/credentials/clients_client-001"
+install -o mcpq -m 0400 "$creds/clients/client-001.token" "$work/credentials/clients_client-001.token"
 CREDENTIALS_DIRECTORY=$work/credentials mcpq config check --config /etc/mcpq/mcpq.toml > "$work/effective"
 grep -q '<redacted>' "$work/effective" || fail "config check shows no redacted secret"
 ! grep -q "$server_key" "$work/effective" || fail "config check printed a secret"
@@ -93,6 +94,14 @@ if MCPQ__CLIENT__URL="http://$addr" MCPQ__CLIENT__SERVER_ID=mcpq \
     fail "the installed daemon accepted the development client key"
 fi
 grep -q bad_signature "$work/dev" || fail "development key: $(cat "$work/dev")"
+# /mcp: the generated token gets in, the development token does not.
+mcp() {
+    curl -s -o /dev/null -w '%{http_code}' "http://$addr/mcp" -H "Authorization: Bearer $1" \
+        -H 'Content-Type: application/json' -H 'MCP-Protocol-Version: 2025-11-25' \
+        -d '{"jsonrpc":"2.0","id":1,"method":"tools/list"}'
+}
+[ "$(mcp "$(cat "$creds/clients/client-001.token")")" = 200 ] || fail "the generated MCP token was refused"
+[ "$(mcp dev-only-mcp-token-00000000000000000000000000000000)" = 401 ] || fail "the development MCP token got in"
 kill "$pid"; wait "$pid" || true
 
 dpkg --purge mcpq > /dev/null

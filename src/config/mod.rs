@@ -20,6 +20,13 @@ pub use tools::ToolDef;
 
 pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
 
+/// The development `/mcp` token published in `config/default.toml` (its SHA-256).
+pub const DEV_TOKEN: &str = "dev-only-mcp-token-00000000000000000000000000000000";
+const DEV_TOKEN_SHA256: [u8; 32] = [
+    0x2f, 0xd2, 0x3f, 0x76, 0x35, 0x3a, 0xc5, 0xae, 0xca, 0xe2, 0xca, 0x04, 0x3a, 0x4b, 0x22, 0x97,
+    0xde, 0x73, 0x0f, 0xc3, 0x89, 0x12, 0xe4, 0x8d, 0x83, 0x9d, 0x40, 0x68, 0x81, 0xf8, 0x65, 0x2e,
+];
+
 /// Shortest secret accepted (bytes). 32 random bytes, hex-encoded by `mcpq keys new`, is 64.
 pub const MIN_SECRET_LEN: usize = 32;
 
@@ -67,6 +74,15 @@ struct RawSettings {
     log: LogSettings,
     metrics: RawMetrics,
     limits: LimitSettings,
+    mcp: McpSettings,
+}
+
+/// `/mcp` (`crate::mcp`).
+#[derive(Debug, Deserialize, Clone)]
+pub struct McpSettings {
+    pub allowed_hosts: Vec<String>,
+    pub allowed_origins: Vec<String>,
+    pub anonymous_client: String,
 }
 
 /// Per-client and per-address limits (`crate::limits`, `crate::server`).
@@ -113,6 +129,12 @@ struct RawServer {
 struct RawClient {
     secret: Option<String>,
     secret_file: Option<PathBuf>,
+    /// Bearer tokens for `/mcp`, as the hex SHA-256 of the token (the token itself is
+    /// never configured inline), or a file holding the token.
+    token_sha256: Option<String>,
+    token_file: Option<PathBuf>,
+    previous_token_sha256: Option<String>,
+    previous_token_file: Option<PathBuf>,
     previous_secret: Option<String>,
     previous_secret_file: Option<PathBuf>,
 }
@@ -203,10 +225,12 @@ pub struct ServerSettings {
     pub demo_tools: bool,
 }
 
-/// A client's live secrets: the current one and, during rotation, the previous one.
-#[derive(Debug, Clone)]
+/// A client's live secrets: the current one and, during rotation, the previous one; and
+/// the SHA-256 of its live `/mcp` bearer tokens (two during a rotation).
+#[derive(Debug, Clone, Default)]
 pub struct ClientKeys {
     pub secrets: Vec<Secret>,
+    pub token_hashes: Vec<[u8; 32]>,
 }
 
 /// What `mcpq call` / `mcpq bench` need to act as a client.
@@ -232,6 +256,7 @@ pub struct Settings {
     pub log: LogSettings,
     pub metrics: MetricsSettings,
     pub limits: LimitSettings,
+    pub mcp: McpSettings,
 }
 
 /// Replaces every secret value (keys ending in `secret`, and HTTP tools' inline `headers`).
@@ -291,6 +316,33 @@ fn credentials_path(p: &Path, what: &str) -> Result<PathBuf, ConfigError> {
         }
     }
     Ok(p.to_path_buf())
+}
+
+/// SHA-256 of a bearer token: from a file holding the token (wins, as for secrets), or
+/// given as 64 hex digits.
+fn token_hash(
+    hex_hash: &Option<String>,
+    file: &Option<PathBuf>,
+    what: &str,
+) -> Result<Option<[u8; 32]>, ConfigError> {
+    use sha2::Digest;
+    if let Some(token) = load_secret(&None, file, what)? {
+        if token.expose().len() < MIN_SECRET_LEN {
+            return Err(ConfigError::Invalid(format!(
+                "{what}: the token is shorter than {MIN_SECRET_LEN} bytes; generate one with `mcpq keys token`"
+            )));
+        }
+        return Ok(Some(sha2::Sha256::digest(token.expose()).into()));
+    }
+    let Some(h) = hex_hash else { return Ok(None) };
+    let bytes = hex::decode(h.trim()).ok().filter(|b| b.len() == 32).ok_or_else(|| {
+        ConfigError::Invalid(format!(
+            "{what}_sha256 must be 64 hex digits (the SHA-256 of the token, as `mcpq keys token` prints)"
+        ))
+    })?;
+    let mut out = [0u8; 32];
+    out.copy_from_slice(&bytes);
+    Ok(Some(out))
 }
 
 /// An address, or `None` for "" (off).
@@ -408,14 +460,35 @@ impl Settings {
         let mut clients = BTreeMap::new();
         for (id, c) in &raw.clients {
             let what = format!("clients.{id}");
-            let mut secrets = vec![require_secret(
-                load_secret(&c.secret, &c.secret_file, &what)?,
-                &what,
-            )?];
+            let mut token_hashes = Vec::new();
+            for (hash, file, key) in [
+                (&c.token_sha256, &c.token_file, "token"),
+                (
+                    &c.previous_token_sha256,
+                    &c.previous_token_file,
+                    "previous_token",
+                ),
+            ] {
+                if let Some(h) = token_hash(hash, file, &format!("{what}.{key}"))? {
+                    token_hashes.push(h);
+                }
+            }
+            // A client may speak only MCP (a token and no signing secret), but not nothing.
+            let secret = load_secret(&c.secret, &c.secret_file, &what)?;
+            let mut secrets = Vec::new();
+            if secret.is_some() || token_hashes.is_empty() {
+                secrets.push(require_secret(secret, &what)?);
+            }
             if let Some(prev) = load_secret(&c.previous_secret, &c.previous_secret_file, &what)? {
                 secrets.push(require_secret(Some(prev), &what)?);
             }
-            clients.insert(id.clone(), ClientKeys { secrets });
+            clients.insert(
+                id.clone(),
+                ClientKeys {
+                    secrets,
+                    token_hashes,
+                },
+            );
         }
         let cs = &raw.client;
         let client = ClientSettings {
@@ -449,6 +522,7 @@ impl Settings {
             tools,
             log: raw.log,
             limits: raw.limits,
+            mcp: raw.mcp,
             metrics: MetricsSettings {
                 listen: optional_addr(&raw.metrics.listen, "metrics.listen")?,
                 worker_listen: optional_addr(&raw.metrics.worker_listen, "metrics.worker_listen")?,
@@ -496,6 +570,12 @@ impl Settings {
         if addr.ip().is_loopback() {
             return Ok(());
         }
+        if !self.mcp.anonymous_client.is_empty() {
+            return Err(ConfigError::Invalid(format!(
+                "refusing to listen on non-loopback {addr} with mcp.anonymous_client set: \
+                 unauthenticated /mcp requests are for loopback only"
+            )));
+        }
         let dev = Settings::development_secrets();
         let mut offenders = Vec::new();
         if dev.iter().any(|d| d == self.server.secret.expose()) {
@@ -506,6 +586,7 @@ impl Settings {
                 .secrets
                 .iter()
                 .any(|s| dev.iter().any(|d| d == s.expose()))
+                || keys.token_hashes.contains(&DEV_TOKEN_SHA256)
             {
                 offenders.push(format!("clients.{id}"));
             }
@@ -525,6 +606,21 @@ impl Settings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_development_token_hash_is_the_one_in_the_defaults() {
+        use sha2::Digest;
+        let h: [u8; 32] = sha2::Sha256::digest(DEV_TOKEN.as_bytes()).into();
+        assert_eq!(h, DEV_TOKEN_SHA256);
+        let s = Settings::load(None).unwrap();
+        assert!(s.clients["client-001"]
+            .token_hashes
+            .contains(&DEV_TOKEN_SHA256));
+        // Off loopback it is refused like the development keys.
+        assert!(s
+            .check_safe_to_serve_on("0.0.0.0:8787".parse().unwrap())
+            .is_err());
+    }
 
     #[test]
     fn a_worker_loads_no_secret_files() {

@@ -25,6 +25,10 @@ const OPTIONAL: &[(&str, &str)] = &[
 const CLIENT_KEYS: &[&str] = &[
     "secret",
     "secret_file",
+    "token_sha256",
+    "token_file",
+    "previous_token_sha256",
+    "previous_token_file",
     "previous_secret",
     "previous_secret_file",
 ];

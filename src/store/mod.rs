@@ -50,7 +50,9 @@ pub struct NewJob {
     pub args: String,
     pub max_attempts: u32,
     pub idempotency_key: Option<String>,
-    pub nonce: NonceRecord,
+    /// The signed envelope's nonce, committed with the job; `None` for a job that came
+    /// without one (a `/mcp` call, authenticated by its bearer token).
+    pub nonce: Option<NonceRecord>,
     pub created_at: i64,
     /// The definition the job is accepted under (`Tool::definition`); only a worker that
     /// has this exact definition claims the job.

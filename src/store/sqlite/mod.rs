@@ -552,7 +552,9 @@ async fn commit_batch(
         match op {
             WriteOp::NoncesPending => {}
             WriteOp::Job(j, _) => {
-                nonces.push(&j.nonce);
+                if let Some(n) = &j.nonce {
+                    nonces.push(n);
+                }
                 push_job(&mut jobs, j);
             }
             WriteOp::Flush(_) => {}

@@ -1,0 +1,537 @@
+//! Standard MCP at `/mcp`, exercised as clients do: the Python `mcp` SDK (2.x) in both
+//! protocol eras, and raw JSON-RPC over HTTP for what an SDK would hide (tokens, other
+//! clients' tasks, DNS rebinding, every protocol error, a task surviving kill -9).
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use common::*;
+use serde_json::{json, Value};
+use sha2::Digest;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const TOKEN: &str = "dev-only-mcp-token-00000000000000000000000000000000";
+/// An MCP-only client (a token, no signing key).
+const OTHER_TOKEN: &str = "client-three-mcp-token-000000000000000000000000000";
+const MODERN: &str = "2026-07-28";
+const TASKS: &str = "io.modelcontextprotocol/tasks";
+
+fn fixture(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+fn env() -> TestEnv {
+    let other = hex::encode(sha2::Sha256::digest(OTHER_TOKEN.as_bytes()));
+    TestEnv::new(&format!(
+        "[clients.client-003]\ntoken_sha256 = \"{other}\"\n\n\
+         [tools.slow]\ndescription = \"Reports progress three times, then echoes its arguments\"\n\
+         command = [\"{}\"]\nenv = {{ PATH = \"/usr/bin:/bin\", MCPQ_STEP_MS = \"300\" }}\n",
+        fixture("progress_tool.sh")
+    ))
+    .set("MCPQ__JOBS__HEARTBEAT_MS", "100")
+}
+
+/// One HTTP exchange: status, raw head, and the JSON-RPC messages of the body (one for a
+/// JSON answer, every event for a stream).
+struct Http {
+    status: u16,
+    head: String,
+    messages: Vec<Value>,
+}
+
+impl Http {
+    fn last(&self) -> &Value {
+        self.messages.last().unwrap_or(&Value::Null)
+    }
+}
+
+async fn post(addr: SocketAddr, headers: &[(&str, &str)], body: &str) -> Http {
+    let mut req = format!(
+        "POST /mcp HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: {}\r\nConnection: close\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(60), s.read_to_end(&mut buf))
+        .await
+        .expect("answer in time")
+        .unwrap();
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    let messages = if head.to_ascii_lowercase().contains("text/event-stream") {
+        body.split("\n\n")
+            .filter_map(|ev| ev.lines().find_map(|l| l.strip_prefix("data: ")))
+            .map(|d| serde_json::from_str(d).unwrap())
+            .collect()
+    } else if body.trim().is_empty() {
+        Vec::new()
+    } else {
+        vec![serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"))]
+    };
+    Http {
+        status,
+        head: head.to_string(),
+        messages,
+    }
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        body = &rest[n + 2..];
+    }
+    out
+}
+
+fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
+
+/// A 2025-11-25 request (no `_meta` version; the version header after initialize).
+async fn legacy(addr: SocketAddr, token: &str, method: &str, params: Value) -> Http {
+    let auth = bearer(token);
+    let body = json!({"jsonrpc": "2.0", "id": 7, "method": method, "params": params}).to_string();
+    post(
+        addr,
+        &[
+            ("Authorization", &auth),
+            ("MCP-Protocol-Version", "2025-11-25"),
+        ],
+        &body,
+    )
+    .await
+}
+
+/// A 2026-07-28 request with its `_meta` and headers; `tasks`: declare the extension.
+async fn modern(
+    addr: SocketAddr,
+    token: &str,
+    method: &str,
+    mut params: Value,
+    tasks: bool,
+) -> Http {
+    let caps = if tasks {
+        json!({"extensions": {TASKS: {}}})
+    } else {
+        json!({})
+    };
+    params["_meta"] = json!({
+        "io.modelcontextprotocol/protocolVersion": MODERN,
+        "io.modelcontextprotocol/clientCapabilities": caps,
+    });
+    let name = params
+        .get("name")
+        .or_else(|| params.get("taskId"))
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    let auth = bearer(token);
+    let mut headers = vec![
+        ("Authorization", auth.as_str()),
+        ("MCP-Protocol-Version", MODERN),
+        ("Mcp-Method", method),
+    ];
+    if let Some(n) = &name {
+        headers.push(("Mcp-Name", n));
+    }
+    let body = json!({"jsonrpc": "2.0", "id": 9, "method": method, "params": params}).to_string();
+    post(addr, &headers, &body).await
+}
+
+fn python() -> String {
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python3");
+    assert!(
+        venv.exists(),
+        "the Python SDK test needs .venv with mcp==2.3.0 (bash .ci/run creates it)"
+    );
+    venv.display().to_string()
+}
+
+#[tokio::test]
+async fn the_python_sdk_lists_calls_and_waits_for_a_job_with_progress_in_both_eras() {
+    let env = env();
+    let d = env.spawn_daemon().await;
+    let out = tokio::process::Command::new(python())
+        .arg(fixture("../mcp_sdk_client.py"))
+        .arg(format!("http://{}/mcp", d.addr))
+        .arg(TOKEN)
+        .arg("slow")
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let runs: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(runs.len(), 2, "{stdout}");
+    assert_eq!(runs[0]["protocol"], "2025-11-25", "{stdout}");
+    assert_eq!(runs[1]["protocol"], MODERN, "{stdout}");
+    for r in &runs {
+        let tools: Vec<&str> = r["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_str().unwrap())
+            .collect();
+        for t in ["batch_sum", "poll_job", "slow", "start_long_task"] {
+            assert!(tools.contains(&t), "{t} missing: {r}");
+        }
+        assert_eq!(r["batch_sum"]["total"], 6.5, "{r}");
+        assert_eq!(r["held_error"], false, "{r}");
+        assert_eq!(
+            r["held"]["args"]["text"],
+            format!("hello {}", r["mode"].as_str().unwrap())
+        );
+        // The held call streamed progress; its first message names the durable job.
+        let progress = r["progress"].as_array().unwrap();
+        assert!(progress.len() >= 2, "{r}");
+        let job = r["held"]["job"].as_str().unwrap();
+        assert!(
+            progress[0]["message"].as_str().unwrap().contains(job),
+            "{r}"
+        );
+        let values: Vec<f64> = progress
+            .iter()
+            .map(|p| p["progress"].as_f64().unwrap())
+            .collect();
+        assert!(
+            values.windows(2).all(|w| w[0] <= w[1]),
+            "progress never goes back: {values:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn tokens_decide_who_gets_in_and_a_clients_jobs_are_its_own_on_both_endpoints() {
+    let env = env();
+    let d = env.spawn_daemon().await;
+    let list = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}).to_string();
+    for auth in [None, Some("Bearer not-a-token"), Some("Basic Zm9vOmJhcg==")] {
+        let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("Authorization", *a)).collect();
+        let r = post(d.addr, &headers, &list).await;
+        assert_eq!(r.status, 401, "{auth:?}");
+        assert!(
+            r.head
+                .to_ascii_lowercase()
+                .contains("www-authenticate: bearer"),
+            "{}",
+            r.head
+        );
+    }
+    // client-001 starts a task over /mcp.
+    let r = modern(
+        d.addr,
+        TOKEN,
+        "tools/call",
+        json!({"name": "slow", "arguments": {"n": 1}}),
+        true,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{:?}", r.messages);
+    let task = r.last()["result"].clone();
+    assert_eq!(task["resultType"], "task", "{task}");
+    let id = task["taskId"].as_str().unwrap().to_string();
+    // Another client cannot see it on /mcp ...
+    let r = modern(
+        d.addr,
+        OTHER_TOKEN,
+        "tasks/get",
+        json!({"taskId": id}),
+        true,
+    )
+    .await;
+    assert_eq!(r.last()["error"]["code"], -32602, "{:?}", r.messages);
+    let r = modern(
+        d.addr,
+        OTHER_TOKEN,
+        "tasks/cancel",
+        json!({"taskId": id}),
+        true,
+    )
+    .await;
+    assert_eq!(r.last()["error"]["code"], -32602, "{:?}", r.messages);
+    // ... nor on /v1/call (client-002 signs), while its owner polls it there.
+    let mut owner = env.client(&d).await;
+    let r = owner
+        .call("poll_job", args(&format!(r#"{{"job_id":"{id}"}}"#)))
+        .await
+        .unwrap();
+    assert!(r.ok, "{}", r.raw);
+    let mut other = mcpq::client::Client::connect(env.client2_settings(&d, CLIENT2_CURRENT))
+        .await
+        .unwrap();
+    let r = other
+        .call("poll_job", args(&format!(r#"{{"job_id":"{id}"}}"#)))
+        .await
+        .unwrap();
+    assert_eq!(r.error_code(), Some("unknown_job"), "{}", r.raw);
+    // A job started on /v1/call is a task on /mcp for the same client.
+    let r = owner
+        .call("slow", args(r#"{"via":"envelope"}"#))
+        .await
+        .unwrap();
+    let signed = job_id(&r);
+    let r = modern(d.addr, TOKEN, "tasks/get", json!({"taskId": signed}), true).await;
+    assert_eq!(
+        r.last()["result"]["taskId"],
+        signed.as_str(),
+        "{:?}",
+        r.messages
+    );
+}
+
+#[tokio::test]
+async fn a_task_survives_kill_9_of_the_daemon_in_both_eras() {
+    let env = env().set("MCPQ__SERVER__EMBEDDED_WORKERS", "0");
+    let mut d = env.spawn_daemon().await;
+    let r = modern(
+        d.addr,
+        TOKEN,
+        "tools/call",
+        json!({"name": "slow", "arguments": {"era": "modern"}}),
+        true,
+    )
+    .await;
+    let modern_id = r.last()["result"]["taskId"].as_str().unwrap().to_string();
+    let r = legacy(
+        d.addr,
+        TOKEN,
+        "tools/call",
+        json!({"name": "slow", "arguments": {"era": "legacy"}, "task": {"ttl": 60000}}),
+    )
+    .await;
+    let task = &r.last()["result"]["task"];
+    assert_eq!(task["status"], "working", "{:?}", r.messages);
+    assert!(
+        task["ttl"].as_u64().is_some() && task["pollInterval"].as_u64().is_some(),
+        "{task}"
+    );
+    let legacy_id = task["taskId"].as_str().unwrap().to_string();
+    // Durable before the reply: the daemon dies at once, before any worker ran them.
+    d.proc.kill9().await;
+    let d = env.spawn_daemon().await;
+    let _w = env.spawn_worker(1).await;
+    let r = modern(
+        d.addr,
+        TOKEN,
+        "tasks/get",
+        json!({"taskId": modern_id}),
+        true,
+    )
+    .await;
+    assert_eq!(r.last()["result"]["status"], "working", "{:?}", r.messages);
+    // 2025-11-25: tasks/result waits for the end.
+    let r = legacy(d.addr, TOKEN, "tasks/result", json!({"taskId": legacy_id})).await;
+    let result = &r.last()["result"];
+    assert_eq!(
+        result["structuredContent"]["args"]["era"], "legacy",
+        "{result}"
+    );
+    assert_eq!(
+        result["_meta"]["io.modelcontextprotocol/related-task"]["taskId"],
+        legacy_id.as_str()
+    );
+    // 2026-07-28: poll tasks/get until completed; the result is inline.
+    let mut done = Value::Null;
+    for _ in 0..300 {
+        let r = modern(
+            d.addr,
+            TOKEN,
+            "tasks/get",
+            json!({"taskId": modern_id}),
+            true,
+        )
+        .await;
+        done = r.last()["result"].clone();
+        if done["status"] != "working" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(
+        done["result"]["structuredContent"]["args"]["era"], "modern",
+        "{done}"
+    );
+    assert_eq!(done["resultType"], "complete");
+}
+
+#[tokio::test]
+async fn protocol_faults_get_the_specified_status_and_code() {
+    let env = env();
+    let d = env.spawn_daemon().await;
+    let auth = bearer(TOKEN);
+    let discover = |meta: Value| {
+        json!({"jsonrpc": "2.0", "id": 3, "method": "server/discover", "params": {"_meta": meta}})
+            .to_string()
+    };
+    let good_meta = json!({"io.modelcontextprotocol/protocolVersion": MODERN, "io.modelcontextprotocol/clientCapabilities": {}});
+    let std_headers = |v: &'static str| {
+        vec![
+            ("Authorization", auth.as_str()),
+            ("MCP-Protocol-Version", v),
+            ("Mcp-Method", "server/discover"),
+        ]
+    };
+    // DNS rebinding: a foreign Host or Origin is refused.
+    let mut h = std_headers(MODERN);
+    h.push(("Origin", "http://evil.example.com"));
+    assert_eq!(
+        post(d.addr, &h, &discover(good_meta.clone())).await.status,
+        403
+    );
+    let mut h = std_headers(MODERN);
+    h.push(("Origin", "http://localhost:3000"));
+    assert_eq!(
+        post(d.addr, &h, &discover(good_meta.clone())).await.status,
+        200
+    );
+    // Discover answers, with caching hints and the server's identity.
+    let r = post(d.addr, &std_headers(MODERN), &discover(good_meta.clone())).await;
+    let res = &r.last()["result"];
+    assert_eq!(res["resultType"], "complete");
+    assert!(
+        res["ttlMs"].as_u64().is_some() && res["cacheScope"] == "public",
+        "{res}"
+    );
+    assert_eq!(
+        res["_meta"]["io.modelcontextprotocol/serverInfo"]["name"],
+        "mcpq"
+    );
+    assert_eq!(r.last()["id"], 3);
+    // Missing _meta fields: -32602 with 400.
+    let r = post(
+        d.addr,
+        &std_headers(MODERN),
+        &discover(json!({"io.modelcontextprotocol/protocolVersion": MODERN})),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.last()["error"]["code"].clone()),
+        (400, json!(-32602))
+    );
+    // The header disagrees with the body: -32020.
+    let r = post(d.addr, &std_headers(MODERN), &discover(json!({"io.modelcontextprotocol/protocolVersion": "v999.0.0", "io.modelcontextprotocol/clientCapabilities": {}}))).await;
+    assert_eq!(
+        (r.status, r.last()["error"]["code"].clone()),
+        (400, json!(-32020))
+    );
+    // An unknown version: -32022 naming what is supported.
+    let r = post(d.addr, &std_headers("v999.0.0"), &discover(json!({"io.modelcontextprotocol/protocolVersion": "v999.0.0", "io.modelcontextprotocol/clientCapabilities": {}}))).await;
+    assert_eq!(
+        (r.status, r.last()["error"]["code"].clone()),
+        (400, json!(-32022))
+    );
+    assert_eq!(r.last()["error"]["data"]["requested"], "v999.0.0");
+    assert!(r.last()["error"]["data"]["supported"]
+        .as_array()
+        .unwrap()
+        .contains(&json!(MODERN)));
+    // Mcp-Method must match the body.
+    let mut h = std_headers(MODERN);
+    h[2] = ("Mcp-Method", "tools/list");
+    let r = post(d.addr, &h, &discover(good_meta.clone())).await;
+    assert_eq!(
+        (r.status, r.last()["error"]["code"].clone()),
+        (400, json!(-32020))
+    );
+    // Methods 2026-07-28 removed, and unknown ones: 404 and -32601.
+    for m in [
+        "initialize",
+        "ping",
+        "unknown/method",
+        "tasks/result",
+        "tasks/list",
+    ] {
+        let r = modern(d.addr, TOKEN, m, json!({}), true).await;
+        assert_eq!(
+            (r.status, r.last()["error"]["code"].clone()),
+            (404, json!(-32601)),
+            "{m}"
+        );
+    }
+    // Task methods need the extension declared.
+    let r = modern(d.addr, TOKEN, "tasks/get", json!({"taskId": "x"}), false).await;
+    assert_eq!(r.last()["error"]["code"], -32021, "{:?}", r.messages);
+    // 2025-11-25: ping is exactly {}; a notification is 202 with no body.
+    let r = legacy(d.addr, TOKEN, "ping", json!({})).await;
+    assert_eq!(r.last()["result"], json!({}));
+    let note = json!({"jsonrpc": "2.0", "method": "notifications/initialized"}).to_string();
+    let r = post(d.addr, &[("Authorization", &auth)], &note).await;
+    assert_eq!(r.status, 202);
+    assert!(r.messages.is_empty());
+    // GET and DELETE: 405.
+    for method in ["GET", "DELETE"] {
+        let mut s = tokio::net::TcpStream::connect(d.addr).await.unwrap();
+        s.write_all(format!("{method} /mcp HTTP/1.1\r\nHost: {}\r\nAuthorization: {auth}\r\nConnection: close\r\n\r\n", d.addr).as_bytes()).await.unwrap();
+        let mut buf = String::new();
+        s.read_to_string(&mut buf).await.unwrap();
+        assert!(buf.starts_with("HTTP/1.1 405"), "{buf}");
+    }
+    // Strict JSON as on /v1/call: duplicate keys are a parse error.
+    let r = post(
+        d.addr,
+        &[("Authorization", &auth)],
+        r#"{"jsonrpc":"2.0","id":1,"id":2,"method":"tools/list"}"#,
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.last()["error"]["code"].clone()),
+        (400, json!(-32700))
+    );
+    // An unknown tool is a protocol error; a tool's own failure is a result with isError.
+    let r = legacy(d.addr, TOKEN, "tools/call", json!({"name": "nope"})).await;
+    assert_eq!(r.last()["error"]["code"], -32602);
+    let r = legacy(
+        d.addr,
+        TOKEN,
+        "tools/call",
+        json!({"name": "batch_sum", "arguments": {"numbers": "x"}}),
+    )
+    .await;
+    // Arguments that fail the schema are a tool error the model can correct.
+    assert_eq!(r.last()["result"]["isError"], true, "{:?}", r.messages);
+    let text = r.last()["result"]["content"][0]["text"].as_str().unwrap();
+    assert!(text.starts_with("invalid_args: "), "{text}");
+    // The body cap holds.
+    let big = format!(
+        r#"{{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{{"pad":"{}"}}}}"#,
+        "x".repeat(2 << 20)
+    );
+    assert_eq!(
+        post(d.addr, &[("Authorization", &auth)], &big).await.status,
+        413
+    );
+}
