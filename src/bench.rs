@@ -110,21 +110,37 @@ pub async fn mcp_load(
         let load = load.clone();
         tasks.push(tokio::spawn(async move {
             let mut headers: Vec<(String, String)> = load.headers.clone();
-            headers.push(("Accept".into(), "application/json, text/event-stream".into()));
+            headers.push((
+                "Accept".into(),
+                "application/json, text/event-stream".into(),
+            ));
             if let Some(t) = &load.token {
                 headers.push(("Authorization".into(), format!("Bearer {t}")));
             }
-            let h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let h: Vec<(&str, &str)> = headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
             let mut lat = Vec::with_capacity(1 << 16);
             let mut errors = 0u64;
             let mut first_error = None;
             let mut n = 0u64;
             while Instant::now() < deadline {
                 n += 1;
-                let body = load.body.replace("\"id\":1", &format!("\"id\":{}", (i as u64) << 32 | n));
+                let body = load
+                    .body
+                    .replace("\"id\":1", &format!("\"id\":{}", (i as u64) << 32 | n));
                 let t = Instant::now();
-                match client.post_with(&load.path, "application/json", &h, body.into_bytes()).await {
-                    Ok(r) if r.status == 200 && r.body.windows(load.expect.len()).any(|w| w == load.expect.as_bytes()) => {
+                match client
+                    .post_with(&load.path, "application/json", &h, body.into_bytes())
+                    .await
+                {
+                    Ok(r)
+                        if r.status == 200
+                            && r.body
+                                .windows(load.expect.len())
+                                .any(|w| w == load.expect.as_bytes()) =>
+                    {
                         lat.push(t.elapsed().as_micros() as u64)
                     }
                     Ok(r) => {
@@ -158,7 +174,12 @@ pub async fn mcp_load(
             }
         }
     }
-    Ok(Report::from_latencies(all, errors, start.elapsed(), first_error))
+    Ok(Report::from_latencies(
+        all,
+        errors,
+        start.elapsed(),
+        first_error,
+    ))
 }
 
 /// Runs `connections` closed loops calling `tool(args)` for `duration`.

@@ -574,8 +574,12 @@ async fn bench(
                 body: body.to_string(),
                 expect,
             };
-            let r = crate::bench::mcp_load(cs, connections, Duration::from_secs(duration), load).await?;
-            r.print(&format!("{endpoint} {tool} c={connections}{}", if task { " task" } else { "" }));
+            let r = crate::bench::mcp_load(cs, connections, Duration::from_secs(duration), load)
+                .await?;
+            r.print(&format!(
+                "{endpoint} {tool} c={connections}{}",
+                if task { " task" } else { "" }
+            ));
         }
         BenchCommand::Sync {
             target,
