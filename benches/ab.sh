@@ -14,7 +14,7 @@ KIND=$1; RUNS=$2; shift 2
 W=${TMPDIR:-/tmp}/mcpq-ab; mkdir -p "$W"
 PORT=18787
 export MCPQ__DATABASE__PATH=$W/m.db MCPQ__SERVER__LISTEN=127.0.0.1:$PORT \
-       MCPQ__SERVER__EMBEDDED_WORKERS=0 MCPQ__SERVER__BENCH_TOOLS=true RUST_LOG=${RUST_LOG:-info}
+       MCPQ__SERVER__EMBEDDED_WORKERS=0 MCPQ__SERVER__BENCH_TOOLS=true MCPQ__LIMITS__MAX_QUEUED_PER_CLIENT=0 RUST_LOG=${RUST_LOG:-info}
 stop() { pkill -f "mcpq.* (serve|worker)"; sleep 0.3; }
 for _ in $(seq 1 "$RUNS"); do
   for bin in "$@"; do

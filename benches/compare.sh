@@ -66,7 +66,7 @@ start_mcpq() {
   rm -f "$work"/mcpq.db*
   ensure_free "$MCPQ_PORT"
   export MCPQ__DATABASE__PATH=$work/mcpq.db MCPQ__SERVER__LISTEN=127.0.0.1:$MCPQ_PORT \
-         MCPQ__SERVER__EMBEDDED_WORKERS=0 MCPQ__SERVER__BENCH_TOOLS=true RUST_LOG=warn
+         MCPQ__SERVER__EMBEDDED_WORKERS=0 MCPQ__SERVER__BENCH_TOOLS=true MCPQ__LIMITS__MAX_QUEUED_PER_CLIENT=0 RUST_LOG=warn
   "$MCPQ" serve > /dev/null 2>> "$work/mcpq.err" & pids+=($!)
   wait_port "$MCPQ_PORT"
   for _ in $(seq 1 "$workers"); do

@@ -102,7 +102,7 @@ echo '{"x":1}' > "$work/args.json"
 
 # The same parallelism as the spawn loop: P tool processes across the 2 workers.
 export MCPQ__DATABASE__PATH=$work/m.db MCPQ__SERVER__LISTEN=127.0.0.1:$PORT \
-       MCPQ__SERVER__EMBEDDED_WORKERS=0 MCPQ__SERVER__BENCH_TOOLS=true \
+       MCPQ__SERVER__EMBEDDED_WORKERS=0 MCPQ__SERVER__BENCH_TOOLS=true MCPQ__LIMITS__MAX_QUEUED_PER_CLIENT=0 \
        MCPQ__WORKER__MAX_PROCESSES=$((P / 2)) RUST_LOG=warn
 
 run_mcpq() { # TOOL [ARGS] -> prints jobs/s

@@ -347,9 +347,22 @@ pub fn task_of(job: &JobRecord, ttl_ms: u64, era: Era) -> Value {
 }
 
 /// The answer to a `tools/call` that became a task: 2025-11-25 wraps the task, 2026-07-28
-/// flattens it with `resultType: "task"`.
-pub fn create_task_result(job: &JobRecord, ttl_ms: u64, era: Era) -> Value {
-    let task = task_of(job, ttl_ms, era);
+/// flattens it with `resultType: "task"`. Built from what the enqueue just stored (a
+/// queued job created at `now`), without reading the row back.
+pub fn create_task_result(id: &JobId, now_ms: i64, ttl_ms: u64, era: Era) -> Value {
+    let mut task = json!({
+        "taskId": id.0,
+        "status": "working",
+        "statusMessage": "queued",
+        "createdAt": iso(now_ms),
+        "lastUpdatedAt": iso(now_ms),
+    });
+    let (ttl, poll) = match era {
+        Era::Legacy => ("ttl", "pollInterval"),
+        Era::Modern => ("ttlMs", "pollIntervalMs"),
+    };
+    task[ttl] = json!(ttl_ms);
+    task[poll] = json!(POLL_INTERVAL_MS);
     match era {
         Era::Legacy => json!({ "task": task }),
         Era::Modern => {

@@ -499,9 +499,9 @@ async fn call_tool(
             task: true,
         } => {
             tracing::Span::current().record("job_id", job_id.0.as_str());
-            let job = methods::get_job(call, &job_id).await?;
             Ok(Reply::Now(methods::create_task_result(
-                &job,
+                &job_id,
+                call.app.now_ms(),
                 call.app.retention_ms(),
                 call.era,
             )))
