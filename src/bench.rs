@@ -82,41 +82,34 @@ fn is_ok(status: u16, body: &[u8]) -> bool {
     status == 200 && body.windows(9).any(|w| w == b"\"ok\":true")
 }
 
-/// What an MCP load run sends: the JSON-RPC body and headers of one `tools/call`, and
-/// what a good answer contains.
-#[derive(Clone)]
-pub struct McpLoad {
-    pub path: String,
-    pub token: Option<String>,
-    pub headers: Vec<(String, String)>,
-    pub body: String,
-    /// A byte string every successful answer contains (e.g. `"total":`).
-    pub expect: String,
-}
-
-/// Runs `connections` closed loops POSTing `load` for `duration` (an MCP server: mcpq's
-/// `/mcp` or a peer's), counting an answer good when it is 200 and contains `expect`.
-pub async fn mcp_load(
+/// Runs `connections` closed loops for `duration`, each on its own connection: POST
+/// `path` with `headers` and the body `body(i, &mut client)` makes (`i`: the connection's
+/// index), count the answer good when `good(status, body)`, and time it. A connection that
+/// fails is reopened (and the failure counted).
+async fn closed_loops<B, G>(
     settings: ClientSettings,
     connections: usize,
     duration: Duration,
-    load: McpLoad,
-) -> Result<Report, crate::client::ClientError> {
+    path: &str,
+    headers: Vec<(String, String)>,
+    body: B,
+    good: G,
+) -> Result<Report, crate::client::ClientError>
+where
+    B: Fn(usize, &mut Client) -> Vec<u8> + Send + Sync + 'static,
+    G: Fn(u16, &[u8]) -> bool + Send + Sync + 'static,
+{
     let deadline = Instant::now() + duration;
     let start = Instant::now();
+    let body = Arc::new(body);
+    let good = Arc::new(good);
+    let headers = Arc::new(headers);
     let mut tasks = Vec::new();
     for i in 0..connections {
         let mut client = Client::connect(settings.clone()).await?;
-        let load = load.clone();
+        let (body, good, headers) = (body.clone(), good.clone(), headers.clone());
+        let path = path.to_string();
         tasks.push(tokio::spawn(async move {
-            let mut headers: Vec<(String, String)> = load.headers.clone();
-            headers.push((
-                "Accept".into(),
-                "application/json, text/event-stream".into(),
-            ));
-            if let Some(t) = &load.token {
-                headers.push(("Authorization".into(), format!("Bearer {t}")));
-            }
             let h: Vec<(&str, &str)> = headers
                 .iter()
                 .map(|(k, v)| (k.as_str(), v.as_str()))
@@ -124,25 +117,14 @@ pub async fn mcp_load(
             let mut lat = Vec::with_capacity(1 << 16);
             let mut errors = 0u64;
             let mut first_error = None;
-            let mut n = 0u64;
             while Instant::now() < deadline {
-                n += 1;
-                let body = load
-                    .body
-                    .replace("\"id\":1", &format!("\"id\":{}", (i as u64) << 32 | n));
+                let payload = body(i, &mut client);
                 let t = Instant::now();
                 match client
-                    .post_with(&load.path, "application/json", &h, body.into_bytes())
+                    .post_with(&path, "application/json", &h, payload)
                     .await
                 {
-                    Ok(r)
-                        if r.status == 200
-                            && r.body
-                                .windows(load.expect.len())
-                                .any(|w| w == load.expect.as_bytes()) =>
-                    {
-                        lat.push(t.elapsed().as_micros() as u64)
-                    }
+                    Ok(r) if good(r.status, &r.body) => lat.push(t.elapsed().as_micros() as u64),
                     Ok(r) => {
                         errors += 1;
                         first_error.get_or_insert_with(|| {
@@ -182,7 +164,57 @@ pub async fn mcp_load(
     ))
 }
 
-/// Runs `connections` closed loops calling `tool(args)` for `duration`.
+/// What an MCP load run sends: the JSON-RPC body and headers of one `tools/call`, and
+/// what a good answer contains.
+#[derive(Clone)]
+pub struct McpLoad {
+    pub path: String,
+    pub token: Option<String>,
+    pub headers: Vec<(String, String)>,
+    /// The JSON-RPC message, with `"id":1` (each call gets its own id).
+    pub body: String,
+    /// A byte string every successful answer contains (e.g. `"result"`).
+    pub expect: String,
+}
+
+/// Closed loops POSTing `load` (an MCP server: mcpq's `/mcp` or a peer's), counting an
+/// answer good when it is 200 and contains `expect`.
+pub async fn mcp_load(
+    settings: ClientSettings,
+    connections: usize,
+    duration: Duration,
+    load: McpLoad,
+) -> Result<Report, crate::client::ClientError> {
+    let mut headers = load.headers.clone();
+    headers.push((
+        "Accept".into(),
+        "application/json, text/event-stream".into(),
+    ));
+    if let Some(t) = &load.token {
+        headers.push(("Authorization".into(), format!("Bearer {t}")));
+    }
+    let counter = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let template = load.body.clone();
+    let expect = load.expect.clone().into_bytes();
+    closed_loops(
+        settings,
+        connections,
+        duration,
+        &load.path,
+        headers,
+        move |i, _| {
+            let n = counter.fetch_add(1, Ordering::Relaxed);
+            template
+                .replace("\"id\":1", &format!("\"id\":{}", (i as u64) << 32 | n))
+                .into_bytes()
+        },
+        move |status, body| status == 200 && body.windows(expect.len()).any(|w| w == expect),
+    )
+    .await
+}
+
+/// Closed loops calling `tool(args)` over `/v1/call` for `duration`, each call freshly
+/// signed (new request id, nonce, timestamp).
 pub async fn sync_load(
     settings: ClientSettings,
     connections: usize,
@@ -190,59 +222,19 @@ pub async fn sync_load(
     tool: String,
     args: Object,
 ) -> Result<Report, crate::client::ClientError> {
-    let deadline = Instant::now() + duration;
-    let start = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..connections {
-        let mut client = Client::connect(settings.clone()).await?;
-        let tool = tool.clone();
-        let args = args.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut lat = Vec::with_capacity(1 << 16);
-            let mut errors = 0u64;
-            let mut first_error = None;
-            while Instant::now() < deadline {
-                let env = client.envelope(&tool, args.clone());
-                let body = Json::Object(env).to_canonical().into_bytes();
-                let t = Instant::now();
-                match client.post("/v1/call", "application/json", body).await {
-                    Ok(r) if is_ok(r.status, &r.body) => lat.push(t.elapsed().as_micros() as u64),
-                    Ok(r) => {
-                        errors += 1;
-                        first_error
-                            .get_or_insert_with(|| String::from_utf8_lossy(&r.body).into_owned());
-                    }
-                    Err(e) => {
-                        errors += 1;
-                        first_error.get_or_insert_with(|| e.to_string());
-                        match Client::connect(client.settings().clone()).await {
-                            Ok(c) => client = c,
-                            Err(_) => break,
-                        }
-                    }
-                }
-            }
-            (lat, errors, first_error)
-        }));
-    }
-    let mut all = Vec::new();
-    let mut errors = 0;
-    let mut first_error = None;
-    for t in tasks {
-        if let Ok((lat, e, fe)) = t.await {
-            all.extend(lat);
-            errors += e;
-            if first_error.is_none() {
-                first_error = fe;
-            }
-        }
-    }
-    Ok(Report::from_latencies(
-        all,
-        errors,
-        start.elapsed(),
-        first_error,
-    ))
+    closed_loops(
+        settings,
+        connections,
+        duration,
+        "/v1/call",
+        Vec::new(),
+        move |_, client| {
+            let env = client.envelope(&tool, args.clone());
+            Json::Object(env).to_canonical().into_bytes()
+        },
+        is_ok,
+    )
+    .await
 }
 
 /// Result of an end-to-end run.

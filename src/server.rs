@@ -384,18 +384,7 @@ impl App {
     }
 
     async fn route_call(&self, req: Request<Incoming>) -> HttpResponse {
-        let json_type = req
-            .headers()
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(|v| {
-                v.split(';')
-                    .next()
-                    .unwrap_or("")
-                    .trim()
-                    .eq_ignore_ascii_case("application/json")
-            })
-            .unwrap_or(false);
+        let json_type = crate::mcp::http::json_content_type(&req);
         if !json_type {
             return self.error_response(CallError::UnsupportedMediaType);
         }

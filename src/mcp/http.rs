@@ -144,6 +144,7 @@ pub fn accepts(headers: &HeaderMap) -> Result<Accepts, McpError> {
     Ok(Accepts { sse })
 }
 
+/// `Content-Type: application/json` (parameters such as `charset` allowed); both endpoints.
 pub fn json_content_type(req: &Request<Incoming>) -> bool {
     req.headers()
         .get(CONTENT_TYPE)
