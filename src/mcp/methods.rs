@@ -26,6 +26,10 @@ pub const TASKS_EXTENSION: &str = "io.modelcontextprotocol/tasks";
 pub const RELATED_TASK: &str = "io.modelcontextprotocol/related-task";
 /// Where a held call names its durable job, in progress messages' and results' `_meta`.
 pub const JOB_META: &str = "io.mcpq/job_id";
+/// A held call or `tasks/result` re-reads its job at most this far apart; one streaming
+/// progress does so at most [`PROGRESS_POLL`] apart, so that progress steps are not skipped.
+pub const RESULT_POLL: Duration = Duration::from_millis(250);
+pub const PROGRESS_POLL: Duration = Duration::from_millis(100);
 /// How often a client should poll a task.
 const POLL_INTERVAL_MS: u64 = 1000;
 
@@ -425,11 +429,13 @@ pub async fn tasks_get(call: &Call, params: &Value) -> Result<Value, McpError> {
     Ok(t)
 }
 
-/// Waits for a job to finish (polling its row: workers may be other processes), calling
-/// `on_progress` whenever its progress changes. Returns the finished row.
+/// Waits for a job to finish (polling its row, at most `max_delay` apart: workers may be
+/// other processes), calling `on_progress` whenever its progress changes. Returns the
+/// finished row.
 pub async fn wait_finished(
     call: &Call,
     id: &JobId,
+    max_delay: Duration,
     mut on_progress: impl FnMut(&JobRecord) -> bool,
 ) -> Result<JobRecord, McpError> {
     let mut delay = Duration::from_millis(20);
@@ -447,13 +453,13 @@ pub async fn wait_finished(
             }
         }
         tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_millis(250));
+        delay = (delay * 2).min(max_delay);
     }
 }
 
 pub async fn tasks_result(call: &Call, params: &Value) -> Result<Value, McpError> {
     let id = task_id(params)?;
-    let job = wait_finished(call, &id, |_| true).await?;
+    let job = wait_finished(call, &id, RESULT_POLL, |_| true).await?;
     job_result(&job).ok_or_else(|| McpError::Internal("job ended unfinished".into()))
 }
 

@@ -517,7 +517,8 @@ async fn call_tool(
                     Ok(Reply::Stream(held_with_progress(call, id, job_id, token)))
                 }
                 _ => {
-                    let job = methods::wait_finished(call, &job_id, |_| true).await?;
+                    let job = methods::wait_finished(call, &job_id, methods::RESULT_POLL, |_| true)
+                        .await?;
                     let r = methods::job_result(&job)
                         .ok_or_else(|| McpError::Internal("job ended unfinished".into()))?;
                     Ok(Reply::Now(r))
@@ -548,7 +549,7 @@ fn held_with_progress(
     tokio::spawn(async move {
         let mut first = true;
         let mut last = 0.0f64;
-        let sent = methods::wait_finished(&call, &job_id, |job| {
+        let sent = methods::wait_finished(&call, &job_id, methods::PROGRESS_POLL, |job| {
             let mut n = methods::progress_notification(&token, job, first);
             // Progress must increase: never report less than before.
             let p = n["params"]["progress"].as_f64().unwrap_or(0.0).max(last);
