@@ -14,8 +14,7 @@ use crate::clock::SystemClock;
 use crate::config::{ClientSettings, Secret, Settings};
 use crate::json::{self, Json, Object};
 use crate::server::Server;
-use crate::store::sqlite::SqliteStore;
-use crate::store::Store;
+use crate::store::open::AnyStore;
 use crate::tools::Registry;
 use crate::worker::{self, WorkerOptions};
 
@@ -400,7 +399,8 @@ async fn run(cli: Cli) -> Result<ExitCode, AnyError> {
             if let Some(c) = concurrency {
                 opts.concurrency = c.max(1);
             }
-            let store = Arc::new(SqliteStore::open(&settings.database).await?);
+            let any = crate::store::open::open(&settings).await?;
+            let store = any.store();
             let registry: crate::tools::SharedRegistry = Arc::new(arc_swap::ArcSwap::from_pointee(
                 Registry::from_settings(&settings)?,
             ));
@@ -481,22 +481,25 @@ async fn run(cli: Cli) -> Result<ExitCode, AnyError> {
         }
         Command::Keys { .. } | Command::Config { .. } => {}
         Command::Migrate => {
-            crate::store::sqlite::migrate_only(&settings.database).await?;
-            println!("migrations applied to {}", settings.database.path.display());
+            crate::store::open::migrate(&settings).await?;
+            println!("migrations applied to {}", settings.database.display());
         }
         Command::Jobs { command } => {
             let store = admin_store(&settings).await?;
-            let code = crate::admin::jobs(&store, command).await?;
-            store.close().await;
+            let code = crate::admin::jobs(store.admin().as_ref(), command).await?;
+            store.store().close().await;
             return Ok(code);
         }
         Command::Stats { json } => {
             let store = admin_store(&settings).await?;
-            let code = crate::admin::stats(&store, json).await?;
-            store.close().await;
+            let code = crate::admin::stats(store.admin().as_ref(), json).await?;
+            store.store().close().await;
             return Ok(code);
         }
         Command::Backup { path } => {
+            if let crate::config::Backend::Postgres(_) = settings.database.backend()? {
+                return Err("mcpq backup copies the SQLite database; back up PostgreSQL with its own tools (pg_dump, or base backups with WAL archiving: docs/OPERATIONS.md)".into());
+            }
             crate::admin::run_as_owner_of(&settings.database.path)?;
             let bar = std::io::IsTerminal::is_terminal(&std::io::stderr());
             let r = crate::backup::backup(&settings.database, &path, bar).await?;
@@ -515,16 +518,14 @@ async fn run(cli: Cli) -> Result<ExitCode, AnyError> {
 
 /// The store for an operator's command, opened as the database's owner (see
 /// [`crate::admin::run_as_owner_of`]).
-async fn admin_store(settings: &Settings) -> Result<SqliteStore, AnyError> {
-    crate::admin::run_as_owner_of(&settings.database.path)?;
-    if !settings.database.path.exists() {
-        return Err(format!(
-            "the database {} does not exist",
-            settings.database.path.display()
-        )
-        .into());
+async fn admin_store(settings: &Settings) -> Result<AnyStore, AnyError> {
+    if let crate::config::Backend::Sqlite(path) = settings.database.backend()? {
+        crate::admin::run_as_owner_of(&path)?;
+        if !path.exists() {
+            return Err(format!("the database {} does not exist", path.display()).into());
+        }
     }
-    Ok(SqliteStore::open(&settings.database).await?)
+    Ok(crate::store::open::open(settings).await?)
 }
 
 async fn bench(
@@ -655,10 +656,9 @@ async fn drain(
             "bench drain needs server.bench_tools = true (the noop job tool) in the config".into(),
         );
     }
-    let store = SqliteStore::open(&settings.database).await?;
+    let store = crate::store::open::open(&settings).await?;
     let t = Instant::now();
-    crate::store::sqlite::bench_fill_noop(&store, n).await?;
-    store.checkpoint_truncate().await?;
+    store.bench_fill_noop(n).await?;
     println!("filled {n} noop jobs in {:.2}s", t.elapsed().as_secs_f64());
     let exe = std::env::current_exe()?;
     let start = Instant::now();
@@ -703,6 +703,6 @@ async fn drain(
         elapsed.as_secs_f64(),
         window as f64 / w.as_secs_f64(),
     );
-    store.close().await;
+    store.store().close().await;
     Ok(())
 }

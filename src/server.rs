@@ -31,7 +31,6 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{Secret, Settings};
 use crate::json::{self, Json, Object};
 use crate::protocol::{self, CallError, Envelope, Response, Status};
-use crate::store::sqlite::SqliteStore;
 use crate::store::{NewJob, Store, StoreError};
 use crate::tools::{CallCtx, Registry, ServerInfo, SharedRegistry, Tool};
 use crate::worker::{self, WorkerOptions};
@@ -264,9 +263,16 @@ impl App {
             metrics::counter!("mcpq_client_calls_total", "client" => env.client_id.0.clone())
                 .increment(1);
         }
-        // A job-creating call's nonce commits with its job; every other admitted nonce is
-        // written behind (see docs/PROTOCOL.md, "Replay protection").
-        let write_behind = || async { self.store.record_nonce(nonce).await.map_err(internal) };
+        // A job-creating call's nonce commits with its job; every other admitted nonce goes
+        // to the store before the answer: written behind on a store of our own, decided by
+        // the shared table on a shared one (see docs/PROTOCOL.md, "Replay protection").
+        let write_behind = || async {
+            match self.store.admit_nonce(nonce).await {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(CallError::ReplayedNonce),
+                Err(e) => Err(internal(e)),
+            }
+        };
         if let Err(crate::limits::RetryAfterMs(ms)) = self.limits.admit_call(&env.client_id.0, now)
         {
             write_behind().await?;
@@ -357,7 +363,10 @@ impl App {
             on_crash: policy.on_crash,
             capped: policy.concurrency.is_some(),
         };
-        let enqueued = self.store.enqueue(job).await.map_err(internal)?;
+        let enqueued = self.store.enqueue(job).await.map_err(|e| match e {
+            StoreError::Replayed => CallError::ReplayedNonce,
+            e => internal(e),
+        })?;
         metrics::counter!(crate::telemetry::JOBS_ENQUEUED, "tool" => t.name().to_string())
             .increment(1);
         tracing::Span::current().record("job_id", tracing::field::display(&enqueued.id().0));
@@ -519,7 +528,7 @@ impl FirstRequest {
 pub struct Server {
     listener: TcpListener,
     app: Arc<App>,
-    store: SqliteStore,
+    store: Arc<dyn Store>,
     settings: Settings,
 }
 
@@ -549,15 +558,19 @@ impl Server {
             };
         let served = listener.local_addr().unwrap_or(settings.server.listen);
         settings.check_safe_to_serve_on(served)?;
-        let store = SqliteStore::open(&settings.database).await?;
+        let store = crate::store::open::open(&settings).await?.store();
         let auth = Authenticator::new(
             settings.server.id.clone(),
             settings.server.timestamp_window_ms,
             settings.clients.clone(),
         );
-        let live = store.live_nonces(clock.now_ms()).await?;
-        tracing::info!(nonces = live.len(), "restored live nonces");
-        auth.nonces().preload(live);
+        if !store.shares_nonces() {
+            // The store is this daemon's alone: its nonce set is the whole truth, so it must
+            // hold every nonce still live. (A shared store decides each nonce itself.)
+            let live = store.live_nonces(clock.now_ms()).await?;
+            tracing::info!(nonces = live.len(), "restored live nonces");
+            auth.nonces().preload(live);
+        }
 
         let registry = Registry::from_settings(&settings)?;
         let fingerprint =
@@ -573,7 +586,7 @@ impl Server {
         let app = App {
             auth,
             registry: Arc::new(ArcSwap::from_pointee(registry)),
-            store: Arc::new(store.clone()),
+            store: store.clone(),
             info: ArcSwap::from_pointee(info),
             window_ms: settings.server.timestamp_window_ms,
             server_key: settings.server.secret.clone(),
@@ -622,7 +635,7 @@ impl Server {
     /// What the metrics endpoint reads at each scrape (this server's store and clock).
     pub fn scrape(&self) -> crate::telemetry::Scrape {
         crate::telemetry::Scrape {
-            store: Arc::new(self.store.clone()),
+            store: self.store.clone(),
             clock: self.app.clock.clone(),
             lease_ms: self.settings.jobs.lease_ms,
         }
@@ -651,12 +664,12 @@ impl Server {
             settings,
         } = self;
         tracing::info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
-            server_id = %settings.server.id, db = %settings.database.path.display(), "serving");
+            server_id = %settings.server.id, db = %settings.database.display(), "serving");
 
         let background = TaskTracker::new();
         let workers_stop = CancellationToken::new();
         background.spawn(worker::maintenance(
-            Arc::new(store.clone()),
+            store.clone(),
             app.auth_nonces_pruner(),
             settings.jobs.clone(),
             app.clock.clone(),
@@ -665,7 +678,7 @@ impl Server {
         if settings.server.embedded_workers > 0 {
             let opts = WorkerOptions::from_settings(&settings, settings.server.embedded_workers);
             background.spawn(worker::run(
-                Arc::new(store.clone()),
+                store.clone(),
                 app.registry.clone(),
                 opts,
                 app.clock.clone(),

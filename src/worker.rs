@@ -199,6 +199,7 @@ pub async fn run(
     let mut rules = Arc::new(tool_rules(&current, opts.retry));
     let mut unknown = UnknownDefinitions::new(&filter);
     let mut backoff = Duration::from_millis(1);
+    let store_wake = store.wakeups();
     tracing::info!(worker = %opts.id, concurrency = opts.concurrency, "worker started");
     while !stop.is_cancelled() {
         let free = slots.available_permits().min(opts.claim_batch);
@@ -241,9 +242,16 @@ pub async fn run(
             unknown.check(store.as_ref(), claimed_at).await;
         }
         if claimed.is_empty() {
-            // Idle: back off exponentially up to the cap, waking early on a local enqueue.
+            // Idle: back off exponentially up to the cap, waking early on a local enqueue
+            // or on the store's hint that another process enqueued (PostgreSQL's NOTIFY).
             let notified = async {
                 match &wake {
+                    Some(n) => n.notified().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let hinted = async {
+                match &store_wake {
                     Some(n) => n.notified().await,
                     None => std::future::pending().await,
                 }
@@ -251,6 +259,7 @@ pub async fn run(
             tokio::select! {
                 _ = stop.cancelled() => break,
                 _ = notified => backoff = Duration::from_millis(1),
+                _ = hinted => backoff = Duration::from_millis(1),
                 _ = tokio::time::sleep(backoff) => backoff = (backoff * 2).min(opts.idle_backoff_max),
             }
             continue;

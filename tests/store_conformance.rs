@@ -2076,7 +2076,8 @@ macro_rules! conformance {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn $case() {
-                let fx = $factory().await;
+                // `None`: the backend is not available here (and may be skipped, see its module).
+                let Some(fx) = $factory().await else { return };
                 #[allow(unused_imports)]
                 use $crate::{cases::*, stats_cases::*};
                 $case(&fx).await;
@@ -2107,6 +2108,7 @@ mod sqlite {
 
     fn settings(dir: &tempfile::TempDir) -> DatabaseSettings {
         DatabaseSettings {
+            url: String::new(),
             path: dir.path().join("db"),
             synchronous: Synchronous::Full,
             busy_timeout_ms: 5000,
@@ -2116,15 +2118,15 @@ mod sqlite {
         }
     }
 
-    pub async fn fixture() -> SqliteFixture {
+    pub async fn fixture() -> Option<SqliteFixture> {
         let dir = tempfile::tempdir().unwrap();
         let settings = settings(&dir);
         let store = SqliteStore::open(&settings).await.unwrap();
-        SqliteFixture {
+        Some(SqliteFixture {
             _dir: dir,
             settings,
             store: Arc::new(store),
-        }
+        })
     }
 
     impl Fixture for SqliteFixture {
@@ -2134,6 +2136,105 @@ mod sqlite {
         fn open_another(&self) -> LocalFuture<'_, Arc<dyn Store>> {
             Box::pin(async move {
                 let s = SqliteStore::open(&self.settings).await.unwrap();
+                Arc::new(s) as Arc<dyn Store>
+            })
+        }
+    }
+
+    for_each_case!(conformance, fixture);
+}
+
+// ---------------------------------------------------------------------------------------------
+// PostgreSQL: each test in a schema of its own, dropped afterwards.
+// ---------------------------------------------------------------------------------------------
+
+mod postgres {
+    use std::sync::Arc;
+
+    use mcpq::store::postgres::PgStore;
+    use mcpq::store::Store;
+
+    use super::{Fixture, LocalFuture};
+
+    pub struct PgFixture {
+        url: String,
+        pub settings: mcpq::config::PostgresSettings,
+        store: Arc<dyn Store>,
+    }
+
+    pub async fn fixture() -> Option<PgFixture> {
+        let url = pg_test_url()?;
+        let settings = settings(&format!("mcpq_test_{}", uuid::Uuid::new_v4().simple()));
+        let store = PgStore::open(&url, &settings).await.unwrap();
+        Some(PgFixture {
+            url,
+            settings,
+            store: Arc::new(store),
+        })
+    }
+
+    /// The server the PostgreSQL tests use (`MCPQ_TEST_PG_URL`). Without it a local run skips
+    /// them with a notice; CI sets `MCPQ_REQUIRE_PG=1`, and then a missing server fails.
+    pub fn pg_test_url() -> Option<String> {
+        match std::env::var("MCPQ_TEST_PG_URL") {
+            Ok(u) if !u.is_empty() => Some(u),
+            _ => {
+                assert!(
+                    std::env::var("MCPQ_REQUIRE_PG").is_err(),
+                    "MCPQ_REQUIRE_PG is set but MCPQ_TEST_PG_URL is not: the PostgreSQL tests may not skip"
+                );
+                eprintln!("notice: MCPQ_TEST_PG_URL is not set; skipping a PostgreSQL test");
+                None
+            }
+        }
+    }
+
+    pub fn settings(schema: &str) -> mcpq::config::PostgresSettings {
+        mcpq::config::PostgresSettings {
+            max_connections: 8,
+            commit_connections: 2,
+            connect_timeout_ms: 5000,
+            statement_timeout_ms: 30_000,
+            ssl_mode: "disable".into(),
+            ssl_root_cert: String::new(),
+            password_file: String::new(),
+            synchronous_commit: "on".into(),
+            listen: true,
+            prune_batch: 7,
+            schema: schema.to_string(),
+        }
+    }
+
+    impl Drop for PgFixture {
+        fn drop(&mut self) {
+            let url = self.url.clone();
+            let schema = self.settings.schema.clone();
+            // Drop is not async: a thread with its own runtime drops the schema.
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(async {
+                    use sqlx::Connection;
+                    let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
+                    sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
+                        .execute(&mut c)
+                        .await
+                        .unwrap();
+                });
+            })
+            .join();
+        }
+    }
+
+    impl Fixture for PgFixture {
+        fn store(&self) -> Arc<dyn Store> {
+            self.store.clone()
+        }
+        fn open_another(&self) -> LocalFuture<'_, Arc<dyn Store>> {
+            Box::pin(async move {
+                let s = PgStore::open(&self.url, &self.settings).await.unwrap();
                 Arc::new(s) as Arc<dyn Store>
             })
         }
@@ -2179,7 +2280,7 @@ mod sqlite_only {
     /// walking other tools' backlog or counting finished rows.
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn sqlite_capped_claim_plan_uses_jobs_queued_tool() {
-        let fx = sqlite::fixture().await;
+        let fx = sqlite::fixture().await.unwrap();
         let opts = SqliteConnectOptions::new().filename(&fx.settings.path);
         let mut conn = SqliteConnection::connect_with(&opts).await.unwrap();
         let q = format!(
@@ -2218,7 +2319,7 @@ mod sqlite_only {
     /// cannot slow it down. Checked on the plan, through a separate connection to the file.
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn sqlite_claim_plan_uses_jobs_queued_and_never_scans_jobs() {
-        let fx = sqlite::fixture().await;
+        let fx = sqlite::fixture().await.unwrap();
         let s = fx.store();
         let opts = SqliteConnectOptions::new().filename(&fx.settings.path);
         let mut conn = SqliteConnection::connect_with(&opts).await.unwrap();

@@ -3,14 +3,17 @@
 //! [`Store`] is everything the server and the workers need from a database and
 //! nothing more; each method is one round trip (one statement or one
 //! transaction) so implementations stay fast and simple. The SQLite
-//! implementation lives in [`sqlite`]; a PostgreSQL one will implement the same
-//! trait and must pass the same conformance suite (`tests/store_conformance.rs`).
+//! implementation lives in [`sqlite`], the PostgreSQL one in [`postgres`]; both pass the
+//! same conformance suite (`tests/store_conformance.rs`). [`open`] picks one from the
+//! configured `database.url`.
 //!
 //! The store applies transitions; it does not decide them. Which transition a
 //! job takes is decided by [`crate::jobs`]; the store makes it happen atomically
 //! and fenced.
 
 pub mod admin;
+pub mod open;
+pub mod postgres;
 pub mod sqlite;
 
 use std::future::Future;
@@ -38,6 +41,11 @@ pub enum StoreError {
     Read(String),
     #[error("a commit could not be made durable (fsync failed); the store refuses further writes")]
     NotDurable,
+    /// The call's nonce was admitted first by another daemon sharing the store.
+    #[error("the nonce was already used")]
+    Replayed,
+    #[error("{0}")]
+    Config(String),
 }
 
 /// A job to create, with the nonce of the call that creates it (committed together).
@@ -262,6 +270,22 @@ pub trait Store: Send + Sync + 'static {
     /// Persists nonces of sync calls (write-behind: returns once queued, see `flush`).
     fn record_nonce(&self, nonce: NonceRecord) -> BoxFuture<'_, Result<(), StoreError>>;
 
+    /// Records a nonce the caller's own set admitted, and says whether the store admits it
+    /// too: `false` when another daemon sharing the store admitted it first (a replay).
+    /// A store serving a single daemon (SQLite) writes it behind and says `true`.
+    fn admit_nonce(&self, nonce: NonceRecord) -> BoxFuture<'_, Result<bool, StoreError>> {
+        Box::pin(async move {
+            self.record_nonce(nonce).await?;
+            Ok(true)
+        })
+    }
+
+    /// Whether several daemons may share this store, replay protection included
+    /// ([`Store::admit_nonce`] decides; the in-memory set is only a first filter).
+    fn shares_nonces(&self) -> bool {
+        false
+    }
+
     /// Waits until every nonce recorded so far is committed.
     fn flush(&self) -> BoxFuture<'_, Result<(), StoreError>>;
 
@@ -370,4 +394,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// Deletes finished jobs that finished before `before`, and expired nonces.
     fn prune(&self, finished_before: i64, now: i64) -> BoxFuture<'_, Result<u64, StoreError>>;
+
+    /// Fires when another process may have enqueued jobs (a hint: workers poll as well).
+    fn wakeups(&self) -> Option<std::sync::Arc<tokio::sync::Notify>> {
+        None
+    }
+
+    /// Commits pending writes and closes connections (a clean stop).
+    fn close(&self) -> BoxFuture<'_, ()>;
 }

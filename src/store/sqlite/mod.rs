@@ -990,6 +990,10 @@ impl SqliteStore {
 }
 
 impl Store for SqliteStore {
+    fn close(&self) -> BoxFuture<'_, ()> {
+        Box::pin(SqliteStore::close(self))
+    }
+
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(async move {
             if self

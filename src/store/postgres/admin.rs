@@ -1,0 +1,183 @@
+//! [`AdminStore`] for PostgreSQL: the operator's queries and state changes, each a single
+//! statement (autocommit, so durable under `synchronous_commit = on` before it returns).
+//!
+//! It must not be reachable from a request: only `crate::admin` holds an `AdminStore`.
+
+use sqlx::Row;
+
+use super::{count, record_from_row, sql, state_of, PgStore};
+use crate::jobs::JobId;
+use crate::store::admin::{Activity, AdminStore, Change, JobFilter, JobSummary};
+use crate::store::{BoxFuture, CancelOutcome, JobRecord, Resolution, Store, StoreError};
+
+impl PgStore {
+    /// What an unchanged job is: its state, or not found.
+    async fn unchanged(&self, id: &JobId) -> Result<Change, StoreError> {
+        Ok(match AdminStore::job(self, id).await? {
+            Some(r) => Change::WrongState(r.state),
+            None => Change::NotFound,
+        })
+    }
+}
+
+impl AdminStore for PgStore {
+    fn list_jobs<'a>(
+        &'a self,
+        f: &'a JobFilter,
+    ) -> BoxFuture<'a, Result<Vec<JobSummary>, StoreError>> {
+        Box::pin(async move {
+            let rows = sqlx::query(sql::ADMIN_LIST)
+                .bind(f.state.map(|s| s.as_str()))
+                .bind(f.client.as_deref())
+                .bind(f.tool.as_deref())
+                .bind(f.since)
+                .bind(f.limit as i64)
+                .fetch_all(self.pool())
+                .await?;
+            rows.iter()
+                .map(|r| {
+                    Ok(JobSummary {
+                        id: JobId(r.try_get(0)?),
+                        client_id: r.try_get(1)?,
+                        tool: r.try_get(2)?,
+                        state: state_of(&r.try_get::<String, _>(3)?)?,
+                        attempt: count(r.try_get(4)?, "attempt")?,
+                        max_attempts: count(r.try_get(5)?, "max_attempts")?,
+                        created_at: r.try_get(6)?,
+                        started_at: r.try_get(7)?,
+                        finished_at: r.try_get(8)?,
+                        lease_owner: r.try_get(9)?,
+                        run_at: r.try_get(10)?,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    fn job<'a>(&'a self, id: &'a JobId) -> BoxFuture<'a, Result<Option<JobRecord>, StoreError>> {
+        Box::pin(async move {
+            let row = sqlx::query(sql::GET_JOB)
+                .bind(&id.0)
+                .fetch_optional(self.pool())
+                .await?;
+            row.as_ref().map(record_from_row).transpose()
+        })
+    }
+
+    fn admin_cancel<'a>(
+        &'a self,
+        id: &'a JobId,
+        now: i64,
+        by: &'a str,
+    ) -> BoxFuture<'a, Result<CancelOutcome, StoreError>> {
+        Box::pin(async move {
+            let row = sqlx::query(sql::ADMIN_CANCEL)
+                .bind(&id.0)
+                .bind(now)
+                .bind(format!("operator: cancelled by {by}"))
+                .fetch_optional(self.pool())
+                .await?;
+            match row {
+                Some(r) => {
+                    let state: String = r.try_get(0)?;
+                    Ok(if state == "cancelled" {
+                        CancelOutcome::Cancelled
+                    } else {
+                        CancelOutcome::Requested
+                    })
+                }
+                None => Ok(match self.unchanged(id).await? {
+                    Change::WrongState(s) => CancelOutcome::AlreadyFinished(s),
+                    _ => CancelOutcome::NotFound,
+                }),
+            }
+        })
+    }
+
+    fn retry_job<'a>(
+        &'a self,
+        id: &'a JobId,
+        more_attempts: u32,
+        now: i64,
+        by: &'a str,
+    ) -> BoxFuture<'a, Result<Change, StoreError>> {
+        Box::pin(async move {
+            let row = sqlx::query(sql::ADMIN_RETRY)
+                .bind(&id.0)
+                .bind(now)
+                .bind(format!(
+                    "operator: retried by {by} ({more_attempts} more attempt(s))"
+                ))
+                .bind(more_attempts.max(1) as i32)
+                .fetch_optional(self.pool())
+                .await?;
+            if row.is_none() {
+                return self.unchanged(id).await;
+            }
+            Ok(Change::Done)
+        })
+    }
+
+    fn fail_job<'a>(
+        &'a self,
+        id: &'a JobId,
+        now: i64,
+        by: &'a str,
+    ) -> BoxFuture<'a, Result<Change, StoreError>> {
+        Box::pin(async move {
+            let by = format!("operator {by}");
+            if self
+                .resolve_in_doubt(id, Resolution::Fail, now, &by)
+                .await?
+            {
+                Ok(Change::Done)
+            } else {
+                self.unchanged(id).await
+            }
+        })
+    }
+
+    fn purge(&self, before: i64) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(async move {
+            let batch = self.inner.prune_batch;
+            let mut total = 0;
+            loop {
+                let n = sqlx::query(sql::PRUNE_JOBS)
+                    .bind(before)
+                    .bind(batch)
+                    .execute(self.pool())
+                    .await?
+                    .rows_affected();
+                total += n;
+                if (n as i64) < batch {
+                    return Ok(total);
+                }
+            }
+        })
+    }
+
+    fn activity(&self, now: i64, since: i64) -> BoxFuture<'_, Result<Activity, StoreError>> {
+        Box::pin(async move {
+            let mut out = Activity {
+                queue: self.queue_stats(now).await?,
+                ..Activity::default()
+            };
+            let rows = sqlx::query(sql::ADMIN_ACTIVITY)
+                .bind(since)
+                .fetch_all(self.pool())
+                .await?;
+            for r in &rows {
+                let kind: String = r.try_get(0)?;
+                let key: Option<String> = r.try_get(1)?;
+                let n = r.try_get::<i64, _>(2)? as u64;
+                let key = key.unwrap_or_default();
+                if kind == "finished" {
+                    out.finished.push((state_of(&key)?, n));
+                } else {
+                    out.running_per_worker.push((key, n));
+                }
+            }
+            Ok(out)
+        })
+    }
+}

@@ -1,0 +1,9 @@
+-- mcpq jobs list: newest first. $1 state, $2 client, $3 tool (NULL = any), $4 created at or
+-- after, $5 limit.
+SELECT id, client_id, tool, state, attempt, max_attempts, created_at, started_at,
+       finished_at, lease_owner, run_at
+FROM jobs
+WHERE ($1::text IS NULL OR state = $1) AND ($2::text IS NULL OR client_id = $2)
+  AND ($3::text IS NULL OR tool = $3) AND created_at >= $4
+ORDER BY seq DESC
+LIMIT $5

@@ -1,0 +1,17 @@
+-- $1 worker, $2 now, $3 limit, $4 lease ms, $5 `tool:definition` this worker has (tools
+-- without a concurrency limit). SKIP LOCKED: concurrent claimers take different rows instead
+-- of queueing behind each other; the partial index keeps finished rows out of the walk.
+WITH c AS (
+    SELECT seq FROM jobs
+    WHERE state = 'queued' AND run_at <= $2 AND (tool || ':' || def) = ANY($5::text[])
+    ORDER BY run_at, seq
+    LIMIT $3
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE jobs
+SET state = 'running', attempt = attempt + 1, fence = fence + 1,
+    lease_owner = $1, lease_expires_at = $2 + $4, started_at = coalesce(started_at, $2),
+    progress = NULL
+FROM c WHERE jobs.seq = c.seq
+RETURNING jobs.id, jobs.client_id, jobs.tool, jobs.args, jobs.attempt, jobs.max_attempts,
+          jobs.fence, jobs.run_at

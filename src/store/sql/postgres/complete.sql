@@ -1,0 +1,19 @@
+-- A batch of attempt outcomes: $1 ids, $2 fences, $3 new states, $4 results, $5 errors,
+-- $6 run_at (retries); $7 now; $8 true for the rescuer (only leases that really expired).
+-- The fence and state guard make a completion from a worker that lost its lease a no-op.
+UPDATE jobs
+SET state = c.state,
+    result = c.result,
+    run_at = coalesce(c.run_at, jobs.run_at),
+    finished_at = CASE WHEN c.state IN ('queued', 'in_doubt') THEN NULL ELSE $7 END,
+    lease_owner = NULL,
+    lease_expires_at = NULL,
+    cancel_requested = CASE WHEN c.state = 'queued' THEN jobs.cancel_requested ELSE false END,
+    errors = CASE WHEN c.error IS NULL THEN jobs.errors
+                  ELSE jobs.errors || jsonb_build_array(jsonb_build_object(
+                      'attempt', jobs.attempt, 'at', $7::int8, 'error', c.error)) END
+FROM unnest($1::text[], $2::int8[], $3::text[], $4::text[], $5::text[], $6::int8[])
+     AS c(id, fence, state, result, error, run_at)
+WHERE jobs.id = c.id AND jobs.fence = c.fence AND jobs.state = 'running'
+  AND (NOT $8 OR jobs.lease_expires_at < $7)
+RETURNING jobs.id

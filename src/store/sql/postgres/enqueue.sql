@@ -1,0 +1,30 @@
+-- One group commit in one statement (autocommit): the batch's nonces, then its jobs, then a
+-- wake-up for idle workers.
+-- $1 nonce keys, $2 their expiries, $3 now: a nonce is admitted unless a live copy exists
+--    (an expired copy not yet pruned is taken over).
+-- $4.. one array per job column; $14 the job's nonce key (NULL for a /mcp call). A job whose
+--    nonce was not admitted (another daemon admitted it first: a replay) is not inserted; a
+--    job whose idempotency key names an existing job is not inserted either (ON CONFLICT).
+-- Returns the admitted nonce keys and the inserted job ids; the caller tells the rest apart.
+WITH n AS (
+    INSERT INTO nonces AS o (key, expires_ms)
+    SELECT * FROM unnest($1::bytea[], $2::int8[])
+    ON CONFLICT (key) DO UPDATE SET expires_ms = excluded.expires_ms WHERE o.expires_ms < $3
+    RETURNING key
+), j AS (
+    INSERT INTO jobs (id, client_id, tool, args, state, max_attempts, run_at, idempotency_key,
+                      created_at, def, on_crash, capped)
+    SELECT t.id, t.client, t.tool, t.args, 'queued', t.max, t.at, t.key, t.at, t.def, t.crash, t.capped
+    FROM unnest($4::text[], $5::text[], $6::text[], $7::text[], $8::int4[], $9::int8[],
+                $10::text[], $11::text[], $12::int2[], $13::bool[], $14::bytea[])
+         AS t(id, client, tool, args, max, at, key, def, crash, capped, nonce)
+    WHERE t.nonce IS NULL OR t.nonce IN (SELECT key FROM n)
+    ORDER BY t.at
+    ON CONFLICT DO NOTHING
+    RETURNING id
+), w AS (
+    SELECT pg_notify('mcpq_jobs', '') FROM (SELECT 1 FROM j LIMIT 1) AS any_job
+)
+SELECT (SELECT coalesce(array_agg(key), '{}') FROM n),
+       (SELECT coalesce(array_agg(id), '{}') FROM j),
+       (SELECT count(*) FROM w)

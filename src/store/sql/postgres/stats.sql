@@ -1,0 +1,8 @@
+-- Unfinished jobs by state and tool, and the oldest due run_at; each arm matches one partial
+-- index. $1 now.
+SELECT 'queued', tool, count(*), min(CASE WHEN run_at <= $1 THEN run_at END)
+FROM jobs WHERE state = 'queued' GROUP BY tool
+UNION ALL
+SELECT 'running', tool, count(*), NULL FROM jobs WHERE state = 'running' GROUP BY tool
+UNION ALL
+SELECT 'in_doubt', tool, count(*), NULL FROM jobs WHERE state = 'in_doubt' GROUP BY tool
