@@ -85,6 +85,24 @@ enum Command {
         #[command(subcommand)]
         command: BenchCommand,
     },
+    /// Moving between stores (SQLite, PostgreSQL).
+    Store {
+        #[command(subcommand)]
+        command: StoreCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum StoreCommand {
+    /// Copy every job and live nonce from one store to another, empty one (e.g. SQLite to
+    /// PostgreSQL). Stop every daemon and worker using either store first. Each store is a
+    /// database URL (`sqlite://PATH` or `postgres://…`); `[postgres]` settings apply to both.
+    Copy {
+        #[arg(long)]
+        from: String,
+        #[arg(long)]
+        to: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -271,6 +289,7 @@ impl Command {
             | Command::Keys { .. }
             | Command::Jobs { .. }
             | Command::Stats { .. }
+            | Command::Store { .. }
             | Command::Backup { .. } => Settings::load_without_secrets,
         }
     }
@@ -512,6 +531,9 @@ async fn run(cli: Cli) -> Result<ExitCode, AnyError> {
             );
         }
         Command::Bench { command } => bench(settings, cli.config, command).await?,
+        Command::Store {
+            command: StoreCommand::Copy { from, to },
+        } => store_copy(&settings, &from, &to).await?,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -526,6 +548,44 @@ async fn admin_store(settings: &Settings) -> Result<AnyStore, AnyError> {
         }
     }
     Ok(crate::store::open::open(settings).await?)
+}
+
+async fn store_copy(settings: &Settings, from: &str, to: &str) -> Result<(), AnyError> {
+    let with_url = |url: &str| {
+        let mut s = settings.clone();
+        s.database.url = url.to_string();
+        s
+    };
+    let (src, dst) = (with_url(from), with_url(to));
+    if src.database.backend()? == dst.database.backend()? {
+        return Err("--from and --to name the same store".into());
+    }
+    if let crate::config::Backend::Sqlite(path) = src.database.backend()? {
+        if !path.exists() {
+            return Err(format!("the source database {} does not exist", path.display()).into());
+        }
+    }
+    let from_store = crate::store::open::open(&src).await?;
+    let to_store = crate::store::open::open(&dst).await?;
+    let t = Instant::now();
+    let now = crate::clock::Clock::now_ms(&SystemClock);
+    let copied = crate::store::copy::copy(&from_store, &to_store, now, &|n| {
+        if n % 100_000 == 0 {
+            eprintln!("{n} jobs copied");
+        }
+    })
+    .await?;
+    from_store.store().close().await;
+    to_store.store().close().await;
+    println!(
+        "copied {} job(s) and {} live nonce(s) from {} to {} in {:.1} s",
+        copied.jobs,
+        copied.nonces,
+        src.database.display(),
+        dst.database.display(),
+        t.elapsed().as_secs_f64()
+    );
+    Ok(())
 }
 
 async fn bench(

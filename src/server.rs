@@ -267,7 +267,7 @@ impl App {
         // to the store before the answer: written behind on a store of our own, decided by
         // the shared table on a shared one (see docs/PROTOCOL.md, "Replay protection").
         let write_behind = || async {
-            match self.store.admit_nonce(nonce).await {
+            match self.store.admit_nonce(nonce, now).await {
                 Ok(true) => Ok(()),
                 Ok(false) => Err(CallError::ReplayedNonce),
                 Err(e) => Err(internal(e)),

@@ -1649,6 +1649,93 @@ pub mod cases {
         assert_eq!(s.enqueue(fresh).await.unwrap(), Enqueued::Created(fresh_id));
     }
 
+    /// A store shared by several daemons decides each nonce once for all of them: admitted
+    /// through one handle, refused through another, for sync calls and job calls alike,
+    /// and exactly one of several racing admissions wins. An expired copy may be reused.
+    pub async fn shared_store_admits_each_nonce_once_across_handles(fx: &dyn Fixture) {
+        let a = fx.store();
+        if !a.shares_nonces() {
+            // One daemon per store: its in-memory set decides; the store only records.
+            let n = nonce_at(&client("alice"), T0 + NONCE_TTL);
+            assert!(a.admit_nonce(n, T0).await.unwrap());
+            return;
+        }
+        let b = fx.open_another().await;
+        let alice = client("alice");
+        let n = nonce_at(&alice, T0 + NONCE_TTL);
+        assert!(a.admit_nonce(n, T0).await.unwrap(), "first admission");
+        assert!(
+            !b.admit_nonce(n, T0 + 1).await.unwrap(),
+            "replay via another daemon"
+        );
+        assert!(
+            !a.admit_nonce(n, T0 + 2).await.unwrap(),
+            "replay via the same daemon"
+        );
+
+        // A job call whose nonce a sync call already used is refused and creates nothing.
+        let mut job = new_job(&alice, T0 + 3, None);
+        job.nonce = Some(n);
+        let id = job.id.clone();
+        assert!(matches!(
+            b.enqueue(job).await,
+            Err(mcpq::store::StoreError::Replayed)
+        ));
+        assert!(a.get_job(&alice, &id).await.unwrap().is_none());
+
+        // And a sync call cannot reuse a job call's nonce.
+        let job = new_job(&alice, T0 + 4, None);
+        let jn = job.nonce.unwrap();
+        let jid = job.id.clone();
+        assert_eq!(a.enqueue(job).await.unwrap(), Enqueued::Created(jid));
+        assert!(!b.admit_nonce(jn, T0 + 5).await.unwrap());
+
+        // Racing admissions of one nonce (sync and job calls, two handles): one wins.
+        for round in 0..5 {
+            let n = nonce_at(&alice, T0 + NONCE_TTL + round);
+            let mut set = tokio::task::JoinSet::new();
+            for i in 0..8 {
+                let s = if i % 2 == 0 { a.clone() } else { b.clone() };
+                set.spawn(async move {
+                    if i % 3 == 0 {
+                        let mut job = new_job(&client("alice"), T0 + 10, None);
+                        job.nonce = Some(n);
+                        match s.enqueue(job).await {
+                            Ok(_) => true,
+                            Err(mcpq::store::StoreError::Replayed) => false,
+                            Err(e) => panic!("{e}"),
+                        }
+                    } else {
+                        s.admit_nonce(n, T0 + 10).await.unwrap()
+                    }
+                });
+            }
+            let mut wins = 0;
+            while let Some(r) = set.join_next().await {
+                wins += r.unwrap() as usize;
+            }
+            assert_eq!(wins, 1, "round {round}: exactly one admission wins");
+        }
+
+        // Once expired, the nonce may be used again (its old envelope can no longer pass
+        // the timestamp window); while live, never.
+        let short = nonce_at(&alice, T0 + 100);
+        assert!(a.admit_nonce(short, T0).await.unwrap());
+        assert!(
+            !b.admit_nonce(short, T0 + 100).await.unwrap(),
+            "live at its expiry"
+        );
+        let again = NonceRecord {
+            key: short.key,
+            expires_ms: T0 + 101 + NONCE_TTL,
+        };
+        assert!(
+            b.admit_nonce(again, T0 + 101).await.unwrap(),
+            "expired copy reused"
+        );
+        assert!(!a.admit_nonce(again, T0 + 102).await.unwrap());
+    }
+
     pub async fn nonces_are_live_until_they_expire_and_then_pruned(fx: &dyn Fixture) {
         let s = fx.store();
         let s = &*s;
@@ -2061,6 +2148,7 @@ macro_rules! for_each_case {
             cancel_request_survives_a_requeue,
             prune_deletes_only_jobs_finished_before_the_cutoff,
             nonces_are_live_until_they_expire_and_then_pruned,
+            shared_store_admits_each_nonce_once_across_handles,
             claim_takes_only_jobs_whose_definition_the_worker_has,
             capped_tool_never_runs_more_than_its_limit_across_claimers,
             rescue_applies_each_jobs_crash_policy,

@@ -12,6 +12,7 @@
 //! and fenced.
 
 pub mod admin;
+pub mod copy;
 pub mod open;
 pub mod postgres;
 pub mod sqlite;
@@ -272,8 +273,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// Records a nonce the caller's own set admitted, and says whether the store admits it
     /// too: `false` when another daemon sharing the store admitted it first (a replay).
-    /// A store serving a single daemon (SQLite) writes it behind and says `true`.
-    fn admit_nonce(&self, nonce: NonceRecord) -> BoxFuture<'_, Result<bool, StoreError>> {
+    /// A store serving a single daemon (SQLite) writes it behind and says `true`. A stored
+    /// copy that expired before `now` does not count.
+    fn admit_nonce(&self, nonce: NonceRecord, now: i64) -> BoxFuture<'_, Result<bool, StoreError>> {
+        let _ = now;
         Box::pin(async move {
             self.record_nonce(nonce).await?;
             Ok(true)

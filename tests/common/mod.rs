@@ -26,6 +26,54 @@ pub struct TestEnv {
     pub dir: tempfile::TempDir,
     pub config: PathBuf,
     pub env: Vec<(String, String)>,
+    /// (server URL, schema) when the processes use PostgreSQL; the schema is dropped with
+    /// the environment.
+    pub pg: Option<(String, String)>,
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        if let Some((url, schema)) = self.pg.take() {
+            drop_pg_schema(url, schema);
+        }
+    }
+}
+
+/// The PostgreSQL server for tests (`MCPQ_TEST_PG_URL`, e.g.
+/// `postgres://mcpq:mcpq@127.0.0.1/mcpq_test?sslmode=disable`). Unset: a local run skips the
+/// PostgreSQL tests with a notice; CI sets `MCPQ_REQUIRE_PG=1`, and then they may not skip.
+pub fn pg_test_url() -> Option<String> {
+    match std::env::var("MCPQ_TEST_PG_URL") {
+        Ok(u) if !u.is_empty() => Some(u),
+        _ => {
+            assert!(
+                std::env::var("MCPQ_REQUIRE_PG").is_err(),
+                "MCPQ_REQUIRE_PG is set but MCPQ_TEST_PG_URL is not: the PostgreSQL tests may not skip"
+            );
+            eprintln!("notice: MCPQ_TEST_PG_URL is not set; skipping a PostgreSQL test");
+            None
+        }
+    }
+}
+
+/// Drops a test schema from a thread of its own (callable from `Drop`, inside or outside a
+/// runtime).
+pub fn drop_pg_schema(url: String, schema: String) {
+    let _ = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            use sqlx::Connection;
+            if let Ok(mut c) = sqlx::PgConnection::connect(&url).await {
+                let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
+                    .execute(&mut c)
+                    .await;
+            }
+        });
+    })
+    .join();
 }
 
 pub struct Proc {
@@ -98,7 +146,31 @@ previous_secret = "{CLIENT2_PREVIOUS}"
                 ("MCPQ__SERVER__LISTEN".into(), "127.0.0.1:0".into()),
                 ("MCPQ__METRICS__LISTEN".into(), "127.0.0.1:0".into()),
             ],
+            pg: None,
         }
+    }
+
+    /// As [`TestEnv::new`], with every process on PostgreSQL in a fresh schema (dropped with
+    /// the environment). `None` when no test server is configured (see [`pg_test_url`]).
+    pub fn postgres(extra: &str) -> Option<TestEnv> {
+        let url = pg_test_url()?;
+        let schema = format!("mcpq_it_{}", uuid::Uuid::new_v4().simple());
+        let mut env = TestEnv::new(extra)
+            .set("MCPQ__DATABASE__URL", &url)
+            .set("MCPQ__POSTGRES__SCHEMA", &schema);
+        env.pg = Some((url, schema));
+        Some(env)
+    }
+
+    /// A pool on this environment's PostgreSQL schema (for checks the wire cannot make).
+    pub async fn pg_pool(&self) -> sqlx::PgPool {
+        let (url, schema) = self.pg.clone().expect("a PostgreSQL environment");
+        let opts: sqlx::postgres::PgConnectOptions = url.parse().expect("url");
+        sqlx::postgres::PgPoolOptions::new()
+            .max_connections(2)
+            .connect_with(opts.options([("search_path", schema.as_str())]))
+            .await
+            .expect("connect to the test PostgreSQL")
     }
 
     /// Adds an environment override (`MCPQ__SECTION__KEY`) for every process started afterwards.

@@ -20,6 +20,7 @@
 
 mod admin;
 pub mod bench;
+mod copy;
 
 use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
@@ -70,8 +71,9 @@ mod sql {
 /// A write waiting for the next group commit.
 enum CommitOp {
     Job(Box<NewJob>, oneshot::Sender<Result<Enqueued, StoreError>>),
-    /// A sync call's nonce: answered `true` if admitted, `false` if another caller had it.
-    Nonce(NonceRecord, oneshot::Sender<Result<bool, StoreError>>),
+    /// A sync call's nonce and the time of the call: answered `true` if admitted, `false` if
+    /// another caller had it.
+    Nonce(NonceRecord, i64, oneshot::Sender<Result<bool, StoreError>>),
     Flush(oneshot::Sender<()>),
 }
 
@@ -312,7 +314,17 @@ struct JobColumns {
 
 /// Writes one batch and answers every op in it; returns true if the statement failed.
 async fn commit_batch(conn: &mut PgConnection, ops: &mut Vec<CommitOp>) -> bool {
-    let now = crate::clock::Clock::now_ms(&crate::clock::SystemClock);
+    // A stored nonce that expired before this instant may be taken over: the earliest call
+    // time in the batch, so no caller ever takes over a copy that is live at its own time.
+    let now = ops
+        .iter()
+        .filter_map(|op| match op {
+            CommitOp::Job(j, _) if j.nonce.is_some() => Some(j.created_at),
+            CommitOp::Nonce(_, at, _) => Some(*at),
+            _ => None,
+        })
+        .min()
+        .unwrap_or(i64::MIN);
     // Each nonce once per statement (ON CONFLICT DO UPDATE may touch a row only once); a
     // second copy in the same batch is a replay of the first.
     let mut seen = HashSet::new();
@@ -323,7 +335,7 @@ async fn commit_batch(conn: &mut PgConnection, ops: &mut Vec<CommitOp>) -> bool 
     for (i, op) in ops.iter().enumerate() {
         let nonce = match op {
             CommitOp::Job(j, _) => j.nonce.as_ref(),
-            CommitOp::Nonce(n, _) => Some(n),
+            CommitOp::Nonce(n, _, _) => Some(n),
             CommitOp::Flush(_) => None,
         };
         if let Some(n) = nonce {
@@ -368,7 +380,7 @@ async fn commit_batch(conn: &mut PgConnection, ops: &mut Vec<CommitOp>) -> bool 
                     CommitOp::Job(_, reply) => {
                         let _ = reply.send(Err(StoreError::Commit(msg.clone())));
                     }
-                    CommitOp::Nonce(_, reply) => {
+                    CommitOp::Nonce(_, _, reply) => {
                         let _ = reply.send(Err(StoreError::Commit(msg.clone())));
                     }
                     CommitOp::Flush(reply) => {
@@ -384,7 +396,7 @@ async fn commit_batch(conn: &mut PgConnection, ops: &mut Vec<CommitOp>) -> bool 
             CommitOp::Flush(reply) => {
                 let _ = reply.send(());
             }
-            CommitOp::Nonce(n, reply) => {
+            CommitOp::Nonce(n, _, reply) => {
                 let _ = reply.send(Ok(!dup[i] && admitted.contains(&n.key.0[..])));
             }
             CommitOp::Job(j, reply) => {
@@ -646,15 +658,16 @@ impl Store for PgStore {
 
     fn record_nonce(&self, nonce: NonceRecord) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(async move {
-            self.admit_nonce(nonce).await?;
+            // Recorded, not decided: an existing copy stays as it is.
+            self.admit_nonce(nonce, i64::MIN).await?;
             Ok(())
         })
     }
 
-    fn admit_nonce(&self, nonce: NonceRecord) -> BoxFuture<'_, Result<bool, StoreError>> {
+    fn admit_nonce(&self, nonce: NonceRecord, now: i64) -> BoxFuture<'_, Result<bool, StoreError>> {
         Box::pin(async move {
             let (tx, rx) = oneshot::channel();
-            self.send(CommitOp::Nonce(nonce, tx)).await?;
+            self.send(CommitOp::Nonce(nonce, now, tx)).await?;
             rx.await.map_err(|_| StoreError::Closed)?
         })
     }

@@ -42,6 +42,7 @@ const MAX_BATCH: usize = 4096;
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 mod admin;
+mod copy;
 
 mod sql {
     pub const INSERT_NONCE_BATCH: &str = include_str!("../sql/insert_nonce_batch.sql");
