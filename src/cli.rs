@@ -236,6 +236,10 @@ enum BenchCommand {
         jobs: usize,
         #[arg(short = 'w', long, default_value_t = 2)]
         workers: usize,
+        /// Afterwards, delete the finished jobs with the retention code (batched), as
+        /// production does: repeated runs then measure a table after churn.
+        #[arg(long)]
+        prune_after: bool,
     },
 }
 
@@ -699,7 +703,11 @@ async fn bench(
             .await?;
             r.print(&label);
         }
-        BenchCommand::Drain { jobs, workers } => drain(settings, config, jobs, workers).await?,
+        BenchCommand::Drain {
+            jobs,
+            workers,
+            prune_after,
+        } => drain(settings, config, jobs, workers, prune_after).await?,
     }
     Ok(())
 }
@@ -710,6 +718,7 @@ async fn drain(
     config: Option<PathBuf>,
     n: usize,
     workers: usize,
+    prune_after: bool,
 ) -> Result<(), AnyError> {
     if !settings.server.bench_tools {
         return Err(
@@ -734,15 +743,26 @@ async fn drain(
             .kill_on_drop(true);
         children.push(cmd.spawn()?);
     }
-    // Rate over the first `window` jobs (same work whatever the backlog), and overall.
+    // Rate over the first `window` jobs (same work whatever the backlog), over the last
+    // `window` (from when the queue's head passes them to the end), and overall.
     let window = n.min(20_000) as i64;
     let first = store.first_seq().await?;
+    let last_window_from = first + n as i64 - window;
     let mut window_elapsed = None;
+    let mut last_window_start = None;
     loop {
         if window_elapsed.is_none()
             && store.succeeded_in_range(first, first + window - 1).await? == window
         {
             window_elapsed = Some(start.elapsed());
+        }
+        if last_window_start.is_none()
+            && store
+                .queue_head_seq()
+                .await?
+                .is_none_or(|head| head >= last_window_from)
+        {
+            last_window_start = Some(start.elapsed());
         }
         if window_elapsed.is_some() && !store.any_unfinished().await? {
             break;
@@ -757,12 +777,23 @@ async fn drain(
         let _ = c.start_kill();
     }
     let w = window_elapsed.unwrap_or(elapsed);
+    let last = elapsed.saturating_sub(last_window_start.unwrap_or_default());
     println!(
-        "drain: {:.0} jobs/s overall ({n} noop jobs, {workers} worker processes, {:.2}s); first {window} jobs at {:.0} jobs/s",
+        "drain: {:.0} jobs/s overall ({n} noop jobs, {workers} worker processes, {:.2}s); first {window} jobs at {:.0} jobs/s; last {window} at {:.0} jobs/s",
         n as f64 / elapsed.as_secs_f64(),
         elapsed.as_secs_f64(),
         window as f64 / w.as_secs_f64(),
+        window as f64 / last.as_secs_f64().max(1e-3),
     );
+    if prune_after {
+        let t = Instant::now();
+        let now = crate::clock::Clock::now_ms(&SystemClock);
+        let pruned = store.store().prune(now + 1, now).await?;
+        println!(
+            "pruned {pruned} finished jobs in {:.2}s",
+            t.elapsed().as_secs_f64()
+        );
+    }
     store.store().close().await;
     Ok(())
 }

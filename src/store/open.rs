@@ -100,6 +100,14 @@ impl AnyStore {
         }
     }
 
+    /// The sequence number of the queue's head (the next job a claim takes), if any.
+    pub async fn queue_head_seq(&self) -> Result<Option<i64>, StoreError> {
+        match self {
+            AnyStore::Sqlite(s) => s.queue_head_seq().await,
+            AnyStore::Postgres(s) => super::postgres::bench::queue_head_seq(s).await,
+        }
+    }
+
     /// Jobs not yet finished (queued or running).
     pub async fn any_unfinished(&self) -> Result<bool, StoreError> {
         match self {

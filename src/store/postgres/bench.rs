@@ -57,3 +57,11 @@ pub async fn any_unfinished(store: &PgStore) -> Result<bool, StoreError> {
     .fetch_one(store.pool())
     .await?)
 }
+
+pub async fn queue_head_seq(store: &PgStore) -> Result<Option<i64>, StoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT seq FROM jobs WHERE state = 'queued' ORDER BY run_at, seq LIMIT 1",
+    )
+    .fetch_optional(store.pool())
+    .await?)
+}

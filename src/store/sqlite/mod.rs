@@ -1482,6 +1482,15 @@ impl SqliteStore {
         Ok(())
     }
 
+    /// The sequence number of the queue's head (the jobs_queued index's first entry).
+    pub async fn queue_head_seq(&self) -> Result<Option<i64>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT seq FROM jobs WHERE state = 'queued' ORDER BY run_at, seq LIMIT 1",
+        )
+        .fetch_optional(&self.inner.read)
+        .await?)
+    }
+
     /// The smallest job sequence number (benchmarks use it to follow the first jobs).
     pub async fn first_seq(&self) -> Result<i64, StoreError> {
         Ok(
