@@ -49,8 +49,10 @@ ALTER TABLE nonces SET (autovacuum_vacuum_scale_factor = 0.02, autovacuum_vacuum
 
 -- The claim walks only queued rows, in claim order; finished rows are never visited.
 CREATE INDEX jobs_queued ON jobs (run_at, seq) WHERE state = 'queued';
--- The rescuer walks only running rows by lease expiry.
-CREATE INDEX jobs_leases ON jobs (lease_expires_at) WHERE state = 'running';
+-- The rescuer and the lease metrics walk only running rows (at most the workers' total
+-- concurrency). The lease expiry is deliberately not indexed: a heartbeat then changes no
+-- indexed column and is a HOT update (the new row version stays on its page, no index grows).
+CREATE INDEX jobs_running ON jobs (seq) WHERE state = 'running';
 -- Retention walks only finished rows by finish time.
 CREATE INDEX jobs_finished ON jobs (finished_at) WHERE finished_at IS NOT NULL;
 CREATE UNIQUE INDEX jobs_idempotency ON jobs (client_id, idempotency_key) WHERE idempotency_key IS NOT NULL;

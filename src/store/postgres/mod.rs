@@ -79,6 +79,12 @@ enum CommitOp {
 
 struct Inner {
     pool: PgPool,
+    /// Held by this process's writes to running jobs (heartbeats, completions, releases,
+    /// rescues). Two such statements of one process touching overlapping rows in different
+    /// orders deadlocked (PostgreSQL breaks that only after `deadlock_timeout`, 1 s): taking
+    /// turns costs nothing measurable, as they are batched anyway. Claims take queued rows
+    /// with SKIP LOCKED and need no turn.
+    writes: Mutex<()>,
     tx: mpsc::Sender<CommitOp>,
     wake: Option<Arc<Notify>>,
     prune_batch: i64,
@@ -201,6 +207,7 @@ impl PgStore {
         Ok(PgStore {
             inner: Arc::new(Inner {
                 pool,
+                writes: Mutex::new(()),
                 tx,
                 wake,
                 prune_batch: i64::from(pg.prune_batch.max(1)),
@@ -555,6 +562,9 @@ impl PgStore {
         if done.is_empty() {
             return Ok(Vec::new());
         }
+        // Rows are locked in id order in every batch statement (see `Inner::writes`).
+        let mut done = done;
+        done.sort_by(|a, b| a.id.0.cmp(&b.id.0));
         let n = done.len();
         let (mut ids, mut fences, mut states) = (
             Vec::with_capacity(n),
@@ -581,6 +591,7 @@ impl PgStore {
             errors.push(error);
             run_ats.push(run_at);
         }
+        let _turn = self.inner.writes.lock().await;
         let rows = sqlx::query(sql::COMPLETE)
             .bind(ids)
             .bind(fences)
@@ -590,6 +601,7 @@ impl PgStore {
             .bind(run_ats)
             .bind(now)
             .bind(only_expired)
+            .bind(vec!["running"; n])
             .fetch_all(&self.inner.pool)
             .await?;
         rows.iter().map(|r| Ok(JobId(r.try_get(0)?))).collect()
@@ -858,6 +870,8 @@ impl Store for PgStore {
             if beats.is_empty() {
                 return Ok(Vec::new());
             }
+            let mut beats = beats;
+            beats.sort_by(|a, b| a.id.0.cmp(&b.id.0));
             let mut ids = Vec::with_capacity(beats.len());
             let mut fences = Vec::with_capacity(beats.len());
             let mut progress = Vec::with_capacity(beats.len());
@@ -866,11 +880,14 @@ impl Store for PgStore {
                 fences.push(b.fence);
                 progress.push(b.progress);
             }
+            let n = ids.len();
+            let _turn = self.inner.writes.lock().await;
             let rows = sqlx::query(sql::HEARTBEAT)
                 .bind(ids)
                 .bind(fences)
                 .bind(progress)
                 .bind(now + lease_ms)
+                .bind(vec!["running"; n])
                 .fetch_all(&self.inner.pool)
                 .await?;
             rows.iter()
@@ -901,12 +918,17 @@ impl Store for PgStore {
             if jobs.is_empty() {
                 return Ok(0);
             }
+            let mut jobs = jobs;
+            jobs.sort_by(|a, b| a.0 .0.cmp(&b.0 .0));
             let (ids, fences): (Vec<String>, Vec<i64>) =
                 jobs.into_iter().map(|(id, f)| (id.0, f)).unzip();
+            let n = ids.len();
+            let _turn = self.inner.writes.lock().await;
             let r = sqlx::query(sql::RELEASE)
                 .bind(ids)
                 .bind(fences)
                 .bind(now)
+                .bind(vec!["running"; n])
                 .execute(&self.inner.pool)
                 .await?;
             Ok(r.rows_affected() as usize)
