@@ -29,7 +29,12 @@ export MCPQ__SERVER__EMBEDDED_WORKERS=0 MCPQ__SERVER__BENCH_TOOLS=true \
        MCPQ__POSTGRES__SSL_MODE=disable MCPQ__POSTGRES__SCHEMA=$SCHEMA
 
 psql_() { psql -X -q -At "$PGURL" "$@"; }
-stop() { pkill -f "mcpq.* (serve|worker)"; sleep 0.3; }
+stop() {
+    pkill -f "mcpq.* (serve|worker)"; sleep 0.3
+    for port in 18801 18802; do
+        while (echo > "/dev/tcp/127.0.0.1/$port") 2>/dev/null; do sleep 0.1; done
+    done
+}
 quiet() { sync; psql_ -c CHECKPOINT; }
 fresh_pg() { psql_ -c "DROP SCHEMA IF EXISTS $SCHEMA CASCADE"; }
 on_pg() { export MCPQ__DATABASE__URL=$PGURL; }
@@ -85,8 +90,9 @@ for r in $(seq 1 "$RUNS"); do
       export MCPQ__SERVER__LISTEN=127.0.0.1:18801; serve 18801
       export MCPQ__SERVER__LISTEN=127.0.0.1:18802; serve 18802
       "$BIN" bench enqueue --url http://127.0.0.1:18801 -c $((C / 2)) -d "$DUR" | tail -1 > "$W/a" &
+      first=$!
       "$BIN" bench enqueue --url http://127.0.0.1:18802 -c $((C / 2)) -d "$DUR" | tail -1 > "$W/b"
-      wait
+      wait $first
       echo "two daemons: A $(cat "$W/a")"
       echo "             B $(cat "$W/b")"
       awk '{for (i = 1; i <= NF; i++) if ($(i+1) == "req/s") s += $i} END {printf "two daemons combined: %.0f req/s\n", s}' "$W/a" "$W/b" ;;

@@ -1,8 +1,8 @@
 //! mcpq: a persistent, stateless, signed tool-call daemon for agent workflows.
 //!
 //! Clients POST signed `mcp/0.1` envelopes; synchronous tools answer in memory,
-//! long-running tools become durable jobs in SQLite that any number of stateless
-//! worker processes claim.
+//! long-running tools become durable jobs in SQLite (or PostgreSQL, for several daemons and
+//! machines) that any number of stateless worker processes claim.
 //!
 //! # Layout
 //! - [`json`]: strict JSON parsing and CPython-compatible canonical JSON (the signed bytes).
@@ -10,8 +10,9 @@
 //! - [`auth`]: key table, check order, constant-time signature checks, the nonce set.
 //! - [`tools`]: the tool registry; one file per tool (sync tools and job tools).
 //! - [`jobs`]: the job state machine and retry policy, pure.
-//! - [`store`]: the `Store` trait and its SQLite implementation (group commit, fenced writes);
-//!   `store::admin`, the operator's trait (any client's jobs, changes by hand).
+//! - [`store`]: the `Store` trait and its SQLite and PostgreSQL implementations (group commit,
+//!   fenced writes), `store::open` choosing one from `database.url`; `store::admin`, the
+//!   operator's trait (any client's jobs, changes by hand); `store::copy`, `mcpq store copy`.
 //! - [`admin`]: `mcpq jobs …` and `mcpq stats`: tables or JSON, exit codes, who changed what.
 //! - [`backup`]: `mcpq backup`: an online, checked, fsynced copy of the SQLite database.
 //! - [`server`]: the HTTP daemon (hyper): limits, timeouts, routing, the request pipeline.
