@@ -4,6 +4,8 @@
 # (PostgreSQL's fsyncs slow down by an order of magnitude while anything else writes).
 #
 #   bash ../shared/peers/apalis-postgres/setup-pg.sh       # as root: cluster up, role+db pgq
+#   su postgres -c "psql -c \"ALTER SYSTEM SET autovacuum_naptime = '10s'\" -c 'SELECT pg_reload_conf()'"
+#                                          # the recommended setting (OPERATIONS.md), for both peers
 #   cargo build --release
 #   cargo build --release --manifest-path ../shared/peers/apalis-postgres/Cargo.toml
 #   bash benches/postgres.sh drain 3        # 200k backlog, 2 workers: mcpq vs apalis-postgres
@@ -48,7 +50,7 @@ serve() { # serve PORT: start a daemon, wait for its port
 
 settings() {
     psql_ -c "SELECT string_agg(name || '=' || setting, ' ' ORDER BY name) FROM pg_settings WHERE name IN
-      ('server_version','synchronous_commit','fsync','shared_buffers','wal_sync_method','max_wal_size','commit_delay')"
+      ('server_version','synchronous_commit','fsync','shared_buffers','wal_sync_method','max_wal_size','commit_delay','autovacuum_naptime')"
 }
 echo "# $(date -u +%FT%TZ) $KIND x$RUNS on $(nproc) cores; PostgreSQL: $(settings)"
 

@@ -12,8 +12,8 @@
 //! - claims are one `UPDATE … FROM (SELECT … FOR UPDATE SKIP LOCKED)` statement over a partial
 //!   index of queued rows; a tool with a concurrency limit is claimed under its advisory lock;
 //! - batch writes (heartbeats, completions, releases) pass one array per column (`unnest`);
-//! - `NOTIFY mcpq_jobs` rides in each enqueue statement and wakes idle workers that `LISTEN`:
-//!   a hint only, workers poll as well;
+//! - after a batch with jobs commits, one task sends `NOTIFY mcpq_jobs` (at most every few
+//!   milliseconds), waking idle workers that `LISTEN`: a hint only, workers poll as well;
 //! - retention deletes in bounded batches.
 //!
 //! It must not decide job transitions (see `jobs`) or know about HTTP.
@@ -189,12 +189,14 @@ impl PgStore {
         let (tx, rx) = mpsc::channel(MAX_BATCH * 4);
         let rx = Arc::new(Mutex::new(rx));
         let stop = tokio_util::sync::CancellationToken::new();
+        let jobs_added = Arc::new(Notify::new());
         for _ in 0..pg.commit_connections.max(1) {
             let conn = tokio::time::timeout(timeout, PgConnection::connect_with(&opts))
                 .await
                 .map_err(|_| StoreError::Config("timed out connecting to PostgreSQL".into()))??;
-            tokio::spawn(group_commit(conn, opts.clone(), rx.clone()));
+            tokio::spawn(group_commit(conn, opts.clone(), rx.clone(), jobs_added.clone()));
         }
+        tokio::spawn(notify_loop(pool.clone(), jobs_added, stop.clone()));
         let wake = if pg.listen {
             let notify = Arc::new(Notify::new());
             let mut listener = PgListener::connect_with(&pool).await?;
@@ -246,6 +248,7 @@ async fn listen(
             _ = stop.cancelled() => return,
             n = listener.recv() => match n {
                 Ok(_) => notify.notify_waiters(),
+                Err(_) if stop.is_cancelled() => return,
                 Err(e) => {
                     tracing::warn!(error = %e, "LISTEN connection lost; workers fall back to polling until it is back");
                     tokio::select! {
@@ -258,6 +261,33 @@ async fn listen(
     }
 }
 
+/// Sends `NOTIFY mcpq_jobs` after enqueues commit, at most once per [`NOTIFY_EVERY`]: one
+/// notification wakes every listening worker, and each then claims everything due. Kept out
+/// of the enqueue statement: a transaction that notifies holds PostgreSQL's notify-queue lock
+/// through its commit, which serialized the group commits' WAL flushes.
+async fn notify_loop(
+    pool: PgPool,
+    jobs_added: Arc<Notify>,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = jobs_added.notified() => {}
+        }
+        if let Err(e) = sqlx::query("SELECT pg_notify($1, '')")
+            .bind(CHANNEL)
+            .execute(&pool)
+            .await
+        {
+            tracing::debug!(error = %e, "NOTIFY failed (workers poll anyway)");
+        }
+        tokio::time::sleep(NOTIFY_EVERY).await;
+    }
+}
+
+const NOTIFY_EVERY: Duration = Duration::from_millis(5);
+
 /// One group committer: takes every waiting write and commits it with one statement. The
 /// committers share the queue; while one waits for its commit, the next batch forms and
 /// another commits it (PostgreSQL flushes their WAL together).
@@ -265,6 +295,7 @@ async fn group_commit(
     mut conn: PgConnection,
     opts: PgConnectOptions,
     rx: Arc<Mutex<mpsc::Receiver<CommitOp>>>,
+    jobs_added: Arc<Notify>,
 ) {
     let mut ops = Vec::with_capacity(MAX_BATCH);
     loop {
@@ -283,7 +314,12 @@ async fn group_commit(
         }
         let started = std::time::Instant::now();
         let n = ops.len();
+        let with_jobs = ops.iter().any(|op| matches!(op, CommitOp::Job(..)));
         let failed = commit_batch(&mut conn, &mut ops).await;
+        if with_jobs && !failed {
+            // A permit is kept if the notifier is busy: the wake-up is never lost, only merged.
+            jobs_added.notify_one();
+        }
         metrics::histogram!(crate::telemetry::BATCH_ROWS).record(n as f64);
         metrics::histogram!(crate::telemetry::COMMIT_SECONDS)
             .record(started.elapsed().as_secs_f64());

@@ -1,5 +1,7 @@
--- One group commit in one statement (autocommit): the batch's nonces, then its jobs, then a
--- wake-up for idle workers.
+-- One group commit in one statement (autocommit): the batch's nonces, then its jobs.
+-- (No NOTIFY here: a transaction that notifies holds a global lock through its commit, so
+-- concurrent group commits could no longer overlap their WAL flushes. A separate task sends
+-- the wake-up after the commit; see `notify_loop`.)
 -- $1 nonce keys, $2 their expiries, $3 now: a nonce is admitted unless a live copy exists
 --    (an expired copy not yet pruned is taken over).
 -- $4.. one array per job column; $14 the job's nonce key (NULL for a /mcp call). A job whose
@@ -22,9 +24,6 @@ WITH n AS (
     ORDER BY t.at
     ON CONFLICT DO NOTHING
     RETURNING id
-), w AS (
-    SELECT pg_notify('mcpq_jobs', '') FROM (SELECT 1 FROM j LIMIT 1) AS any_job
 )
 SELECT (SELECT coalesce(array_agg(key), '{}') FROM n),
-       (SELECT coalesce(array_agg(id), '{}') FROM j),
-       (SELECT count(*) FROM w)
+       (SELECT coalesce(array_agg(id), '{}') FROM j)
