@@ -12,6 +12,7 @@
 //! - claims are one `UPDATE … FROM (SELECT … FOR UPDATE SKIP LOCKED)` statement over a partial
 //!   index of queued rows; a tool with a concurrency limit is claimed under its advisory lock;
 //! - batch writes (heartbeats, completions, releases) pass one array per column (`unnest`);
+//! - polls are group reads: waiting lookups are answered by one `id = ANY($1)` statement;
 //! - after a batch with jobs commits, one task sends `NOTIFY mcpq_jobs` (at most every few
 //!   milliseconds), waking idle workers that `LISTEN`: a hint only, workers poll as well;
 //! - retention deletes in bounded batches.
@@ -46,6 +47,7 @@ mod sql {
     pub const ENQUEUE: &str = include_str!("../sql/postgres/enqueue.sql");
     pub const FIND_IDEMPOTENT: &str = include_str!("../sql/postgres/find_idempotent.sql");
     pub const GET_JOB: &str = include_str!("../sql/postgres/get_job.sql");
+    pub const GET_JOBS: &str = include_str!("../sql/postgres/get_jobs.sql");
     pub const CANCEL: &str = include_str!("../sql/postgres/cancel.sql");
     pub const HAS_DUE: &str = include_str!("../sql/postgres/has_due.sql");
     pub const CLAIM: &str = include_str!("../sql/postgres/claim.sql");
@@ -77,8 +79,16 @@ enum CommitOp {
     Flush(oneshot::Sender<()>),
 }
 
+/// One `get_job` waiting for the next group read.
+struct Lookup {
+    id: JobId,
+    client: ClientId,
+    reply: oneshot::Sender<Result<Option<JobRecord>, StoreError>>,
+}
+
 struct Inner {
     pool: PgPool,
+    lookups: mpsc::Sender<Lookup>,
     /// Held by this process's writes to running jobs (heartbeats, completions, releases,
     /// rescues). Two such statements of one process touching overlapping rows in different
     /// orders deadlocked (PostgreSQL breaks that only after `deadlock_timeout`, 1 s): taking
@@ -194,9 +204,19 @@ impl PgStore {
             let conn = tokio::time::timeout(timeout, PgConnection::connect_with(&opts))
                 .await
                 .map_err(|_| StoreError::Config("timed out connecting to PostgreSQL".into()))??;
-            tokio::spawn(group_commit(conn, opts.clone(), rx.clone(), jobs_added.clone()));
+            tokio::spawn(group_commit(
+                conn,
+                opts.clone(),
+                rx.clone(),
+                jobs_added.clone(),
+            ));
         }
         tokio::spawn(notify_loop(pool.clone(), jobs_added, stop.clone()));
+        let (lookups, lookup_rx) = mpsc::channel(MAX_BATCH * 4);
+        let lookup_rx = Arc::new(Mutex::new(lookup_rx));
+        for _ in 0..POLL_READERS {
+            tokio::spawn(group_read(pool.clone(), lookup_rx.clone()));
+        }
         let wake = if pg.listen {
             let notify = Arc::new(Notify::new());
             let mut listener = PgListener::connect_with(&pool).await?;
@@ -208,6 +228,7 @@ impl PgStore {
         };
         Ok(PgStore {
             inner: Arc::new(Inner {
+                lookups,
                 pool,
                 writes: Mutex::new(()),
                 tx,
@@ -257,6 +278,53 @@ async fn listen(
                     }
                 }
             }
+        }
+    }
+}
+
+/// Tasks answering polls in groups (each one statement per group, on a pooled connection).
+const POLL_READERS: usize = 2;
+const MAX_READ_BATCH: usize = 512;
+
+/// Answers `get_job` calls in groups: whatever lookups are waiting, with one statement.
+/// Polls are the most frequent call of a job's life; one query each made a poll cost a
+/// round trip and a pooled connection (BENCHMARKS.md). The tasks end with the store.
+async fn group_read(pool: PgPool, rx: Arc<Mutex<mpsc::Receiver<Lookup>>>) {
+    let mut batch = Vec::with_capacity(MAX_READ_BATCH);
+    loop {
+        {
+            let mut rx = rx.lock().await;
+            match rx.recv().await {
+                Some(l) => batch.push(l),
+                None => return,
+            }
+            while batch.len() < MAX_READ_BATCH {
+                match rx.try_recv() {
+                    Ok(l) => batch.push(l),
+                    Err(_) => break,
+                }
+            }
+        }
+        let ids: Vec<&str> = batch.iter().map(|l| l.id.0.as_str()).collect();
+        let found: Result<HashMap<String, JobRecord>, StoreError> = async {
+            let rows = sqlx::query(sql::GET_JOBS)
+                .bind(&ids)
+                .fetch_all(&pool)
+                .await?;
+            rows.iter()
+                .map(|r| record_from_row(r).map(|rec| (rec.id.0.clone(), rec)))
+                .collect()
+        }
+        .await;
+        for l in batch.drain(..) {
+            let answer = match &found {
+                Ok(found) => Ok(found
+                    .get(&l.id.0)
+                    .filter(|rec| rec.client_id == l.client)
+                    .cloned()),
+                Err(e) => Err(StoreError::Read(e.to_string())),
+            };
+            let _ = l.reply.send(answer);
         }
     }
 }
@@ -767,17 +835,18 @@ impl Store for PgStore {
         id: &'a JobId,
     ) -> BoxFuture<'a, Result<Option<JobRecord>, StoreError>> {
         Box::pin(async move {
-            let row = sqlx::query(sql::GET_JOB)
-                .bind(&id.0)
-                .fetch_optional(&self.inner.pool)
-                .await?;
-            match row {
-                Some(r) => {
-                    let rec = record_from_row(&r)?;
-                    Ok((rec.client_id == *client).then_some(rec))
-                }
-                None => Ok(None),
-            }
+            let (reply, answer) = oneshot::channel();
+            let lookup = Lookup {
+                id: id.clone(),
+                client: client.clone(),
+                reply,
+            };
+            self.inner
+                .lookups
+                .send(lookup)
+                .await
+                .map_err(|_| StoreError::Closed)?;
+            answer.await.map_err(|_| StoreError::Closed)?
         })
     }
 
