@@ -4,8 +4,11 @@
 # (PostgreSQL's fsyncs slow down by an order of magnitude while anything else writes).
 #
 #   bash ../shared/peers/apalis-postgres/setup-pg.sh       # as root: cluster up, role+db pgq
+#   The drain against apalis runs on the server's defaults (apalis's best: with
+#   autovacuum_naptime = 10s its drain fell from 11.3k to 1.4-1.9k jobs/s here). The churn run
+#   uses mcpq's recommended setting (OPERATIONS.md), set before it and reset after:
 #   su postgres -c "psql -c \"ALTER SYSTEM SET autovacuum_naptime = '10s'\" -c 'SELECT pg_reload_conf()'"
-#                                          # the recommended setting (OPERATIONS.md), for both peers
+#   su postgres -c "psql -c 'ALTER SYSTEM RESET autovacuum_naptime' -c 'SELECT pg_reload_conf()'"
 #   cargo build --release
 #   cargo build --release --manifest-path ../shared/peers/apalis-postgres/Cargo.toml
 #   bash benches/postgres.sh drain 3        # 200k backlog, 2 workers: mcpq vs apalis-postgres
