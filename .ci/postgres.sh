@@ -27,11 +27,22 @@ cluster_port=$(pg_lsclusters -h | awk -v v="$version" '$1 == v && $2 == "main" {
 if ! pg_lsclusters -h | awk -v v="$version" '$1 == v && $2 == "main" {print $4}' | grep -q online; then
     as_root pg_ctlcluster --skip-systemctl-redirect "$version" main start
 fi
-for _ in $(seq 1 50); do
-    pg_isready -q -h 127.0.0.1 -p "$port" && break
-    sleep 0.2
-done
-pg_isready -h 127.0.0.1 -p "$port"
+wait_ready() {
+    for _ in $(seq 1 50); do
+        pg_isready -q -h 127.0.0.1 -p "$port" && break
+        sleep 0.2
+    done
+    pg_isready -h 127.0.0.1 -p "$port"
+}
+wait_ready
+# The tests run several daemons and workers at once, each with a small pool: 100 connections
+# (Debian's default) is too few when two such tests overlap.
+max=$(as_root su postgres -c "psql -X -At -p $port -c 'SHOW max_connections'")
+if [ "$max" -lt 300 ]; then
+    as_root su postgres -c "psql -X -q -p $port -c 'ALTER SYSTEM SET max_connections = 300'"
+    as_root pg_ctlcluster --skip-systemctl-redirect "$version" main restart
+    wait_ready
+fi
 
 as_root su postgres -c "psql -X -q -v ON_ERROR_STOP=1 -p $port" <<'SQL'
 DO $$ BEGIN

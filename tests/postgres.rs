@@ -380,6 +380,53 @@ async fn concurrent_migrations_are_safe() {
 }
 
 #[tokio::test]
+async fn password_comes_from_a_file_and_is_never_shown() {
+    let Some(env) = pg_env() else { return };
+    let (url, _) = env.pg.clone().unwrap();
+    // The test URL carries user:password@; move the password into a file.
+    let (scheme, rest) = url.split_once("://").unwrap();
+    let (userinfo, host) = rest.split_once('@').unwrap();
+    let Some((user, password)) = userinfo.split_once(':') else {
+        eprintln!("notice: MCPQ_TEST_PG_URL has no password; nothing to move into a file");
+        return;
+    };
+    let bare = format!("{scheme}://{user}@{host}");
+    let file = env.dir.path().join("pg-password");
+    std::fs::write(&file, format!("{password}\n")).unwrap();
+    let mut env = env;
+    env.env.push(("MCPQ__DATABASE__URL".into(), bare.clone()));
+    env.env.push((
+        "MCPQ__POSTGRES__PASSWORD_FILE".into(),
+        file.display().to_string(),
+    ));
+    let (code, out, err) = env.run(&["migrate"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+
+    // A wrong password: a clear error, and the password appears nowhere.
+    std::fs::write(&file, "not-the-password\n").unwrap();
+    let (code, out, err) = env.run(&["migrate"]).await;
+    assert_ne!(code, 0);
+    assert!(err.contains("password authentication failed"), "{err}");
+    assert!(!format!("{out}{err}").contains("not-the-password"));
+
+    // config check shows the URL with its password redacted.
+    env.env.pop();
+    env.env.pop();
+    let (code, out, err) = env.run(&["config", "check"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        !out.contains(password),
+        "config check shows the password:\n{out}"
+    );
+    assert!(out.contains(":<redacted>@"), "{out}");
+
+    // mcpq backup is for SQLite; on PostgreSQL it says what to use instead.
+    let (code, _, err) = env.run(&["backup", "/tmp/never-written.db"]).await;
+    assert_ne!(code, 0);
+    assert!(err.contains("pg_dump"), "{err}");
+}
+
+#[tokio::test]
 async fn store_copy_moves_jobs_and_nonces_from_sqlite_to_postgres() {
     let Some(mut env) = pg_env() else { return };
     let (pg_url, schema) = env.pg.clone().unwrap();

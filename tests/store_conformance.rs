@@ -2279,7 +2279,7 @@ mod postgres {
 
     pub fn settings(schema: &str) -> mcpq::config::PostgresSettings {
         mcpq::config::PostgresSettings {
-            max_connections: 8,
+            max_connections: 4,
             commit_connections: 2,
             connect_timeout_ms: 5000,
             statement_timeout_ms: 30_000,

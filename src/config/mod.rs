@@ -379,6 +379,8 @@ fn redact(t: &mut toml::Table) {
             }
             toml::Value::Table(inner) => redact(inner),
             _ if k.ends_with("secret") => *v = toml::Value::String("<redacted>".into()),
+            // A database URL may carry a password.
+            toml::Value::String(u) if k == "url" => *v = toml::Value::String(redact_url(u)),
             _ => {}
         }
     }

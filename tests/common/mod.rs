@@ -157,7 +157,9 @@ previous_secret = "{CLIENT2_PREVIOUS}"
         let schema = format!("mcpq_it_{}", uuid::Uuid::new_v4().simple());
         let mut env = TestEnv::new(extra)
             .set("MCPQ__DATABASE__URL", &url)
-            .set("MCPQ__POSTGRES__SCHEMA", &schema);
+            .set("MCPQ__POSTGRES__SCHEMA", &schema)
+            // Several processes per test, tests in parallel: keep each one's pool small.
+            .set("MCPQ__POSTGRES__MAX_CONNECTIONS", "4");
         env.pg = Some((url, schema));
         Some(env)
     }
