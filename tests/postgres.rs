@@ -415,7 +415,7 @@ async fn password_comes_from_a_file_and_is_never_shown() {
     let (code, out, err) = env.run(&["config", "check"]).await;
     assert_eq!(code, 0, "{err}");
     assert!(
-        !out.contains(password),
+        !out.contains(&format!(":{password}@")),
         "config check shows the password:\n{out}"
     );
     assert!(out.contains(":<redacted>@"), "{out}");
