@@ -31,7 +31,7 @@ W=${TMPDIR:-/tmp}/mcpq-pg-bench; mkdir -p "$W"
 SCHEMA=mcpq_bench
 export MCPQ__SERVER__EMBEDDED_WORKERS=0 MCPQ__SERVER__BENCH_TOOLS=true \
        MCPQ__LIMITS__MAX_QUEUED_PER_CLIENT=0 MCPQ__METRICS__LISTEN="" RUST_LOG=${RUST_LOG:-warn} \
-       MCPQ__POSTGRES__SSL_MODE=disable MCPQ__POSTGRES__SCHEMA=$SCHEMA
+       MCPQ__POSTGRES__SCHEMA=$SCHEMA
 
 psql_() { psql -X -q -At "$PGURL" "$@"; }
 stop() {

@@ -420,6 +420,22 @@ async fn password_comes_from_a_file_and_is_never_shown() {
     );
     assert!(out.contains(":<redacted>@"), "{out}");
 
+    // TLS: `require` encrypts (this server offers TLS); `verify-full` also checks the
+    // certificate, and the test server's self-signed one is refused.
+    let (code, out, err) = env
+        .run_with(&[("MCPQ__POSTGRES__SSL_MODE", "require")], &["migrate"])
+        .await;
+    if code != 0 && err.contains("TLS") {
+        eprintln!("notice: the test server does not offer TLS; skipping the TLS checks: {err}");
+    } else {
+        assert_eq!(code, 0, "{out}{err}");
+        let (code, _, err) = env
+            .run_with(&[("MCPQ__POSTGRES__SSL_MODE", "verify-full")], &["migrate"])
+            .await;
+        assert_ne!(code, 0, "verify-full accepted an unverifiable certificate");
+        assert!(err.to_lowercase().contains("certificate"), "{err}");
+    }
+
     // mcpq backup is for SQLite; on PostgreSQL it says what to use instead.
     let (code, _, err) = env.run(&["backup", "/tmp/never-written.db"]).await;
     assert_ne!(code, 0);
@@ -493,9 +509,33 @@ async fn store_copy_moves_jobs_and_nonces_from_sqlite_to_postgres() {
         "{}",
         r.raw
     );
-    let _w = env.spawn_worker(1).await;
+    let mut w = env.spawn_worker(1).await;
     let done = poll_until_finished(&mut c, &queued, Duration::from_secs(20)).await;
     assert_eq!(done.status, Status::Done, "{}", done.raw);
     assert!(done.raw.contains(r#""result":{"q":1}"#));
+
+    // And back, into a fresh SQLite file, once everything is stopped again.
+    let mut d = d;
+    assert!(d.proc.sigterm().await.success());
+    assert!(w.sigterm().await.success());
+    let back = env.dir.path().join("back.db");
+    let to = format!("sqlite://{}", back.display());
+    let (code, out, err) = env
+        .run(&["store", "copy", "--from", &pg_url, "--to", &to])
+        .await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("copied 2 job(s)"), "{out}");
+    let pool = db(&back).await;
+    let states: Vec<(String, String)> = sqlx::query_as("SELECT id, state FROM jobs ORDER BY seq")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        states,
+        vec![
+            (queued.clone(), "succeeded".to_string()),
+            (cancelled.clone(), "cancelled".to_string())
+        ]
+    );
     let _ = schema;
 }

@@ -2283,7 +2283,7 @@ mod postgres {
             commit_connections: 2,
             connect_timeout_ms: 5000,
             statement_timeout_ms: 30_000,
-            ssl_mode: "disable".into(),
+            ssl_mode: String::new(),
             ssl_root_cert: String::new(),
             password_file: String::new(),
             synchronous_commit: "on".into(),

@@ -215,7 +215,13 @@ previous_secret = "{CLIENT2_PREVIOUS}"
     /// Runs a one-shot `mcpq` command (an operator's) to completion: (exit code, stdout,
     /// stderr).
     pub async fn run(&self, args: &[&str]) -> (i32, String, String) {
+        self.run_with(&[], args).await
+    }
+
+    /// [`TestEnv::run`] with extra environment variables for this command only.
+    pub async fn run_with(&self, vars: &[(&str, &str)], args: &[&str]) -> (i32, String, String) {
         let (mut cmd, _) = self.command(args, "oneshot.log");
+        cmd.envs(vars.iter().copied());
         let out = cmd.stderr(Stdio::piped()).output().await.expect("run mcpq");
         (
             out.status.code().unwrap_or(-1),

@@ -131,9 +131,12 @@ pub fn connect_options(url: &str, pg: &PostgresSettings) -> Result<PgConnectOpti
         })?;
         opts = opts.password(text.trim_end_matches(['\n', '\r']));
     }
-    let mode = PgSslMode::from_str(&pg.ssl_mode)
-        .map_err(|_| StoreError::Config(format!("postgres.ssl_mode {:?} is not one of disable, allow, prefer, require, verify-ca, verify-full", pg.ssl_mode)))?;
-    opts = opts.ssl_mode(mode);
+    // Empty: as the URL says (`?sslmode=`), else libpq's default, prefer.
+    if !pg.ssl_mode.is_empty() {
+        let mode = PgSslMode::from_str(&pg.ssl_mode)
+            .map_err(|_| StoreError::Config(format!("postgres.ssl_mode {:?} is not one of disable, allow, prefer, require, verify-ca, verify-full", pg.ssl_mode)))?;
+        opts = opts.ssl_mode(mode);
+    }
     if !pg.ssl_root_cert.is_empty() {
         opts = opts.ssl_root_cert(&pg.ssl_root_cert);
     }
