@@ -149,6 +149,7 @@ async fn modern(
     let name = params
         .get("name")
         .or_else(|| params.get("taskId"))
+        .or_else(|| params.get("uri"))
         .and_then(Value::as_str)
         .map(str::to_string);
     let auth = bearer(token);
@@ -162,6 +163,84 @@ async fn modern(
     }
     let body = json!({"jsonrpc": "2.0", "id": 9, "method": method, "params": params}).to_string();
     post(addr, &headers, &body).await
+}
+
+#[tokio::test]
+async fn configured_resources_are_listed_and_read_in_both_eras() {
+    let env = TestEnv::new(
+        "[resources.guide]\nuri = \"docs://guide\"\ndescription = \"How to call our tools\"\n\
+         text = \"read me first\"\n\n\
+         [resources.logo]\nuri = \"docs://logo\"\nfile = \"logo.bin\"\nmime_type = \"application/octet-stream\"\n",
+    );
+    std::fs::write(env.dir.path().join("logo.bin"), [0u8, 159, 146, 150]).unwrap();
+    let d = env.spawn_daemon().await;
+    let list = legacy(d.addr, TOKEN, "resources/list", json!({})).await;
+    assert_eq!(
+        list.last()["result"]["resources"],
+        json!([
+            {"uri": "docs://guide", "name": "guide", "mimeType": "text/plain",
+             "description": "How to call our tools"},
+            {"uri": "docs://logo", "name": "logo", "mimeType": "application/octet-stream"}
+        ]),
+        "{:?}",
+        list.messages
+    );
+    let list = modern(d.addr, TOKEN, "resources/list", json!({}), false).await;
+    assert_eq!(
+        list.last()["result"]["resources"].as_array().unwrap().len(),
+        2
+    );
+    assert_eq!(list.last()["result"]["ttlMs"], json!(60_000));
+
+    let text = modern(
+        d.addr,
+        TOKEN,
+        "resources/read",
+        json!({"uri": "docs://guide"}),
+        false,
+    )
+    .await;
+    assert_eq!(
+        text.last()["result"]["contents"],
+        json!([{"uri": "docs://guide", "mimeType": "text/plain", "text": "read me first"}]),
+        "{:?}",
+        text.messages
+    );
+    assert_eq!(text.last()["result"]["cacheScope"], json!("public"));
+    let blob = legacy(
+        d.addr,
+        TOKEN,
+        "resources/read",
+        json!({"uri": "docs://logo"}),
+    )
+    .await;
+    assert_eq!(
+        blob.last()["result"]["contents"][0]["blob"],
+        json!("AJ+Slg=="),
+        "{:?}",
+        blob.messages
+    );
+    // An unknown URI: the spec's -32602, naming it.
+    let missing = legacy(
+        d.addr,
+        TOKEN,
+        "resources/read",
+        json!({"uri": "docs://nope"}),
+    )
+    .await;
+    assert_eq!(missing.last()["error"]["code"], json!(-32602));
+    assert!(missing.last()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("docs://nope"));
+    // Without a token: refused like every other method.
+    let anon = post(
+        d.addr,
+        &[("MCP-Protocol-Version", "2025-11-25")],
+        &json!({"jsonrpc": "2.0", "id": 1, "method": "resources/read", "params": {"uri": "docs://guide"}}).to_string(),
+    )
+    .await;
+    assert_eq!(anon.status, 401);
 }
 
 fn python() -> String {

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub mod resources;
 mod strict;
 pub mod tools;
 
@@ -362,6 +363,8 @@ pub struct Settings {
     pub client: ClientSettings,
     /// Tools declared in the configuration file (`[tools.NAME]`).
     pub tools: Vec<ToolDef>,
+    /// Static resources served at `/mcp` (`[resources.NAME]`).
+    pub resources: Vec<resources::ResourceDef>,
     pub log: LogSettings,
     pub metrics: MetricsSettings,
     pub limits: LimitSettings,
@@ -483,7 +486,9 @@ impl Settings {
     /// key, in the file or in an `MCPQ__…` variable, is an error naming it.
     pub fn load(file: Option<&Path>) -> Result<Settings, ConfigError> {
         let raw: RawSettings = Settings::merged(file)?.try_deserialize()?;
-        Settings::from_raw(raw, tools::load(file)?)
+        let mut s = Settings::from_raw(raw, tools::load(file)?)?;
+        s.resources = resources::load(file)?;
+        Ok(s)
     }
 
     /// [`Settings::load`] for commands that never sign or verify (`worker`, `migrate`, the
@@ -502,7 +507,9 @@ impl Settings {
             c.server_secret,
             c.server_secret_file,
         ) = (None, None, None, None);
-        Settings::from_raw_checked(raw, tools::load(file)?, false)
+        let mut s = Settings::from_raw_checked(raw, tools::load(file)?, false)?;
+        s.resources = resources::load(file)?;
+        Ok(s)
     }
 
     /// The layers merged, after the strict checks.
@@ -537,13 +544,16 @@ impl Settings {
         let mut merged: toml::Table = Settings::merged(file)?.try_deserialize()?;
         // Tools as written (the layered view lowercases keys, and JSON Schema's are not).
         merged.remove("tools");
+        merged.remove("resources");
         if let Some(f) = file {
             let text = std::fs::read_to_string(f)
                 .map_err(|e| ConfigError::Invalid(format!("cannot read {}: {e}", f.display())))?;
             let doc: toml::Table = toml::from_str(&text)
                 .map_err(|e| ConfigError::Invalid(format!("{}: {e}", f.display())))?;
-            if let Some(t) = doc.get("tools") {
-                merged.insert("tools".into(), t.clone());
+            for section in ["tools", "resources"] {
+                if let Some(t) = doc.get(section) {
+                    merged.insert(section.into(), t.clone());
+                }
             }
         }
         redact(&mut merged);
@@ -632,6 +642,7 @@ impl Settings {
             clients,
             client,
             tools,
+            resources: Vec::new(),
             log: raw.log,
             limits: raw.limits,
             mcp: raw.mcp,

@@ -34,7 +34,7 @@ const CLIENT_KEYS: &[&str] = &[
 ];
 
 /// Sections whose tables are keyed by a name the operator chooses.
-const NAMED: &[&str] = &["clients", "tools"];
+const NAMED: &[&str] = &["clients", "tools", "resources"];
 
 fn known() -> BTreeMap<String, BTreeSet<String>> {
     let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
@@ -109,7 +109,8 @@ pub fn check_file(text: &str, file: &Path) -> Result<(), ConfigError> {
             )));
         };
         match section.as_str() {
-            "tools" => {} // checked by config::tools, table by table
+            // Checked by config::tools and config::resources, table by table.
+            "tools" | "resources" => {}
             "clients" => {
                 for (id, client) in keys {
                     let toml::Value::Table(ck) = client else {
@@ -165,9 +166,9 @@ pub fn check_env(vars: impl Iterator<Item = (String, String)>) -> Result<(), Con
                     )));
                 }
             }
-            [section, ..] if section == "tools" => {
+            [section, ..] if section == "tools" || section == "resources" => {
                 return Err(ConfigError::Invalid(format!(
-                    "{at}: tools are declared in the configuration file only ([tools.NAME])"
+                    "{at}: {section} are declared in the configuration file only ([{section}.NAME])"
                 )))
             }
             [section, ..] if !known.contains_key(section.as_str()) => {

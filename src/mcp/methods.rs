@@ -119,7 +119,58 @@ pub fn list_tools(call: &Call) -> Value {
     r
 }
 
-/// An empty list result (`prompts`, `resources`, `resourceTemplates`): mcpq has none.
+/// `resources/list`: the configured static resources (`[resources.NAME]`), in name order.
+pub fn list_resources(call: &Call) -> Value {
+    let registry = call.app.registry();
+    let resources: Vec<Value> = registry
+        .resources()
+        .iter()
+        .map(|r| {
+            let mut v = json!({"uri": r.uri, "name": r.name, "mimeType": r.mime_type});
+            if let Some(d) = &r.description {
+                v["description"] = json!(d);
+            }
+            v
+        })
+        .collect();
+    let mut out = json!({ "resources": resources });
+    if call.era == Era::Modern {
+        // Resources change only with a reload, as tools do.
+        out["ttlMs"] = json!(60_000);
+        out["cacheScope"] = json!("public");
+    }
+    out
+}
+
+/// `resources/read` of a configured resource: its text, or its bytes base64-encoded.
+pub fn read_resource(call: &Call, params: &Value) -> Result<Value, McpError> {
+    use crate::config::resources::ResourceContent;
+    use base64::Engine;
+    let uri = params.get("uri").cloned().unwrap_or(Value::Null);
+    let registry = call.app.registry();
+    let Some(r) = uri
+        .as_str()
+        .and_then(|u| registry.resources().iter().find(|r| r.uri == u))
+    else {
+        return Err(McpError::NotFound("resource", uri));
+    };
+    let mut content = json!({"uri": r.uri, "mimeType": r.mime_type});
+    match &r.content {
+        ResourceContent::Text(t) => content["text"] = json!(t),
+        ResourceContent::Blob(b) => {
+            content["blob"] = json!(base64::engine::general_purpose::STANDARD.encode(b))
+        }
+    }
+    let mut out = json!({ "contents": [content] });
+    if call.era == Era::Modern {
+        // The same for every client, and changed only by a reload.
+        out["ttlMs"] = json!(60_000);
+        out["cacheScope"] = json!("public");
+    }
+    Ok(out)
+}
+
+/// An empty list result (`prompts`, `resourceTemplates`): mcpq has none.
 pub fn empty_list(key: &str, era: Era) -> Value {
     let mut r = json!({ key: [] });
     if era == Era::Modern {

@@ -440,15 +440,12 @@ async fn dispatch(
         (Era::Legacy, "ping") | (Era::Legacy, "logging/setLevel") => json!({}),
         (Era::Modern, "server/discover") => methods::discover_result(&supported_versions()),
         (_, "tools/list") => methods::list_tools(&call),
-        // mcpq serves tools only: its prompt and resource lists are empty (and say so,
-        // cacheably), rather than unknown methods a client must special-case.
+        // mcpq serves tools and static resources: its prompt and template lists are empty
+        // (and say so, cacheably), rather than unknown methods a client must special-case.
         (_, "prompts/list") => methods::empty_list("prompts", era),
-        (_, "resources/list") => methods::empty_list("resources", era),
+        (_, "resources/list") => methods::list_resources(&call),
         (_, "resources/templates/list") => methods::empty_list("resourceTemplates", era),
-        (_, "resources/read") => {
-            let uri = params.get("uri").cloned().unwrap_or(Value::Null);
-            return Err(McpError::NotFound("resource", uri));
-        }
+        (_, "resources/read") => methods::read_resource(&call, params)?,
         (_, "prompts/get") => {
             let name = params.get("name").cloned().unwrap_or(Value::Null);
             return Err(McpError::NotFound("prompt", name));

@@ -231,6 +231,8 @@ pub type SharedRegistry = Arc<arc_swap::ArcSwap<Registry>>;
 #[derive(Clone, Default)]
 pub struct Registry {
     tools: BTreeMap<String, Tool>,
+    /// Static resources served at `/mcp` (they change with the tools, on reload).
+    resources: Vec<crate::config::resources::ResourceDef>,
 }
 
 /// Names config tools may not take, whether or not the built-in tool is switched on.
@@ -305,7 +307,13 @@ impl Registry {
                 process_slots.clone(),
             )?);
         }
+        r.resources = settings.resources.clone();
         Ok(r)
+    }
+
+    /// The configured static resources, in name order.
+    pub fn resources(&self) -> &[crate::config::resources::ResourceDef] {
+        &self.resources
     }
 
     pub fn add(&mut self, tool: Tool) {
