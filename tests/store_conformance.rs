@@ -21,6 +21,8 @@
 //! against [`mcpq::jobs::transition`] (see [`Observer`]), and each record is checked
 //! for the invariants of its state (a running job has a lease, a finished one does not, ...).
 
+mod common;
+
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
@@ -2251,7 +2253,7 @@ mod postgres {
     }
 
     pub async fn fixture() -> Option<PgFixture> {
-        let url = pg_test_url()?;
+        let url = crate::common::pg_test_url()?;
         let settings = settings(&format!("mcpq_test_{}", uuid::Uuid::new_v4().simple()));
         let store = PgStore::open(&url, &settings).await.unwrap();
         Some(PgFixture {
@@ -2259,22 +2261,6 @@ mod postgres {
             settings,
             store: Arc::new(store),
         })
-    }
-
-    /// The server the PostgreSQL tests use (`MCPQ_TEST_PG_URL`). Without it a local run skips
-    /// them with a notice; CI sets `MCPQ_REQUIRE_PG=1`, and then a missing server fails.
-    pub fn pg_test_url() -> Option<String> {
-        match std::env::var("MCPQ_TEST_PG_URL") {
-            Ok(u) if !u.is_empty() => Some(u),
-            _ => {
-                assert!(
-                    std::env::var("MCPQ_REQUIRE_PG").is_err(),
-                    "MCPQ_REQUIRE_PG is set but MCPQ_TEST_PG_URL is not: the PostgreSQL tests may not skip"
-                );
-                eprintln!("notice: MCPQ_TEST_PG_URL is not set; skipping a PostgreSQL test");
-                None
-            }
-        }
     }
 
     pub fn settings(schema: &str) -> mcpq::config::PostgresSettings {
@@ -2295,24 +2281,7 @@ mod postgres {
 
     impl Drop for PgFixture {
         fn drop(&mut self) {
-            let url = self.url.clone();
-            let schema = self.settings.schema.clone();
-            // Drop is not async: a thread with its own runtime drops the schema.
-            let _ = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap();
-                rt.block_on(async {
-                    use sqlx::Connection;
-                    let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
-                    sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
-                        .execute(&mut c)
-                        .await
-                        .unwrap();
-                });
-            })
-            .join();
+            crate::common::drop_pg_schema(self.url.clone(), self.settings.schema.clone());
         }
     }
 

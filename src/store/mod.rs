@@ -26,6 +26,29 @@ use crate::protocol::ClientId;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+/// Waits for one item on a queue several tasks share, then takes whatever else is waiting,
+/// up to `max` in all: the batch behind every group commit and group read. While one task
+/// holds the receiver the others are busy with their batches, so each batch forms while
+/// the previous ones run. False once every sender is gone.
+pub(crate) async fn take_batch<T>(
+    rx: &tokio::sync::Mutex<tokio::sync::mpsc::Receiver<T>>,
+    into: &mut Vec<T>,
+    max: usize,
+) -> bool {
+    let mut rx = rx.lock().await;
+    match rx.recv().await {
+        Some(item) => into.push(item),
+        None => return false,
+    }
+    while into.len() < max {
+        match rx.try_recv() {
+            Ok(item) => into.push(item),
+            Err(_) => break,
+        }
+    }
+    true
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database: {0}")]

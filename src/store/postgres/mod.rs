@@ -295,18 +295,8 @@ const MAX_READ_BATCH: usize = 512;
 async fn group_read(pool: PgPool, rx: Arc<Mutex<mpsc::Receiver<Lookup>>>) {
     let mut batch = Vec::with_capacity(MAX_READ_BATCH);
     loop {
-        {
-            let mut rx = rx.lock().await;
-            match rx.recv().await {
-                Some(l) => batch.push(l),
-                None => return,
-            }
-            while batch.len() < MAX_READ_BATCH {
-                match rx.try_recv() {
-                    Ok(l) => batch.push(l),
-                    Err(_) => break,
-                }
-            }
+        if !take_batch(&rx, &mut batch, MAX_READ_BATCH).await {
+            return;
         }
         let ids: Vec<&str> = batch.iter().map(|l| l.id.0.as_str()).collect();
         let found: Result<HashMap<String, JobRecord>, StoreError> = async {
@@ -370,18 +360,8 @@ async fn group_commit(
 ) {
     let mut ops = Vec::with_capacity(MAX_BATCH);
     loop {
-        {
-            let mut rx = rx.lock().await;
-            match rx.recv().await {
-                Some(op) => ops.push(op),
-                None => return,
-            }
-            while ops.len() < MAX_BATCH {
-                match rx.try_recv() {
-                    Ok(op) => ops.push(op),
-                    Err(_) => break,
-                }
-            }
+        if !take_batch(&rx, &mut ops, MAX_BATCH).await {
+            return;
         }
         let started = std::time::Instant::now();
         let n = ops.len();

@@ -435,20 +435,8 @@ async fn group_read(
 ) {
     let mut batch = Vec::with_capacity(MAX_READ_BATCH);
     loop {
-        {
-            // While this task holds the receiver, the others are querying: each group
-            // forms while the previous ones run.
-            let mut rx = rx.lock().await;
-            match rx.recv().await {
-                Some(l) => batch.push(l),
-                None => return,
-            }
-            while batch.len() < MAX_READ_BATCH {
-                match rx.try_recv() {
-                    Ok(l) => batch.push(l),
-                    Err(_) => break,
-                }
-            }
+        if !take_batch(&rx, &mut batch, MAX_READ_BATCH).await {
+            return;
         }
         let mut ids = String::from("[");
         for (i, l) in batch.iter().enumerate() {
