@@ -42,6 +42,17 @@ pub enum Mode {
     Sync,
 }
 
+/// `task_support` of a job tool: may a standard MCP client wait for it in the request
+/// (`optional`), or must it ask for a task (`required`: for tools that run too long to
+/// hold a request open)? Sync tools answer at once and never run as tasks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskSupport {
+    #[default]
+    Optional,
+    Required,
+}
+
 /// One `[tools.NAME]` table as written. Every key is documented in docs/TOOLS.md.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -71,6 +82,7 @@ struct RawTool {
     #[serde(default)]
     header_files: BTreeMap<String, PathBuf>,
     connect_timeout_ms: Option<u64>,
+    task_support: Option<TaskSupport>,
 }
 
 /// How the tool is run.
@@ -112,6 +124,7 @@ pub struct ToolDef {
     pub concurrency: Option<u32>,
     pub on_worker_crash: CrashPolicy,
     pub max_output_bytes: usize,
+    pub task_support: TaskSupport,
 }
 
 fn invalid(tool: &str, msg: impl std::fmt::Display) -> ConfigError {
@@ -217,6 +230,7 @@ fn resolve(
         (raw.retry_base_ms.is_some(), "retry_base_ms"),
         (raw.retry_max_ms.is_some(), "retry_max_ms"),
         (raw.on_worker_crash.is_some(), "on_worker_crash"),
+        (raw.task_support.is_some(), "task_support"),
     ] {
         only_for(set && sync, key, "mode = \"job\" tools")?;
     }
@@ -353,6 +367,7 @@ fn resolve(
         concurrency,
         on_worker_crash: raw.on_worker_crash.unwrap_or_default(),
         max_output_bytes,
+        task_support: raw.task_support.unwrap_or_default(),
     })
 }
 

@@ -19,7 +19,7 @@ use crate::json::{Json, Object};
 use crate::protocol::ClientId;
 use crate::server::App;
 use crate::store::{CancelOutcome, JobRecord};
-use crate::tools::Tool;
+use crate::tools::{TaskSupport, Tool};
 
 /// Tasks extension id (2026-07-28) and the related-task `_meta` key.
 pub const TASKS_EXTENSION: &str = "io.modelcontextprotocol/tasks";
@@ -78,13 +78,14 @@ pub fn list_tools(call: &Call) -> Value {
     let registry = call.app.registry();
     let mut tools: Vec<Value> = Vec::new();
     for t in registry.iter() {
-        let (name, description, input, output, job) = match t {
+        let (name, description, input, output, job, task_support) = match t {
             Tool::Sync(s) => (
                 s.name(),
                 s.description(),
                 s.input_schema(),
                 s.output_schema(),
                 false,
+                "forbidden",
             ),
             Tool::Job(j) => (
                 j.name(),
@@ -92,6 +93,12 @@ pub fn list_tools(call: &Call) -> Value {
                 j.input_schema(),
                 j.output_schema(),
                 true,
+                match j.task_support() {
+                    // The seed's explicit-handle tool answers with its handle at once.
+                    _ if j.name() == "start_long_task" => "forbidden",
+                    TaskSupport::Optional => "optional",
+                    TaskSupport::Required => "required",
+                },
             ),
         };
         let mut tool = json!({
@@ -105,7 +112,7 @@ pub fn list_tools(call: &Call) -> Value {
         }
         if call.era == Era::Legacy {
             // 2025-11-25 only; the 2026 schema has no `execution`.
-            tool["execution"] = json!({"taskSupport": if job && name != "start_long_task" { "optional" } else { "forbidden" }});
+            tool["execution"] = json!({"taskSupport": task_support});
         }
         tools.push(tool);
     }
@@ -294,6 +301,9 @@ pub async fn call_tool(call: &Call, params: &Value) -> Result<CallPlan, McpError
         }
         Some(Tool::Job(t)) => {
             let t = t.clone();
+            if t.task_support() == TaskSupport::Required && !as_task {
+                return Err(task_required(name, call.era));
+            }
             // The seed's explicit-handle tool keeps its contract: the handle, at once.
             let handle_only = t.name() == "start_long_task";
             match call
@@ -308,6 +318,20 @@ pub async fn call_tool(call: &Call, params: &Value) -> Result<CallPlan, McpError
                 Err(e) => call_failure(e),
             }
         }
+    }
+}
+
+/// A `task_support = "required"` tool called without a task: 2026-07-28 names the missing
+/// extension (-32021); 2025-11-25 answers -32601 for a call that is not task-augmented.
+fn task_required(name: &str, era: Era) -> McpError {
+    match era {
+        Era::Modern => McpError::MissingCapability(
+            format!("{TASKS_EXTENSION}: {name} runs only as a task (declare the extension in clientCapabilities.extensions)"),
+            json!({"extensions": { TASKS_EXTENSION: {} }}),
+        ),
+        Era::Legacy => McpError::MethodNotFound(format!(
+            "{name} runs only as a task (taskSupport: required): send params.task"
+        )),
     }
 }
 
@@ -328,17 +352,23 @@ fn iso(ms: i64) -> String {
     humantime::format_rfc3339_millis(t).to_string()
 }
 
-/// A job's state as a task status. A tool's failure is a `failed` task in 2025-11-25 and
-/// a `completed` one whose result has `isError` in 2026-07-28 (`failed` is for protocol
-/// errors there, and a job never ends in one).
-fn task_status(state: JobState, era: Era) -> &'static str {
-    match state {
+/// A job's state as a task status. A failed job is a `failed` task in 2025-11-25. In
+/// 2026-07-28 `failed` is for protocol errors: a job the tool itself failed (it exited
+/// non-zero, its endpoint answered 4xx) is a `completed` task whose result has `isError`;
+/// one that never got an answer from its tool (crash, timeout, invalid output, lost
+/// worker) is `failed` with the error inline.
+fn task_status(job: &JobRecord, era: Era) -> &'static str {
+    match job.state {
         JobState::Queued | JobState::Running | JobState::InDoubt => "working",
         JobState::Succeeded => "completed",
-        JobState::Failed if era == Era::Modern => "completed",
+        JobState::Failed if era == Era::Modern && failed_by_tool(job) => "completed",
         JobState::Failed => "failed",
         JobState::Cancelled => "cancelled",
     }
+}
+
+fn failed_by_tool(job: &JobRecord) -> bool {
+    crate::tools::runner::reported_by_tool(&last_error(job))
 }
 
 fn status_message(job: &JobRecord) -> Option<String> {
@@ -381,7 +411,7 @@ pub fn last_error(job: &JobRecord) -> String {
 pub fn task_of(job: &JobRecord, ttl_ms: u64, era: Era) -> Value {
     let mut t = json!({
         "taskId": job.id.0,
-        "status": task_status(job.state, era),
+        "status": task_status(job, era),
         "createdAt": iso(job.created_at),
         "lastUpdatedAt": iso(job.finished_at.or(job.started_at).unwrap_or(job.created_at)),
     });
@@ -472,8 +502,16 @@ pub async fn tasks_get(call: &Call, params: &Value) -> Result<Value, McpError> {
             if let Some(m) = r.get_mut("_meta").and_then(Value::as_object_mut) {
                 m.remove(RELATED_TASK);
             }
-            if job.state != JobState::Cancelled {
-                t["result"] = r;
+            match job.state {
+                JobState::Cancelled => {}
+                JobState::Failed if !failed_by_tool(&job) => {
+                    t["error"] = json!({
+                        "code": super::error::code::INTERNAL_ERROR,
+                        "message": format!("job_failed: {}", last_error(&job)),
+                        "data": { JOB_META: job.id.0 },
+                    });
+                }
+                _ => t["result"] = r,
             }
         }
     }
@@ -527,11 +565,14 @@ pub async fn tasks_cancel(call: &Call, params: &Value) -> Result<Value, McpError
         (CancelOutcome::NotFound, _) => Err(McpError::InvalidParams(format!("no task {:?}", id.0))),
         // 2026-07-28: an acknowledgement, also for a task that already ended.
         (_, Era::Modern) => Ok(json!({})),
-        (CancelOutcome::AlreadyFinished(s), Era::Legacy) => Err(McpError::InvalidParams(format!(
-            "cannot cancel task {:?}: already in terminal status {:?}",
-            id.0,
-            task_status(s, Era::Legacy)
-        ))),
+        (CancelOutcome::AlreadyFinished(_), Era::Legacy) => {
+            let job = get_job(call, &id).await?;
+            Err(McpError::InvalidParams(format!(
+                "cannot cancel task {:?}: already in terminal status {:?}",
+                id.0,
+                task_status(&job, Era::Legacy)
+            )))
+        }
         (CancelOutcome::Cancelled | CancelOutcome::Requested, Era::Legacy) => {
             let job = get_job(call, &id).await?;
             let mut t = task_of(&job, call.app.retention_ms(), Era::Legacy);

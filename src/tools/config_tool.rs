@@ -188,6 +188,9 @@ impl JobTool for ConfigTool {
     fn policy(&self) -> JobPolicy {
         self.inner.policy.clone()
     }
+    fn task_support(&self) -> super::TaskSupport {
+        self.inner.def.task_support
+    }
     fn validate(&self, args: &Object) -> Result<JobRequest, CallError> {
         self.check_args(args)?;
         Ok(JobRequest {

@@ -27,6 +27,7 @@ use std::sync::{Arc, Mutex};
 pub use args::ArgReader;
 use tokio_util::sync::CancellationToken;
 
+pub use crate::config::tools::TaskSupport;
 use crate::config::{ConfigError, Settings};
 use crate::jobs::{CrashPolicy, JobId, RetryPolicy};
 use crate::json::{Json, Object};
@@ -183,6 +184,10 @@ pub trait JobTool: Send + Sync + 'static {
             retry: None,
             concurrency: None,
         }
+    }
+    /// Whether a standard MCP client must run it as a task (see [`TaskSupport`]).
+    fn task_support(&self) -> TaskSupport {
+        TaskSupport::Optional
     }
     /// Validates arguments at call time, so a bad call is refused before anything is stored.
     fn validate(&self, args: &Object) -> Result<JobRequest, CallError>;

@@ -68,6 +68,44 @@ impl Runner {
     }
 }
 
+/// Whether an attempt's error (as recorded in the job's history) is the tool's own answer
+/// (the process exited non-zero, the endpoint refused with a 4xx) rather than a failure to
+/// get one (a crash, a timeout, output that is not a JSON object, a lost worker). MCP tells
+/// the two apart: a tool's error is a result with `isError`, the rest a protocol error.
+pub fn reported_by_tool(error: &str) -> bool {
+    let status = |rest: &str| rest.split([' ', ';', ':']).next().unwrap_or("").to_string();
+    if let Some(rest) = error.strip_prefix("exit ") {
+        return status(rest).parse::<i32>().is_ok();
+    }
+    if let Some(rest) = error.strip_prefix("http ") {
+        return status(rest).parse::<u16>().is_ok_and(|c| (400..500).contains(&c));
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::reported_by_tool;
+
+    #[test]
+    fn a_tool_s_own_error_is_told_apart_from_a_failure_to_run_it() {
+        assert!(reported_by_tool("exit 3; stderr: no such file"));
+        assert!(reported_by_tool("exit 2"));
+        assert!(reported_by_tool("http 404: not here"));
+        for other in [
+            "invalid_output: stdout is not one JSON object (EOF)",
+            "timeout: no result within 5 s; the process group was terminated",
+            "killed by signal 9",
+            "lease_expired",
+            "http 503: busy",
+            "spawn_failed: /x: No such file",
+            "exited",
+        ] {
+            assert!(!reported_by_tool(other), "{other}");
+        }
+    }
+}
+
 /// The end of a process's stderr or a response body as text for the error history:
 /// lossy UTF-8, trimmed, cut at a character boundary.
 pub fn tail_text(bytes: &[u8]) -> String {
