@@ -85,6 +85,17 @@ impl App {
     pub(crate) fn store(&self) -> &dyn Store {
         self.store.as_ref()
     }
+    /// The key that seals multi-round calls' `requestState` (`mcp::input`): derived from
+    /// the server secret, so any daemon of a deployment opens what another sealed, and
+    /// distinct from the key that signs responses.
+    pub(crate) fn request_state_key(&self) -> Vec<u8> {
+        use hmac::Mac;
+        let mut m = <hmac::Hmac<Sha256> as Mac>::new_from_slice(self.server_key.expose())
+            .expect("HMAC takes any key length");
+        m.update(b"mcpq/mcp-request-state/v1");
+        m.finalize().into_bytes().to_vec()
+    }
+
     pub(crate) fn now_ms(&self) -> i64 {
         self.clock.now_ms()
     }
@@ -289,7 +300,7 @@ impl App {
             Some(Tool::Sync(t)) => {
                 write_behind().await?;
                 let reply = self
-                    .call_sync(t.as_ref(), &env.client_id, &env.args, now, &info)
+                    .call_sync(t.as_ref(), &env.client_id, &env.args, now, &info, None)
                     .await?;
                 Ok((reply.status, reply.result))
             }
@@ -320,12 +331,14 @@ impl App {
         args: &Object,
         now: i64,
         info: &ServerInfo,
+        input: Option<&crate::tools::runner::InputRound>,
     ) -> Result<crate::tools::Reply, CallError> {
         let ctx = CallCtx {
             client_id: client,
             now_ms: now,
             store: self.store.as_ref(),
             server: info,
+            input,
         };
         t.call(ctx, args).await
     }

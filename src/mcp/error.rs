@@ -34,6 +34,11 @@ pub enum McpError {
     InvalidParams(String),
     /// No resource or prompt by that name (mcpq has none): -32602 with `data` naming it.
     NotFound(&'static str, Value),
+    /// A multi-round call's `requestState` was altered, is another call's, or expired.
+    RequestState(String),
+    /// A tool's output claims to be an MCP result but is malformed; `mcp::methods` turns
+    /// it into a tool error result (the tool's fault, not the client's).
+    ToolOutput(String),
     /// 2026-07-28: the per-request `_meta` lacks a required field (-32602, HTTP 400).
     BadMeta(String),
     /// A protocol version this server does not speak.
@@ -79,9 +84,11 @@ impl McpError {
             }
             // JSON-RPC errors about the request's content travel with 200, as the
             // Streamable HTTP transport answers any well-formed request.
-            McpError::MethodNotFound(_) | McpError::InvalidParams(_) | McpError::NotFound(..) => {
-                200
-            }
+            McpError::MethodNotFound(_)
+            | McpError::InvalidParams(_)
+            | McpError::RequestState(_)
+            | McpError::NotFound(..) => 200,
+            McpError::ToolOutput(_) => 500,
             McpError::Unauthorized => 401,
             McpError::ForbiddenOrigin(_) => 403,
             McpError::MethodNotAllowed => 405,
@@ -102,10 +109,11 @@ impl McpError {
             McpError::MissingCapability(..) => code::MISSING_CAPABILITY,
             McpError::UnsupportedVersion { .. } => code::UNSUPPORTED_VERSION,
             McpError::MethodNotFound(_) | McpError::UnknownMethod(..) => code::METHOD_NOT_FOUND,
-            McpError::InvalidParams(_) | McpError::BadMeta(_) | McpError::NotFound(..) => {
-                code::INVALID_PARAMS
-            }
-            McpError::Internal(_) => code::INTERNAL_ERROR,
+            McpError::InvalidParams(_)
+            | McpError::BadMeta(_)
+            | McpError::RequestState(_)
+            | McpError::NotFound(..) => code::INVALID_PARAMS,
+            McpError::Internal(_) | McpError::ToolOutput(_) => code::INTERNAL_ERROR,
             _ => code::SERVER_ERROR,
         }
     }
@@ -119,6 +127,8 @@ impl McpError {
             }
             McpError::MissingCapability(m, _) => format!("missing required client capability: {m}"),
             McpError::InvalidParams(m) | McpError::BadMeta(m) => format!("invalid params: {m}"),
+            McpError::RequestState(m) => format!("invalid params: {m}"),
+            McpError::ToolOutput(m) => format!("tool_failed: {m}"),
             McpError::NotFound(what, name) => format!("{what} not found: {name}"),
             McpError::UnsupportedVersion {
                 requested,

@@ -13,6 +13,7 @@ use std::time::Duration;
 use serde_json::{json, Map, Value};
 
 use super::error::McpError;
+use super::input;
 use super::Era;
 use crate::jobs::{JobId, JobState};
 use crate::json::{Json, Object};
@@ -39,6 +40,8 @@ pub struct Call {
     pub client: ClientId,
     pub era: Era,
     pub wants_tasks: bool,
+    /// The client capabilities a 2026-07-28 request declared; `None` in 2025-11-25.
+    pub capabilities: Option<Value>,
 }
 
 fn str_param<'a>(params: &'a Value, key: &str) -> Result<&'a str, McpError> {
@@ -284,19 +287,47 @@ pub async fn call_tool(call: &Call, params: &Value) -> Result<CallPlan, McpError
                 )));
             }
             let info = call.app.server_info();
-            match call
+            let args_json = Json::Object(args.clone()).to_canonical();
+            let binding = input::Binding {
+                tool: name,
+                client: &call.client.0,
+                args_json: &args_json,
+            };
+            let key = call.app.request_state_key();
+            let round = match &call.capabilities {
+                Some(caps) => Some(input::read_round(params, caps, &key, &binding, now)?),
+                None => None,
+            };
+            let reply = match call
                 .app
-                .call_sync(t.as_ref(), &call.client, &args, now, &info)
+                .call_sync(t.as_ref(), &call.client, &args, now, &info, round.as_ref())
                 .await
             {
-                Ok(reply) => {
-                    let result = reply.result.map(|o| Json::Object(o).to_serde());
-                    Ok(CallPlan::Done(tool_result(
-                        result.unwrap_or(json!({})),
-                        None,
-                    )))
+                Ok(reply) => reply,
+                Err(e) => return call_failure(e),
+            };
+            let result = reply.result.unwrap_or_default();
+            match &call.capabilities {
+                Some(caps) if crate::tools::asks_for_input(&result) => {
+                    let out = Json::Object(result).to_serde();
+                    match input::input_required(&out, caps, &key, &binding, now) {
+                        Ok(asked) => Ok(CallPlan::Done(asked)),
+                        Err(McpError::ToolOutput(m)) => {
+                            Ok(CallPlan::Done(tool_error(&format!("tool_failed: {m}"), None)))
+                        }
+                        Err(e) => Err(e),
+                    }
                 }
-                Err(e) => call_failure(e),
+                // 2025-11-25 has no multi-round calls (its server-to-client requests need
+                // a session).
+                None if crate::tools::asks_for_input(&result) => Ok(CallPlan::Done(tool_error(
+                    "input_required: the tool asks the client for input, which needs protocol revision 2026-07-28",
+                    None,
+                ))),
+                _ => Ok(CallPlan::Done(tool_result(
+                    Json::Object(result).to_serde(),
+                    None,
+                ))),
             }
         }
         Some(Tool::Job(t)) => {

@@ -18,6 +18,7 @@
 
 pub mod error;
 pub mod http;
+pub mod input;
 pub mod methods;
 
 use std::sync::Arc;
@@ -97,8 +98,8 @@ fn header_value(v: &str) -> Option<String> {
 
 /// The 2026-07-28 request checks, in the order the specification's probes need: `_meta`
 /// fields, version header against `_meta`, version supported, `Mcp-Method`/`Mcp-Name`.
-/// Returns whether the request declared the tasks extension.
-fn check_modern(req: &hyper::HeaderMap, method: &str, params: &Value) -> Result<bool, McpError> {
+/// Returns the client capabilities the request declared.
+fn check_modern(req: &hyper::HeaderMap, method: &str, params: &Value) -> Result<Value, McpError> {
     let meta = params
         .get("_meta")
         .and_then(Value::as_object)
@@ -170,11 +171,7 @@ fn check_modern(req: &hyper::HeaderMap, method: &str, params: &Value) -> Result<
             }
         }
     }
-    let tasks = caps
-        .get("extensions")
-        .and_then(|e| e.get(methods::TASKS_EXTENSION))
-        .is_some();
-    Ok(tasks)
+    Ok(Value::Object(caps.clone()))
 }
 
 /// Builds the HTTP answer for a JSON-RPC message (or an error without one).
@@ -388,8 +385,8 @@ async fn dispatch(
     params: &Value,
     accepts: http::Accepts,
 ) -> Result<Reply, McpError> {
-    let wants_tasks = match era {
-        Era::Modern => check_modern(req.headers(), method, params)?,
+    let capabilities = match era {
+        Era::Modern => Some(check_modern(req.headers(), method, params)?),
         Era::Legacy => {
             if let Some(v) = req
                 .headers()
@@ -402,9 +399,14 @@ async fn dispatch(
                     )));
                 }
             }
-            false
+            None
         }
     };
+    let wants_tasks = capabilities
+        .as_ref()
+        .and_then(|c| c.get("extensions"))
+        .and_then(|e| e.get(methods::TASKS_EXTENSION))
+        .is_some();
     let now = app.now_ms();
     if let Err(crate::limits::RetryAfterMs(ms)) = app.admit_call(&client, now) {
         return Err(McpError::RateLimited(ms));
@@ -414,6 +416,7 @@ async fn dispatch(
         client: crate::protocol::ClientId(client),
         era,
         wants_tasks,
+        capabilities,
     };
     let needs_tasks = || {
         McpError::MissingCapability(
@@ -541,6 +544,7 @@ fn held_with_progress(
         client: call.client.clone(),
         era: call.era,
         wants_tasks: call.wants_tasks,
+        capabilities: call.capabilities.clone(),
     };
     let id = id.clone();
     tokio::spawn(async move {

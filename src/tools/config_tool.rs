@@ -105,6 +105,10 @@ impl Inner {
     /// One run through the runner, its result held to the output schema.
     async fn attempt(&self, inv: &Invocation<'_>) -> Result<Object, JobError> {
         let out = self.runner.run(inv).await?;
+        if super::asks_for_input(&out) {
+            // Not a result: the output schema is for the answer that follows.
+            return Ok(out);
+        }
         if let Some(schema) = &self.output {
             schema.check_object(&out).map_err(|e| {
                 JobError::Fatal(format!("output_schema: the result does not match: {e}"))
@@ -113,6 +117,10 @@ impl Inner {
         Ok(out)
     }
 }
+
+/// A sync tool asked for input where no client can answer it.
+const INPUT_NEEDS_MCP: &str = "input_required: the tool asks the client for input, which only a \
+standard MCP client of revision 2026-07-28 can give (POST /mcp)";
 
 impl SyncTool for ConfigTool {
     fn name(&self) -> &str {
@@ -157,8 +165,12 @@ impl SyncTool for ConfigTool {
                 // A dropped request drops this future, and the runner ends the process
                 // group on drop; nothing else cancels a sync call.
                 ctx: JobCtx::new(CancellationToken::new()),
+                input: ctx.input,
             };
             match inner.attempt(&inv).await {
+                Ok(out) if super::asks_for_input(&out) && ctx.input.is_none() => {
+                    Err(CallError::ToolFailed(INPUT_NEEDS_MCP.into()))
+                }
                 Ok(out) => Ok(Reply::ok(out)),
                 Err(JobError::Fatal(m)) => Err(CallError::ToolFailed(m)),
                 Err(JobError::Retryable(m)) if m == super::runner::command::BUSY => {
@@ -213,8 +225,14 @@ impl JobTool for ConfigTool {
                 args_json: &args_json,
                 timeout: inner.def.timeout,
                 ctx,
+                input: None,
             };
-            inner.attempt(&inv).await
+            match inner.attempt(&inv).await {
+                Ok(out) if super::asks_for_input(&out) => Err(JobError::Fatal(
+                    "input_required: a job cannot ask the client for input; only sync tools can (docs/TOOLS.md)".into(),
+                )),
+                other => other,
+            }
         })
     }
 }

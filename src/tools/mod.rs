@@ -40,6 +40,15 @@ pub struct CallCtx<'a> {
     pub now_ms: i64,
     pub store: &'a dyn Store,
     pub server: &'a ServerInfo,
+    /// A standard MCP client's input round (see [`runner::InputRound`]).
+    pub input: Option<&'a runner::InputRound>,
+}
+
+/// Whether a tool's result is not an answer but a request for input from the client: an
+/// MCP `InputRequiredResult` (`"resultType": "input_required"`). Its shape is checked by
+/// the `/mcp` endpoint, the only one that can carry it.
+pub fn asks_for_input(result: &Object) -> bool {
+    matches!(result.get("resultType"), Some(Json::Str(t)) if t == "input_required")
 }
 
 /// Facts about this server that tools may report.

@@ -89,12 +89,23 @@ impl CommandRunner {
     /// The tool's environment plus the `MCPQ_*` variables of this call.
     fn envp(&self, inv: &Invocation<'_>) -> Vec<CString> {
         let mut envp = self.env_c.clone();
-        for (k, v) in [
+        let attempt = inv.attempt.to_string();
+        let mut vars = vec![
             ("MCPQ_TOOL", inv.tool),
             ("MCPQ_CLIENT_ID", inv.client_id),
             ("MCPQ_JOB_ID", inv.job_id.unwrap_or("")),
-            ("MCPQ_ATTEMPT", &inv.attempt.to_string()),
-        ] {
+            ("MCPQ_ATTEMPT", &attempt),
+        ];
+        if let Some(round) = inv.input {
+            vars.push(("MCPQ_CLIENT_CAPABILITIES", &round.client_capabilities));
+            if let Some(r) = &round.input_responses {
+                vars.push(("MCPQ_INPUT_RESPONSES", r));
+            }
+            if let Some(s) = &round.request_state {
+                vars.push(("MCPQ_REQUEST_STATE", s));
+            }
+        }
+        for (k, v) in vars {
             if let Ok(c) = CString::new(format!("{k}={v}")) {
                 envp.push(c);
             }

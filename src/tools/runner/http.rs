@@ -84,6 +84,18 @@ impl HttpRunner {
         if let Some(id) = inv.job_id {
             req = req.header("Idempotency-Key", id).header("Mcpq-Job-Id", id);
         }
+        if let Some(round) = inv.input {
+            // JSON may hold any Unicode; header values travel as base64 of its UTF-8.
+            use base64::Engine;
+            let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+            req = req.header("Mcpq-Client-Capabilities", b64(&round.client_capabilities));
+            if let Some(r) = &round.input_responses {
+                req = req.header("Mcpq-Input-Responses", b64(r));
+            }
+            if let Some(s) = &round.request_state {
+                req = req.header("Mcpq-Request-State", b64(s));
+            }
+        }
         tokio::select! {
             r = self.exchange(req) => r,
             _ = inv.ctx.cancel.cancelled() => Err(JobError::Fatal("cancelled".into())),

@@ -22,6 +22,17 @@ use crate::config::ConfigError;
 use crate::json::Object;
 use crate::tools::{JobCtx, JobError};
 
+/// What a standard MCP client (2026-07-28) sent along a sync call, for a tool that asks it
+/// for input (MRTR, docs/TOOLS.md "Asking the client for input"): the capabilities it
+/// declared, its answers to the previous round's requests, and the tool's own state from
+/// that round (already checked by the daemon). All JSON text.
+#[derive(Debug, Clone, Default)]
+pub struct InputRound {
+    pub client_capabilities: String,
+    pub input_responses: Option<String>,
+    pub request_state: Option<String>,
+}
+
 /// One call or attempt.
 pub struct Invocation<'a> {
     pub tool: &'a str,
@@ -34,6 +45,8 @@ pub struct Invocation<'a> {
     pub timeout: Duration,
     /// Cancellation and progress.
     pub ctx: JobCtx,
+    /// A standard MCP call's input round; `None` on `/v1/call`, for jobs and in 2025-11-25.
+    pub input: Option<&'a InputRound>,
 }
 
 #[derive(Debug, Clone)]
