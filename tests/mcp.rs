@@ -32,8 +32,19 @@ fn env() -> TestEnv {
     TestEnv::new(&format!(
         "[clients.client-003]\ntoken_sha256 = \"{other}\"\n\n\
          [tools.slow]\ndescription = \"Reports progress three times, then echoes its arguments\"\n\
-         command = [\"{}\"]\nenv = {{ PATH = \"/usr/bin:/bin\", MCPQ_STEP_MS = \"300\" }}\n",
-        fixture("progress_tool.sh")
+         command = [\"{}\"]\nenv = {{ PATH = \"/usr/bin:/bin\", MCPQ_STEP_MS = \"300\" }}\n\n\
+         [tools.ask_name]\ndescription = \"Asks the client for a name, then greets\"\nmode = \"sync\"\n\
+         command = [\"/usr/bin/python3\", \"{ask}\", \"elicitation\"]\n\n\
+         [tools.ask_model]\ndescription = \"Asks the client's model\"\nmode = \"sync\"\n\
+         command = [\"/usr/bin/python3\", \"{ask}\", \"needs_sampling\"]\n\n\
+         [tools.long_only]\ndescription = \"Runs only as a task\"\ntask_support = \"required\"\n\
+         command = [\"/bin/sh\", \"-c\", \"cat > /dev/null; echo '{{}}'\"]\n\n\
+         [tools.refuses]\ndescription = \"Exits non-zero: the tool's own error\"\n\
+         command = [\"/bin/sh\", \"-c\", \"cat > /dev/null; echo no >&2; exit 2\"]\n\n\
+         [tools.garbles]\ndescription = \"Prints no JSON: a protocol error\"\n\
+         command = [\"/bin/sh\", \"-c\", \"cat > /dev/null; echo garbage\"]\n",
+        fixture("progress_tool.sh"),
+        ask = fixture("../conformance/fixtures/ask.py"),
     ))
     .set("MCPQ__JOBS__HEARTBEAT_MS", "100")
 }
@@ -130,18 +141,23 @@ async fn legacy(addr: SocketAddr, token: &str, method: &str, params: Value) -> H
 }
 
 /// A 2026-07-28 request with its `_meta` and headers; `tasks`: declare the extension.
-async fn modern(
-    addr: SocketAddr,
-    token: &str,
-    method: &str,
-    mut params: Value,
-    tasks: bool,
-) -> Http {
+async fn modern(addr: SocketAddr, token: &str, method: &str, params: Value, tasks: bool) -> Http {
     let caps = if tasks {
         json!({"extensions": {TASKS: {}}})
     } else {
         json!({})
     };
+    modern_with(addr, token, method, params, caps).await
+}
+
+/// A 2026-07-28 request declaring the client capabilities `caps`.
+async fn modern_with(
+    addr: SocketAddr,
+    token: &str,
+    method: &str,
+    mut params: Value,
+    caps: Value,
+) -> Http {
     params["_meta"] = json!({
         "io.modelcontextprotocol/protocolVersion": MODERN,
         "io.modelcontextprotocol/clientCapabilities": caps,
@@ -310,6 +326,275 @@ async fn the_python_sdk_lists_calls_and_waits_for_a_job_with_progress_in_both_er
             "progress never goes back: {values:?}"
         );
     }
+}
+
+/// Runs tests/mcp_sdk_tasks.py COMMAND against the daemon; its one JSON line.
+async fn sdk(addr: SocketAddr, command: &str, arg: &str) -> Value {
+    let out = tokio::process::Command::new(python())
+        .arg(fixture("../mcp_sdk_tasks.py"))
+        .arg(command)
+        .arg(format!("http://{addr}/mcp"))
+        .arg(TOKEN)
+        .arg(arg)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{command}: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}
+
+#[tokio::test]
+async fn the_python_sdk_runs_a_job_as_a_task_and_finds_it_again_after_kill_9() {
+    let env = env().set("MCPQ__SERVER__EMBEDDED_WORKERS", "0");
+    let mut d = env.spawn_daemon().await;
+    // A task whose job no worker runs yet: the client ends, the daemon dies.
+    let started = sdk(d.addr, "start", "slow").await;
+    assert_eq!(started["protocol"], MODERN, "{started}");
+    assert_eq!(started["kind"], "CreatedTask", "{started}");
+    assert_eq!(started["status"], "working", "{started}");
+    let task_id = started["task_id"].as_str().unwrap().to_string();
+    // 2025-11-25: the SDK's tools/call takes no CreateTaskResult, so this task is made
+    // over raw JSON-RPC; the SDK reads it back below.
+    let r = legacy(
+        d.addr,
+        TOKEN,
+        "tools/call",
+        json!({"name": "slow", "arguments": {"text": "legacy task"}, "task": {"ttl": 60000}}),
+    )
+    .await;
+    let legacy_id = r.last()["result"]["task"]["taskId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    d.proc.kill9().await;
+
+    let d = env.spawn_daemon().await;
+    let _w = env.spawn_worker(1).await;
+    let finished = sdk(d.addr, "finish", &task_id).await;
+    let task = &finished["task"];
+    assert_eq!(task["status"], "completed", "{finished}");
+    assert_eq!(
+        task["result"]["structuredContent"]["args"]["text"], "survives",
+        "{finished}"
+    );
+    let legacy_done = sdk(d.addr, "legacy-finish", &legacy_id).await;
+    assert_eq!(legacy_done["protocol"], "2025-11-25", "{legacy_done}");
+    assert_eq!(legacy_done["is_error"], false, "{legacy_done}");
+    assert_eq!(
+        legacy_done["structured"]["args"]["text"], "legacy task",
+        "{legacy_done}"
+    );
+    // Transparent: the extension's claim waits for the task; the caller gets the result.
+    let r = sdk(d.addr, "task", "slow").await;
+    assert_eq!(r["protocol"], MODERN, "{r}");
+    assert_eq!(r["is_error"], false, "{r}");
+    assert_eq!(r["structured"]["args"]["text"], "as a task", "{r}");
+}
+
+#[tokio::test]
+async fn the_python_sdk_answers_a_tools_question_and_gets_its_answer() {
+    let env = env();
+    let d = env.spawn_daemon().await;
+    // The SDK's multi-round driver answers the elicitation through its callback (which
+    // gives "Ada") and calls again with the answer and the sealed requestState.
+    let r = sdk(d.addr, "ask", "ask_name").await;
+    assert_eq!(r["protocol"], MODERN, "{r}");
+    assert_eq!(r["is_error"], false, "{r}");
+    assert_eq!(r["text"], "Hello, Ada!", "{r}");
+}
+
+#[tokio::test]
+async fn a_tools_question_round_is_sealed_and_refused_where_it_cannot_be_answered() {
+    let env = env();
+    let d = env.spawn_daemon().await;
+    let elicit = json!({"elicitation": {}});
+    let call = |extra: Value| {
+        let mut p = json!({"name": "ask_name", "arguments": {}});
+        for (k, v) in extra.as_object().unwrap() {
+            p[k] = v.clone();
+        }
+        p
+    };
+    let r = modern_with(d.addr, TOKEN, "tools/call", call(json!({})), elicit.clone()).await;
+    let asked = r.last()["result"].clone();
+    assert_eq!(asked["resultType"], "input_required", "{asked}");
+    assert_eq!(
+        asked["inputRequests"]["user_name"]["method"],
+        "elicitation/create"
+    );
+    let state = asked["requestState"].as_str().unwrap().to_string();
+    let answer = json!({"user_name": {"action": "accept", "content": {"name": "Grace"}}});
+
+    // An altered state, or one replayed by another client or for other arguments, is
+    // refused before the tool runs again.
+    let mut altered = state.clone().into_bytes();
+    altered[5] ^= 1;
+    let altered = String::from_utf8(altered).unwrap();
+    let r = modern_with(
+        d.addr,
+        TOKEN,
+        "tools/call",
+        call(json!({"inputResponses": answer, "requestState": altered})),
+        elicit.clone(),
+    )
+    .await;
+    assert_eq!(r.last()["error"]["code"], -32602, "{:?}", r.messages);
+    let r = modern_with(
+        d.addr,
+        OTHER_TOKEN,
+        "tools/call",
+        call(json!({"inputResponses": answer, "requestState": state})),
+        elicit.clone(),
+    )
+    .await;
+    assert_eq!(r.last()["error"]["code"], -32602, "{:?}", r.messages);
+    let mut other_args = call(json!({"inputResponses": answer, "requestState": state}));
+    other_args["arguments"] = json!({"x": 1});
+    let r = modern_with(d.addr, TOKEN, "tools/call", other_args, elicit.clone()).await;
+    assert_eq!(r.last()["error"]["code"], -32602, "{:?}", r.messages);
+
+    // The genuine round completes, with the answer reaching the tool.
+    let r = modern_with(
+        d.addr,
+        TOKEN,
+        "tools/call",
+        call(json!({"inputResponses": answer, "requestState": state})),
+        elicit.clone(),
+    )
+    .await;
+    let done = &r.last()["result"];
+    assert_eq!(done["resultType"], "complete", "{done}");
+    assert_eq!(done["content"][0]["text"], "Hello, Grace!", "{done}");
+
+    // Asking for what the client did not declare: -32021 naming it, HTTP 400.
+    let r = modern_with(
+        d.addr,
+        TOKEN,
+        "tools/call",
+        json!({"name": "ask_model", "arguments": {}}),
+        elicit.clone(),
+    )
+    .await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.last()["error"]["code"], -32021, "{:?}", r.messages);
+    assert_eq!(
+        r.last()["error"]["data"]["requiredCapabilities"],
+        json!({"sampling": {}})
+    );
+
+    // 2025-11-25 and /v1/call cannot carry a question: a clear tool error.
+    let r = legacy(
+        d.addr,
+        TOKEN,
+        "tools/call",
+        json!({"name": "ask_name", "arguments": {}}),
+    )
+    .await;
+    let res = &r.last()["result"];
+    assert_eq!(res["isError"], true, "{res}");
+    assert!(
+        res["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("input_required"),
+        "{res}"
+    );
+    let mut c = env.client(&d).await;
+    let r = c.call("ask_name", args("{}")).await.unwrap();
+    assert_eq!(r.error_code(), Some("tool_failed"), "{}", r.raw);
+    assert!(r.raw.contains("input_required"), "{}", r.raw);
+}
+
+#[tokio::test]
+async fn task_only_tools_and_how_a_failed_job_shows_as_a_task() {
+    let env = env();
+    let d = env.spawn_daemon().await;
+    // task_support = "required": refused without the extension, in both eras.
+    let r = modern(
+        d.addr,
+        TOKEN,
+        "tools/call",
+        json!({"name": "long_only", "arguments": {}}),
+        false,
+    )
+    .await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.last()["error"]["code"], -32021, "{:?}", r.messages);
+    assert_eq!(
+        r.last()["error"]["data"]["requiredCapabilities"],
+        json!({"extensions": {TASKS: {}}})
+    );
+    let r = legacy(
+        d.addr,
+        TOKEN,
+        "tools/call",
+        json!({"name": "long_only", "arguments": {}}),
+    )
+    .await;
+    assert_eq!(r.last()["error"]["code"], -32601, "{:?}", r.messages);
+    let r = legacy(d.addr, TOKEN, "tools/list", json!({})).await;
+    let tools = r.last()["result"]["tools"].as_array().unwrap().clone();
+    let support = |n: &str| {
+        tools.iter().find(|t| t["name"] == n).unwrap()["execution"]["taskSupport"].clone()
+    };
+    assert_eq!(support("long_only"), "required");
+    assert_eq!(support("slow"), "optional");
+    assert_eq!(support("batch_sum"), "forbidden");
+    let r = modern(
+        d.addr,
+        TOKEN,
+        "tools/call",
+        json!({"name": "long_only", "arguments": {}}),
+        true,
+    )
+    .await;
+    assert_eq!(r.last()["result"]["resultType"], "task", "{:?}", r.messages);
+
+    // A tool's own error is a completed task with isError; a job that never got an answer
+    // from its tool is a failed task with the error inline.
+    let finish = |tool: &'static str| {
+        let addr = d.addr;
+        async move {
+            let r = modern(
+                addr,
+                TOKEN,
+                "tools/call",
+                json!({"name": tool, "arguments": {}}),
+                true,
+            )
+            .await;
+            let id = r.last()["result"]["taskId"].as_str().unwrap().to_string();
+            for _ in 0..300 {
+                let t = modern(addr, TOKEN, "tasks/get", json!({"taskId": id}), true).await;
+                let t = t.last()["result"].clone();
+                if t["status"] != "working" {
+                    return t;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            panic!("{tool} never finished");
+        }
+    };
+    let t = finish("refuses").await;
+    assert_eq!(t["status"], "completed", "{t}");
+    assert_eq!(t["result"]["isError"], true, "{t}");
+    assert!(t.get("error").is_none(), "{t}");
+    let t = finish("garbles").await;
+    assert_eq!(t["status"], "failed", "{t}");
+    assert_eq!(t["error"]["code"], -32603, "{t}");
+    assert!(
+        t["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("invalid_output"),
+        "{t}"
+    );
+    assert!(t.get("result").is_none(), "{t}");
 }
 
 #[tokio::test]

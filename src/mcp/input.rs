@@ -222,9 +222,7 @@ fn open(
         ));
     }
     if p["exp"].as_i64().is_none_or(|exp| exp < now_ms) {
-        return Err(bad_state(
-            "requestState has expired: call again without it",
-        ));
+        return Err(bad_state("requestState has expired: call again without it"));
     }
     let keys = p["keys"]
         .as_array()
@@ -306,7 +304,10 @@ mod tests {
         match input_required(&out, &caps(), KEY, &binding("{}"), 0) {
             Err(e @ McpError::MissingCapability(..)) => {
                 assert_eq!(e.code(), -32021);
-                assert_eq!(e.data().unwrap()["requiredCapabilities"], json!({"sampling": {}}));
+                assert_eq!(
+                    e.data().unwrap()["requiredCapabilities"],
+                    json!({"sampling": {}})
+                );
             }
             other => panic!("{other:?}"),
         }
@@ -326,7 +327,10 @@ mod tests {
                 Err(McpError::ToolOutput(_))
             ));
         }
-        for bad in [json!({"inputResponses": 5}), json!({"inputResponses": {"a": 1}})] {
+        for bad in [
+            json!({"inputResponses": 5}),
+            json!({"inputResponses": {"a": 1}}),
+        ] {
             assert!(matches!(
                 read_round(&bad, &caps(), KEY, &binding("{}"), 0),
                 Err(McpError::InvalidParams(_))

@@ -294,6 +294,8 @@ pub async fn call_tool(call: &Call, params: &Value) -> Result<CallPlan, McpError
                 args_json: &args_json,
             };
             let key = call.app.request_state_key();
+            // 2025-11-25 has no multi-round calls (its server-to-client requests need a
+            // session): without a round, a tool that asks is refused by the tool layer.
             let round = match &call.capabilities {
                 Some(caps) => Some(input::read_round(params, caps, &key, &binding, now)?),
                 None => None,
@@ -312,18 +314,13 @@ pub async fn call_tool(call: &Call, params: &Value) -> Result<CallPlan, McpError
                     let out = Json::Object(result).to_serde();
                     match input::input_required(&out, caps, &key, &binding, now) {
                         Ok(asked) => Ok(CallPlan::Done(asked)),
-                        Err(McpError::ToolOutput(m)) => {
-                            Ok(CallPlan::Done(tool_error(&format!("tool_failed: {m}"), None)))
-                        }
+                        Err(McpError::ToolOutput(m)) => Ok(CallPlan::Done(tool_error(
+                            &format!("tool_failed: {m}"),
+                            None,
+                        ))),
                         Err(e) => Err(e),
                     }
                 }
-                // 2025-11-25 has no multi-round calls (its server-to-client requests need
-                // a session).
-                None if crate::tools::asks_for_input(&result) => Ok(CallPlan::Done(tool_error(
-                    "input_required: the tool asks the client for input, which needs protocol revision 2026-07-28",
-                    None,
-                ))),
                 _ => Ok(CallPlan::Done(tool_result(
                     Json::Object(result).to_serde(),
                     None,

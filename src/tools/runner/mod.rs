@@ -91,7 +91,9 @@ pub fn reported_by_tool(error: &str) -> bool {
         return status(rest).parse::<i32>().is_ok();
     }
     if let Some(rest) = error.strip_prefix("http ") {
-        return status(rest).parse::<u16>().is_ok_and(|c| (400..500).contains(&c));
+        return status(rest)
+            .parse::<u16>()
+            .is_ok_and(|c| (400..500).contains(&c));
     }
     false
 }
