@@ -98,6 +98,12 @@ pub fn reported_by_tool(error: &str) -> bool {
     false
 }
 
+/// The end of a process's stderr or a response body as text for the error history:
+/// lossy UTF-8, trimmed, cut at a character boundary.
+pub fn tail_text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).trim().to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::reported_by_tool;
@@ -119,10 +125,4 @@ mod tests {
             assert!(!reported_by_tool(other), "{other}");
         }
     }
-}
-
-/// The end of a process's stderr or a response body as text for the error history:
-/// lossy UTF-8, trimmed, cut at a character boundary.
-pub fn tail_text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).trim().to_string()
 }
