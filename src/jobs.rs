@@ -41,6 +41,10 @@ pub enum JobState {
     /// A `hold` job whose worker died mid-attempt: it may or may not have taken effect, so
     /// it waits for an operator to retry or fail it (see [`CrashPolicy::Hold`]).
     InDoubt,
+    /// An attempt asked the client for input (an MCP `InputRequiredResult`): the job waits,
+    /// unclaimable, until a client answers every request (`tasks/update`), then is queued
+    /// again with the answers; or until it is cancelled.
+    AwaitingInput,
 }
 
 impl JobState {
@@ -52,6 +56,7 @@ impl JobState {
             JobState::Failed => "failed",
             JobState::Cancelled => "cancelled",
             JobState::InDoubt => "in_doubt",
+            JobState::AwaitingInput => "input_required",
         }
     }
 
@@ -63,6 +68,7 @@ impl JobState {
             "failed" => JobState::Failed,
             "cancelled" => JobState::Cancelled,
             "in_doubt" => JobState::InDoubt,
+            "input_required" => JobState::AwaitingInput,
             _ => return None,
         })
     }
@@ -78,7 +84,8 @@ impl JobState {
     pub fn wire_status(self) -> Status {
         match self {
             JobState::Queued => Status::Accepted,
-            JobState::Running => Status::Running,
+            // Alive, waiting on a client of `/mcp`; `/v1/call` has no way to answer.
+            JobState::Running | JobState::AwaitingInput => Status::Running,
             JobState::Succeeded => Status::Done,
             JobState::Failed | JobState::Cancelled | JobState::InDoubt => Status::Error,
         }
@@ -108,6 +115,10 @@ pub enum Event {
     OperatorRetry,
     /// An operator declared an in-doubt job failed.
     OperatorFail,
+    /// The attempt ended asking the client for input; the attempt does not count.
+    AskInput,
+    /// A client answered the last outstanding request.
+    Answer,
 }
 
 /// The transition function. `None` means the event is illegal in that state.
@@ -124,6 +135,9 @@ pub fn transition(from: JobState, ev: Event) -> Option<JobState> {
         (Running, Hold) => Some(InDoubt),
         (InDoubt, OperatorRetry) => Some(Queued),
         (InDoubt, OperatorFail) => Some(Failed),
+        (Running, AskInput) => Some(AwaitingInput),
+        (AwaitingInput, Answer) => Some(Queued),
+        (AwaitingInput, Cancel) => Some(Cancelled),
         _ => None,
     }
 }
@@ -259,7 +273,7 @@ mod tests {
     use Event::*;
     use JobState::*;
 
-    const ALL_EVENTS: [Event; 10] = [
+    const ALL_EVENTS: [Event; 12] = [
         Claim,
         Succeed,
         Retry,
@@ -270,6 +284,8 @@ mod tests {
         Hold,
         OperatorRetry,
         OperatorFail,
+        AskInput,
+        Answer,
     ];
 
     #[test]
@@ -311,6 +327,33 @@ mod tests {
         for e in [Claim, OperatorRetry, OperatorFail] {
             assert_eq!(transition(Running, e), None);
         }
+    }
+
+    #[test]
+    fn a_job_waiting_for_input_is_answered_back_into_the_queue_or_cancelled() {
+        assert_eq!(transition(Running, AskInput), Some(AwaitingInput));
+        assert_eq!(transition(AwaitingInput, Answer), Some(Queued));
+        assert_eq!(transition(AwaitingInput, Cancel), Some(Cancelled));
+        for e in [
+            Claim,
+            Succeed,
+            Retry,
+            Fail,
+            Rescue,
+            Release,
+            Hold,
+            OperatorRetry,
+            OperatorFail,
+            AskInput,
+        ] {
+            assert_eq!(transition(AwaitingInput, e), None, "{e:?}");
+        }
+        for s in [Queued, InDoubt] {
+            assert_eq!(transition(s, AskInput), None);
+            assert_eq!(transition(s, Answer), None);
+        }
+        assert!(!AwaitingInput.is_terminal());
+        assert_eq!(JobState::parse("input_required"), Some(AwaitingInput));
     }
 
     #[test]

@@ -307,7 +307,7 @@ impl App {
             Some(Tool::Job(t)) => {
                 // The nonce commits with the job; a refused job writes it behind.
                 match self
-                    .enqueue_job(t, &env.client_id, &env.args, Some(nonce), now)
+                    .enqueue_job(t, &env.client_id, &env.args, Some(nonce), now, None)
                     .await
                 {
                     Ok(id) => {
@@ -344,7 +344,8 @@ impl App {
     }
 
     /// Validates a job tool's arguments and stores the job durably for a verified client
-    /// (both endpoints): the id is returned only once the job is on disk.
+    /// (both endpoints): the id is returned only once the job is on disk. `answers`: what a
+    /// `/mcp` client answered to the tool's declared questions, for its first attempt.
     pub(crate) async fn enqueue_job(
         &self,
         t: &Arc<dyn crate::tools::JobTool>,
@@ -352,6 +353,7 @@ impl App {
         args: &Object,
         nonce: Option<crate::auth::NonceRecord>,
         now: i64,
+        answers: Option<String>,
     ) -> Result<crate::jobs::JobId, CallError> {
         let req = t.validate(args)?;
         let admitted = self
@@ -375,6 +377,7 @@ impl App {
             def: policy.definition,
             on_crash: policy.on_crash,
             capped: policy.concurrency.is_some(),
+            input_responses: answers,
         };
         let enqueued = self.store.enqueue(job).await.map_err(|e| match e {
             StoreError::Replayed => CallError::ReplayedNonce,

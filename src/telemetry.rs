@@ -151,7 +151,12 @@ async fn refresh(store: &dyn Store, now_ms: i64, lease_ms: i64) {
     };
     gauge!(DATABASE_UP).set(1.0);
     // Pairs seen before but absent now are zero, not stale.
-    for state in [JobState::Queued, JobState::Running, JobState::InDoubt] {
+    for state in [
+        JobState::Queued,
+        JobState::Running,
+        JobState::InDoubt,
+        JobState::AwaitingInput,
+    ] {
         for tool in seen_tools() {
             let n = stats
                 .active

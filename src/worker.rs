@@ -277,6 +277,13 @@ pub async fn run(
                     job_id: job.id.clone(),
                     attempt: job.attempt,
                     client_id: job.client_id.clone(),
+                    input: (job.input_responses.is_some() || job.request_state.is_some()).then(
+                        || crate::tools::runner::InputRound {
+                            client_capabilities: None,
+                            input_responses: job.input_responses.clone(),
+                            request_state: job.request_state.clone(),
+                        },
+                    ),
                 },
             );
             let stop_reason = Arc::new(AtomicU8::new(STOP_NONE));
@@ -442,6 +449,24 @@ fn decide(
             error: "cancelled: cancel_job was called while the job ran".into(),
         };
     }
+    // The tool asked its client for input: the job waits for the answers. A malformed
+    // question is the tool breaking its contract, as output that is not JSON would be.
+    let result = match result {
+        Ok(o) if crate::tools::asks_for_input(&o) => {
+            match crate::tools::input::parse(&Json::Object(o).to_serde()) {
+                Ok(asked) => {
+                    return Outcome::AwaitInput {
+                        requests: serde_json::Value::Object(asked.requests).to_string(),
+                        state: asked.state,
+                    }
+                }
+                Err(m) => Err(JobError::Fatal(format!(
+                    "invalid_output: invalid InputRequiredResult: {m}"
+                ))),
+            }
+        }
+        other => other,
+    };
     match result {
         Ok(o) => Outcome::Succeeded {
             result: Json::Object(o).to_canonical(),
@@ -478,6 +503,7 @@ fn outcome_label(outcome: &Outcome) -> &'static str {
         Outcome::Failed { .. } => "failed",
         Outcome::Cancelled { .. } => "cancelled",
         Outcome::InDoubt { .. } => "in_doubt",
+        Outcome::AwaitInput { .. } => "input_required",
     }
 }
 
@@ -498,6 +524,7 @@ fn log_outcome(outcome: &Outcome, now_ms: i64) {
         Outcome::Failed { .. } => tracing::warn!("job failed"),
         Outcome::Cancelled { .. } => tracing::info!("job cancelled while running"),
         Outcome::InDoubt { .. } => tracing::warn!("job held in doubt"),
+        Outcome::AwaitInput { .. } => tracing::info!("job waits for input from its client"),
     }
 }
 
@@ -772,6 +799,8 @@ mod tests {
             max_attempts: 3,
             fence: 1,
             due_at: 0,
+            input_responses: None,
+            request_state: None,
         }
     }
 

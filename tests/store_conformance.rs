@@ -31,8 +31,8 @@ use mcpq::clock::{Clock, ManualClock};
 use mcpq::jobs::{transition, CrashPolicy, Event, JobId, JobState, RetryPolicy};
 use mcpq::protocol::ClientId;
 use mcpq::store::{
-    CancelOutcome, CappedTool, ClaimFilter, ClaimedJob, Completion, Enqueued, Heartbeat, JobRecord,
-    NewJob, Outcome, Resolution, Store,
+    AnswerOutcome, CancelOutcome, CappedTool, ClaimFilter, ClaimedJob, Completion, Enqueued,
+    Heartbeat, JobRecord, NewJob, Outcome, Resolution, Store,
 };
 
 /// An instant far from zero, so that an implementation mixing up "unset" and 0 shows.
@@ -80,6 +80,7 @@ fn new_job(client: &ClientId, created_at: i64, key: Option<&str>) -> NewJob {
         def: DEF.to_string(),
         on_crash: CrashPolicy::Retry,
         capped: false,
+        input_responses: None,
     }
 }
 
@@ -194,6 +195,17 @@ fn assert_record_invariants(r: &JobRecord) {
                 "running job has no started_at: {ctx}"
             );
             assert!(r.finished_at.is_none(), "running job is finished: {ctx}");
+        }
+        JobState::AwaitingInput => {
+            assert!(
+                r.lease_owner.is_none() && r.lease_expires_at.is_none(),
+                "a job waiting for input keeps a lease: {ctx}"
+            );
+            assert!(r.finished_at.is_none(), "waiting job is finished: {ctx}");
+            assert!(
+                r.input_requests.is_some(),
+                "waiting job has no requests: {ctx}"
+            );
         }
         JobState::InDoubt => {
             assert!(
@@ -2052,6 +2064,212 @@ pub mod cases {
     }
 }
 
+pub mod input_cases {
+    use super::*;
+    use serde_json::{json, Map, Value};
+
+    fn obj(v: Value) -> Map<String, Value> {
+        v.as_object().unwrap().clone()
+    }
+
+    fn ask(requests: Value, state: Option<&str>) -> Outcome {
+        Outcome::AwaitInput {
+            requests: requests.to_string(),
+            state: state.map(str::to_string),
+        }
+    }
+
+    fn parsed(s: &Option<String>) -> Value {
+        serde_json::from_str(s.as_deref().unwrap()).unwrap()
+    }
+
+    /// An attempt that asks parks the job (the attempt does not count); answers fill the
+    /// requests one by one; the last one queues the job, whose next attempt gets every
+    /// answer and the tool's state.
+    pub async fn a_job_that_asks_for_input_waits_until_every_request_is_answered(fx: &dyn Fixture) {
+        let s = fx.store();
+        let s = &*s;
+        let mut obs = Observer::new();
+        let alice = client("alice");
+        let id = enqueue_new(s, &mut obs, &alice, T0).await;
+        let c = claim_one(s, &mut obs, "w", T0).await;
+        let requests = json!({
+            "name": {"method": "elicitation/create", "params": {"message": "Name? ünï \"q\""}},
+            "roots": {"method": "roots/list", "params": {}},
+        });
+        let applied = s
+            .complete(vec![done(&c, ask(requests.clone(), Some("s1")))], T0 + 5)
+            .await
+            .unwrap();
+        assert_eq!(applied, vec![id.clone()]);
+        let r = obs
+            .expect(s, Event::AskInput, &id, JobState::AwaitingInput)
+            .await;
+        assert_eq!(r.attempt, 0, "asking is not a failed attempt");
+        assert_eq!(parsed(&r.input_requests), requests);
+        assert_eq!(r.request_state.as_deref(), Some("s1"));
+        assert!(errors_of(&r).is_empty());
+        // Waiting: nobody claims it, and a second completion of that attempt is fenced off.
+        assert!(!s.has_due_jobs(T0 + 10).await.unwrap());
+        assert!(s
+            .claim("w", 10, T0 + 10, LEASE, &any())
+            .await
+            .unwrap()
+            .is_empty());
+        assert!(s
+            .complete(vec![done(&c, succeeded("{}"))], T0 + 11)
+            .await
+            .unwrap()
+            .is_empty());
+
+        // Another client's answers find nothing.
+        let one =
+            obj(json!({"name": {"action": "accept", "content": {"name": "Ada"}}, "extra": {}}));
+        assert_eq!(
+            s.answer_input(&client("mallory"), &id, &one, T0 + 12)
+                .await
+                .unwrap(),
+            AnswerOutcome::NotFound
+        );
+        assert_eq!(
+            s.answer_input(&alice, &id, &one, T0 + 13).await.unwrap(),
+            AnswerOutcome::Waiting(1)
+        );
+        let r = obs
+            .expect(s, Event::Answer, &id, JobState::AwaitingInput)
+            .await;
+        assert_eq!(
+            parsed(&r.input_requests),
+            json!({"roots": {"method": "roots/list", "params": {}}})
+        );
+        // Answering it again changes nothing.
+        assert_eq!(
+            s.answer_input(&alice, &id, &one, T0 + 14).await.unwrap(),
+            AnswerOutcome::Waiting(1)
+        );
+        let roots = obj(json!({"roots": {"roots": [{"uri": "file:///w"}]}}));
+        assert_eq!(
+            s.answer_input(&alice, &id, &roots, T0 + 15).await.unwrap(),
+            AnswerOutcome::Resumed
+        );
+        let r = obs.expect(s, Event::Answer, &id, JobState::Queued).await;
+        assert_eq!(r.run_at, T0 + 15);
+        let c = claim_one(s, &mut obs, "w", T0 + 16).await;
+        assert_eq!(c.attempt, 1);
+        assert_eq!(
+            parsed(&c.input_responses),
+            json!({"name": {"action": "accept", "content": {"name": "Ada"}},
+                   "roots": {"roots": [{"uri": "file:///w"}]}})
+        );
+        assert_eq!(c.request_state.as_deref(), Some("s1"));
+
+        // A second round starts afresh: only its own answers reach the next attempt.
+        s.complete(
+            vec![done(
+                &c,
+                ask(json!({"ok": {"method": "elicitation/create"}}), Some("s2")),
+            )],
+            T0 + 17,
+        )
+        .await
+        .unwrap();
+        obs.expect(s, Event::AskInput, &id, JobState::AwaitingInput)
+            .await;
+        let ok = obj(json!({"ok": {"action": "accept"}}));
+        assert_eq!(
+            s.answer_input(&alice, &id, &ok, T0 + 18).await.unwrap(),
+            AnswerOutcome::Resumed
+        );
+        obs.expect(s, Event::Answer, &id, JobState::Queued).await;
+        let c = claim_one(s, &mut obs, "w", T0 + 19).await;
+        assert_eq!(
+            parsed(&c.input_responses),
+            json!({"ok": {"action": "accept"}})
+        );
+        assert_eq!(c.request_state.as_deref(), Some("s2"));
+        s.complete(vec![done(&c, succeeded(r#"{"done":true}"#))], T0 + 20)
+            .await
+            .unwrap();
+        obs.expect(s, Event::Succeed, &id, JobState::Succeeded)
+            .await;
+        assert_eq!(
+            s.answer_input(&alice, &id, &ok, T0 + 21).await.unwrap(),
+            AnswerOutcome::NotWaiting(JobState::Succeeded)
+        );
+        let unknown = JobId::generate();
+        assert_eq!(
+            s.answer_input(&alice, &unknown, &ok, T0 + 22)
+                .await
+                .unwrap(),
+            AnswerOutcome::NotFound
+        );
+    }
+
+    /// Cancelling a waiting job ends it at once; a cancel requested while the attempt ran
+    /// wins over its question; answers given before the job existed reach attempt one.
+    pub async fn a_waiting_job_is_cancelled_at_once_and_early_answers_reach_the_first_attempt(
+        fx: &dyn Fixture,
+    ) {
+        let s = fx.store();
+        let s = &*s;
+        let mut obs = Observer::new();
+        let alice = client("alice");
+        let early = r#"{"user_name":{"action":"accept","content":{"name":"Ada"}}}"#;
+        let job = NewJob {
+            input_responses: Some(early.to_string()),
+            ..new_job(&alice, T0, None)
+        };
+        let id = job.id.clone();
+        assert_eq!(s.enqueue(job).await.unwrap(), Enqueued::Created(id.clone()));
+        obs.created(s, &alice, &id).await;
+        let c = claim_one(s, &mut obs, "w", T0).await;
+        assert_eq!(c.input_responses.as_deref(), Some(early));
+        assert_eq!(c.request_state, None);
+        s.complete(
+            vec![done(&c, ask(json!({"q": {"method": "roots/list"}}), None))],
+            T0 + 1,
+        )
+        .await
+        .unwrap();
+        let r = obs
+            .expect(s, Event::AskInput, &id, JobState::AwaitingInput)
+            .await;
+        assert_eq!(r.request_state, None);
+        assert_eq!(
+            r.input_responses, None,
+            "a new round starts without answers"
+        );
+        assert_eq!(
+            s.cancel(&alice, &id, T0 + 2).await.unwrap(),
+            CancelOutcome::Cancelled
+        );
+        let r = obs.expect(s, Event::Cancel, &id, JobState::Cancelled).await;
+        assert_eq!(r.finished_at, Some(T0 + 2));
+        assert_eq!(
+            s.answer_input(&alice, &id, &obj(json!({"q": {}})), T0 + 3)
+                .await
+                .unwrap(),
+            AnswerOutcome::NotWaiting(JobState::Cancelled)
+        );
+
+        // A cancel requested during the attempt: its question is moot.
+        let id = enqueue_new(s, &mut obs, &alice, T0 + 10).await;
+        let c = claim_one(s, &mut obs, "w", T0 + 10).await;
+        assert_eq!(
+            s.cancel(&alice, &id, T0 + 11).await.unwrap(),
+            CancelOutcome::Requested
+        );
+        s.complete(
+            vec![done(&c, ask(json!({"q": {"method": "roots/list"}}), None))],
+            T0 + 12,
+        )
+        .await
+        .unwrap();
+        let r = obs.expect(s, Event::Cancel, &id, JobState::Cancelled).await;
+        assert_eq!(r.finished_at, Some(T0 + 12));
+    }
+}
+
 pub mod stats_cases {
     use super::*;
 
@@ -2156,6 +2374,8 @@ macro_rules! for_each_case {
             rescue_applies_each_jobs_crash_policy,
             in_doubt_jobs_are_resolved_only_by_an_operator,
             queue_stats_count_unfinished_jobs_by_state_and_tool,
+            a_job_that_asks_for_input_waits_until_every_request_is_answered,
+            a_waiting_job_is_cancelled_at_once_and_early_answers_reach_the_first_attempt,
         }
     };
 }
@@ -2169,7 +2389,7 @@ macro_rules! conformance {
                 // `None`: the backend is not available here (and may be skipped, see its module).
                 let Some(fx) = $factory().await else { return };
                 #[allow(unused_imports)]
-                use $crate::{cases::*, stats_cases::*};
+                use $crate::{cases::*, input_cases::*, stats_cases::*};
                 $case(&fx).await;
             }
         )*

@@ -101,7 +101,7 @@ pub fn read_round(
         Value::Object(r).to_string()
     });
     Ok(InputRound {
-        client_capabilities: capabilities.to_string(),
+        client_capabilities: Some(capabilities.to_string()),
         input_responses: responses,
         request_state: tool_state,
     })

@@ -19,7 +19,7 @@ use crate::jobs::{JobId, JobState};
 use crate::json::{Json, Object};
 use crate::protocol::ClientId;
 use crate::server::App;
-use crate::store::{CancelOutcome, JobRecord};
+use crate::store::{AnswerOutcome, CancelOutcome, JobRecord};
 use crate::tools::{TaskSupport, Tool};
 
 /// Tasks extension id (2026-07-28) and the related-task `_meta` key.
@@ -336,7 +336,7 @@ pub async fn call_tool(call: &Call, params: &Value) -> Result<CallPlan, McpError
             let handle_only = t.name() == "start_long_task";
             match call
                 .app
-                .enqueue_job(&t, &call.client, &args, None, now)
+                .enqueue_job(&t, &call.client, &args, None, now, None)
                 .await
             {
                 Ok(id) if handle_only && !(as_task && call.era == Era::Legacy) => {
@@ -388,6 +388,7 @@ fn iso(ms: i64) -> String {
 fn task_status(job: &JobRecord, era: Era) -> &'static str {
     match job.state {
         JobState::Queued | JobState::Running | JobState::InDoubt => "working",
+        JobState::AwaitingInput => "input_required",
         JobState::Succeeded => "completed",
         JobState::Failed if era == Era::Modern && failed_by_tool(job) => "completed",
         JobState::Failed => "failed",
@@ -418,6 +419,10 @@ fn status_message(job: &JobRecord) -> Option<String> {
                 .unwrap_or_else(|| format!("running (attempt {})", job.attempt)),
         ),
         JobState::Failed => Some(last_error(job)),
+        JobState::AwaitingInput => Some(
+            "waiting for input: answer its inputRequests with tasks/update (protocol 2026-07-28)"
+                .into(),
+        ),
         _ => None,
     }
 }
@@ -503,6 +508,13 @@ pub fn job_result(job: &JobRecord) -> Option<Value> {
             Some(meta),
         )),
         JobState::Cancelled => Some(tool_error("job_cancelled: job was cancelled", Some(meta))),
+        JobState::AwaitingInput => Some(tool_error(
+            &format!(
+                "input_required: job {} asks its client for input, which only a client of the tasks extension can give (tasks/get shows the requests, tasks/update answers them); it waits",
+                job.id.0
+            ),
+            Some(meta),
+        )),
         _ => None,
     }
 }
@@ -524,6 +536,14 @@ pub async fn get_job(call: &Call, id: &JobId) -> Result<JobRecord, McpError> {
 pub async fn tasks_get(call: &Call, params: &Value) -> Result<Value, McpError> {
     let job = get_job(call, &task_id(params)?).await?;
     let mut t = task_of(&job, call.app.retention_ms(), call.era);
+    if call.era == Era::Modern && job.state == JobState::AwaitingInput {
+        let requests = job
+            .input_requests
+            .as_deref()
+            .and_then(|r| serde_json::from_str::<Value>(r).ok())
+            .unwrap_or_else(|| json!({}));
+        t["inputRequests"] = requests;
+    }
     if call.era == Era::Modern {
         // The detailed task: a finished one carries its result inline.
         if let Some(mut r) = job_result(&job) {
@@ -559,7 +579,8 @@ pub async fn wait_finished(
     let mut last_progress: Option<String> = None;
     loop {
         let job = get_job(call, id).await?;
-        if job.state.is_terminal() {
+        // A job waiting for input waits for a task client: nothing to wait for here.
+        if job.state.is_terminal() || job.state == JobState::AwaitingInput {
             return Ok(job);
         }
         if job.progress != last_progress {
@@ -578,6 +599,33 @@ pub async fn tasks_result(call: &Call, params: &Value) -> Result<Value, McpError
     let id = task_id(params)?;
     let job = wait_finished(call, &id, RESULT_POLL, |_| true).await?;
     job_result(&job).ok_or_else(|| McpError::Internal("job ended unfinished".into()))
+}
+
+/// `tasks/update` (2026-07-28): a client's answers to its task's `inputRequests`. An
+/// acknowledgement whatever they did (the next `tasks/get` shows it); a task that is not
+/// the client's is -32602.
+pub async fn tasks_update(call: &Call, params: &Value) -> Result<Value, McpError> {
+    let id = task_id(params)?;
+    let answers = match params.get("inputResponses") {
+        None => serde_json::Map::new(),
+        Some(Value::Object(o)) if o.values().all(Value::is_object) => o.clone(),
+        Some(_) => {
+            return Err(McpError::InvalidParams(
+                "inputResponses must be an object of result objects keyed by request".into(),
+            ))
+        }
+    };
+    let now = call.app.now_ms();
+    match call
+        .app
+        .store()
+        .answer_input(&call.client, &id, &answers, now)
+        .await
+        .map_err(store_error)?
+    {
+        AnswerOutcome::NotFound => Err(McpError::InvalidParams(format!("no task {:?}", id.0))),
+        _ => Ok(json!({})),
+    }
 }
 
 pub async fn tasks_cancel(call: &Call, params: &Value) -> Result<Value, McpError> {

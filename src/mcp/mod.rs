@@ -465,15 +465,7 @@ async fn dispatch(
         }
         (_, "tasks/get") => methods::tasks_get(&call, params).await?,
         (_, "tasks/cancel") => methods::tasks_cancel(&call, params).await?,
-        (Era::Modern, "tasks/update") => {
-            // No tool of this daemon asks for input mid-task: nothing is outstanding, so
-            // every response is ignored (after checking the task is the client's).
-            let tid = params.get("taskId").and_then(Value::as_str).unwrap_or("");
-            let jid = crate::jobs::JobId::parse(tid)
-                .ok_or_else(|| McpError::InvalidParams(format!("no task {tid:?}")))?;
-            methods::get_job(&call, &jid).await?;
-            json!({})
-        }
+        (Era::Modern, "tasks/update") => methods::tasks_update(&call, params).await?,
         (Era::Legacy, "tasks/result") => methods::tasks_result(&call, params).await?,
         (era, other) => {
             return Err(McpError::UnknownMethod(

@@ -93,6 +93,9 @@ pub struct NewJob {
     /// The tool has a concurrency limit: the job is claimed only through
     /// [`ClaimFilter::capped`].
     pub capped: bool,
+    /// Answers a `/mcp` client gave before the job existed (a tool's declared `ask`), a
+    /// JSON object handed to its first attempt; `None` for most jobs.
+    pub input_responses: Option<String>,
 }
 
 /// Result of an enqueue: a new job, or the existing one with the same idempotency key.
@@ -135,6 +138,13 @@ pub struct JobRecord {
     pub finished_at: Option<i64>,
     pub def: String,
     pub on_crash: CrashPolicy,
+    /// While `input_required`: the requests not yet answered, a JSON object keyed by the
+    /// tool's request ids (MCP `inputRequests`).
+    pub input_requests: Option<String>,
+    /// Answers for the next attempt: a JSON object keyed like the requests.
+    pub input_responses: Option<String>,
+    /// The tool's own state from the attempt that asked (MCP `requestState`).
+    pub request_state: Option<String>,
 }
 
 /// A job handed to a worker: run it, then complete it with `fence`.
@@ -149,6 +159,9 @@ pub struct ClaimedJob {
     pub fence: i64,
     /// When it became due (its `run_at`): the start delay is the claim time minus this.
     pub due_at: i64,
+    /// The client's answers to what the previous attempt asked, and that attempt's state.
+    pub input_responses: Option<String>,
+    pub request_state: Option<String>,
 }
 
 /// Lease extension (and latest progress) for one running job.
@@ -185,6 +198,13 @@ pub enum Outcome {
     /// The worker was lost and the job's crash policy is `hold`.
     InDoubt {
         error: String,
+    },
+    /// The attempt asked the client for input (`requests`: a JSON object of MCP input
+    /// requests; `state`: the tool's `requestState`). The attempt does not count; the job
+    /// waits in `input_required` (or ends `cancelled` if a cancel was requested meanwhile).
+    AwaitInput {
+        requests: String,
+        state: Option<String>,
     },
 }
 
@@ -247,7 +267,8 @@ impl QueueStats {
             .sum()
     }
 
-    /// "12 queued (oldest waiting 1.2 s), 3 running, 0 in doubt": for `STATUS=` lines.
+    /// "12 queued (oldest waiting 1.2 s), 3 running, 0 in doubt, 1 waiting for input": for
+    /// `STATUS=` lines.
     pub fn summary(&self, now: i64) -> String {
         let wait = match self.oldest_due_at {
             Some(at) => format!(
@@ -257,10 +278,11 @@ impl QueueStats {
             None => String::new(),
         };
         format!(
-            "{} queued{wait}, {} running, {} in doubt",
+            "{} queued{wait}, {} running, {} in doubt, {} waiting for input",
             self.count(JobState::Queued),
             self.count(JobState::Running),
-            self.count(JobState::InDoubt)
+            self.count(JobState::InDoubt),
+            self.count(JobState::AwaitingInput)
         )
     }
 }
@@ -272,6 +294,42 @@ pub enum Resolution {
     Retry,
     /// Failed for good.
     Fail,
+}
+
+/// What a client's answers did to a job ([`Store::answer_input`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AnswerOutcome {
+    /// Some requests are still outstanding (this many).
+    Waiting(usize),
+    /// Every request is answered: the job is queued again, with the answers.
+    Resumed,
+    /// The job is not waiting for input (it is in this state); nothing changed.
+    NotWaiting(JobState),
+    NotFound,
+}
+
+/// Merges a client's answers into a waiting job's round: answers to requests that are not
+/// outstanding are ignored. Returns the requests still outstanding and every answer of the
+/// round so far (JSON objects), or `None` when no answer applies. Both stores write what
+/// this decides, guarded by the `requests` they read (compare and set).
+pub fn apply_answers(
+    requests: &str,
+    responses: Option<&str>,
+    answers: &serde_json::Map<String, serde_json::Value>,
+) -> Option<(serde_json::Map<String, serde_json::Value>, String)> {
+    let mut outstanding: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(requests).ok()?;
+    let mut so_far: serde_json::Map<String, serde_json::Value> = responses
+        .and_then(|r| serde_json::from_str(r).ok())
+        .unwrap_or_default();
+    let mut applied = false;
+    for (k, v) in answers {
+        if outstanding.remove(k).is_some() {
+            so_far.insert(k.clone(), v.clone());
+            applied = true;
+        }
+    }
+    applied.then(|| (outstanding, serde_json::Value::Object(so_far).to_string()))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -328,12 +386,25 @@ pub trait Store: Send + Sync + 'static {
         id: &'a JobId,
     ) -> BoxFuture<'a, Result<Option<JobRecord>, StoreError>>;
 
+    /// Cancels a client's job: a queued or waiting one at once, a running one at its
+    /// worker's next heartbeat.
     fn cancel<'a>(
         &'a self,
         client: &'a ClientId,
         id: &'a JobId,
         now: i64,
     ) -> BoxFuture<'a, Result<CancelOutcome, StoreError>>;
+
+    /// Applies a client's answers (a JSON object keyed by request id) to its job waiting
+    /// for input ([`apply_answers`]); when none remain outstanding the job is queued again,
+    /// due at `now`, with every answer of the round for its next attempt.
+    fn answer_input<'a>(
+        &'a self,
+        client: &'a ClientId,
+        id: &'a JobId,
+        answers: &'a serde_json::Map<String, serde_json::Value>,
+        now: i64,
+    ) -> BoxFuture<'a, Result<AnswerOutcome, StoreError>>;
 
     /// Whether any job is due, without taking a write lock (idle workers ask this first).
     fn has_due_jobs(&self, now: i64) -> BoxFuture<'_, Result<bool, StoreError>>;
@@ -428,4 +499,37 @@ pub trait Store: Send + Sync + 'static {
 
     /// Commits pending writes and closes connections (a clean stop).
     fn close(&self) -> BoxFuture<'_, ()>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::apply_answers;
+    use serde_json::json;
+
+    fn answers(v: serde_json::Value) -> serde_json::Map<String, serde_json::Value> {
+        v.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn answers_fill_outstanding_requests_and_ignore_the_rest() {
+        let requests = json!({"a": {"method": "roots/list"}, "b": {"method": "roots/list"}});
+        let (left, so_far) = apply_answers(
+            &requests.to_string(),
+            None,
+            &answers(json!({"a": {"roots": []}, "zzz": {}})),
+        )
+        .unwrap();
+        assert_eq!(left.keys().collect::<Vec<_>>(), ["b"]);
+        assert_eq!(so_far, r#"{"a":{"roots":[]}}"#);
+        let (left, so_far) = apply_answers(
+            &serde_json::Value::Object(left).to_string(),
+            Some(&so_far),
+            &answers(json!({"b": {"roots": [1]}})),
+        )
+        .unwrap();
+        assert!(left.is_empty());
+        assert_eq!(so_far, r#"{"a":{"roots":[]},"b":{"roots":[1]}}"#);
+        // Nothing outstanding answered: nothing to write.
+        assert!(apply_answers(&requests.to_string(), None, &answers(json!({"c": {}}))).is_none());
+    }
 }

@@ -224,15 +224,11 @@ impl JobTool for ConfigTool {
                 attempt: meta.attempt,
                 args_json: &args_json,
                 timeout: inner.def.timeout,
-                ctx,
-                input: None,
+                input: meta.input.as_ref(),
+                ctx: ctx.clone(),
             };
-            match inner.attempt(&inv).await {
-                Ok(out) if super::asks_for_input(&out) => Err(JobError::Fatal(
-                    "input_required: a job cannot ask the client for input; only sync tools can (docs/TOOLS.md)".into(),
-                )),
-                other => other,
-            }
+            // A question is the worker's to handle: the job waits for its answers.
+            inner.attempt(&inv).await
         })
     }
 }

@@ -14,6 +14,7 @@ mod args;
 mod batch_sum;
 mod cancel_job;
 pub mod config_tool;
+pub mod input;
 mod noop;
 mod poll_job;
 pub mod runner;
@@ -44,12 +45,7 @@ pub struct CallCtx<'a> {
     pub input: Option<&'a runner::InputRound>,
 }
 
-/// Whether a tool's result is not an answer but a request for input from the client: an
-/// MCP `InputRequiredResult` (`"resultType": "input_required"`). Its shape is checked by
-/// the `/mcp` endpoint, the only one that can carry it.
-pub fn asks_for_input(result: &Object) -> bool {
-    matches!(result.get("resultType"), Some(Json::Str(t)) if t == "input_required")
-}
+pub use input::asks_for_input;
 
 /// Facts about this server that tools may report.
 #[derive(Debug, Clone)]
@@ -119,6 +115,8 @@ pub struct JobMeta {
     pub job_id: JobId,
     pub attempt: u32,
     pub client_id: ClientId,
+    /// What a client answered to the previous attempt's question, and its state.
+    pub input: Option<runner::InputRound>,
 }
 
 /// What a running job gets: its identity, its cancellation signal and a place to report

@@ -59,6 +59,16 @@ pub(super) fn describe(job: &JobRecord) -> Result<Reply, CallError> {
             status,
             result: Some(info),
         }),
+        // Its questions are answered over `/mcp` (tasks/update); here it reads as running.
+        JobState::AwaitingInput => {
+            if let Some(r) = &job.input_requests {
+                info.insert("input_requests".into(), parse_stored(r, "input_requests")?);
+            }
+            Ok(Reply {
+                status,
+                result: Some(info),
+            })
+        }
         JobState::Running => {
             if let Some(p) = &job.progress {
                 info.insert("progress".into(), parse_stored(p, "progress")?);

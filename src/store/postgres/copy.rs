@@ -49,6 +49,9 @@ impl PgStore {
                     def: r.try_get(20)?,
                     on_crash: CrashPolicy::from_code(i64::from(on_crash))
                         .ok_or_else(|| StoreError::Corrupt(format!("on_crash {on_crash}")))?,
+                    input_requests: r.try_get(23)?,
+                    input_responses: r.try_get(24)?,
+                    request_state: r.try_get(25)?,
                 };
                 Ok((
                     r.try_get(0)?,
@@ -71,7 +74,8 @@ impl PgStore {
             let mut q: QueryBuilder<Postgres> = QueryBuilder::new(
                 "INSERT INTO jobs (id, client_id, tool, args, state, attempt, max_attempts, run_at, \
                  lease_owner, lease_expires_at, fence, cancel_requested, progress, result, errors, \
-                 idempotency_key, created_at, started_at, finished_at, def, on_crash, capped) ",
+                 idempotency_key, created_at, started_at, finished_at, def, on_crash, capped, \
+                 input_requests, input_responses, request_state) ",
             );
             q.push_values(chunk, |mut b, j| {
                 let r = &j.rec;
@@ -97,7 +101,10 @@ impl PgStore {
                     .push_bind(r.finished_at)
                     .push_bind(r.def.clone())
                     .push_bind(r.on_crash.code() as i16)
-                    .push_bind(j.capped);
+                    .push_bind(j.capped)
+                    .push_bind(r.input_requests.clone())
+                    .push_bind(r.input_responses.clone())
+                    .push_bind(r.request_state.clone());
             });
             q.build().execute(&mut *tx).await?;
         }

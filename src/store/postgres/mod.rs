@@ -49,6 +49,8 @@ mod sql {
     pub const GET_JOB: &str = include_str!("../sql/postgres/get_job.sql");
     pub const GET_JOBS: &str = include_str!("../sql/postgres/get_jobs.sql");
     pub const CANCEL: &str = include_str!("../sql/postgres/cancel.sql");
+    pub const ANSWER_READ: &str = include_str!("../sql/postgres/answer_read.sql");
+    pub const ANSWER_WRITE: &str = include_str!("../sql/postgres/answer_write.sql");
     pub const HAS_DUE: &str = include_str!("../sql/postgres/has_due.sql");
     pub const CLAIM: &str = include_str!("../sql/postgres/claim.sql");
     pub const CLAIM_TOOL: &str = include_str!("../sql/postgres/claim_tool.sql");
@@ -97,6 +99,8 @@ struct Inner {
     writes: Mutex<()>,
     tx: mpsc::Sender<CommitOp>,
     wake: Option<Arc<Notify>>,
+    /// Pokes the notifier (`notify_loop`): jobs became due outside a group commit.
+    jobs_added: Arc<Notify>,
     prune_batch: i64,
     stop: tokio_util::sync::CancellationToken,
 }
@@ -214,7 +218,7 @@ impl PgStore {
                 jobs_added.clone(),
             ));
         }
-        tokio::spawn(notify_loop(pool.clone(), jobs_added, stop.clone()));
+        tokio::spawn(notify_loop(pool.clone(), jobs_added.clone(), stop.clone()));
         let (lookups, lookup_rx) = mpsc::channel(MAX_BATCH * 4);
         let lookup_rx = Arc::new(Mutex::new(lookup_rx));
         for _ in 0..POLL_READERS {
@@ -236,6 +240,7 @@ impl PgStore {
                 writes: Mutex::new(()),
                 tx,
                 wake,
+                jobs_added,
                 prune_batch: i64::from(pg.prune_batch.max(1)),
                 stop,
             }),
@@ -404,6 +409,7 @@ struct JobColumns {
     crash: Vec<i16>,
     capped: Vec<bool>,
     nonce: Vec<Option<Vec<u8>>>,
+    answers: Vec<Option<String>>,
 }
 
 /// Writes one batch and answers every op in it; returns true if the statement failed.
@@ -456,6 +462,7 @@ async fn commit_batch(conn: &mut PgConnection, ops: &mut Vec<CommitOp>) -> bool 
             cols.crash.push(j.on_crash.code() as i16);
             cols.capped.push(j.capped);
             cols.nonce.push(j.nonce.as_ref().map(|n| n.key.0.to_vec()));
+            cols.answers.push(j.input_responses.clone());
         }
     }
     let outcome = if keys.is_empty() && cols.id.is_empty() {
@@ -548,6 +555,7 @@ async fn write_batch(
         .bind(cols.crash)
         .bind(cols.capped)
         .bind(cols.nonce)
+        .bind(cols.answers)
         .fetch_one(&mut *conn)
         .await?;
     let admitted: HashSet<Vec<u8>> = row.try_get::<Vec<Vec<u8>>, _>(0)?.into_iter().collect();
@@ -615,6 +623,9 @@ fn record_from_row(r: &PgRow) -> Result<JobRecord, StoreError> {
         def: r.try_get(19)?,
         on_crash: CrashPolicy::from_code(i64::from(on_crash))
             .ok_or_else(|| StoreError::Corrupt(format!("on_crash {on_crash}")))?,
+        input_requests: r.try_get(21)?,
+        input_responses: r.try_get(22)?,
+        request_state: r.try_get(23)?,
     })
 }
 
@@ -628,6 +639,8 @@ fn claimed_from_row(r: &PgRow) -> Result<ClaimedJob, StoreError> {
         max_attempts: count(r.try_get(5)?, "max_attempts")?,
         fence: r.try_get(6)?,
         due_at: r.try_get(7)?,
+        input_responses: r.try_get(8)?,
+        request_state: r.try_get(9)?,
     })
 }
 
@@ -663,13 +676,21 @@ impl PgStore {
             Vec::with_capacity(n),
             Vec::with_capacity(n),
         );
+        let (mut requests, mut request_states) = (Vec::with_capacity(n), Vec::with_capacity(n));
         for c in done {
+            let (asked, asked_state) = match &c.outcome {
+                Outcome::AwaitInput { requests, state } => (Some(requests.clone()), state.clone()),
+                _ => (None, None),
+            };
+            requests.push(asked);
+            request_states.push(asked_state);
             let (state, result, error, run_at) = match c.outcome {
                 Outcome::Succeeded { result } => ("succeeded", Some(result), None, None),
                 Outcome::Retry { run_at, error } => ("queued", None, Some(error), Some(run_at)),
                 Outcome::Failed { error } => ("failed", None, Some(error), None),
                 Outcome::Cancelled { error } => ("cancelled", None, Some(error), None),
                 Outcome::InDoubt { error } => ("in_doubt", None, Some(error), None),
+                Outcome::AwaitInput { .. } => ("input_required", None, None, None),
             };
             ids.push(c.id.0);
             fences.push(c.fence);
@@ -689,6 +710,8 @@ impl PgStore {
             .bind(now)
             .bind(only_expired)
             .bind(vec!["running"; n])
+            .bind(requests)
+            .bind(request_states)
             .fetch_all(&self.inner.pool)
             .await?;
         rows.iter().map(|r| Ok(JobId(r.try_get(0)?))).collect()
@@ -859,7 +882,10 @@ impl Store for PgStore {
                     None => return Ok(CancelOutcome::NotFound),
                     Some(s) => {
                         let s = state_of(&s)?;
-                        if !matches!(s, JobState::Queued | JobState::Running) {
+                        if !matches!(
+                            s,
+                            JobState::Queued | JobState::Running | JobState::AwaitingInput
+                        ) {
                             return Ok(CancelOutcome::AlreadyFinished(s));
                         }
                     }
@@ -868,6 +894,61 @@ impl Store for PgStore {
             Err(StoreError::Commit(
                 "cancel: the job kept changing state".into(),
             ))
+        })
+    }
+
+    fn answer_input<'a>(
+        &'a self,
+        client: &'a ClientId,
+        id: &'a JobId,
+        answers: &'a serde_json::Map<String, serde_json::Value>,
+        now: i64,
+    ) -> BoxFuture<'a, Result<AnswerOutcome, StoreError>> {
+        Box::pin(async move {
+            let mut tx = self.inner.pool.begin().await?;
+            let row = sqlx::query(sql::ANSWER_READ)
+                .bind(&id.0)
+                .bind(&client.0)
+                .fetch_optional(&mut *tx)
+                .await?;
+            let Some(row) = row else {
+                return Ok(AnswerOutcome::NotFound);
+            };
+            let state = state_of(&row.try_get::<String, _>(0)?)?;
+            let requests: Option<String> = row.try_get(1)?;
+            let so_far: Option<String> = row.try_get(2)?;
+            let (JobState::AwaitingInput, Some(requests)) = (state, requests) else {
+                return Ok(AnswerOutcome::NotWaiting(state));
+            };
+            let Some((left, so_far)) = super::apply_answers(&requests, so_far.as_deref(), answers)
+            else {
+                let left =
+                    serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&requests)
+                        .map(|m| m.len())
+                        .unwrap_or(0);
+                return Ok(AnswerOutcome::Waiting(left));
+            };
+            let remaining = left.len();
+            let left = (remaining > 0).then(|| serde_json::Value::Object(left).to_string());
+            let written = sqlx::query(sql::ANSWER_WRITE)
+                .bind(&id.0)
+                .bind(&requests)
+                .bind(left)
+                .bind(&so_far)
+                .bind(now)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if written.is_none() {
+                return Err(StoreError::Commit(
+                    "answer_input: the job changed under its row lock".into(),
+                ));
+            }
+            tx.commit().await?;
+            if remaining > 0 {
+                return Ok(AnswerOutcome::Waiting(remaining));
+            }
+            self.inner.jobs_added.notify_one();
+            Ok(AnswerOutcome::Resumed)
         })
     }
 

@@ -12,4 +12,5 @@ WHERE seq IN (
     ORDER BY run_at, seq
     LIMIT max(0, min(?7, ?3 - (SELECT count(*) FROM jobs WHERE state = 'running' AND capped = 1 AND tool = ?5)))
 )
-RETURNING json_array(id, client_id, tool, args, attempt, max_attempts, fence, run_at)
+RETURNING json_array(id, client_id, tool, args, attempt, max_attempts, fence, run_at,
+                     input_responses, request_state)

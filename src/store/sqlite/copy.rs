@@ -53,6 +53,9 @@ impl SqliteStore {
                     def: r.try_get(20)?,
                     on_crash: CrashPolicy::from_code(on_crash)
                         .ok_or_else(|| corrupt(format!("on_crash {on_crash}")))?,
+                    input_requests: r.try_get(23)?,
+                    input_responses: r.try_get(24)?,
+                    request_state: r.try_get(25)?,
                 };
                 Ok((
                     r.try_get(0)?,
@@ -72,12 +75,13 @@ impl SqliteStore {
         }
         let mut conn = self.inner.writer.lock().await;
         let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-        // 22 columns: SQLite allows 32766 bound values per statement.
+        // 25 columns: SQLite allows 32766 bound values per statement.
         for chunk in jobs.chunks(1000) {
             let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
                 "INSERT INTO jobs (id, client_id, tool, args, state, attempt, max_attempts, run_at, \
                  lease_owner, lease_expires_at, fence, cancel_requested, progress, result, errors, \
-                 idempotency_key, created_at, started_at, finished_at, def, on_crash, capped) ",
+                 idempotency_key, created_at, started_at, finished_at, def, on_crash, capped, \
+                 input_requests, input_responses, request_state) ",
             );
             q.push_values(chunk, |mut b, j| {
                 let r = &j.rec;
@@ -102,7 +106,10 @@ impl SqliteStore {
                     .push_bind(r.finished_at)
                     .push_bind(r.def.clone())
                     .push_bind(r.on_crash.code())
-                    .push_bind(j.capped as i64);
+                    .push_bind(j.capped as i64)
+                    .push_bind(r.input_requests.clone())
+                    .push_bind(r.input_responses.clone())
+                    .push_bind(r.request_state.clone());
             });
             q.build().execute(&mut *tx).await?;
         }

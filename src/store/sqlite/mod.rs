@@ -53,6 +53,8 @@ mod sql {
     pub const CANCEL_QUEUED: &str = include_str!("../sql/cancel_queued.sql");
     pub const CANCEL_RUNNING: &str = include_str!("../sql/cancel_running.sql");
     pub const JOB_STATE: &str = include_str!("../sql/job_state.sql");
+    pub const ANSWER_READ: &str = include_str!("../sql/answer_read.sql");
+    pub const ANSWER_WRITE: &str = include_str!("../sql/answer_write.sql");
     pub const CLAIM: &str = include_str!("../sql/claim.sql");
     pub const CLAIM_TOOL: &str = include_str!("../sql/claim_tool.sql");
     pub const UNKNOWN_DEFINITIONS: &str = include_str!("../sql/unknown_definitions.sql");
@@ -695,7 +697,7 @@ impl Rows {
 }
 
 /// `[id, client, tool, args, max_attempts, created_at, idempotency_key, def, on_crash,
-/// capped]` (migration 0005).
+/// capped, input_responses]` (migration 0006).
 fn push_job(rows: &mut Rows, j: &NewJob) {
     rows.row()
         .str(&j.id.0)
@@ -707,7 +709,8 @@ fn push_job(rows: &mut Rows, j: &NewJob) {
         .opt_str(j.idempotency_key.as_deref())
         .str(&j.def)
         .int(j.on_crash.code())
-        .int(i64::from(j.capped));
+        .int(i64::from(j.capped))
+        .opt_str(j.input_responses.as_deref());
 }
 
 /// Nonce records packed for one `nonce_batches` row: 16-byte digest + big-endian i64 expiry each.
@@ -853,8 +856,8 @@ fn records_from_json(text: &str) -> Result<HashMap<String, JobRecord>, StoreErro
         let Json::Array(cols) = row else {
             return Err(corrupt("a row is not an array"));
         };
-        let [id, client_id, tool, args, state, attempt, max_attempts, run_at, lease_owner, lease_expires_at, fence, cancel_requested, progress, result, errors, idempotency_key, created_at, started_at, finished_at, def, on_crash]: [Json; 21] =
-            cols.try_into().map_err(|_| corrupt("a row does not have 21 columns"))?;
+        let [id, client_id, tool, args, state, attempt, max_attempts, run_at, lease_owner, lease_expires_at, fence, cancel_requested, progress, result, errors, idempotency_key, created_at, started_at, finished_at, def, on_crash, input_requests, input_responses, request_state]: [Json; 24] =
+            cols.try_into().map_err(|_| corrupt("a row does not have 24 columns"))?;
         let text = |v: Json, name: &str| match v {
             Json::Str(s) => Ok(s),
             _ => Err(corrupt(&format!("{name} is not text"))),
@@ -896,13 +899,17 @@ fn records_from_json(text: &str) -> Result<HashMap<String, JobRecord>, StoreErro
             def: text(def, "def")?,
             on_crash: CrashPolicy::from_code(on_crash)
                 .ok_or_else(|| corrupt(&format!("on_crash {on_crash}")))?,
+            input_requests: opt_text(input_requests, "input_requests")?,
+            input_responses: opt_text(input_responses, "input_responses")?,
+            request_state: opt_text(request_state, "request_state")?,
         };
         out.insert(rec.id.0.clone(), rec);
     }
     Ok(out)
 }
 
-/// One claimed job from claim.sql's `json_array(id, client_id, tool, args, attempt, max_attempts, fence, run_at)`.
+/// One claimed job from claim.sql's `json_array(id, client_id, tool, args, attempt,
+/// max_attempts, fence, run_at, input_responses, request_state)`.
 fn claimed_from_json(text: &str) -> Result<ClaimedJob, StoreError> {
     let corrupt = |what: &str| StoreError::Corrupt(format!("claimed job: {what}"));
     let Json::Array(cols) =
@@ -910,10 +917,15 @@ fn claimed_from_json(text: &str) -> Result<ClaimedJob, StoreError> {
     else {
         return Err(corrupt("not an array"));
     };
-    let [Json::Str(id), Json::Str(client_id), Json::Str(tool), Json::Str(args), Json::Int(attempt), Json::Int(max_attempts), Json::Int(fence), Json::Int(due_at)]: [Json; 8] =
-        cols.try_into().map_err(|_| corrupt("not 8 columns"))?
+    let [Json::Str(id), Json::Str(client_id), Json::Str(tool), Json::Str(args), Json::Int(attempt), Json::Int(max_attempts), Json::Int(fence), Json::Int(due_at), input_responses, request_state]: [Json; 10] =
+        cols.try_into().map_err(|_| corrupt("not 10 columns"))?
     else {
         return Err(corrupt("a column has the wrong type"));
+    };
+    let opt_text = |v: Json, name: &str| match v {
+        Json::Null => Ok(None),
+        Json::Str(s) => Ok(Some(s)),
+        _ => Err(corrupt(&format!("{name} is not text"))),
     };
     let count = |v: i64, name: &str| u32::try_from(v).map_err(|_| corrupt(&format!("{name} {v}")));
     Ok(ClaimedJob {
@@ -925,10 +937,13 @@ fn claimed_from_json(text: &str) -> Result<ClaimedJob, StoreError> {
         max_attempts: count(max_attempts, "max_attempts")?,
         fence,
         due_at,
+        input_responses: opt_text(input_responses, "input_responses")?,
+        request_state: opt_text(request_state, "request_state")?,
     })
 }
 
-/// `[id, fence, state, result, error, run_at]` per completion (complete.sql).
+/// `[id, fence, state, result, error, run_at, input_requests, request_state]` per
+/// completion (complete.sql).
 fn completions_json(done: &[Completion]) -> String {
     let mut rows = Rows::new();
     for c in done {
@@ -940,6 +955,11 @@ fn completions_json(done: &[Completion]) -> String {
             Outcome::Failed { error } => ("failed", None, Some(error.as_str()), None),
             Outcome::Cancelled { error } => ("cancelled", None, Some(error.as_str()), None),
             Outcome::InDoubt { error } => ("in_doubt", None, Some(error.as_str()), None),
+            Outcome::AwaitInput { .. } => ("input_required", None, None, None),
+        };
+        let (requests, request_state) = match &c.outcome {
+            Outcome::AwaitInput { requests, state } => (Some(requests.as_str()), state.as_deref()),
+            _ => (None, None),
         };
         rows.row()
             .str(&c.id.0)
@@ -947,7 +967,9 @@ fn completions_json(done: &[Completion]) -> String {
             .str(state)
             .opt_str(result)
             .opt_str(error)
-            .opt_int(run_at);
+            .opt_int(run_at)
+            .opt_str(requests)
+            .opt_str(request_state);
     }
     rows.finish()
 }
@@ -1134,6 +1156,67 @@ impl Store for SqliteStore {
                 self.inner.durability.wait().await?;
             }
             Ok(outcome)
+        })
+    }
+
+    fn answer_input<'a>(
+        &'a self,
+        client: &'a ClientId,
+        id: &'a JobId,
+        answers: &'a serde_json::Map<String, serde_json::Value>,
+        now: i64,
+    ) -> BoxFuture<'a, Result<AnswerOutcome, StoreError>> {
+        Box::pin(async move {
+            let mut conn = self.inner.writer.lock().await;
+            let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+            let row: Option<(String, Option<String>, Option<String>)> =
+                sqlx::query_as(sql::ANSWER_READ)
+                    .bind(&id.0)
+                    .bind(&client.0)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            let Some((state, requests, so_far)) = row else {
+                return Ok(AnswerOutcome::NotFound);
+            };
+            let state = JobState::parse(&state)
+                .ok_or_else(|| StoreError::Corrupt(format!("state {state:?}")))?;
+            let (JobState::AwaitingInput, Some(requests)) = (state, requests) else {
+                return Ok(AnswerOutcome::NotWaiting(state));
+            };
+            let Some((left, so_far)) = super::apply_answers(&requests, so_far.as_deref(), answers)
+            else {
+                let left =
+                    serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&requests)
+                        .map(|m| m.len())
+                        .unwrap_or(0);
+                return Ok(AnswerOutcome::Waiting(left));
+            };
+            let remaining = left.len();
+            let left = (remaining > 0).then(|| serde_json::Value::Object(left).to_string());
+            // The writer lock and BEGIN IMMEDIATE make the read and this write one step;
+            // the guard on the requests read keeps it right without them too.
+            let written = sqlx::query(sql::ANSWER_WRITE)
+                .bind(&id.0)
+                .bind(&requests)
+                .bind(left)
+                .bind(&so_far)
+                .bind(now)
+                .fetch_optional(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            drop(conn);
+            if written.is_none() {
+                return Err(StoreError::Read(
+                    "the job changed while its answers were written".into(),
+                ));
+            }
+            // Acknowledged to the client: durable first.
+            self.inner.durability.wait().await?;
+            Ok(if remaining == 0 {
+                AnswerOutcome::Resumed
+            } else {
+                AnswerOutcome::Waiting(remaining)
+            })
         })
     }
 
@@ -1530,13 +1613,14 @@ mod tests {
 
     #[test]
     fn group_read_rows_decode_and_reject_anything_malformed() {
-        let row = r#"["0193b3c4-5d6e-7f80-9a1b-000000000001","alice","start_long_task","{}","running",1,3,10,"w1",40,2,0,"{\"p\":1}",null,"[]",null,5,6,null,"1",2]"#;
+        let row = r#"["0193b3c4-5d6e-7f80-9a1b-000000000001","alice","start_long_task","{}","running",1,3,10,"w1",40,2,0,"{\"p\":1}",null,"[]",null,5,6,null,"1",2,null,null,"s"]"#;
         let found = records_from_json(&format!("[{row}]")).unwrap();
         let r = &found["0193b3c4-5d6e-7f80-9a1b-000000000001"];
         assert_eq!(r.client_id.0, "alice");
         assert_eq!(r.lease_owner.as_deref(), Some("w1"));
         assert_eq!(r.progress.as_deref(), Some(r#"{"p":1}"#));
         assert_eq!(r.on_crash, crate::jobs::CrashPolicy::Hold);
+        assert_eq!(r.request_state.as_deref(), Some("s"));
         assert_eq!(
             (r.attempt, r.fence, r.lease_expires_at, r.finished_at),
             (1, 2, Some(40), None)
@@ -1548,7 +1632,8 @@ mod tests {
             r#"[["too","short"]]"#.to_string(),
             format!("[{}]", row.replace(r#""running""#, r#""exploded""#)),
             format!("[{}]", row.replace(",1,3,", r#","1",3,"#)),
-            format!("[{}]", row.replace(r#""1",2]"#, r#""1",7]"#)),
+            format!("[{}]", row.replace(r#""1",2,"#, r#""1",7,"#)),
+            format!("[{}]", row.replace(r#","s"]"#, ",5]")),
         ] {
             assert!(
                 matches!(records_from_json(&bad), Err(StoreError::Corrupt(_))),
@@ -1559,7 +1644,7 @@ mod tests {
 
     #[test]
     fn claimed_rows_decode_and_reject_anything_malformed() {
-        let row = r#"["0193b3c4-5d6e-7f80-9a1b-000000000001","alice","start_long_task","{\"seconds\":1}",2,3,7,1700000000000]"#;
+        let row = r#"["0193b3c4-5d6e-7f80-9a1b-000000000001","alice","start_long_task","{\"seconds\":1}",2,3,7,1700000000000,"{\"a\":{}}",null]"#;
         let job = claimed_from_json(row).unwrap();
         assert_eq!(job.id.0, "0193b3c4-5d6e-7f80-9a1b-000000000001");
         assert_eq!(job.tool, "start_long_task");
@@ -1567,6 +1652,8 @@ mod tests {
         assert_eq!(job.args, r#"{"seconds":1}"#);
         assert_eq!((job.attempt, job.max_attempts, job.fence), (2, 3, 7));
         assert_eq!(job.due_at, 1_700_000_000_000);
+        assert_eq!(job.input_responses.as_deref(), Some(r#"{"a":{}}"#));
+        assert_eq!(job.request_state, None);
         for bad in [
             "{}".to_string(),
             "not json".to_string(),
@@ -1574,6 +1661,7 @@ mod tests {
             row.replace(",2,3,", r#","2",3,"#),
             row.replace(",2,3,", ",-1,3,"),
             row.replace(r#""start_long_task""#, "null"),
+            row.replace(",null]", ",5]"),
         ] {
             assert!(
                 matches!(claimed_from_json(&bad), Err(StoreError::Corrupt(_))),

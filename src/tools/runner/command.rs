@@ -97,7 +97,9 @@ impl CommandRunner {
             ("MCPQ_ATTEMPT", &attempt),
         ];
         if let Some(round) = inv.input {
-            vars.push(("MCPQ_CLIENT_CAPABILITIES", &round.client_capabilities));
+            if let Some(c) = &round.client_capabilities {
+                vars.push(("MCPQ_CLIENT_CAPABILITIES", c));
+            }
             if let Some(r) = &round.input_responses {
                 vars.push(("MCPQ_INPUT_RESPONSES", r));
             }

@@ -88,7 +88,9 @@ impl HttpRunner {
             // JSON may hold any Unicode; header values travel as base64 of its UTF-8.
             use base64::Engine;
             let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
-            req = req.header("Mcpq-Client-Capabilities", b64(&round.client_capabilities));
+            if let Some(c) = &round.client_capabilities {
+                req = req.header("Mcpq-Client-Capabilities", b64(c));
+            }
             if let Some(r) = &round.input_responses {
                 req = req.header("Mcpq-Input-Responses", b64(r));
             }

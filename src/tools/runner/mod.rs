@@ -22,13 +22,13 @@ use crate::config::ConfigError;
 use crate::json::Object;
 use crate::tools::{JobCtx, JobError};
 
-/// What a standard MCP client (2026-07-28) sent along a sync call, for a tool that asks it
-/// for input (MRTR, docs/TOOLS.md "Asking the client for input"): the capabilities it
-/// declared, its answers to the previous round's requests, and the tool's own state from
-/// that round (already checked by the daemon). All JSON text.
+/// What a tool that asks its client for input gets back (docs/TOOLS.md "Asking the
+/// client for input"): the capabilities the client declared (a sync call of a 2026-07-28
+/// client; unknown for a job), its answers to the previous round's requests, and the
+/// tool's own state from that round (checked by the daemon). JSON text.
 #[derive(Debug, Clone, Default)]
 pub struct InputRound {
-    pub client_capabilities: String,
+    pub client_capabilities: Option<String>,
     pub input_responses: Option<String>,
     pub request_state: Option<String>,
 }

@@ -6,3 +6,5 @@ UNION ALL
 SELECT 'running', tool, count(*), NULL FROM jobs WHERE state = 'running' GROUP BY tool
 UNION ALL
 SELECT 'in_doubt', tool, count(*), NULL FROM jobs WHERE state = 'in_doubt' GROUP BY tool
+UNION ALL
+SELECT 'input_required', tool, count(*), NULL FROM jobs WHERE state = 'input_required' GROUP BY tool

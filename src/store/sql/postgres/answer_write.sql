@@ -1,0 +1,10 @@
+-- Records a client's answers to a waiting job (its row locked by answer_read.sql): $1 id,
+-- $2 the requests read, $3 the requests still outstanding (NULL: none, the job is queued
+-- again, due at $5), $4 the answers of the round so far.
+UPDATE jobs
+SET input_requests = $3,
+    input_responses = $4,
+    state = CASE WHEN $3::text IS NULL THEN 'queued' ELSE state END,
+    run_at = CASE WHEN $3::text IS NULL THEN $5 ELSE run_at END
+WHERE id = $1 AND state = 'input_required' AND input_requests = $2
+RETURNING state
