@@ -356,6 +356,13 @@ impl App {
         answers: Option<String>,
     ) -> Result<crate::jobs::JobId, CallError> {
         let req = t.validate(args)?;
+        if t.ask_first().is_some() && answers.is_none() {
+            return Err(CallError::ToolFailed(
+                "input_required: this tool asks its client questions before it runs, which only a \
+                 standard MCP client of revision 2026-07-28 can answer (POST /mcp)"
+                    .into(),
+            ));
+        }
         let admitted = self
             .limits
             .admit_job(&client.0, now, self.store.as_ref())

@@ -42,7 +42,13 @@ fn env() -> TestEnv {
          [tools.refuses]\ndescription = \"Exits non-zero: the tool's own error\"\n\
          command = [\"/bin/sh\", \"-c\", \"cat > /dev/null; echo no >&2; exit 2\"]\n\n\
          [tools.garbles]\ndescription = \"Prints no JSON: a protocol error\"\n\
-         command = [\"/bin/sh\", \"-c\", \"cat > /dev/null; echo garbage\"]\n",
+         command = [\"/bin/sh\", \"-c\", \"cat > /dev/null; echo garbage\"]\n\n\
+         [tools.confirm]\ndescription = \"Asks to confirm mid-task\"\n\
+         command = [\"/usr/bin/python3\", \"{ask}\", \"confirm_delete\"]\n\n\
+         [tools.greet_task]\ndescription = \"Asks a name up front, greets from a task\"\n\
+         task_support = \"required\"\ncommand = [\"/usr/bin/python3\", \"{ask}\", \"greet_answer\"]\n\
+         [tools.greet_task.ask.user_name]\nmethod = \"elicitation/create\"\n\
+         params = {{ message = \"Name?\" }}\n",
         fixture("progress_tool.sh"),
         ask = fixture("../conformance/fixtures/ask.py"),
     ))
@@ -595,6 +601,115 @@ async fn task_only_tools_and_how_a_failed_job_shows_as_a_task() {
         "{t}"
     );
     assert!(t.get("result").is_none(), "{t}");
+}
+
+/// Polls a task until `done(task)`; the last task seen.
+async fn task_until(addr: SocketAddr, id: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let mut t = Value::Null;
+    for _ in 0..300 {
+        let r = modern(addr, TOKEN, "tasks/get", json!({ "taskId": id }), true).await;
+        t = r.last()["result"].clone();
+        if done(&t) {
+            return t;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("task {id} never got there: {t}");
+}
+
+#[tokio::test]
+async fn a_task_that_asks_waits_for_its_answers_across_a_restart() {
+    let env = env().set("MCPQ__SERVER__EMBEDDED_WORKERS", "0");
+    let mut d = env.spawn_daemon().await;
+    let mut w = env.spawn_worker(1).await;
+    let confirm = json!({"name": "confirm", "arguments": {"filename": "f.txt"}});
+    let r = modern(d.addr, TOKEN, "tools/call", confirm.clone(), true).await;
+    let id = r.last()["result"]["taskId"].as_str().unwrap().to_string();
+    let t = task_until(d.addr, &id, |t| t["status"] != "working").await;
+    assert_eq!(t["status"], "input_required", "{t}");
+    assert_eq!(
+        t["inputRequests"]["confirm"]["method"], "elicitation/create",
+        "{t}"
+    );
+    assert!(t.get("result").is_none(), "{t}");
+    // A client without tasks cannot answer: its held call says so, naming the job.
+    let r = modern(d.addr, TOKEN, "tools/call", confirm, false).await;
+    let held = &r.last()["result"];
+    assert_eq!(held["isError"], true, "{held}");
+    assert!(
+        held["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("input_required"),
+        "{held}"
+    );
+
+    // The question is durable: it outlives the daemon and the worker.
+    d.proc.kill9().await;
+    w.kill9().await;
+    let d = env.spawn_daemon().await;
+    let _w = env.spawn_worker(1).await;
+    let t = task_until(d.addr, &id, |_| true).await;
+    assert_eq!(t["status"], "input_required", "{t}");
+    let answer = json!({"taskId": id, "inputResponses": {"confirm": {"action": "accept", "content": {"confirm": true}}}});
+    let r = modern(d.addr, OTHER_TOKEN, "tasks/update", answer.clone(), true).await;
+    assert_eq!(
+        r.last()["error"]["code"],
+        -32602,
+        "another client's task: {:?}",
+        r.messages
+    );
+    let r = modern(d.addr, TOKEN, "tasks/update", answer, true).await;
+    assert_eq!(
+        r.last()["result"]["resultType"],
+        "complete",
+        "{:?}",
+        r.messages
+    );
+    assert!(r.last()["result"].get("status").is_none());
+    let t = task_until(d.addr, &id, |t| t["status"] == "completed").await;
+    assert_eq!(t["result"]["content"][0]["text"], "deleted f.txt", "{t}");
+
+    // Questions declared up front: asked before any job exists, then one task.
+    let call = json!({"name": "greet_task", "arguments": {}});
+    let r = modern_with(
+        d.addr,
+        TOKEN,
+        "tools/call",
+        call.clone(),
+        json!({"elicitation": {}, "extensions": {TASKS: {}}}),
+    )
+    .await;
+    let asked = r.last()["result"].clone();
+    assert_eq!(asked["resultType"], "input_required", "{asked}");
+    assert!(asked.get("taskId").is_none(), "{asked}");
+    let mut again = call.clone();
+    again["inputResponses"] =
+        json!({"user_name": {"action": "accept", "content": {"name": "Ada"}}});
+    again["requestState"] = asked["requestState"].clone();
+    let r = modern_with(
+        d.addr,
+        TOKEN,
+        "tools/call",
+        again,
+        json!({"elicitation": {}, "extensions": {TASKS: {}}}),
+    )
+    .await;
+    let created = r.last()["result"].clone();
+    assert_eq!(created["resultType"], "task", "{created}");
+    assert!(created.get("requestState").is_none(), "{created}");
+    let t = task_until(d.addr, created["taskId"].as_str().unwrap(), |t| {
+        t["status"] == "completed"
+    })
+    .await;
+    assert_eq!(
+        t["result"]["content"][0]["text"], "Hello, Ada! (from a task)",
+        "{t}"
+    );
+    // The signed endpoint cannot answer questions: refused, nothing stored.
+    let mut c = env.client(&d).await;
+    let r = c.call("greet_task", args("{}")).await.unwrap();
+    assert_eq!(r.error_code(), Some("tool_failed"), "{}", r.raw);
 }
 
 #[tokio::test]

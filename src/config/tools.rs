@@ -83,6 +83,7 @@ struct RawTool {
     header_files: BTreeMap<String, PathBuf>,
     connect_timeout_ms: Option<u64>,
     task_support: Option<TaskSupport>,
+    ask: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// How the tool is run.
@@ -125,6 +126,9 @@ pub struct ToolDef {
     pub on_worker_crash: CrashPolicy,
     pub max_output_bytes: usize,
     pub task_support: TaskSupport,
+    /// Job tools: questions a `/mcp` client answers before the job is accepted (MCP input
+    /// requests keyed by id); the answers reach the first attempt.
+    pub ask: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 fn invalid(tool: &str, msg: impl std::fmt::Display) -> ConfigError {
@@ -231,6 +235,7 @@ fn resolve(
         (raw.retry_max_ms.is_some(), "retry_max_ms"),
         (raw.on_worker_crash.is_some(), "on_worker_crash"),
         (raw.task_support.is_some(), "task_support"),
+        (raw.ask.is_some(), "ask"),
     ] {
         only_for(set && sync, key, "mode = \"job\" tools")?;
     }
@@ -348,6 +353,15 @@ fn resolve(
     let digest =
         Sha256::digest(serde_json::json!([fingerprint, input_schema, output_schema]).to_string());
     let definition = hex::encode(digest)[..16].to_string();
+    let ask = match raw.ask {
+        None => None,
+        Some(requests) => {
+            let asked =
+                crate::tools::input::parse(&serde_json::json!({ "inputRequests": requests }))
+                    .map_err(|e| invalid(name, format!("ask: {e}")))?;
+            Some(asked.requests)
+        }
+    };
     let concurrency = match raw.mode {
         Mode::Sync => Some(raw.concurrency.unwrap_or(DEFAULT_SYNC_CONCURRENCY)),
         Mode::Job => raw.concurrency,
@@ -368,6 +382,7 @@ fn resolve(
         on_worker_crash: raw.on_worker_crash.unwrap_or_default(),
         max_output_bytes,
         task_support: raw.task_support.unwrap_or_default(),
+        ask,
     })
 }
 
@@ -407,6 +422,35 @@ env = { PATH = "/usr/bin:/bin" }
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn declared_questions_are_checked_and_only_for_job_tools() {
+        let base = "[tools.t]\ndescription = \"T\"\ncommand = [\"/bin/cat\"]\n";
+        let t = one(&format!(
+            "{base}task_support = \"required\"\n[tools.t.ask.name]\nmethod = \"elicitation/create\"\nparams = {{ message = \"Name?\" }}\n"
+        ))
+        .unwrap();
+        assert_eq!(t.task_support, TaskSupport::Required);
+        assert_eq!(t.ask.unwrap()["name"]["params"]["message"], "Name?");
+        let e = one(&format!(
+            "{base}[tools.t.ask.name]\nmethod = \"tools/call\"\n"
+        ))
+        .unwrap_err();
+        assert!(
+            e.contains("tools.t: ask: inputRequests[\"name\"].method"),
+            "{e}"
+        );
+        let e = one(&format!(
+            "{base}mode = \"sync\"\n[tools.t.ask.name]\nmethod = \"roots/list\"\n"
+        ))
+        .unwrap_err();
+        assert!(e.contains("ask applies only to"), "{e}");
+        let e = one(&format!(
+            "{base}mode = \"sync\"\ntask_support = \"required\"\n"
+        ))
+        .unwrap_err();
+        assert!(e.contains("task_support applies only to"), "{e}");
     }
 
     #[test]

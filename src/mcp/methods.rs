@@ -332,11 +332,44 @@ pub async fn call_tool(call: &Call, params: &Value) -> Result<CallPlan, McpError
             if t.task_support() == TaskSupport::Required && !as_task {
                 return Err(task_required(name, call.era));
             }
+            // Questions declared up front are asked before anything is stored; the job is
+            // accepted with the answers (MRTR first, then the task).
+            let mut answers = None;
+            if let (Some(asked), Some(caps)) = (t.ask_first(), &call.capabilities) {
+                let args_json = Json::Object(args.clone()).to_canonical();
+                let binding = input::Binding {
+                    tool: name,
+                    client: &call.client.0,
+                    args_json: &args_json,
+                };
+                let key = call.app.request_state_key();
+                let round = input::read_round(params, caps, &key, &binding, now)?;
+                let given: serde_json::Map<String, Value> = round
+                    .input_responses
+                    .as_deref()
+                    .and_then(|r| serde_json::from_str(r).ok())
+                    .unwrap_or_default();
+                let missing: serde_json::Map<String, Value> = asked
+                    .iter()
+                    .filter(|(k, _)| !given.contains_key(*k))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                if !missing.is_empty() {
+                    let out = json!({"resultType": "input_required", "inputRequests": missing});
+                    return input::input_required(&out, caps, &key, &binding, now)
+                        .map(CallPlan::Done);
+                }
+                let only_asked: serde_json::Map<String, Value> = given
+                    .into_iter()
+                    .filter(|(k, _)| asked.contains_key(k))
+                    .collect();
+                answers = Some(Value::Object(only_asked).to_string());
+            }
             // The seed's explicit-handle tool keeps its contract: the handle, at once.
             let handle_only = t.name() == "start_long_task";
             match call
                 .app
-                .enqueue_job(&t, &call.client, &args, None, now, None)
+                .enqueue_job(&t, &call.client, &args, None, now, answers)
                 .await
             {
                 Ok(id) if handle_only && !(as_task && call.era == Era::Legacy) => {
@@ -551,7 +584,7 @@ pub async fn tasks_get(call: &Call, params: &Value) -> Result<Value, McpError> {
                 m.remove(RELATED_TASK);
             }
             match job.state {
-                JobState::Cancelled => {}
+                JobState::Cancelled | JobState::AwaitingInput => {}
                 JobState::Failed if !failed_by_tool(&job) => {
                     t["error"] = json!({
                         "code": super::error::code::INTERNAL_ERROR,

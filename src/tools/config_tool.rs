@@ -203,6 +203,9 @@ impl JobTool for ConfigTool {
     fn task_support(&self) -> super::TaskSupport {
         self.inner.def.task_support
     }
+    fn ask_first(&self) -> Option<&serde_json::Map<String, serde_json::Value>> {
+        self.inner.def.ask.as_ref()
+    }
     fn validate(&self, args: &Object) -> Result<JobRequest, CallError> {
         self.check_args(args)?;
         Ok(JobRequest {

@@ -192,6 +192,11 @@ pub trait JobTool: Send + Sync + 'static {
             concurrency: None,
         }
     }
+    /// Questions a `/mcp` client answers before a job is accepted (MCP input requests keyed
+    /// by id); the answers reach the first attempt. `None`: it asks nothing up front.
+    fn ask_first(&self) -> Option<&serde_json::Map<String, serde_json::Value>> {
+        None
+    }
     /// Whether a standard MCP client must run it as a task (see [`TaskSupport`]).
     fn task_support(&self) -> TaskSupport {
         TaskSupport::Optional
