@@ -72,6 +72,8 @@ pub struct App {
     origin_policy: crate::mcp::http::OriginPolicy,
     retention_ms: u64,
     anonymous_client: String,
+    /// Questions tools asked 2025-11-25 clients over SSE, awaiting their answers.
+    pending_answers: crate::mcp::bridge::Pending,
 }
 
 /// What `/mcp` reads of the app (`crate::mcp`).
@@ -81,6 +83,9 @@ impl App {
     }
     pub(crate) fn server_info(&self) -> Arc<ServerInfo> {
         self.info.load_full()
+    }
+    pub(crate) fn pending_answers(&self) -> &crate::mcp::bridge::Pending {
+        &self.pending_answers
     }
     pub(crate) fn store(&self) -> &dyn Store {
         self.store.as_ref()
@@ -627,6 +632,7 @@ impl Server {
             ),
             retention_ms: settings.jobs.retention_secs.saturating_mul(1000),
             anonymous_client: settings.mcp.anonymous_client.clone(),
+            pending_answers: Default::default(),
         };
         Ok(Server {
             listener,

@@ -69,9 +69,18 @@ impl Http {
     }
 }
 
+/// POSTs one message; `Accept` is both JSON and SSE unless `headers` set it.
 async fn post(addr: SocketAddr, headers: &[(&str, &str)], body: &str) -> Http {
+    let accept = if headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("accept"))
+    {
+        ""
+    } else {
+        "Accept: application/json, text/event-stream\r\n"
+    };
     let mut req = format!(
-        "POST /mcp HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: {}\r\nConnection: close\r\n",
+        "POST /mcp HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n{accept}Content-Length: {}\r\nConnection: close\r\n",
         body.len()
     );
     for (k, v) in headers {
@@ -403,13 +412,18 @@ async fn the_python_sdk_runs_a_job_as_a_task_and_finds_it_again_after_kill_9() {
 }
 
 #[tokio::test]
-async fn the_python_sdk_answers_a_tools_question_and_gets_its_answer() {
+async fn the_python_sdk_answers_a_tools_question_in_both_eras() {
     let env = env();
     let d = env.spawn_daemon().await;
     // The SDK's multi-round driver answers the elicitation through its callback (which
     // gives "Ada") and calls again with the answer and the sealed requestState.
     let r = sdk(d.addr, "ask", "ask_name").await;
     assert_eq!(r["protocol"], MODERN, "{r}");
+    assert_eq!(r["is_error"], false, "{r}");
+    assert_eq!(r["text"], "Hello, Ada!", "{r}");
+    // 2025-11-25: the same tool's question travels as a request on the call's stream.
+    let r = sdk(d.addr, "legacy-ask", "ask_name").await;
+    assert_eq!(r["protocol"], "2025-11-25", "{r}");
     assert_eq!(r["is_error"], false, "{r}");
     assert_eq!(r["text"], "Hello, Ada!", "{r}");
 }
@@ -493,12 +507,19 @@ async fn a_tools_question_round_is_sealed_and_refused_where_it_cannot_be_answere
         json!({"sampling": {}})
     );
 
-    // 2025-11-25 and /v1/call cannot carry a question: a clear tool error.
-    let r = legacy(
+    // A 2025-11-25 client that takes no stream, and /v1/call, cannot be asked: a clear
+    // tool error (with a stream, the question is bridged: the Python SDK test).
+    let auth = bearer(TOKEN);
+    let body = json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call",
+        "params": {"name": "ask_name", "arguments": {}}});
+    let r = post(
         d.addr,
-        TOKEN,
-        "tools/call",
-        json!({"name": "ask_name", "arguments": {}}),
+        &[
+            ("Authorization", &auth),
+            ("MCP-Protocol-Version", "2025-11-25"),
+            ("Accept", "application/json"),
+        ],
+        &body.to_string(),
     )
     .await;
     let res = &r.last()["result"];

@@ -12,6 +12,8 @@ Run by tests/mcp.rs:  python mcp_sdk_tasks.py COMMAND URL TOKEN ARG
   legacy-finish ID  2025-11-25: tasks/get, then tasks/result (which waits for the end).
   ask TOOL          2026-07-28: call a tool that elicits; the SDK's multi-round driver
                     answers through the elicitation callback and retries with the answer.
+  legacy-ask TOOL   2025-11-25: the same tool; its question arrives as an elicitation/create
+                    request on the call's SSE stream, answered by the same callback.
 
 Prints one JSON line; exits non-zero on any failure.
 
@@ -123,8 +125,11 @@ async def main(command: str, arg: str) -> dict:
                 result = types.CallToolResult.model_validate(raw)
                 return {"protocol": c.protocol_version, "status_before": got.status,
                         "is_error": result.is_error, "structured": result.structured_content}
-        if command == "ask":
-            async with client(http, "auto", elicitation_callback=on_elicit) as c:
+        if command in ("ask", "legacy-ask"):
+            # 2026-07-28: the SDK's multi-round driver; 2025-11-25: the daemon sends the
+            # question on the call's stream and the SDK answers it with a POST.
+            mode = "legacy" if command == "legacy-ask" else "auto"
+            async with client(http, mode, elicitation_callback=on_elicit) as c:
                 r = await c.call_tool(arg, {})
                 return {"protocol": c.protocol_version, "is_error": r.is_error,
                         "text": r.content[0].text}

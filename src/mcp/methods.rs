@@ -35,6 +35,7 @@ pub const PROGRESS_POLL: Duration = Duration::from_millis(100);
 const POLL_INTERVAL_MS: u64 = 1000;
 
 /// One request's context: who asked, in which era, with which declared capabilities.
+#[derive(Clone)]
 pub struct Call {
     pub app: Arc<App>,
     pub client: ClientId,
@@ -42,6 +43,8 @@ pub struct Call {
     pub wants_tasks: bool,
     /// The client capabilities a 2026-07-28 request declared; `None` in 2025-11-25.
     pub capabilities: Option<Value>,
+    /// The client accepts an SSE answer (a 2025-11-25 tool may then ask it questions).
+    pub streams: bool,
 }
 
 fn str_param<'a>(params: &'a Value, key: &str) -> Result<&'a str, McpError> {
@@ -254,6 +257,13 @@ pub enum CallPlan {
     Done(Value),
     /// A durable job was stored: answer as a task, or hold until it finishes.
     Job { id: JobId, task: bool },
+    /// A sync tool asked a 2025-11-25 client questions: ask them on the stream
+    /// (`mcp::bridge`), then run it again with the answers.
+    Ask {
+        tool: Arc<dyn crate::tools::SyncTool>,
+        args: Object,
+        asked: crate::tools::input::Asked,
+    },
 }
 
 pub async fn call_tool(call: &Call, params: &Value) -> Result<CallPlan, McpError> {
@@ -298,6 +308,8 @@ pub async fn call_tool(call: &Call, params: &Value) -> Result<CallPlan, McpError
             // session): without a round, a tool that asks is refused by the tool layer.
             let round = match &call.capabilities {
                 Some(caps) => Some(input::read_round(params, caps, &key, &binding, now)?),
+                // 2025-11-25 over SSE: questions are bridged to server-to-client requests.
+                None if call.streams => Some(crate::tools::runner::InputRound::default()),
                 None => None,
             };
             let reply = match call
@@ -319,6 +331,19 @@ pub async fn call_tool(call: &Call, params: &Value) -> Result<CallPlan, McpError
                             None,
                         ))),
                         Err(e) => Err(e),
+                    }
+                }
+                None if crate::tools::asks_for_input(&result) => {
+                    match crate::tools::input::parse(&Json::Object(result).to_serde()) {
+                        Ok(asked) => Ok(CallPlan::Ask {
+                            tool: t.clone(),
+                            args,
+                            asked,
+                        }),
+                        Err(m) => Ok(CallPlan::Done(tool_error(
+                            &format!("tool_failed: invalid InputRequiredResult: {m}"),
+                            None,
+                        ))),
                     }
                 }
                 _ => Ok(CallPlan::Done(tool_result(

@@ -16,6 +16,7 @@
 //! It must not run tools or touch the store itself: it goes through `server::App`, as
 //! `/v1/call` does.
 
+pub mod bridge;
 pub mod error;
 pub mod http;
 pub mod input;
@@ -292,8 +293,10 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> HttpResponse {
         );
     }
     let Some(method) = obj.get("method").and_then(Value::as_str) else {
-        // A response to us (we send no requests) or garbage with an id: accepted, ignored.
+        // A client's answer to a question a tool asked it over SSE (`bridge`); anything
+        // else that looks like a response is accepted and ignored.
         if obj.contains_key("result") || obj.contains_key("error") {
+            app.pending_answers().deliver(&client, obj);
             return accepted();
         }
         return fail(
@@ -417,6 +420,7 @@ async fn dispatch(
         era,
         wants_tasks,
         capabilities,
+        streams: accepts.sse,
     };
     let needs_tasks = || {
         McpError::MissingCapability(
@@ -486,6 +490,9 @@ async fn call_tool(
 ) -> Result<Reply, McpError> {
     match methods::call_tool(call, params).await? {
         CallPlan::Done(r) => Ok(Reply::Now(r)),
+        CallPlan::Ask { tool, args, asked } => Ok(Reply::Stream(bridge::ask_over_stream(
+            call, id, tool, args, asked,
+        ))),
         CallPlan::Job {
             id: job_id,
             task: true,
@@ -531,13 +538,7 @@ fn held_with_progress(
     token: Value,
 ) -> HttpResponse {
     let (tx, body) = http::SseBody::channel();
-    let call = Call {
-        app: call.app.clone(),
-        client: call.client.clone(),
-        era: call.era,
-        wants_tasks: call.wants_tasks,
-        capabilities: call.capabilities.clone(),
-    };
+    let call = call.clone();
     let id = id.clone();
     tokio::spawn(async move {
         let mut first = true;
@@ -559,6 +560,11 @@ fn held_with_progress(
         };
         let _ = tx.send(http::sse_event(&message)).await;
     });
+    sse_response(body)
+}
+
+/// An SSE answer: the stream's headers around `body`.
+fn sse_response(body: http::SseBody) -> HttpResponse {
     let mut r = hyper::Response::new(crate::server::Body::Sse(body));
     r.headers_mut().insert(
         hyper::header::CONTENT_TYPE,
