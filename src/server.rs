@@ -81,9 +81,6 @@ impl App {
     pub(crate) fn registry(&self) -> Arc<Registry> {
         self.registry.load_full()
     }
-    pub(crate) fn server_info(&self) -> Arc<ServerInfo> {
-        self.info.load_full()
-    }
     pub(crate) fn pending_answers(&self) -> &crate::mcp::bridge::Pending {
         &self.pending_answers
     }
@@ -296,7 +293,6 @@ impl App {
         }
         // One registry for the whole call, even if a reload swaps it meanwhile.
         let registry = self.registry.load();
-        let info = self.info.load();
         match registry.get(&env.tool) {
             None => {
                 write_behind().await?;
@@ -305,7 +301,7 @@ impl App {
             Some(Tool::Sync(t)) => {
                 write_behind().await?;
                 let reply = self
-                    .call_sync(t.as_ref(), &env.client_id, &env.args, now, &info, None)
+                    .call_sync(t.as_ref(), &env.client_id, &env.args, now, None, None)
                     .await?;
                 Ok((reply.status, reply.result))
             }
@@ -335,15 +331,17 @@ impl App {
         client: &crate::protocol::ClientId,
         args: &Object,
         now: i64,
-        info: &ServerInfo,
         input: Option<&crate::tools::runner::InputRound>,
+        logs: Option<crate::tools::LogSink>,
     ) -> Result<crate::tools::Reply, CallError> {
+        let info = self.info.load();
         let ctx = CallCtx {
             client_id: client,
             now_ms: now,
             store: self.store.as_ref(),
-            server: info,
+            server: &info,
             input,
+            logs,
         };
         t.call(ctx, args).await
     }

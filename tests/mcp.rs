@@ -48,9 +48,12 @@ fn env() -> TestEnv {
          [tools.greet_task]\ndescription = \"Asks a name up front, greets from a task\"\n\
          task_support = \"required\"\ncommand = [\"/usr/bin/python3\", \"{ask}\", \"greet_answer\"]\n\
          [tools.greet_task.ask.user_name]\nmethod = \"elicitation/create\"\n\
-         params = {{ message = \"Name?\" }}\n",
+         params = {{ message = \"Name?\" }}\n\n\
+         [tools.chatty]\ndescription = \"Logs three messages\"\nmode = \"sync\"\n\
+         command = [\"/usr/bin/python3\", \"{logs}\"]\n",
         fixture("progress_tool.sh"),
         ask = fixture("../conformance/fixtures/ask.py"),
+        logs = fixture("../conformance/fixtures/logs.py"),
     ))
     .set("MCPQ__JOBS__HEARTBEAT_MS", "100")
 }
@@ -731,6 +734,71 @@ async fn a_task_that_asks_waits_for_its_answers_across_a_restart() {
     let mut c = env.client(&d).await;
     let r = c.call("greet_task", args("{}")).await.unwrap();
     assert_eq!(r.error_code(), Some("tool_failed"), "{}", r.raw);
+}
+
+#[tokio::test]
+async fn a_sync_tools_log_messages_reach_only_a_client_that_listens() {
+    let env = env();
+    let d = env.spawn_daemon().await;
+    let auth = bearer(TOKEN);
+    let call = |level: Option<&str>| {
+        let mut meta = json!({
+            "io.modelcontextprotocol/protocolVersion": MODERN,
+            "io.modelcontextprotocol/clientCapabilities": {},
+        });
+        if let Some(l) = level {
+            meta["io.modelcontextprotocol/logLevel"] = json!(l);
+        }
+        json!({"jsonrpc": "2.0", "id": 5, "method": "tools/call",
+            "params": {"name": "chatty", "arguments": {}, "_meta": meta}})
+        .to_string()
+    };
+    let headers = [
+        ("Authorization", auth.as_str()),
+        ("MCP-Protocol-Version", MODERN),
+        ("Mcp-Method", "tools/call"),
+        ("Mcp-Name", "chatty"),
+    ];
+    let logs = |r: &Http| -> Vec<String> {
+        r.messages
+            .iter()
+            .filter(|m| m["method"] == "notifications/message")
+            .map(|m| m["params"]["data"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let r = post(d.addr, &headers, &call(Some("info"))).await;
+    assert_eq!(
+        logs(&r),
+        [
+            "Tool execution started",
+            "Tool processing data",
+            "Tool execution completed"
+        ],
+        "{:?}",
+        r.messages
+    );
+    assert_eq!(
+        r.last()["result"]["content"][0]["text"],
+        "Logged three messages"
+    );
+    // Above the tool's level, or no level at all: no messages, the same result.
+    for level in [Some("error"), None] {
+        let r = post(d.addr, &headers, &call(level)).await;
+        assert!(logs(&r).is_empty(), "{level:?}: {:?}", r.messages);
+        assert_eq!(
+            r.last()["result"]["content"][0]["text"],
+            "Logged three messages"
+        );
+    }
+    // 2025-11-25 keeps no session for logging/setLevel: a streaming client gets them all.
+    let r = legacy(
+        d.addr,
+        TOKEN,
+        "tools/call",
+        json!({"name": "chatty", "arguments": {}}),
+    )
+    .await;
+    assert_eq!(logs(&r).len(), 3, "{:?}", r.messages);
 }
 
 #[tokio::test]

@@ -95,7 +95,7 @@ pub fn ask_over_stream(
     super::sse_response(body)
 }
 
-async fn rounds(
+pub(super) async fn rounds(
     call: &Call,
     tx: &tokio::sync::mpsc::Sender<bytes::Bytes>,
     tool: &dyn SyncTool,
@@ -152,10 +152,16 @@ async fn rounds(
             request_state: asked.state.clone(),
         };
         let now = call.app.now_ms();
-        let info = call.app.server_info();
         let reply = call
             .app
-            .call_sync(tool, &call.client, args, now, &info, Some(&round))
+            .call_sync(
+                tool,
+                &call.client,
+                args,
+                now,
+                Some(&round),
+                call.logs.clone(),
+            )
             .await;
         let result = match reply {
             Ok(r) => r.result.unwrap_or_default(),

@@ -45,6 +45,8 @@ pub struct Call {
     pub capabilities: Option<Value>,
     /// The client accepts an SSE answer (a 2025-11-25 tool may then ask it questions).
     pub streams: bool,
+    /// Where a sync tool's log messages go while the call's stream is open.
+    pub logs: Option<crate::tools::LogSink>,
 }
 
 fn str_param<'a>(params: &'a Value, key: &str) -> Result<&'a str, McpError> {
@@ -296,7 +298,6 @@ pub async fn call_tool(call: &Call, params: &Value) -> Result<CallPlan, McpError
                     "{name} answers at once; it cannot run as a task (taskSupport: forbidden)"
                 )));
             }
-            let info = call.app.server_info();
             let args_json = Json::Object(args.clone()).to_canonical();
             let binding = input::Binding {
                 tool: name,
@@ -314,7 +315,14 @@ pub async fn call_tool(call: &Call, params: &Value) -> Result<CallPlan, McpError
             };
             let reply = match call
                 .app
-                .call_sync(t.as_ref(), &call.client, &args, now, &info, round.as_ref())
+                .call_sync(
+                    t.as_ref(),
+                    &call.client,
+                    &args,
+                    now,
+                    round.as_ref(),
+                    call.logs.clone(),
+                )
                 .await
             {
                 Ok(reply) => reply,

@@ -20,6 +20,7 @@ pub mod bridge;
 pub mod error;
 pub mod http;
 pub mod input;
+mod log;
 pub mod methods;
 
 use std::sync::Arc;
@@ -209,7 +210,7 @@ fn accepted() -> HttpResponse {
 
 /// A result in its era's envelope: 2026-07-28 results carry `resultType` and the server's
 /// identity in `_meta`.
-fn result_message(id: &Value, mut result: Value, era: Era) -> Value {
+pub(crate) fn result_message(id: &Value, mut result: Value, era: Era) -> Value {
     if era == Era::Modern {
         if result.get("resultType").is_none() {
             result["resultType"] = json!("complete");
@@ -421,6 +422,7 @@ async fn dispatch(
         wants_tasks,
         capabilities,
         streams: accepts.sse,
+        logs: None,
     };
     let needs_tasks = || {
         McpError::MissingCapability(
@@ -481,13 +483,22 @@ async fn dispatch(
     Ok(Reply::Now(result))
 }
 
-/// A tools/call: at once, as a task, or held until the job finishes.
+/// A tools/call: at once, as a task, or held until the job finishes. A sync tool called
+/// by a client that listens for log messages runs behind a stream that carries them.
 async fn call_tool(
     call: &Call,
     id: &Value,
     params: &Value,
     accepts: http::Accepts,
 ) -> Result<Reply, McpError> {
+    if let Some(floor) = log::wanted(call, params, accepts.sse) {
+        return Ok(Reply::Stream(log::stream_sync_call(
+            call.clone(),
+            id.clone(),
+            params.clone(),
+            floor,
+        )));
+    }
     match methods::call_tool(call, params).await? {
         CallPlan::Done(r) => Ok(Reply::Now(r)),
         CallPlan::Ask { tool, args, asked } => Ok(Reply::Stream(bridge::ask_over_stream(

@@ -164,7 +164,7 @@ impl SyncTool for ConfigTool {
                 timeout: inner.def.timeout,
                 // A dropped request drops this future, and the runner ends the process
                 // group on drop; nothing else cancels a sync call.
-                ctx: JobCtx::new(CancellationToken::new()),
+                ctx: JobCtx::new(CancellationToken::new()).with_logs(ctx.logs.clone()),
                 input: ctx.input,
             };
             match inner.attempt(&inv).await {

@@ -43,6 +43,8 @@ pub struct CallCtx<'a> {
     pub server: &'a ServerInfo,
     /// A standard MCP client's input round (see [`runner::InputRound`]).
     pub input: Option<&'a runner::InputRound>,
+    /// Where the tool's log messages go, if the client listens.
+    pub logs: Option<LogSink>,
 }
 
 pub use input::asks_for_input;
@@ -119,13 +121,18 @@ pub struct JobMeta {
     pub input: Option<runner::InputRound>,
 }
 
+/// Where a sync call's log messages go (MCP `notifications/message`): each a `{level,
+/// message, …}` object. Bounded: a tool that logs faster than the client reads loses lines.
+pub type LogSink = tokio::sync::mpsc::Sender<Object>;
+
 /// What a running job gets: its identity, its cancellation signal and a place to report
-/// progress.
+/// progress (and, for a sync call whose client listens, log messages).
 #[derive(Clone)]
 pub struct JobCtx {
     pub cancel: CancellationToken,
     pub meta: Option<Arc<JobMeta>>,
     progress: Arc<Mutex<Option<Object>>>,
+    logs: Option<LogSink>,
 }
 
 impl JobCtx {
@@ -134,6 +141,20 @@ impl JobCtx {
             cancel,
             meta: None,
             progress: Arc::new(Mutex::new(None)),
+            logs: None,
+        }
+    }
+
+    /// Sends the tool's log messages to `logs` (`None`: they are dropped).
+    pub fn with_logs(mut self, logs: Option<LogSink>) -> JobCtx {
+        self.logs = logs;
+        self
+    }
+
+    /// A log message from the tool; dropped when nobody listens or the client lags.
+    pub fn log(&self, message: Object) {
+        if let Some(tx) = &self.logs {
+            let _ = tx.try_send(message);
         }
     }
 

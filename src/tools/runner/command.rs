@@ -194,7 +194,11 @@ impl CommandRunner {
         let progress_ctx = inv.ctx.clone();
         let progress_rx = pipes.progress;
         let progress = tokio::spawn(async move {
-            read_progress(progress_rx, |p| progress_ctx.report_progress(p)).await;
+            read_progress(progress_rx, |p| match log_line(&p) {
+                Some(message) => progress_ctx.log(message),
+                None => progress_ctx.report_progress(p),
+            })
+            .await;
         });
 
         enum End {
@@ -368,6 +372,14 @@ async fn read_tail(r: Option<impl AsyncRead + Unpin>, keep: usize) -> Vec<u8> {
 }
 
 /// Reads JSON lines; each line that is a JSON object is reported. Other lines are skipped.
+/// An fd-3 line that is exactly `{"log": {...}}` is a log message, not progress.
+fn log_line(line: &Object) -> Option<Object> {
+    match (line.len(), line.get("log")) {
+        (1, Some(Json::Object(m))) => Some(m.clone()),
+        _ => None,
+    }
+}
+
 async fn read_progress(mut r: impl AsyncRead + Unpin, mut report: impl FnMut(Object)) {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 8192];
