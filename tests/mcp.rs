@@ -50,7 +50,10 @@ fn env() -> TestEnv {
          [tools.greet_task.ask.user_name]\nmethod = \"elicitation/create\"\n\
          params = {{ message = \"Name?\" }}\n\n\
          [tools.chatty]\ndescription = \"Logs three messages\"\nmode = \"sync\"\n\
-         command = [\"/usr/bin/python3\", \"{logs}\"]\n",
+         command = [\"/usr/bin/python3\", \"{logs}\"]\n\n\
+         [prompts.review]\ndescription = \"Review a diff\"\n\
+         arguments = [{{ name = \"diff\", required = true }}]\n\
+         [[prompts.review.messages]]\nrole = \"user\"\ntext = \"Review {{{{diff}}}} carefully\"\n",
         fixture("progress_tool.sh"),
         ask = fixture("../conformance/fixtures/ask.py"),
         logs = fixture("../conformance/fixtures/logs.py"),
@@ -799,6 +802,46 @@ async fn a_sync_tools_log_messages_reach_only_a_client_that_listens() {
     )
     .await;
     assert_eq!(logs(&r).len(), 3, "{:?}", r.messages);
+}
+
+#[tokio::test]
+async fn configured_prompts_are_listed_and_filled_in_in_both_eras() {
+    let env = env();
+    let d = env.spawn_daemon().await;
+    let l = legacy(d.addr, TOKEN, "prompts/list", json!({})).await;
+    let m = modern(d.addr, TOKEN, "prompts/list", json!({}), false).await;
+    for r in [&l, &m] {
+        let p = &r.last()["result"]["prompts"][0];
+        assert_eq!(p["name"], "review", "{:?}", r.messages);
+        assert_eq!(p["arguments"][0], json!({"name": "diff", "required": true}));
+    }
+    assert_eq!(m.last()["result"]["ttlMs"], 60_000);
+    let get = json!({"name": "review", "arguments": {"diff": "a.rs"}});
+    for r in [
+        legacy(d.addr, TOKEN, "prompts/get", get.clone()).await,
+        modern(d.addr, TOKEN, "prompts/get", get, false).await,
+    ] {
+        let msg = &r.last()["result"]["messages"][0];
+        assert_eq!(msg["role"], "user");
+        assert_eq!(
+            msg["content"]["text"], "Review a.rs carefully",
+            "{:?}",
+            r.messages
+        );
+    }
+    let r = legacy(d.addr, TOKEN, "prompts/get", json!({"name": "review"})).await;
+    assert_eq!(r.last()["error"]["code"], -32602, "{:?}", r.messages);
+    assert!(r.last()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("required"));
+    let r = legacy(d.addr, TOKEN, "prompts/get", json!({"name": "nope"})).await;
+    assert_eq!(
+        r.last()["error"]["data"]["name"],
+        "nope",
+        "{:?}",
+        r.messages
+    );
 }
 
 #[tokio::test]

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub mod prompts;
 pub mod resources;
 mod strict;
 pub mod tools;
@@ -365,6 +366,8 @@ pub struct Settings {
     pub tools: Vec<ToolDef>,
     /// Static resources served at `/mcp` (`[resources.NAME]`).
     pub resources: Vec<resources::ResourceDef>,
+    /// Prompt templates served at `/mcp` (`[prompts.NAME]`).
+    pub prompts: Vec<prompts::PromptDef>,
     pub log: LogSettings,
     pub metrics: MetricsSettings,
     pub limits: LimitSettings,
@@ -488,6 +491,7 @@ impl Settings {
         let raw: RawSettings = Settings::merged(file)?.try_deserialize()?;
         let mut s = Settings::from_raw(raw, tools::load(file)?)?;
         s.resources = resources::load(file)?;
+        s.prompts = prompts::load(file)?;
         Ok(s)
     }
 
@@ -509,6 +513,7 @@ impl Settings {
         ) = (None, None, None, None);
         let mut s = Settings::from_raw_checked(raw, tools::load(file)?, false)?;
         s.resources = resources::load(file)?;
+        s.prompts = prompts::load(file)?;
         Ok(s)
     }
 
@@ -545,12 +550,13 @@ impl Settings {
         // Tools as written (the layered view lowercases keys, and JSON Schema's are not).
         merged.remove("tools");
         merged.remove("resources");
+        merged.remove("prompts");
         if let Some(f) = file {
             let text = std::fs::read_to_string(f)
                 .map_err(|e| ConfigError::Invalid(format!("cannot read {}: {e}", f.display())))?;
             let doc: toml::Table = toml::from_str(&text)
                 .map_err(|e| ConfigError::Invalid(format!("{}: {e}", f.display())))?;
-            for section in ["tools", "resources"] {
+            for section in ["tools", "resources", "prompts"] {
                 if let Some(t) = doc.get(section) {
                     merged.insert(section.into(), t.clone());
                 }
@@ -643,6 +649,7 @@ impl Settings {
             client,
             tools,
             resources: Vec::new(),
+            prompts: Vec::new(),
             log: raw.log,
             limits: raw.limits,
             mcp: raw.mcp,

@@ -34,7 +34,7 @@ const CLIENT_KEYS: &[&str] = &[
 ];
 
 /// Sections whose tables are keyed by a name the operator chooses.
-const NAMED: &[&str] = &["clients", "tools", "resources"];
+const NAMED: &[&str] = &["clients", "tools", "resources", "prompts"];
 
 fn known() -> BTreeMap<String, BTreeSet<String>> {
     let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
@@ -109,8 +109,8 @@ pub fn check_file(text: &str, file: &Path) -> Result<(), ConfigError> {
             )));
         };
         match section.as_str() {
-            // Checked by config::tools and config::resources, table by table.
-            "tools" | "resources" => {}
+            // Checked by config::tools, config::resources and config::prompts, table by table.
+            "tools" | "resources" | "prompts" => {}
             "clients" => {
                 for (id, client) in keys {
                     let toml::Value::Table(ck) = client else {
@@ -166,7 +166,7 @@ pub fn check_env(vars: impl Iterator<Item = (String, String)>) -> Result<(), Con
                     )));
                 }
             }
-            [section, ..] if section == "tools" || section == "resources" => {
+            [section, ..] if matches!(section.as_str(), "tools" | "resources" | "prompts") => {
                 return Err(ConfigError::Invalid(format!(
                     "{at}: {section} are declared in the configuration file only ([{section}.NAME])"
                 )))

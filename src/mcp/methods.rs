@@ -157,6 +157,58 @@ pub fn list_resources(call: &Call) -> Value {
     out
 }
 
+/// `prompts/list`: the configured prompt templates (`[prompts.NAME]`), in name order.
+pub fn list_prompts(call: &Call) -> Value {
+    let registry = call.app.registry();
+    let prompts: Vec<Value> = registry
+        .prompts()
+        .iter()
+        .map(|p| {
+            let args: Vec<Value> = p
+                .arguments
+                .iter()
+                .map(|a| {
+                    let mut v = json!({"name": a.name, "required": a.required});
+                    if let Some(d) = &a.description {
+                        v["description"] = json!(d);
+                    }
+                    v
+                })
+                .collect();
+            json!({"name": p.name, "description": p.description, "arguments": args})
+        })
+        .collect();
+    let mut out = json!({ "prompts": prompts });
+    if call.era == Era::Modern {
+        out["ttlMs"] = json!(60_000);
+        out["cacheScope"] = json!("public");
+    }
+    out
+}
+
+/// `prompts/get`: a configured prompt's messages with its arguments filled in.
+pub fn get_prompt(call: &Call, params: &Value) -> Result<Value, McpError> {
+    let name = params.get("name").cloned().unwrap_or(Value::Null);
+    let registry = call.app.registry();
+    let Some(p) = name
+        .as_str()
+        .and_then(|n| registry.prompts().iter().find(|p| p.name == n))
+    else {
+        return Err(McpError::NotFound("prompt", name));
+    };
+    let args = match params.get("arguments") {
+        None | Some(Value::Null) => serde_json::Map::new(),
+        Some(Value::Object(o)) => o.clone(),
+        Some(_) => {
+            return Err(McpError::InvalidParams(
+                "arguments must be an object".into(),
+            ))
+        }
+    };
+    let messages = p.render(&args).map_err(McpError::InvalidParams)?;
+    Ok(json!({"description": p.description, "messages": messages}))
+}
+
 /// `resources/read` of a configured resource: its text, or its bytes base64-encoded.
 pub fn read_resource(call: &Call, params: &Value) -> Result<Value, McpError> {
     use crate::config::resources::ResourceContent;

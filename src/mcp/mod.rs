@@ -449,16 +449,13 @@ async fn dispatch(
         (Era::Legacy, "ping") | (Era::Legacy, "logging/setLevel") => json!({}),
         (Era::Modern, "server/discover") => methods::discover_result(&supported_versions()),
         (_, "tools/list") => methods::list_tools(&call),
-        // mcpq serves tools and static resources: its prompt and template lists are empty
-        // (and say so, cacheably), rather than unknown methods a client must special-case.
-        (_, "prompts/list") => methods::empty_list("prompts", era),
+        // Resource templates are not served: their list is empty (and says so,
+        // cacheably), rather than an unknown method a client must special-case.
+        (_, "prompts/list") => methods::list_prompts(&call),
         (_, "resources/list") => methods::list_resources(&call),
         (_, "resources/templates/list") => methods::empty_list("resourceTemplates", era),
         (_, "resources/read") => methods::read_resource(&call, params)?,
-        (_, "prompts/get") => {
-            let name = params.get("name").cloned().unwrap_or(Value::Null);
-            return Err(McpError::NotFound("prompt", name));
-        }
+        (_, "prompts/get") => methods::get_prompt(&call, params)?,
         (_, "tools/call") => {
             tracing::Span::current().record(
                 "tool",

@@ -271,6 +271,8 @@ pub struct Registry {
     tools: BTreeMap<String, Tool>,
     /// Static resources served at `/mcp` (they change with the tools, on reload).
     resources: Vec<crate::config::resources::ResourceDef>,
+    /// Prompt templates served at `/mcp`, likewise.
+    prompts: Vec<crate::config::prompts::PromptDef>,
 }
 
 /// Names config tools may not take, whether or not the built-in tool is switched on.
@@ -346,7 +348,13 @@ impl Registry {
             )?);
         }
         r.resources = settings.resources.clone();
+        r.prompts = settings.prompts.clone();
         Ok(r)
+    }
+
+    /// The configured prompt templates, in name order.
+    pub fn prompts(&self) -> &[crate::config::prompts::PromptDef] {
+        &self.prompts
     }
 
     /// The configured static resources, in name order.
