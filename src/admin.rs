@@ -200,6 +200,7 @@ fn record_json(r: &JobRecord) -> Value {
         "lease_owner": r.lease_owner, "lease_expires_at": r.lease_expires_at,
         "fence": r.fence, "cancel_requested": r.cancel_requested,
         "progress": parsed(&r.progress), "result": parsed(&r.result),
+        "input_requests": parsed(&r.input_requests),
         "idempotency_key": r.idempotency_key, "created_at": r.created_at,
         "started_at": r.started_at, "finished_at": r.finished_at,
         "args": parsed(&Some(r.args.clone())), "history": history(r),
@@ -228,6 +229,10 @@ fn print_record(r: &JobRecord) {
         ),
         ("cancel requested", r.cancel_requested.to_string()),
         ("progress", r.progress.clone().unwrap_or_else(|| "-".into())),
+        (
+            "waiting for input",
+            r.input_requests.clone().unwrap_or_else(|| "-".into()),
+        ),
         (
             "idempotency key",
             r.idempotency_key.clone().unwrap_or_else(|| "-".into()),

@@ -69,6 +69,7 @@ mod sql {
     pub const ADMIN_ACTIVITY: &str = include_str!("../sql/admin_activity.sql");
     pub const HEARTBEAT: &str = include_str!("../sql/heartbeat.sql");
     pub const COMPLETE: &str = include_str!("../sql/complete.sql");
+    pub const COMPLETE_ASK: &str = include_str!("../sql/complete_ask.sql");
     pub const RELEASE: &str = include_str!("../sql/release.sql");
     pub const EXPIRED_LEASES: &str = include_str!("../sql/expired_leases.sql");
     pub const PRUNE_JOBS: &str = include_str!("../sql/prune_jobs.sql");
@@ -942,10 +943,12 @@ fn claimed_from_json(text: &str) -> Result<ClaimedJob, StoreError> {
     })
 }
 
-/// `[id, fence, state, result, error, run_at, input_requests, request_state]` per
-/// completion (complete.sql).
-fn completions_json(done: &[Completion]) -> String {
+/// `[id, fence, state, result, error, run_at]` per completion (complete.sql), and
+/// `[id, fence, input_requests, request_state]` per attempt that asked (complete_ask.sql).
+fn completions_json(done: &[Completion]) -> (String, Option<String>) {
     let mut rows = Rows::new();
+    let mut asks = Rows::new();
+    let mut asked = false;
     for c in done {
         let (state, result, error, run_at) = match &c.outcome {
             Outcome::Succeeded { result } => ("succeeded", Some(result.as_str()), None, None),
@@ -955,11 +958,15 @@ fn completions_json(done: &[Completion]) -> String {
             Outcome::Failed { error } => ("failed", None, Some(error.as_str()), None),
             Outcome::Cancelled { error } => ("cancelled", None, Some(error.as_str()), None),
             Outcome::InDoubt { error } => ("in_doubt", None, Some(error.as_str()), None),
-            Outcome::AwaitInput { .. } => ("input_required", None, None, None),
-        };
-        let (requests, request_state) = match &c.outcome {
-            Outcome::AwaitInput { requests, state } => (Some(requests.as_str()), state.as_deref()),
-            _ => (None, None),
+            Outcome::AwaitInput { requests, state } => {
+                asks.row()
+                    .str(&c.id.0)
+                    .int(c.fence)
+                    .str(requests)
+                    .opt_str(state.as_deref());
+                asked = true;
+                continue;
+            }
         };
         rows.row()
             .str(&c.id.0)
@@ -967,11 +974,9 @@ fn completions_json(done: &[Completion]) -> String {
             .str(state)
             .opt_str(result)
             .opt_str(error)
-            .opt_int(run_at)
-            .opt_str(requests)
-            .opt_str(request_state);
+            .opt_int(run_at);
     }
-    rows.finish()
+    (rows.finish(), asked.then(|| asks.finish()))
 }
 
 impl SqliteStore {
@@ -984,13 +989,23 @@ impl SqliteStore {
         if done.is_empty() {
             return Ok(Vec::new());
         }
+        let (finished, asked) = completions_json(&done);
         let mut conn = self.inner.writer.lock().await;
-        let rows = sqlx::query(sql::COMPLETE)
-            .bind(completions_json(&done))
+        let mut rows = sqlx::query(sql::COMPLETE)
+            .bind(finished)
             .bind(now)
             .bind(only_expired as i64)
             .fetch_all(&mut *conn)
             .await?;
+        if let Some(asked) = asked {
+            rows.extend(
+                sqlx::query(sql::COMPLETE_ASK)
+                    .bind(asked)
+                    .bind(now)
+                    .fetch_all(&mut *conn)
+                    .await?,
+            );
+        }
         drop(conn);
         // A finished job's outcome is what polls report: make it durable before the worker
         // forgets the job (a completion lost to a power cut would otherwise be rescued as
