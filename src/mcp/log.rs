@@ -38,7 +38,8 @@ fn rank(level: &str) -> Option<usize> {
 /// The least severe level to send, if this call's client listens for a sync tool's logs.
 pub fn wanted(call: &Call, params: &Value, sse: bool) -> Option<usize> {
     let name = params.get("name").and_then(Value::as_str)?;
-    if !sse || !matches!(call.app.registry().get(name), Some(Tool::Sync(_))) {
+    let logs = matches!(call.app.registry().get(name), Some(Tool::Sync(t)) if t.may_log());
+    if !sse || !logs {
         return None;
     }
     match call.era {

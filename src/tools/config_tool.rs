@@ -135,6 +135,9 @@ impl SyncTool for ConfigTool {
     fn output_schema(&self) -> Option<serde_json::Value> {
         self.inner.def.output_schema.clone()
     }
+    fn may_log(&self) -> bool {
+        matches!(self.inner.runner, Runner::Command(_))
+    }
     fn call<'a>(
         &'a self,
         ctx: CallCtx<'a>,

@@ -82,6 +82,11 @@ pub trait SyncTool: Send + Sync + 'static {
     fn output_schema(&self) -> Option<serde_json::Value> {
         None
     }
+    /// Whether it can send log messages (a command tool's fd 3): only then does a
+    /// listening MCP client's call run behind a stream. Built-in tools never log.
+    fn may_log(&self) -> bool {
+        false
+    }
     fn call<'a>(
         &'a self,
         ctx: CallCtx<'a>,
