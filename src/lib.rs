@@ -8,7 +8,8 @@
 //! - [`json`]: strict JSON parsing and CPython-compatible canonical JSON (the signed bytes).
 //! - [`protocol`]: the wire contract: envelopes, responses, error codes, HMAC signing.
 //! - [`auth`]: key table, check order, constant-time signature checks, the nonce set.
-//! - [`tools`]: the tool registry; one file per tool (sync tools and job tools).
+//! - [`tools`]: the tool registry; one file per tool (sync tools and job tools);
+//!   `tools::runner` (command and HTTP runners), `tools::input` (a tool asking its client).
 //! - [`jobs`]: the job state machine and retry policy, pure.
 //! - [`store`]: the `Store` trait and its SQLite and PostgreSQL implementations (group commit,
 //!   fenced writes), `store::open` choosing one from `database.url`; `store::admin`, the
@@ -17,13 +18,14 @@
 //! - [`backup`]: `mcpq backup`: an online, checked, fsynced copy of the SQLite database.
 //! - [`server`]: the HTTP daemon (hyper): limits, timeouts, routing, the request pipeline.
 //! - [`service`]: systemd integration: readiness, status, watchdog, socket activation.
-//! - [`mcp`]: standard MCP at `/mcp` (JSON-RPC, both protocol eras, tasks, bearer tokens).
+//! - [`mcp`]: standard MCP at `/mcp` (JSON-RPC, both protocol eras, tasks, multi-round
+//!   calls and their 2025 bridge, log streams, bearer tokens).
 //! - [`overload`]: connection pressure: per-address caps, idle shedding, short head timeouts.
 //! - [`limits`]: per-client call rate (token bucket) and queued-jobs cap.
 //! - [`worker`]: claim loop, heartbeats, completions, graceful release, lease rescue, retention.
 //! - [`client`]: a signing client (used by `mcpq call`, `mcpq bench` and the tests).
 //! - [`bench`](mod@bench): the closed-loop load generator behind `mcpq bench`.
-//! - [`config`]: layered settings and secrets.
+//! - [`config`]: layered settings and secrets; `[tools]`, `[resources]` and `[prompts]`.
 //! - [`clock`]: injectable time.
 //! - [`telemetry`]: Prometheus metrics: names, the recorder, the scrape endpoint.
 //! - [`logging`]: text or JSON log lines (journald), with each request's and job's fields.

@@ -74,6 +74,9 @@ pub struct App {
     anonymous_client: String,
     /// Questions tools asked 2025-11-25 clients over SSE, awaiting their answers.
     pending_answers: crate::mcp::bridge::Pending,
+    /// Derived from the server secret (so any daemon of a deployment opens what another
+    /// sealed) and distinct from the key that signs responses; once, at build.
+    request_state_key: Vec<u8>,
 }
 
 /// What `/mcp` reads of the app (`crate::mcp`).
@@ -87,15 +90,9 @@ impl App {
     pub(crate) fn store(&self) -> &dyn Store {
         self.store.as_ref()
     }
-    /// The key that seals multi-round calls' `requestState` (`mcp::input`): derived from
-    /// the server secret, so any daemon of a deployment opens what another sealed, and
-    /// distinct from the key that signs responses.
-    pub(crate) fn request_state_key(&self) -> Vec<u8> {
-        use hmac::Mac;
-        let mut m = <hmac::Hmac<Sha256> as Mac>::new_from_slice(self.server_key.expose())
-            .expect("HMAC takes any key length");
-        m.update(b"mcpq/mcp-request-state/v1");
-        m.finalize().into_bytes().to_vec()
+    /// The key that seals multi-round calls' `requestState` (`mcp::input`).
+    pub(crate) fn request_state_key(&self) -> &[u8] {
+        &self.request_state_key
     }
 
     pub(crate) fn now_ms(&self) -> i64 {
@@ -631,6 +628,14 @@ impl Server {
             retention_ms: settings.jobs.retention_secs.saturating_mul(1000),
             anonymous_client: settings.mcp.anonymous_client.clone(),
             pending_answers: Default::default(),
+            request_state_key: {
+                use hmac::Mac;
+                let mut m =
+                    <hmac::Hmac<Sha256> as Mac>::new_from_slice(settings.server.secret.expose())
+                        .expect("HMAC takes any key length");
+                m.update(b"mcpq/mcp-request-state/v1");
+                m.finalize().into_bytes().to_vec()
+            },
         };
         Ok(Server {
             listener,

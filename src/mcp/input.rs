@@ -36,13 +36,15 @@ const MAX_STATE_BYTES: usize = 16 * 1024;
 pub struct Binding<'a> {
     pub tool: &'a str,
     pub client: &'a str,
-    /// The call's arguments as canonical JSON.
-    pub args_json: &'a str,
+    pub args: &'a crate::json::Object,
 }
 
 impl Binding<'_> {
+    /// Of the arguments' canonical JSON; taken only when a state is sealed or opened, so
+    /// a call that asks nothing pays nothing.
     fn args_digest(&self) -> String {
-        hex::encode(Sha256::digest(self.args_json.as_bytes()))
+        let canonical = crate::json::Json::Object(self.args.clone()).to_canonical();
+        hex::encode(Sha256::digest(canonical.as_bytes()))
     }
 }
 
@@ -242,11 +244,22 @@ mod tests {
 
     const KEY: &[u8] = b"k";
 
-    fn binding(args: &str) -> Binding<'_> {
+    fn binding(args: &crate::json::Object) -> Binding<'_> {
         Binding {
             tool: "ask",
             client: "client-001",
-            args_json: args,
+            args,
+        }
+    }
+
+    fn empty() -> crate::json::Object {
+        crate::json::Object::new()
+    }
+
+    fn one() -> crate::json::Object {
+        match crate::json::parse(br#"{"a":1}"#) {
+            Ok(crate::json::Json::Object(o)) => o,
+            _ => unreachable!(),
         }
     }
 
@@ -261,10 +274,10 @@ mod tests {
 
     #[test]
     fn a_sealed_round_opens_with_the_tool_state_and_drops_unasked_answers() {
-        let out = input_required(&ask(), &caps(), KEY, &binding("{}"), 0).unwrap();
+        let out = input_required(&ask(), &caps(), KEY, &binding(&empty()), 0).unwrap();
         let params = json!({"requestState": out["requestState"],
             "inputResponses": {"name": {"action": "accept"}, "extra": {}}});
-        let round = read_round(&params, &caps(), KEY, &binding("{}"), 1).unwrap();
+        let round = read_round(&params, &caps(), KEY, &binding(&empty()), 1).unwrap();
         assert_eq!(round.request_state.as_deref(), Some("s1"));
         assert_eq!(
             round.input_responses.as_deref(),
@@ -274,7 +287,7 @@ mod tests {
 
     #[test]
     fn an_altered_expired_or_rebound_state_is_refused() {
-        let out = input_required(&ask(), &caps(), KEY, &binding("{}"), 0).unwrap();
+        let out = input_required(&ask(), &caps(), KEY, &binding(&empty()), 0).unwrap();
         let state = out["requestState"].as_str().unwrap().to_string();
         let mut flipped = state.clone().into_bytes();
         flipped[3] ^= 1;
@@ -283,25 +296,30 @@ mod tests {
         };
         let flipped = String::from_utf8(flipped).unwrap();
         for (s, b, now, key) in [
-            (flipped.as_str(), binding("{}"), 1, KEY),
-            (state.as_str(), binding("{\"a\":1}"), 1, KEY),
-            (state.as_str(), binding("{}"), STATE_TTL_MS + 1, KEY),
-            (state.as_str(), binding("{}"), 1, b"other key".as_slice()),
-            ("garbage", binding("{}"), 1, KEY),
+            (flipped.as_str(), binding(&empty()), 1, KEY),
+            (state.as_str(), binding(&one()), 1, KEY),
+            (state.as_str(), binding(&empty()), STATE_TTL_MS + 1, KEY),
+            (
+                state.as_str(),
+                binding(&empty()),
+                1,
+                b"other key".as_slice(),
+            ),
+            ("garbage", binding(&empty()), 1, KEY),
         ] {
             assert!(
                 matches!(try_state(s, &b, now, key), Err(McpError::RequestState(_))),
                 "{s}"
             );
         }
-        assert!(try_state(&state, &binding("{}"), 1, KEY).is_ok());
+        assert!(try_state(&state, &binding(&empty()), 1, KEY).is_ok());
     }
 
     #[test]
     fn asking_for_an_undeclared_capability_is_minus_32021_naming_it() {
         let mut out = ask();
         out["inputRequests"]["q"] = json!({"method": "sampling/createMessage", "params": {}});
-        match input_required(&out, &caps(), KEY, &binding("{}"), 0) {
+        match input_required(&out, &caps(), KEY, &binding(&empty()), 0) {
             Err(e @ McpError::MissingCapability(..)) => {
                 assert_eq!(e.code(), -32021);
                 assert_eq!(
@@ -323,7 +341,7 @@ mod tests {
         ] {
             let caps = json!({"roots": {}});
             assert!(matches!(
-                input_required(&bad, &caps, KEY, &binding("{}"), 0),
+                input_required(&bad, &caps, KEY, &binding(&empty()), 0),
                 Err(McpError::ToolOutput(_))
             ));
         }
@@ -332,7 +350,7 @@ mod tests {
             json!({"inputResponses": {"a": 1}}),
         ] {
             assert!(matches!(
-                read_round(&bad, &caps(), KEY, &binding("{}"), 0),
+                read_round(&bad, &caps(), KEY, &binding(&empty()), 0),
                 Err(McpError::InvalidParams(_))
             ));
         }

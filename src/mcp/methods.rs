@@ -350,17 +350,16 @@ pub async fn call_tool(call: &Call, params: &Value) -> Result<CallPlan, McpError
                     "{name} answers at once; it cannot run as a task (taskSupport: forbidden)"
                 )));
             }
-            let args_json = Json::Object(args.clone()).to_canonical();
             let binding = input::Binding {
                 tool: name,
                 client: &call.client.0,
-                args_json: &args_json,
+                args: &args,
             };
             let key = call.app.request_state_key();
             // 2025-11-25 has no multi-round calls (its server-to-client requests need a
             // session): without a round, a tool that asks is refused by the tool layer.
             let round = match &call.capabilities {
-                Some(caps) => Some(input::read_round(params, caps, &key, &binding, now)?),
+                Some(caps) => Some(input::read_round(params, caps, key, &binding, now)?),
                 // 2025-11-25 over SSE: questions are bridged to server-to-client requests.
                 None if call.streams => Some(crate::tools::runner::InputRound::default()),
                 None => None,
@@ -384,7 +383,7 @@ pub async fn call_tool(call: &Call, params: &Value) -> Result<CallPlan, McpError
             match &call.capabilities {
                 Some(caps) if crate::tools::asks_for_input(&result) => {
                     let out = Json::Object(result).to_serde();
-                    match input::input_required(&out, caps, &key, &binding, now) {
+                    match input::input_required(&out, caps, key, &binding, now) {
                         Ok(asked) => Ok(CallPlan::Done(asked)),
                         Err(McpError::ToolOutput(m)) => Ok(CallPlan::Done(tool_error(
                             &format!("tool_failed: {m}"),
@@ -421,14 +420,13 @@ pub async fn call_tool(call: &Call, params: &Value) -> Result<CallPlan, McpError
             // accepted with the answers (MRTR first, then the task).
             let mut answers = None;
             if let (Some(asked), Some(caps)) = (t.ask_first(), &call.capabilities) {
-                let args_json = Json::Object(args.clone()).to_canonical();
                 let binding = input::Binding {
                     tool: name,
                     client: &call.client.0,
-                    args_json: &args_json,
+                    args: &args,
                 };
                 let key = call.app.request_state_key();
-                let round = input::read_round(params, caps, &key, &binding, now)?;
+                let round = input::read_round(params, caps, key, &binding, now)?;
                 let given: serde_json::Map<String, Value> = round
                     .input_responses
                     .as_deref()
@@ -441,7 +439,7 @@ pub async fn call_tool(call: &Call, params: &Value) -> Result<CallPlan, McpError
                     .collect();
                 if !missing.is_empty() {
                     let out = json!({"resultType": "input_required", "inputRequests": missing});
-                    return input::input_required(&out, caps, &key, &binding, now)
+                    return input::input_required(&out, caps, key, &binding, now)
                         .map(CallPlan::Done);
                 }
                 let only_asked: serde_json::Map<String, Value> = given

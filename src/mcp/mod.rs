@@ -11,7 +11,10 @@
 //! of `/v1/call` holds: body cap and timeout, strict JSON, rate and queue limits.
 //!
 //! Layout: `http` (who gets in: method, Host/Origin, token, headers; the SSE body),
-//! `methods` (what each JSON-RPC method does), `error` (every failure, one code each).
+//! `methods` (what each JSON-RPC method does), `input` (multi-round calls: sealed
+//! `requestState`, capability checks), `bridge` (a tool's questions to a 2025-11-25 client
+//! over the call's stream), `log` (a tool's log messages on the call's stream), `error`
+//! (every failure, one code each).
 //!
 //! It must not run tools or touch the store itself: it goes through `server::App`, as
 //! `/v1/call` does.
