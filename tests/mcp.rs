@@ -373,12 +373,18 @@ async fn sdk(addr: SocketAddr, command: &str, arg: &str) -> Value {
 async fn the_python_sdk_runs_a_job_as_a_task_and_finds_it_again_after_kill_9() {
     let env = env().set("MCPQ__SERVER__EMBEDDED_WORKERS", "0");
     let mut d = env.spawn_daemon().await;
-    // A task whose job no worker runs yet: the client ends, the daemon dies.
+    let _w = env.spawn_worker(1).await;
+    // A task whose job is running on a worker: the client ends, the daemon dies.
     let started = sdk(d.addr, "start", "slow").await;
     assert_eq!(started["protocol"], MODERN, "{started}");
     assert_eq!(started["kind"], "CreatedTask", "{started}");
     assert_eq!(started["status"], "working", "{started}");
     let task_id = started["task_id"].as_str().unwrap().to_string();
+    let running = task_until(d.addr, &task_id, |t| {
+        t["statusMessage"].as_str().is_some_and(|m| m != "queued")
+    })
+    .await;
+    assert_eq!(running["status"], "working", "{running}");
     // 2025-11-25: the SDK's tools/call takes no CreateTaskResult, so this task is made
     // over raw JSON-RPC; the SDK reads it back below.
     let r = legacy(
@@ -395,7 +401,6 @@ async fn the_python_sdk_runs_a_job_as_a_task_and_finds_it_again_after_kill_9() {
     d.proc.kill9().await;
 
     let d = env.spawn_daemon().await;
-    let _w = env.spawn_worker(1).await;
     let finished = sdk(d.addr, "finish", &task_id).await;
     let task = &finished["task"];
     assert_eq!(task["status"], "completed", "{finished}");
