@@ -207,7 +207,9 @@ async fn configured_resources_are_listed_and_read_in_both_eras() {
     let env = TestEnv::new(
         "[resources.guide]\nuri = \"docs://guide\"\ndescription = \"How to call our tools\"\n\
          text = \"read me first\"\n\n\
-         [resources.logo]\nuri = \"docs://logo\"\nfile = \"logo.bin\"\nmime_type = \"application/octet-stream\"\n",
+         [resources.logo]\nuri = \"docs://logo\"\nfile = \"logo.bin\"\nmime_type = \"application/octet-stream\"\n\n\
+         [resources.ticket]\nuri_template = \"tickets://{project}/{id}\"\n\
+         text = \"ticket {{id}} of {{project}}\"\n",
     );
     std::fs::write(env.dir.path().join("logo.bin"), [0u8, 159, 146, 150]).unwrap();
     let d = env.spawn_daemon().await;
@@ -807,6 +809,59 @@ async fn a_sync_tools_log_messages_reach_only_a_client_that_listens() {
     )
     .await;
     assert_eq!(logs(&r).len(), 3, "{:?}", r.messages);
+}
+
+#[tokio::test]
+async fn resource_templates_are_read_by_matching_uri_and_prompt_arguments_complete() {
+    let env = TestEnv::new(
+        "[resources.ticket]\nuri_template = \"tickets://{project}/{id}\"\n\
+         text = \"ticket {{id}} of {{project}}\"\n\n\
+         [prompts.pick]\ndescription = \"Pick a city\"\n\
+         arguments = [{ name = \"city\", completions = [\"Paris\", \"Parma\", \"Oslo\"] }]\n\
+         [[prompts.pick.messages]]\nrole = \"user\"\ntext = \"Go to {{city}}\"\n",
+    );
+    let d = env.spawn_daemon().await;
+    let t = legacy(d.addr, TOKEN, "resources/templates/list", json!({})).await;
+    assert_eq!(
+        t.last()["result"]["resourceTemplates"][0]["uriTemplate"],
+        "tickets://{project}/{id}"
+    );
+    let l = legacy(d.addr, TOKEN, "resources/list", json!({})).await;
+    assert_eq!(
+        l.last()["result"]["resources"],
+        json!([]),
+        "templates are not resources"
+    );
+    let r = modern(
+        d.addr,
+        TOKEN,
+        "resources/read",
+        json!({"uri": "tickets://ops/42"}),
+        false,
+    )
+    .await;
+    let c = &r.last()["result"]["contents"][0];
+    assert_eq!(c["uri"], "tickets://ops/42");
+    assert_eq!(c["text"], "ticket 42 of ops", "{:?}", r.messages);
+    for miss in ["tickets://ops", "tickets://ops/42/x"] {
+        let r = legacy(d.addr, TOKEN, "resources/read", json!({ "uri": miss })).await;
+        assert_eq!(r.last()["error"]["code"], -32602, "{miss}");
+    }
+    let complete = |value: &str| {
+        json!({"ref": {"type": "ref/prompt", "name": "pick"},
+               "argument": {"name": "city", "value": value}})
+    };
+    let r = legacy(d.addr, TOKEN, "completion/complete", complete("pa")).await;
+    assert_eq!(
+        r.last()["result"]["completion"],
+        json!({"values": ["Paris", "Parma"], "total": 2, "hasMore": false})
+    );
+    let r = modern(d.addr, TOKEN, "completion/complete", complete("x"), false).await;
+    assert_eq!(r.last()["result"]["completion"]["values"], json!([]));
+    let mut bad = complete("p");
+    bad["argument"]["name"] = json!("country");
+    let r = legacy(d.addr, TOKEN, "completion/complete", bad).await;
+    assert_eq!(r.last()["error"]["code"], -32602, "{:?}", r.messages);
 }
 
 #[tokio::test]

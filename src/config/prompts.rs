@@ -23,6 +23,8 @@ pub struct PromptArgument {
     pub name: String,
     pub description: Option<String>,
     pub required: bool,
+    /// Values `completion/complete` suggests for it.
+    pub completions: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -41,6 +43,8 @@ struct RawArgument {
     description: Option<String>,
     #[serde(default)]
     required: bool,
+    #[serde(default)]
+    completions: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -80,7 +84,7 @@ pub fn load(file: Option<&Path>) -> Result<Vec<PromptDef>, ConfigError> {
 }
 
 /// Every `{{name}}` in `s`.
-fn placeholders(s: &str) -> Vec<&str> {
+pub(crate) fn placeholders(s: &str) -> Vec<&str> {
     let mut out = Vec::new();
     let mut rest = s;
     while let Some(i) = rest.find("{{") {
@@ -136,6 +140,7 @@ pub fn parse(text: &str, base: &Path) -> Result<Vec<PromptDef>, ConfigError> {
                 name: a.name,
                 description: a.description,
                 required: a.required,
+                completions: a.completions,
             });
         }
         let mut messages = Vec::new();
@@ -202,7 +207,7 @@ pub fn parse(text: &str, base: &Path) -> Result<Vec<PromptDef>, ConfigError> {
 
 /// `s` with each `{{name}}` replaced by that argument (empty if an optional one is not
 /// given), in one pass: a value holding `{{…}}` is not expanded again.
-fn substitute(s: &str, args: &serde_json::Map<String, Value>) -> String {
+pub(crate) fn substitute(s: &str, args: &serde_json::Map<String, Value>) -> String {
     let mut out = String::with_capacity(s.len());
     let mut rest = s;
     while let Some(i) = rest.find("{{") {

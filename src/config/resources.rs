@@ -27,7 +27,10 @@ pub enum ResourceContent {
 pub struct ResourceDef {
     /// The table's name, also the resource's `name`.
     pub name: String,
+    /// The URI, or for a template (`uri_template`) an RFC 6570 level-1 template whose
+    /// `{var}`s each match one path segment and fill `{{var}}` in its text.
     pub uri: String,
+    pub template: bool,
     pub description: Option<String>,
     pub mime_type: String,
     pub content: ResourceContent,
@@ -36,7 +39,8 @@ pub struct ResourceDef {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawResource {
-    uri: String,
+    uri: Option<String>,
+    uri_template: Option<String>,
     mime_type: Option<String>,
     description: Option<String>,
     /// Inline text.
@@ -75,7 +79,12 @@ pub fn parse(text: &str, base: &Path) -> Result<Vec<ResourceDef>, ConfigError> {
         let raw: RawResource = table
             .try_into()
             .map_err(|e: toml::de::Error| invalid(&name, e.message()))?;
-        let scheme_ok = raw.uri.split_once(':').is_some_and(|(s, rest)| {
+        let (uri, template) = match (raw.uri, raw.uri_template) {
+            (Some(u), None) => (u, false),
+            (None, Some(t)) => (t, true),
+            _ => return Err(invalid(&name, "give exactly one of uri or uri_template")),
+        };
+        let scheme_ok = uri.split_once(':').is_some_and(|(s, rest)| {
             !s.is_empty()
                 && !rest.is_empty()
                 && s.chars()
@@ -84,11 +93,34 @@ pub fn parse(text: &str, base: &Path) -> Result<Vec<ResourceDef>, ConfigError> {
         if !scheme_ok {
             return Err(invalid(
                 &name,
-                format!("uri {:?} must be an absolute URI (scheme:rest)", raw.uri),
+                format!("uri {uri:?} must be an absolute URI (scheme:rest)"),
             ));
         }
-        if out.iter().any(|r| r.uri == raw.uri) {
-            return Err(invalid(&name, format!("uri {:?} is used twice", raw.uri)));
+        if out.iter().any(|r| r.uri == uri) {
+            return Err(invalid(&name, format!("uri {uri:?} is used twice")));
+        }
+        let vars = template_vars(&uri);
+        if template {
+            if vars.is_none() || vars.as_ref().is_some_and(Vec::is_empty) {
+                return Err(invalid(
+                    &name,
+                    "uri_template needs at least one {name} (letters, digits, _), nothing else in braces",
+                ));
+            }
+            if raw.text.is_none() || raw.binary {
+                return Err(invalid(&name, "a uri_template resource takes text only"));
+            }
+            let vars = vars.clone().unwrap_or_default();
+            for p in crate::config::prompts::placeholders(raw.text.as_deref().unwrap_or("")) {
+                if !vars.iter().any(|v| v == p) {
+                    return Err(invalid(
+                        &name,
+                        format!("{{{{{p}}}}} is not a variable of the uri_template"),
+                    ));
+                }
+            }
+        } else if uri.contains('{') {
+            return Err(invalid(&name, "a uri with {…} is a uri_template"));
         }
         let content = match (raw.text, raw.file) {
             (Some(t), None) if !raw.binary => ResourceContent::Text(t),
@@ -128,13 +160,66 @@ pub fn parse(text: &str, base: &Path) -> Result<Vec<ResourceDef>, ConfigError> {
         };
         out.push(ResourceDef {
             name,
-            uri: raw.uri,
+            uri,
+            template,
             description: raw.description,
             mime_type,
             content,
         });
     }
     Ok(out)
+}
+
+/// The `{var}` names of a template in order; `None` if a brace group is not a plain name.
+fn template_vars(t: &str) -> Option<Vec<String>> {
+    let mut vars = Vec::new();
+    let mut rest = t;
+    while let Some(i) = rest.find('{') {
+        let after = &rest[i + 1..];
+        let j = after.find('}')?;
+        let v = &after[..j];
+        if v.is_empty() || !v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return None;
+        }
+        vars.push(v.to_string());
+        rest = &after[j + 1..];
+    }
+    (!rest.contains('}')).then_some(vars)
+}
+
+impl ResourceDef {
+    /// For a template, the variables `uri` fills (each one path segment, not empty), in a
+    /// JSON object; `None` if it does not match.
+    pub fn matches(&self, uri: &str) -> Option<serde_json::Map<String, serde_json::Value>> {
+        if !self.template {
+            return None;
+        }
+        let mut vars = serde_json::Map::new();
+        let mut pattern = self.uri.as_str();
+        let mut rest = uri;
+        while let Some(i) = pattern.find('{') {
+            let literal = &pattern[..i];
+            rest = rest.strip_prefix(literal)?;
+            let after = &pattern[i + 1..];
+            let j = after.find('}')?;
+            let name = &after[..j];
+            pattern = &after[j + 1..];
+            // A variable runs to the next literal character (or the end), never across '/'.
+            let stop = pattern.chars().next();
+            let end = rest
+                .find(|c| c == '/' || Some(c) == stop)
+                .unwrap_or(rest.len());
+            if end == 0 {
+                return None;
+            }
+            vars.insert(
+                name.to_string(),
+                serde_json::Value::String(rest[..end].to_string()),
+            );
+            rest = &rest[end..];
+        }
+        (rest == pattern).then_some(vars)
+    }
 }
 
 #[cfg(test)]
@@ -175,6 +260,47 @@ mime_type = "text/markdown"
             ("[resources.a]\nuri = \"d://a\"\ntext = \"x\"\n[resources.b]\nuri = \"d://a\"\ntext = \"y\"", "used twice"),
         ] {
             let e = parse(bad, dir.path()).unwrap_err().to_string();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn templates_match_one_segment_per_variable() {
+        let ok = "[resources.item]\nuri_template = \"items://{kind}/{id}.json\"\ntext = \"{{kind}} {{id}}\"";
+        let r = &parse(ok, Path::new("/")).unwrap()[0];
+        assert!(r.template);
+        let v = r.matches("items://book/42.json").unwrap();
+        assert_eq!(
+            (v["kind"].as_str(), v["id"].as_str()),
+            (Some("book"), Some("42"))
+        );
+        for no in [
+            "items://book/42",
+            "items://book/a/42.json",
+            "items:///42.json",
+            "other://book/42.json",
+        ] {
+            assert!(r.matches(no).is_none(), "{no}");
+        }
+        for (bad, why) in [
+            (
+                "[resources.a]\nuri_template = \"a://{x}\"\ntext = \"{{y}}\"",
+                "not a variable",
+            ),
+            (
+                "[resources.a]\nuri_template = \"a://{x y}\"\ntext = \"t\"",
+                "needs at least one",
+            ),
+            (
+                "[resources.a]\nuri = \"a://{x}\"\ntext = \"t\"",
+                "is a uri_template",
+            ),
+            (
+                "[resources.a]\nuri = \"a://x\"\nuri_template = \"a://{x}\"\ntext = \"t\"",
+                "exactly one of uri",
+            ),
+        ] {
+            let e = parse(bad, Path::new("/")).unwrap_err().to_string();
             assert!(e.contains(why), "{bad}: {e}");
         }
     }

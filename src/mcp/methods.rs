@@ -66,6 +66,7 @@ pub fn capabilities(era: Era) -> Value {
             "tools": {"listChanged": false},
             "prompts": {"listChanged": false},
             "resources": {"listChanged": false},
+            "completions": {},
             // No `list`: listing a client's jobs would walk the whole table.
             "tasks": {"cancel": {}, "requests": {"tools": {"call": {}}}},
         }),
@@ -73,6 +74,7 @@ pub fn capabilities(era: Era) -> Value {
             "tools": {},
             "prompts": {},
             "resources": {},
+            "completions": {},
             "extensions": { TASKS_EXTENSION: {} },
         }),
     }
@@ -140,6 +142,7 @@ pub fn list_resources(call: &Call) -> Value {
     let resources: Vec<Value> = registry
         .resources()
         .iter()
+        .filter(|r| !r.template)
         .map(|r| {
             let mut v = json!({"uri": r.uri, "name": r.name, "mimeType": r.mime_type});
             if let Some(d) = &r.description {
@@ -209,21 +212,109 @@ pub fn get_prompt(call: &Call, params: &Value) -> Result<Value, McpError> {
     Ok(json!({"description": p.description, "messages": messages}))
 }
 
-/// `resources/read` of a configured resource: its text, or its bytes base64-encoded.
+/// `resources/templates/list`: the configured `uri_template` resources.
+pub fn list_resource_templates(call: &Call) -> Value {
+    let registry = call.app.registry();
+    let templates: Vec<Value> = registry
+        .resources()
+        .iter()
+        .filter(|r| r.template)
+        .map(|r| {
+            let mut v = json!({"uriTemplate": r.uri, "name": r.name, "mimeType": r.mime_type});
+            if let Some(d) = &r.description {
+                v["description"] = json!(d);
+            }
+            v
+        })
+        .collect();
+    let mut out = json!({ "resourceTemplates": templates });
+    if call.era == Era::Modern {
+        out["ttlMs"] = json!(60_000);
+        out["cacheScope"] = json!("public");
+    }
+    out
+}
+
+/// `completion/complete`: the values a prompt argument declares (`completions`) that start
+/// with what the user typed (case-insensitive), at most 100. Resource templates declare none.
+pub fn complete(call: &Call, params: &Value) -> Result<Value, McpError> {
+    let kind = params["ref"]["type"].as_str().unwrap_or("");
+    let arg = params["argument"]["name"]
+        .as_str()
+        .ok_or_else(|| McpError::InvalidParams("argument.name must be a string".into()))?;
+    let typed = params["argument"]["value"]
+        .as_str()
+        .unwrap_or("")
+        .to_lowercase();
+    let registry = call.app.registry();
+    let values: Vec<&String> = match kind {
+        "ref/prompt" => {
+            let name = params["ref"]["name"].clone();
+            let p = registry
+                .prompts()
+                .iter()
+                .find(|p| Some(p.name.as_str()) == name.as_str())
+                .ok_or(McpError::NotFound("prompt", name))?;
+            let a = p.arguments.iter().find(|a| a.name == arg).ok_or_else(|| {
+                McpError::InvalidParams(format!("prompt {:?} has no argument {arg:?}", p.name))
+            })?;
+            a.completions
+                .iter()
+                .filter(|v| v.to_lowercase().starts_with(&typed))
+                .collect()
+        }
+        "ref/resource" => {
+            let uri = params["ref"]["uri"].clone();
+            if !registry
+                .resources()
+                .iter()
+                .any(|r| r.template && Some(r.uri.as_str()) == uri.as_str())
+            {
+                return Err(McpError::NotFound("resource", uri));
+            }
+            Vec::new()
+        }
+        other => {
+            return Err(McpError::InvalidParams(format!(
+                "ref.type {other:?} is not ref/prompt or ref/resource"
+            )))
+        }
+    };
+    let total = values.len();
+    let shown: Vec<&String> = values.into_iter().take(100).collect();
+    Ok(json!({"completion": {"values": shown, "total": total, "hasMore": total > 100}}))
+}
+
+/// `resources/read` of a configured resource: its text, or its bytes base64-encoded; a
+/// `uri_template` resource's text with the URI's variables filled in.
 pub fn read_resource(call: &Call, params: &Value) -> Result<Value, McpError> {
     use crate::config::resources::ResourceContent;
     use base64::Engine;
     let uri = params.get("uri").cloned().unwrap_or(Value::Null);
     let registry = call.app.registry();
-    let Some(r) = uri
-        .as_str()
-        .and_then(|u| registry.resources().iter().find(|r| r.uri == u))
-    else {
+    let found = uri.as_str().and_then(|u| {
+        let resources = registry.resources();
+        resources
+            .iter()
+            .find(|r| !r.template && r.uri == u)
+            .map(|r| (r, None))
+            .or_else(|| {
+                resources
+                    .iter()
+                    .find_map(|r| r.matches(u).map(|v| (r, Some(v))))
+            })
+    });
+    let Some((r, vars)) = found else {
         return Err(McpError::NotFound("resource", uri));
     };
-    let mut content = json!({"uri": r.uri, "mimeType": r.mime_type});
+    let mut content = json!({"uri": uri, "mimeType": r.mime_type});
     match &r.content {
-        ResourceContent::Text(t) => content["text"] = json!(t),
+        ResourceContent::Text(t) => {
+            content["text"] = match &vars {
+                Some(v) => json!(crate::config::prompts::substitute(t, v)),
+                None => json!(t),
+            }
+        }
         ResourceContent::Blob(b) => {
             content["blob"] = json!(base64::engine::general_purpose::STANDARD.encode(b))
         }
@@ -235,16 +326,6 @@ pub fn read_resource(call: &Call, params: &Value) -> Result<Value, McpError> {
         out["cacheScope"] = json!("public");
     }
     Ok(out)
-}
-
-/// An empty list result (`prompts`, `resourceTemplates`): mcpq has none.
-pub fn empty_list(key: &str, era: Era) -> Value {
-    let mut r = json!({ key: [] });
-    if era == Era::Modern {
-        r["ttlMs"] = json!(60_000);
-        r["cacheScope"] = json!("public");
-    }
-    r
 }
 
 fn is_read_only(name: &str) -> bool {

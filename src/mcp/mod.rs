@@ -452,11 +452,10 @@ async fn dispatch(
         (Era::Legacy, "ping") | (Era::Legacy, "logging/setLevel") => json!({}),
         (Era::Modern, "server/discover") => methods::discover_result(&supported_versions()),
         (_, "tools/list") => methods::list_tools(&call),
-        // Resource templates are not served: their list is empty (and says so,
-        // cacheably), rather than an unknown method a client must special-case.
         (_, "prompts/list") => methods::list_prompts(&call),
         (_, "resources/list") => methods::list_resources(&call),
-        (_, "resources/templates/list") => methods::empty_list("resourceTemplates", era),
+        (_, "resources/templates/list") => methods::list_resource_templates(&call),
+        (_, "completion/complete") => methods::complete(&call, params)?,
         (_, "resources/read") => methods::read_resource(&call, params)?,
         (_, "prompts/get") => methods::get_prompt(&call, params)?,
         (_, "tools/call") => {
