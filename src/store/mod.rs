@@ -308,28 +308,57 @@ pub enum AnswerOutcome {
     NotFound,
 }
 
-/// Merges a client's answers into a waiting job's round: answers to requests that are not
-/// outstanding are ignored. Returns the requests still outstanding and every answer of the
-/// round so far (JSON objects), or `None` when no answer applies. Both stores write what
-/// this decides, guarded by the `requests` they read (compare and set).
-pub fn apply_answers(
-    requests: &str,
-    responses: Option<&str>,
+/// What a store writes for a client's answers ([`plan_answers`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AnswerPlan {
+    /// Nothing to write; this is the outcome.
+    Done(AnswerOutcome),
+    /// Write the requests still outstanding (`None`: none; queue the job again) and the
+    /// round's answers so far, guarded by the requests read (compare and set).
+    Write {
+        left: Option<String>,
+        so_far: String,
+        outcome: AnswerOutcome,
+    },
+}
+
+/// Decides what a client's answers do to a job read in `state` with its outstanding
+/// `requests` and the round's answers `so_far` (JSON objects). Answers to requests that are
+/// not outstanding are ignored. Pure: both stores write what it decides.
+pub fn plan_answers(
+    state: JobState,
+    requests: Option<&str>,
+    so_far: Option<&str>,
     answers: &serde_json::Map<String, serde_json::Value>,
-) -> Option<(serde_json::Map<String, serde_json::Value>, String)> {
-    let mut outstanding: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_str(requests).ok()?;
-    let mut so_far: serde_json::Map<String, serde_json::Value> = responses
+) -> AnswerPlan {
+    type Map = serde_json::Map<String, serde_json::Value>;
+    let (JobState::AwaitingInput, Some(requests)) = (state, requests) else {
+        return AnswerPlan::Done(AnswerOutcome::NotWaiting(state));
+    };
+    let mut outstanding: Map = serde_json::from_str(requests).unwrap_or_default();
+    let mut given: Map = so_far
         .and_then(|r| serde_json::from_str(r).ok())
         .unwrap_or_default();
     let mut applied = false;
     for (k, v) in answers {
         if outstanding.remove(k).is_some() {
-            so_far.insert(k.clone(), v.clone());
+            given.insert(k.clone(), v.clone());
             applied = true;
         }
     }
-    applied.then(|| (outstanding, serde_json::Value::Object(so_far).to_string()))
+    let remaining = outstanding.len();
+    if !applied {
+        return AnswerPlan::Done(AnswerOutcome::Waiting(remaining));
+    }
+    AnswerPlan::Write {
+        left: (remaining > 0).then(|| serde_json::Value::Object(outstanding).to_string()),
+        so_far: serde_json::Value::Object(given).to_string(),
+        outcome: if remaining == 0 {
+            AnswerOutcome::Resumed
+        } else {
+            AnswerOutcome::Waiting(remaining)
+        },
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -503,7 +532,8 @@ pub trait Store: Send + Sync + 'static {
 
 #[cfg(test)]
 mod tests {
-    use super::apply_answers;
+    use super::{plan_answers, AnswerOutcome, AnswerPlan};
+    use crate::jobs::JobState;
     use serde_json::json;
 
     fn answers(v: serde_json::Value) -> serde_json::Map<String, serde_json::Value> {
@@ -512,24 +542,51 @@ mod tests {
 
     #[test]
     fn answers_fill_outstanding_requests_and_ignore_the_rest() {
+        let waiting = JobState::AwaitingInput;
         let requests = json!({"a": {"method": "roots/list"}, "b": {"method": "roots/list"}});
-        let (left, so_far) = apply_answers(
-            &requests.to_string(),
+        let AnswerPlan::Write {
+            left,
+            so_far,
+            outcome,
+        } = plan_answers(
+            waiting,
+            Some(&requests.to_string()),
             None,
             &answers(json!({"a": {"roots": []}, "zzz": {}})),
         )
-        .unwrap();
-        assert_eq!(left.keys().collect::<Vec<_>>(), ["b"]);
+        else {
+            panic!("a is outstanding")
+        };
+        assert_eq!(left.as_deref(), Some(r#"{"b":{"method":"roots/list"}}"#));
         assert_eq!(so_far, r#"{"a":{"roots":[]}}"#);
-        let (left, so_far) = apply_answers(
-            &serde_json::Value::Object(left).to_string(),
+        assert_eq!(outcome, AnswerOutcome::Waiting(1));
+        let plan = plan_answers(
+            waiting,
+            left.as_deref(),
             Some(&so_far),
             &answers(json!({"b": {"roots": [1]}})),
-        )
-        .unwrap();
-        assert!(left.is_empty());
-        assert_eq!(so_far, r#"{"a":{"roots":[]},"b":{"roots":[1]}}"#);
-        // Nothing outstanding answered: nothing to write.
-        assert!(apply_answers(&requests.to_string(), None, &answers(json!({"c": {}}))).is_none());
+        );
+        assert_eq!(
+            plan,
+            AnswerPlan::Write {
+                left: None,
+                so_far: r#"{"a":{"roots":[]},"b":{"roots":[1]}}"#.into(),
+                outcome: AnswerOutcome::Resumed,
+            }
+        );
+        // Nothing outstanding answered, or not waiting: nothing to write.
+        assert_eq!(
+            plan_answers(
+                waiting,
+                Some(&requests.to_string()),
+                None,
+                &answers(json!({"c": {}}))
+            ),
+            AnswerPlan::Done(AnswerOutcome::Waiting(2))
+        );
+        assert_eq!(
+            plan_answers(JobState::Succeeded, None, None, &answers(json!({"a": {}}))),
+            AnswerPlan::Done(AnswerOutcome::NotWaiting(JobState::Succeeded))
+        );
     }
 }

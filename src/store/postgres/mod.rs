@@ -917,19 +917,15 @@ impl Store for PgStore {
             let state = state_of(&row.try_get::<String, _>(0)?)?;
             let requests: Option<String> = row.try_get(1)?;
             let so_far: Option<String> = row.try_get(2)?;
-            let (JobState::AwaitingInput, Some(requests)) = (state, requests) else {
-                return Ok(AnswerOutcome::NotWaiting(state));
-            };
-            let Some((left, so_far)) = super::apply_answers(&requests, so_far.as_deref(), answers)
-            else {
-                let left =
-                    serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&requests)
-                        .map(|m| m.len())
-                        .unwrap_or(0);
-                return Ok(AnswerOutcome::Waiting(left));
-            };
-            let remaining = left.len();
-            let left = (remaining > 0).then(|| serde_json::Value::Object(left).to_string());
+            let (left, so_far, outcome) =
+                match super::plan_answers(state, requests.as_deref(), so_far.as_deref(), answers) {
+                    AnswerPlan::Done(outcome) => return Ok(outcome),
+                    AnswerPlan::Write {
+                        left,
+                        so_far,
+                        outcome,
+                    } => (left, so_far, outcome),
+                };
             let written = sqlx::query(sql::ANSWER_WRITE)
                 .bind(&id.0)
                 .bind(&requests)
@@ -944,11 +940,10 @@ impl Store for PgStore {
                 ));
             }
             tx.commit().await?;
-            if remaining > 0 {
-                return Ok(AnswerOutcome::Waiting(remaining));
+            if outcome == AnswerOutcome::Resumed {
+                self.inner.jobs_added.notify_one();
             }
-            self.inner.jobs_added.notify_one();
-            Ok(AnswerOutcome::Resumed)
+            Ok(outcome)
         })
     }
 

@@ -1195,19 +1195,15 @@ impl Store for SqliteStore {
             };
             let state = JobState::parse(&state)
                 .ok_or_else(|| StoreError::Corrupt(format!("state {state:?}")))?;
-            let (JobState::AwaitingInput, Some(requests)) = (state, requests) else {
-                return Ok(AnswerOutcome::NotWaiting(state));
-            };
-            let Some((left, so_far)) = super::apply_answers(&requests, so_far.as_deref(), answers)
-            else {
-                let left =
-                    serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&requests)
-                        .map(|m| m.len())
-                        .unwrap_or(0);
-                return Ok(AnswerOutcome::Waiting(left));
-            };
-            let remaining = left.len();
-            let left = (remaining > 0).then(|| serde_json::Value::Object(left).to_string());
+            let (left, so_far, outcome) =
+                match super::plan_answers(state, requests.as_deref(), so_far.as_deref(), answers) {
+                    AnswerPlan::Done(outcome) => return Ok(outcome),
+                    AnswerPlan::Write {
+                        left,
+                        so_far,
+                        outcome,
+                    } => (left, so_far, outcome),
+                };
             // The writer lock and BEGIN IMMEDIATE make the read and this write one step;
             // the guard on the requests read keeps it right without them too.
             let written = sqlx::query(sql::ANSWER_WRITE)
@@ -1227,11 +1223,7 @@ impl Store for SqliteStore {
             }
             // Acknowledged to the client: durable first.
             self.inner.durability.wait().await?;
-            Ok(if remaining == 0 {
-                AnswerOutcome::Resumed
-            } else {
-                AnswerOutcome::Waiting(remaining)
-            })
+            Ok(outcome)
         })
     }
 
