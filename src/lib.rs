@@ -32,6 +32,7 @@
 //! - [`cli`]: the command line (`main.rs` only calls [`cli::main`]).
 
 pub mod admin;
+pub mod app;
 pub mod auth;
 pub mod backup;
 pub mod bench;
@@ -39,16 +40,17 @@ pub mod cli;
 pub mod client;
 pub mod clock;
 pub mod config;
+pub mod http;
 pub mod jobs;
 pub mod json;
 pub mod limits;
 pub mod logging;
 pub mod mcp;
-pub mod overload;
 pub mod protocol;
 pub mod server;
 pub mod service;
 pub mod store;
 pub mod telemetry;
 pub mod tools;
+pub mod v1;
 pub mod worker;

@@ -19,8 +19,8 @@ use std::time::Duration;
 use serde_json::{json, Map, Value};
 use tokio::sync::oneshot;
 
-use super::http;
-use super::methods::{self, Call};
+use super::call::Call;
+use super::tool_call;
 use crate::json::{Json, Object};
 use crate::tools::input::Asked;
 use crate::tools::runner::InputRound;
@@ -83,16 +83,16 @@ pub fn ask_over_stream(
     tool: Arc<dyn SyncTool>,
     args: Object,
     asked: Asked,
-) -> crate::server::HttpResponse {
-    let (tx, body) = http::SseBody::channel();
+) -> crate::http::HttpResponse {
+    let (tx, body) = crate::http::SseBody::channel();
     let call = call.clone();
     let id = id.clone();
     tokio::spawn(async move {
         let result = rounds(&call, &tx, tool.as_ref(), &args, asked).await;
         let message = json!({"jsonrpc": "2.0", "id": id, "result": result});
-        let _ = tx.send(http::sse_event(&message)).await;
+        let _ = tx.send(crate::http::sse::sse_event(&message)).await;
     });
-    super::sse_response(body)
+    super::reply::sse_response(body)
 }
 
 pub(super) async fn rounds(
@@ -102,7 +102,7 @@ pub(super) async fn rounds(
     args: &Object,
     mut asked: Asked,
 ) -> Value {
-    let pending = call.app.pending_answers();
+    let pending = &call.mcp.pending_answers;
     for _ in 0..MAX_ROUNDS {
         let mut answers = Map::new();
         let mut waits = Vec::new();
@@ -115,7 +115,11 @@ pub(super) async fn rounds(
                 "method": request["method"],
                 "params": request.get("params").cloned().unwrap_or_else(|| json!({})),
             });
-            if tx.send(http::sse_event(&message)).await.is_err() {
+            if tx
+                .send(crate::http::sse::sse_event(&message))
+                .await
+                .is_err()
+            {
                 pending.forget(&rid);
                 return Value::Null; // the client went away
             }
@@ -129,14 +133,14 @@ pub(super) async fn rounds(
                 Ok(Ok(Err(error))) => {
                     pending.forget(&rid);
                     let why = error["message"].as_str().unwrap_or("an error").to_string();
-                    return methods::tool_error(
+                    return tool_call::tool_error(
                         &format!("input_required: the client refused {key:?}: {why}"),
                         None,
                     );
                 }
                 _ => {
                     pending.forget(&rid);
-                    return methods::tool_error(
+                    return tool_call::tool_error(
                         &format!(
                             "input_required: no answer to {key:?} within {} s",
                             ANSWER_TIMEOUT.as_secs()
@@ -151,9 +155,9 @@ pub(super) async fn rounds(
             input_responses: Some(Value::Object(answers).to_string()),
             request_state: asked.state.clone(),
         };
-        let now = call.app.now_ms();
+        let now = call.app().now_ms();
         let reply = call
-            .app
+            .app()
             .call_sync(
                 tool,
                 &call.client,
@@ -165,22 +169,22 @@ pub(super) async fn rounds(
             .await;
         let result = match reply {
             Ok(r) => r.result.unwrap_or_default(),
-            Err(e) => return methods::tool_error(&e.wire(), None),
+            Err(e) => return tool_call::tool_error(&e.wire(), None),
         };
         if !crate::tools::asks_for_input(&result) {
-            return methods::tool_result(Json::Object(result).to_serde(), None);
+            return tool_call::tool_result(Json::Object(result).to_serde(), None);
         }
         asked = match crate::tools::input::parse(&Json::Object(result).to_serde()) {
             Ok(a) => a,
             Err(m) => {
-                return methods::tool_error(
+                return tool_call::tool_error(
                     &format!("tool_failed: invalid InputRequiredResult: {m}"),
                     None,
                 )
             }
         };
     }
-    methods::tool_error(
+    tool_call::tool_error(
         &format!("input_required: the tool asked more than {MAX_ROUNDS} rounds of questions"),
         None,
     )

@@ -5,14 +5,8 @@
 //! It must not interpret JSON-RPC: `mcp::methods` does.
 
 use std::net::SocketAddr;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 
-use bytes::Bytes;
-use hyper::body::{Body, Frame, Incoming};
-use hyper::header::{HeaderMap, ACCEPT, AUTHORIZATION, CONTENT_TYPE, HOST, ORIGIN};
-use hyper::Request;
-use tokio::sync::mpsc;
+use hyper::header::{HeaderMap, ACCEPT, AUTHORIZATION, HOST, ORIGIN};
 
 use super::error::McpError;
 
@@ -142,51 +136,6 @@ pub fn accepts(headers: &HeaderMap) -> Result<Accepts, McpError> {
         ));
     }
     Ok(Accepts { sse })
-}
-
-/// `Content-Type: application/json` (parameters such as `charset` allowed); both endpoints.
-pub fn json_content_type(req: &Request<Incoming>) -> bool {
-    req.headers()
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| {
-            v.split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .eq_ignore_ascii_case("application/json")
-        })
-        .unwrap_or(false)
-}
-
-/// A response body fed event by event from a task (server-sent events). Ends when the
-/// sender is dropped; if the client goes away, the sender sees a closed channel.
-pub struct SseBody {
-    rx: mpsc::Receiver<Bytes>,
-}
-
-impl SseBody {
-    pub fn channel() -> (mpsc::Sender<Bytes>, SseBody) {
-        let (tx, rx) = mpsc::channel(16);
-        (tx, SseBody { rx })
-    }
-}
-
-impl Body for SseBody {
-    type Data = Bytes;
-    type Error = std::convert::Infallible;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        self.rx.poll_recv(cx).map(|o| o.map(|b| Ok(Frame::data(b))))
-    }
-}
-
-/// One SSE event carrying a JSON-RPC message.
-pub fn sse_event(message: &serde_json::Value) -> Bytes {
-    Bytes::from(format!("event: message\ndata: {message}\n\n"))
 }
 
 #[cfg(test)]

@@ -8,13 +8,14 @@
 //! level, no messages). A tool logs by writing `{"log": {"level": …, "message": …}}` lines
 //! to fd 3 (docs/TOOLS.md).
 //!
-//! It must not run tools itself: `methods::call_tool` does, with the sink this hands it.
+//! It must not run tools itself: `tool_call::call_tool` does, with the sink this hands it.
 
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
-use super::methods::{self, Call, CallPlan};
-use super::{bridge, http, Era};
+use super::call::Call;
+use super::tool_call::{self, CallPlan};
+use super::{bridge, Era};
 use crate::json::{Json, Object};
 use crate::tools::Tool;
 
@@ -38,7 +39,7 @@ fn rank(level: &str) -> Option<usize> {
 /// The least severe level to send, if this call's client listens for a sync tool's logs.
 pub fn wanted(call: &Call, params: &Value, sse: bool) -> Option<usize> {
     let name = params.get("name").and_then(Value::as_str)?;
-    let logs = matches!(call.app.registry().get(name), Some(Tool::Sync(t)) if t.may_log());
+    let logs = matches!(call.app().registry().get(name), Some(Tool::Sync(t)) if t.may_log());
     if !sse || !logs {
         return None;
     }
@@ -76,15 +77,16 @@ pub fn stream_sync_call(
     id: Value,
     params: Value,
     floor: usize,
-) -> crate::server::HttpResponse {
-    let (tx, body) = http::SseBody::channel();
+) -> crate::http::HttpResponse {
+    let (tx, body) = crate::http::SseBody::channel();
     let (log_tx, mut log_rx) = mpsc::channel::<Object>(64);
     call.logs = Some(log_tx);
     let tool = params["name"].as_str().unwrap_or("").to_string();
     tokio::spawn(async move {
-        let forward = |m: Object| notification(&tool, m, floor).map(|n| http::sse_event(&n));
+        let forward =
+            |m: Object| notification(&tool, m, floor).map(|n| crate::http::sse::sse_event(&n));
         let plan = {
-            let run = methods::call_tool(&call, &params);
+            let run = tool_call::call_tool(&call, &params);
             tokio::pin!(run);
             loop {
                 tokio::select! {
@@ -125,12 +127,12 @@ pub fn stream_sync_call(
             }
         }
         let message = match result {
-            Ok(r) => super::result_message(&id, r, call.era),
+            Ok(r) => super::reply::result_message(&id, r, call.era),
             Err(e) => e.to_jsonrpc(&id),
         };
-        let _ = tx.send(http::sse_event(&message)).await;
+        let _ = tx.send(crate::http::sse::sse_event(&message)).await;
     });
-    super::sse_response(body)
+    super::reply::sse_response(body)
 }
 
 #[cfg(test)]

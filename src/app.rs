@@ -1,0 +1,274 @@
+//! The transport-free core both endpoints call: the tool registry, the store, the key
+//! table and nonce set, the per-client limits and the clock, and the three things a
+//! verified call can do: be admitted ([`App::authenticate`], [`App::admit_nonce`],
+//! [`App::admit_call`]), run a sync tool ([`App::call_sync`]) or store a job
+//! ([`App::enqueue_job`]).
+//!
+//! It must not know HTTP, envelopes on the wire or JSON-RPC: `v1` and `mcp` turn requests
+//! into these calls and their outcomes into answers. It must not run jobs (`worker` does).
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use sha2::{Digest, Sha256};
+use tokio::sync::Notify;
+
+use crate::auth::{Authenticator, NonceRecord};
+use crate::clock::Clock;
+use crate::config::{ConfigError, Settings};
+use crate::jobs::JobId;
+use crate::json::{Json, Object};
+use crate::limits::{Limits, RetryAfterMs};
+use crate::protocol::{CallError, ClientId, Envelope};
+use crate::store::{NewJob, Store, StoreError};
+use crate::tools::runner::InputRound;
+use crate::tools::{
+    CallCtx, JobTool, LogSink, Registry, Reply, ServerInfo, SharedRegistry, SyncTool,
+};
+
+/// Everything a verified call needs, shared by every connection of every transport.
+pub struct App {
+    auth: Authenticator,
+    /// Swapped whole by a reload; shared with the embedded worker.
+    registry: SharedRegistry,
+    store: Arc<dyn Store>,
+    info: ArcSwap<ServerInfo>,
+    window_ms: i64,
+    max_body: usize,
+    max_attempts: u32,
+    clock: Arc<dyn Clock>,
+    /// Wakes embedded workers when a job is enqueued.
+    job_added: Arc<Notify>,
+    /// Count admitted calls per client (`metrics.client_labels`).
+    client_labels: bool,
+    limits: Limits,
+    retention_ms: u64,
+}
+
+impl App {
+    /// The core for `settings` over an opened store. Live nonces are not restored here:
+    /// see [`App::restore_nonces`].
+    pub fn new(
+        settings: &Settings,
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<App, ConfigError> {
+        let auth = Authenticator::new(
+            settings.server.id.clone(),
+            settings.server.timestamp_window_ms,
+            settings.clients.clone(),
+        );
+        let registry = Registry::from_settings(settings)?;
+        let fingerprint =
+            hex::encode(Sha256::digest(settings.server.secret.expose()))[..16].to_string();
+        let info = ServerInfo {
+            server_id: settings.server.id.clone(),
+            fingerprint,
+            capabilities: registry.capabilities(
+                settings.server.timestamp_window_ms,
+                settings.server.max_body_bytes,
+            ),
+        };
+        Ok(App {
+            auth,
+            registry: Arc::new(ArcSwap::from_pointee(registry)),
+            store,
+            info: ArcSwap::from_pointee(info),
+            window_ms: settings.server.timestamp_window_ms,
+            max_body: settings.server.max_body_bytes,
+            max_attempts: settings.jobs.max_attempts,
+            clock,
+            job_added: Arc::new(Notify::new()),
+            client_labels: settings.metrics.client_labels,
+            limits: Limits::new(&settings.limits),
+            retention_ms: settings.jobs.retention_secs.saturating_mul(1000),
+        })
+    }
+
+    /// When the store is this daemon's alone, its nonce set is the whole truth, so it must
+    /// hold every nonce still live. (A shared store decides each nonce itself.)
+    pub async fn restore_nonces(&self) -> Result<(), StoreError> {
+        if !self.store.shares_nonces() {
+            let live = self.store.live_nonces(self.clock.now_ms()).await?;
+            tracing::info!(nonces = live.len(), "restored live nonces");
+            self.auth.nonces().preload(live);
+        }
+        Ok(())
+    }
+
+    /// The current tools (a reload swaps them between calls, never during one).
+    pub fn registry(&self) -> Arc<Registry> {
+        self.registry.load_full()
+    }
+    /// The swappable registry itself, for the embedded worker to follow reloads.
+    pub fn shared_registry(&self) -> SharedRegistry {
+        self.registry.clone()
+    }
+    /// The current tools without taking a reference count (one call's worth).
+    pub fn tools(&self) -> arc_swap::Guard<Arc<Registry>> {
+        self.registry.load()
+    }
+    pub fn store(&self) -> &dyn Store {
+        self.store.as_ref()
+    }
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+    pub fn server_id(&self) -> String {
+        self.info.load().server_id.clone()
+    }
+    /// How long a finished job stays readable (a task's TTL).
+    pub fn retention_ms(&self) -> u64 {
+        self.retention_ms
+    }
+    /// Notified on every local enqueue (the embedded worker's wake-up).
+    pub fn job_added(&self) -> Arc<Notify> {
+        self.job_added.clone()
+    }
+
+    /// Checks a signed envelope (version, server id, window, signature, nonce): the
+    /// admitted nonce is handed back for persistence.
+    pub fn authenticate(&self, env: &Envelope, now: i64) -> Result<NonceRecord, CallError> {
+        let nonce = self.auth.check(env, now).inspect_err(|e| {
+            metrics::counter!(crate::telemetry::AUTH_FAILURES, "reason" => e.code()).increment(1);
+        })?;
+        if self.client_labels {
+            // Only once the signature proved the id: a refused caller picks any name.
+            metrics::counter!("mcpq_client_calls_total", "client" => env.client_id.0.clone())
+                .increment(1);
+        }
+        Ok(nonce)
+    }
+
+    /// The client a bearer token belongs to.
+    pub fn bearer_client(&self, token: &str) -> Option<String> {
+        self.auth.bearer(token)
+    }
+
+    /// Persists an admitted nonce that no job carries: written behind on a store of our
+    /// own, decided by the shared table on a shared one (docs/PROTOCOL.md, "Replay
+    /// protection").
+    pub async fn admit_nonce(&self, nonce: NonceRecord, now: i64) -> Result<(), CallError> {
+        match self.store.admit_nonce(nonce, now).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(CallError::ReplayedNonce),
+            Err(e) => Err(internal(e)),
+        }
+    }
+
+    /// The client's call rate (token bucket).
+    pub fn admit_call(&self, client: &str, now: i64) -> Result<(), RetryAfterMs> {
+        self.limits.admit_call(client, now)
+    }
+
+    /// Runs a sync tool for a verified client (both endpoints).
+    pub async fn call_sync(
+        &self,
+        t: &dyn SyncTool,
+        client: &ClientId,
+        args: &Object,
+        now: i64,
+        input: Option<&InputRound>,
+        logs: Option<LogSink>,
+    ) -> Result<Reply, CallError> {
+        let info = self.info.load();
+        let ctx = CallCtx {
+            client_id: client,
+            now_ms: now,
+            store: self.store.as_ref(),
+            server: &info,
+            input,
+            logs,
+        };
+        t.call(ctx, args).await
+    }
+
+    /// Validates a job tool's arguments and stores the job durably for a verified client
+    /// (both endpoints): the id is returned only once the job is on disk. `answers`: what a
+    /// `/mcp` client answered to the tool's declared questions, for its first attempt.
+    pub async fn enqueue_job(
+        &self,
+        t: &Arc<dyn JobTool>,
+        client: &ClientId,
+        args: &Object,
+        nonce: Option<NonceRecord>,
+        now: i64,
+        answers: Option<String>,
+    ) -> Result<JobId, CallError> {
+        let req = t.validate(args)?;
+        if t.ask_first().is_some() && answers.is_none() {
+            return Err(CallError::ToolFailed(
+                "input_required: this tool asks its client questions before it runs, which only a \
+                 standard MCP client of revision 2026-07-28 can answer (POST /mcp)"
+                    .into(),
+            ));
+        }
+        let admitted = self
+            .limits
+            .admit_job(&client.0, now, self.store.as_ref())
+            .await
+            .map_err(internal)?;
+        if let Err(RetryAfterMs(ms)) = admitted {
+            return Err(CallError::QueueFull(self.limits.max_queued(), ms));
+        }
+        let policy = t.policy();
+        let job = NewJob {
+            id: JobId::generate(),
+            client_id: client.clone(),
+            tool: t.name().to_string(),
+            args: Json::Object(req.args).to_canonical(),
+            max_attempts: policy.max_attempts.unwrap_or(self.max_attempts),
+            idempotency_key: req.idempotency_key,
+            nonce,
+            created_at: now,
+            def: policy.definition,
+            on_crash: policy.on_crash,
+            capped: policy.concurrency.is_some(),
+            input_responses: answers,
+        };
+        let enqueued = self.store.enqueue(job).await.map_err(|e| match e {
+            StoreError::Replayed => CallError::ReplayedNonce,
+            e => internal(e),
+        })?;
+        metrics::counter!(crate::telemetry::JOBS_ENQUEUED, "tool" => t.name().to_string())
+            .increment(1);
+        tracing::Span::current().record("job_id", tracing::field::display(&enqueued.id().0));
+        self.job_added.notify_waiters();
+        Ok(enqueued.id().clone())
+    }
+
+    /// Forgets nonces past the window (the maintenance task calls it).
+    pub fn prune_nonces(&self, now: i64) {
+        self.auth.nonces().prune(now);
+    }
+
+    /// Applies a reloaded configuration's client keys and tools. Validates `settings`
+    /// completely first; on any error nothing changes. Returns a one-line summary.
+    pub fn reload(&self, settings: &Settings) -> Result<String, ConfigError> {
+        settings.check_safe_to_serve()?;
+        let registry = Registry::from_settings(settings)?;
+        let old = self.info.load();
+        let info = ServerInfo {
+            server_id: old.server_id.clone(),
+            fingerprint: old.fingerprint.clone(),
+            capabilities: registry.capabilities(self.window_ms, self.max_body),
+        };
+        let summary = format!(
+            "{} clients, {} tools",
+            settings.clients.len(),
+            registry.iter().count()
+        );
+        self.auth.set_clients(settings.clients.clone());
+        self.registry.store(Arc::new(registry));
+        self.info.store(Arc::new(info));
+        Ok(summary)
+    }
+}
+
+/// A store failure as the caller sees it: an internal error (the detail goes to the log).
+pub fn internal(e: StoreError) -> CallError {
+    CallError::internal("store error", &e)
+}

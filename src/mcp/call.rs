@@ -1,0 +1,57 @@
+//! One `/mcp` request's context ([`Call`]: who asked, in which era, with which declared
+//! capabilities, over which transport state) and the constants the methods share.
+//!
+//! It must not implement a method: `lifecycle`, `catalog`, `tool_call` and `tasks` do.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::error::McpError;
+use super::Era;
+use super::Mcp;
+use crate::app::App;
+use crate::protocol::ClientId;
+
+/// Tasks extension id (2026-07-28) and the related-task `_meta` key.
+pub const TASKS_EXTENSION: &str = "io.modelcontextprotocol/tasks";
+pub const RELATED_TASK: &str = "io.modelcontextprotocol/related-task";
+/// Where a held call names its durable job, in progress messages' and results' `_meta`.
+pub const JOB_META: &str = "io.mcpq/job_id";
+/// A held call or `tasks/result` re-reads its job at most this far apart; one streaming
+/// progress does so at most [`PROGRESS_POLL`] apart, so that progress steps are not skipped.
+pub const RESULT_POLL: Duration = Duration::from_millis(250);
+pub const PROGRESS_POLL: Duration = Duration::from_millis(100);
+/// How often a client should poll a task.
+pub const POLL_INTERVAL_MS: u64 = 1000;
+
+/// One request's context: who asked, in which era, with which declared capabilities.
+#[derive(Clone)]
+pub struct Call {
+    /// The transport (and through it the core) this request came in on.
+    pub mcp: Arc<Mcp>,
+    pub client: ClientId,
+    pub era: Era,
+    pub wants_tasks: bool,
+    /// The client capabilities a 2026-07-28 request declared; `None` in 2025-11-25.
+    pub capabilities: Option<Value>,
+    /// The client accepts an SSE answer (a 2025-11-25 tool may then ask it questions).
+    pub streams: bool,
+    /// Where a sync tool's log messages go while the call's stream is open.
+    pub logs: Option<crate::tools::LogSink>,
+}
+
+pub fn str_param<'a>(params: &'a Value, key: &str) -> Result<&'a str, McpError> {
+    params
+        .get(key)
+        .and_then(Value::as_str)
+        .ok_or_else(|| McpError::InvalidParams(format!("{key} must be a string")))
+}
+
+impl Call {
+    /// The shared core.
+    pub fn app(&self) -> &App {
+        &self.mcp.app
+    }
+}

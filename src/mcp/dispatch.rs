@@ -1,0 +1,240 @@
+//! From an admitted JSON-RPC request to its outcome: the revision's checks, the client's
+//! call rate, then the method table; `tools/call` chooses between an answer now, a task,
+//! a held call, a log stream and a bridged question.
+//!
+//! It must not read requests or write responses: `mcp` (mod.rs) and `reply` do.
+
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+
+use super::call::{Call, TASKS_EXTENSION};
+use super::era::check_modern;
+use super::error::McpError;
+use super::reply::{fail, method_label, respond, result_message};
+use super::tool_call::CallPlan;
+use super::{
+    bridge, catalog, era_of, held, http, lifecycle, log, supported_versions, tasks, tool_call,
+};
+use super::{Era, Mcp, LEGACY};
+use crate::http::HttpResponse;
+
+enum Reply {
+    Now(Value),
+    /// An SSE response already built (progress, then the result).
+    Stream(HttpResponse),
+}
+
+fn progress_token(params: &Value) -> Option<Value> {
+    params
+        .get("_meta")
+        .and_then(|m| m.get("progressToken"))
+        .filter(|t| t.is_string() || t.is_i64() || t.is_u64())
+        .cloned()
+}
+
+/// One admitted JSON-RPC request (not a notification, not an answer).
+pub struct Request<'a> {
+    pub head: hyper::Request<()>,
+    pub client: String,
+    pub method: &'a str,
+    pub id: &'a Value,
+    pub params: Value,
+    pub accepts: http::Accepts,
+}
+
+/// Dispatches `r` under its span, counts it, and writes its answer.
+pub async fn serve(mcp: Arc<Mcp>, r: Request<'_>, message: &Value) -> HttpResponse {
+    let version_header = r
+        .head
+        .headers()
+        .get("mcp-protocol-version")
+        .and_then(|v| v.to_str().ok());
+    let era = era_of(version_header, message);
+    let label = method_label(r.method);
+    let span = tracing::info_span!(
+        "mcp",
+        request_id = %crate::logging::Printable(&r.id.to_string()),
+        method = %label,
+        client_id = %r.client,
+        tool = tracing::field::Empty,
+        job_id = tracing::field::Empty,
+    );
+    let outcome = tracing::Instrument::instrument(dispatch(mcp, &r, era), span).await;
+    match outcome {
+        Ok(Reply::Now(result)) => {
+            metrics::counter!("mcpq_mcp_requests_total", "method" => label, "outcome" => "ok")
+                .increment(1);
+            respond(200, &result_message(r.id, result, era), None)
+        }
+        Ok(Reply::Stream(body)) => {
+            metrics::counter!("mcpq_mcp_requests_total", "method" => label, "outcome" => "ok")
+                .increment(1);
+            body
+        }
+        Err(e) => {
+            metrics::counter!("mcpq_mcp_requests_total", "method" => label, "outcome" => "error")
+                .increment(1);
+            fail(&e, r.id)
+        }
+    }
+}
+
+/// The revision's checks (2026-07-28: `_meta` and headers; 2025: a known version header),
+/// returning the capabilities a 2026-07-28 request declared.
+fn check_era(
+    req: &hyper::Request<()>,
+    era: Era,
+    method: &str,
+    params: &Value,
+) -> Result<Option<Value>, McpError> {
+    match era {
+        Era::Modern => Ok(Some(check_modern(req.headers(), method, params)?)),
+        Era::Legacy => {
+            if let Some(v) = req
+                .headers()
+                .get("mcp-protocol-version")
+                .and_then(|v| v.to_str().ok())
+            {
+                if !LEGACY.contains(&v.trim()) {
+                    return Err(McpError::InvalidRequest(format!(
+                        "unsupported MCP-Protocol-Version {v:?}"
+                    )));
+                }
+            }
+            Ok(None)
+        }
+    }
+}
+
+async fn dispatch(mcp: Arc<Mcp>, r: &Request<'_>, era: Era) -> Result<Reply, McpError> {
+    let (method, id, params, accepts) = (r.method, r.id, &r.params, r.accepts);
+    let capabilities = check_era(&r.head, era, method, params)?;
+    let wants_tasks = capabilities
+        .as_ref()
+        .and_then(|c| c.get("extensions"))
+        .and_then(|e| e.get(TASKS_EXTENSION))
+        .is_some();
+    let now = mcp.app.now_ms();
+    if let Err(crate::limits::RetryAfterMs(ms)) = mcp.app.admit_call(&r.client, now) {
+        return Err(McpError::RateLimited(ms));
+    }
+    let call = Call {
+        mcp: mcp.clone(),
+        client: crate::protocol::ClientId(r.client.clone()),
+        era,
+        wants_tasks,
+        capabilities,
+        streams: accepts.sse,
+        logs: None,
+    };
+    let needs_tasks = || {
+        McpError::MissingCapability(
+            format!(
+                "{} (declare it in clientCapabilities.extensions)",
+                TASKS_EXTENSION
+            ),
+            json!({"extensions": { TASKS_EXTENSION: {} }}),
+        )
+    };
+    let result = match (era, method) {
+        (Era::Legacy, "initialize") => {
+            let asked = params
+                .get("protocolVersion")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            let version = if LEGACY.contains(&asked) {
+                asked
+            } else {
+                LEGACY[0]
+            };
+            lifecycle::initialize_result(version)
+        }
+        (Era::Legacy, "ping") | (Era::Legacy, "logging/setLevel") => json!({}),
+        (Era::Modern, "server/discover") => lifecycle::discover_result(&supported_versions()),
+        (_, "tools/list") => catalog::list_tools(&call),
+        (_, "prompts/list") => catalog::list_prompts(&call),
+        (_, "resources/list") => catalog::list_resources(&call),
+        (_, "resources/templates/list") => catalog::list_resource_templates(&call),
+        (_, "completion/complete") => catalog::complete(&call, params)?,
+        (_, "resources/read") => catalog::read_resource(&call, params)?,
+        (_, "prompts/get") => catalog::get_prompt(&call, params)?,
+        (_, "tools/call") => {
+            tracing::Span::current().record(
+                "tool",
+                params.get("name").and_then(Value::as_str).unwrap_or(""),
+            );
+            return call_tool(&call, id, params, accepts).await;
+        }
+        (Era::Modern, "tasks/get" | "tasks/cancel" | "tasks/update") if !wants_tasks => {
+            return Err(needs_tasks())
+        }
+        (_, "tasks/get") => tasks::tasks_get(&call, params).await?,
+        (_, "tasks/cancel") => tasks::tasks_cancel(&call, params).await?,
+        (Era::Modern, "tasks/update") => tasks::tasks_update(&call, params).await?,
+        (Era::Legacy, "tasks/result") => tasks::tasks_result(&call, params).await?,
+        (era, other) => {
+            return Err(McpError::UnknownMethod(
+                other.to_string(),
+                era == Era::Modern,
+            ))
+        }
+    };
+    Ok(Reply::Now(result))
+}
+
+/// A tools/call: at once, as a task, or held until the job finishes. A sync tool called
+/// by a client that listens for log messages runs behind a stream that carries them.
+async fn call_tool(
+    call: &Call,
+    id: &Value,
+    params: &Value,
+    accepts: http::Accepts,
+) -> Result<Reply, McpError> {
+    if let Some(floor) = log::wanted(call, params, accepts.sse) {
+        return Ok(Reply::Stream(log::stream_sync_call(
+            call.clone(),
+            id.clone(),
+            params.clone(),
+            floor,
+        )));
+    }
+    match tool_call::call_tool(call, params).await? {
+        CallPlan::Done(r) => Ok(Reply::Now(r)),
+        CallPlan::Ask { tool, args, asked } => Ok(Reply::Stream(bridge::ask_over_stream(
+            call, id, tool, args, asked,
+        ))),
+        CallPlan::Job {
+            id: job_id,
+            task: true,
+        } => {
+            tracing::Span::current().record("job_id", job_id.0.as_str());
+            Ok(Reply::Now(tasks::create_task_result(
+                &job_id,
+                call.app().now_ms(),
+                call.app().retention_ms(),
+                call.era,
+            )))
+        }
+        CallPlan::Job {
+            id: job_id,
+            task: false,
+        } => {
+            tracing::Span::current().record("job_id", job_id.0.as_str());
+            let token = progress_token(params);
+            match (token, accepts.sse) {
+                (Some(token), true) => Ok(Reply::Stream(held::held_with_progress(
+                    call, id, job_id, token,
+                ))),
+                _ => {
+                    let job =
+                        tasks::wait_finished(call, &job_id, super::call::RESULT_POLL, |_| true)
+                            .await?;
+                    let r = tasks::job_result(&job)
+                        .ok_or_else(|| McpError::Internal("job ended unfinished".into()))?;
+                    Ok(Reply::Now(r))
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,201 @@
+//! The daemon assembled: binds the listener (or takes systemd's), opens the store, builds
+//! the core (`app`) and its two transports (`v1`, `mcp`) behind one router, and runs them
+//! with the embedded worker and the maintenance task until the shutdown token fires.
+//!
+//! Built and run apart (`Server::build` → `local_addr` → `run_until_stopped`) so tests
+//! can bind port 0.
+//!
+//! It must not answer requests itself (`router` hands them on) nor contain tool logic or SQL.
+
+pub mod router;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::app::App;
+use crate::clock::{Clock, SystemClock};
+use crate::config::Settings;
+use crate::http::listener::{self, ConnectionLimits};
+use crate::mcp::Mcp;
+use crate::store::{Store, StoreError};
+use crate::v1::V1;
+use crate::worker::{self, WorkerOptions};
+
+use self::router::Router;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Activation(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// A built, bound, not yet running daemon.
+pub struct Server {
+    listener: TcpListener,
+    router: Arc<Router>,
+    app: Arc<App>,
+    store: Arc<dyn Store>,
+    settings: Settings,
+}
+
+impl Server {
+    /// Opens the database (applying migrations), restores live nonces and binds the listener.
+    pub async fn build(settings: Settings) -> Result<Server, ServerError> {
+        Server::build_with_clock(settings, Arc::new(SystemClock)).await
+    }
+
+    pub async fn build_with_clock(
+        settings: Settings,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Server, ServerError> {
+        let listener = bind(&settings).await?;
+        let served = listener.local_addr().unwrap_or(settings.server.listen);
+        settings.check_safe_to_serve_on(served)?;
+        let store = crate::store::open::open(&settings).await?.store();
+        let app = Arc::new(App::new(&settings, store.clone(), clock)?);
+        app.restore_nonces().await?;
+        let router = Arc::new(Router {
+            app: app.clone(),
+            v1: V1::new(app.clone(), &settings),
+            mcp: Arc::new(Mcp::new(app.clone(), &settings, settings.server.listen)),
+        });
+        Ok(Server {
+            listener,
+            router,
+            app,
+            store,
+            settings,
+        })
+    }
+
+    /// The watchdog's health check: a read through the pool and a round trip through the
+    /// writer thread (`flush`), so a stalled database or a wedged writer fails it.
+    pub fn health_check(&self) -> crate::service::Check {
+        let store = self.store.clone();
+        let clock = self.app.clock().clone();
+        let addr = self.local_addr();
+        Box::new(move || {
+            let store = store.clone();
+            let clock = clock.clone();
+            Box::pin(async move {
+                store.ping().await.map_err(|e| e.to_string())?;
+                store.flush().await.map_err(|e| e.to_string())?;
+                let now = clock.now_ms();
+                let stats = store.queue_stats(now).await.map_err(|e| e.to_string())?;
+                Ok(format!("serving on {addr}; {}", stats.summary(now)))
+            })
+        })
+    }
+
+    /// What the metrics endpoint reads at each scrape (this server's store and clock).
+    pub fn scrape(&self) -> crate::telemetry::Scrape {
+        crate::telemetry::Scrape {
+            store: self.store.clone(),
+            clock: self.app.clock().clone(),
+            lease_ms: self.settings.jobs.lease_ms,
+        }
+    }
+
+    /// A handle that applies a new configuration's client keys and tools to this server.
+    pub fn reloader(&self) -> Reloader {
+        Reloader {
+            app: self.app.clone(),
+        }
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .unwrap_or(self.settings.server.listen)
+    }
+
+    /// Serves until `shutdown` fires, then drains connections, stops embedded workers
+    /// (releasing their jobs) and flushes pending nonce writes.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), ServerError> {
+        let Server {
+            listener,
+            router,
+            app,
+            store,
+            settings,
+        } = self;
+        tracing::info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+            server_id = %settings.server.id, db = %settings.database.display(), "serving");
+
+        let background = TaskTracker::new();
+        let workers_stop = CancellationToken::new();
+        let pruner = app.clone();
+        background.spawn(worker::maintenance(
+            store.clone(),
+            Arc::new(move |now| pruner.prune_nonces(now)),
+            settings.jobs.clone(),
+            app.clock().clone(),
+            workers_stop.clone(),
+        ));
+        if settings.server.embedded_workers > 0 {
+            let opts = WorkerOptions::from_settings(&settings, settings.server.embedded_workers);
+            background.spawn(worker::run(
+                store.clone(),
+                app.shared_registry(),
+                opts,
+                app.clock().clone(),
+                workers_stop.clone(),
+                Some(app.job_added()),
+            ));
+        }
+
+        let limits = ConnectionLimits {
+            max_connections: settings.server.max_connections,
+            header_timeout: Duration::from_millis(settings.server.header_timeout_ms),
+            max_connections_per_ip: settings.limits.max_connections_per_ip,
+        };
+        let handler = move |req| router.clone().route(req);
+        listener::serve(listener, limits, handler, shutdown).await;
+        workers_stop.cancel();
+        background.close();
+        background.wait().await;
+        store.close().await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// A socket held by systemd (socket activation), else our own.
+async fn bind(settings: &Settings) -> Result<TcpListener, ServerError> {
+    let addr = settings.server.listen;
+    match crate::service::inherited_listener().map_err(ServerError::Activation)? {
+        Some(l) => TcpListener::from_std(l).map_err(|source| ServerError::Bind { addr, source }),
+        None => TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServerError::Bind { addr, source }),
+    }
+}
+
+/// Applies a reloaded configuration (SIGHUP) to a running server: its client keys and its
+/// tools. Open connections, running jobs and the nonce set are untouched; other settings
+/// (addresses, database, limits) need a restart.
+#[derive(Clone)]
+pub struct Reloader {
+    app: Arc<App>,
+}
+
+impl Reloader {
+    /// Validates `settings` completely first; on any error nothing changes.
+    pub fn reload(&self, settings: &Settings) -> Result<String, ServerError> {
+        Ok(self.app.reload(settings)?)
+    }
+}

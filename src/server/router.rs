@@ -1,0 +1,43 @@
+//! Which transport answers a request: `/mcp` to standard MCP, `POST /v1/call` to the
+//! signed pipeline, the two probes (`/healthz`, `/readyz`), and a signed `/v1/call`-style
+//! refusal for anything else.
+//!
+//! It must not answer a call itself: `v1` and `mcp` do.
+
+use std::sync::Arc;
+
+use hyper::body::Incoming;
+use hyper::{Method, Request};
+
+use crate::app::App;
+use crate::http::{plain, HttpResponse};
+use crate::mcp::Mcp;
+use crate::protocol::CallError;
+use crate::v1::V1;
+
+/// The transports of one daemon over one core.
+pub struct Router {
+    pub app: Arc<App>,
+    pub v1: V1,
+    pub mcp: Arc<Mcp>,
+}
+
+impl Router {
+    pub async fn route(self: Arc<Self>, req: Request<Incoming>) -> HttpResponse {
+        let path = req.uri().path();
+        match (req.method(), path) {
+            (_, "/mcp") => self.mcp.clone().handle(req).await,
+            (&Method::GET, "/healthz") => plain(200, "ok\n"),
+            (&Method::GET, "/readyz") => match self.app.store().ping().await {
+                Ok(()) => plain(200, "ready\n"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "readiness check failed");
+                    plain(503, "database unavailable\n")
+                }
+            },
+            (&Method::POST, "/v1/call") => self.v1.handle(req).await,
+            (_, "/v1/call") => self.v1.error_response(CallError::MethodNotAllowed),
+            _ => self.v1.error_response(CallError::NotFound),
+        }
+    }
+}

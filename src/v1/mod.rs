@@ -1,0 +1,219 @@
+//! `POST /v1/call`: the signed `mcp/0.1` pipeline, one body in, one signed response out.
+//!
+//! The pipeline's order is the documented check order: size cap → strict parse →
+//! version → server_id → timestamp → signature → nonce → tool → args. Every failure
+//! becomes a signed response in exactly one place ([`V1::respond`]).
+//!
+//! It must not contain tool logic or SQL: it turns a request into calls of the core
+//! (`app::App`) and their outcomes into signed answers.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper::header::CONTENT_LENGTH;
+use hyper::Request;
+
+use crate::app::App;
+use crate::config::{Secret, Settings};
+use crate::http::{self, HttpResponse};
+use crate::json::{self, Json, Object};
+use crate::limits::RetryAfterMs;
+use crate::protocol::{self, CallError, Envelope, Response, Status};
+use crate::tools::Tool;
+
+/// A signed answer and, for a refusal to retry later, its `Retry-After`.
+pub struct Answer {
+    pub status: u16,
+    pub body: String,
+    pub retry_after_ms: Option<u64>,
+}
+
+/// The `/v1/call` transport over the core.
+pub struct V1 {
+    app: Arc<App>,
+    server_key: Secret,
+    max_body: usize,
+    body_timeout: Duration,
+}
+
+/// One answered call in the metrics: by tool (`none` before an envelope was read,
+/// `unknown` for a name no tool has) and outcome code.
+fn count_request(tool: Option<&str>, code: &'static str, t0: std::time::Instant) {
+    let tool = tool.map_or("none", |t| t).to_string();
+    metrics::histogram!(crate::telemetry::REQUEST_SECONDS, "tool" => tool.clone())
+        .record(t0.elapsed().as_secs_f64());
+    metrics::counter!(crate::telemetry::REQUESTS, "tool" => tool, "code" => code).increment(1);
+}
+
+impl V1 {
+    pub fn new(app: Arc<App>, settings: &Settings) -> V1 {
+        V1 {
+            app,
+            server_key: settings.server.secret.clone(),
+            max_body: settings.server.max_body_bytes,
+            body_timeout: Duration::from_millis(settings.server.body_timeout_ms),
+        }
+    }
+
+    /// Serves one `POST /v1/call`: content type, size cap (declared length, then a
+    /// bounded body), body read under the body timeout, then [`V1::call`].
+    pub async fn handle(&self, req: Request<Incoming>) -> HttpResponse {
+        if !http::json_content_type(&req) {
+            return self.error_response(CallError::UnsupportedMediaType);
+        }
+        let declared = req
+            .headers()
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > self.max_body as u64) {
+            // Read (and drop) what the client is sending before answering, as nginx does:
+            // a client that writes its whole body before reading (Python's http.client)
+            // would otherwise get a reset instead of the 413.
+            http::linger(req.into_body(), self.body_timeout).await;
+            return self.error_response(CallError::BodyTooLarge(self.max_body));
+        }
+        let body = match http::read_body(req.into_body(), self.max_body, self.body_timeout).await {
+            Ok(b) => b,
+            Err(e) => return self.error_response(e),
+        };
+        http_answer(self.call(&body).await)
+    }
+
+    /// A refusal before any envelope was read (wrong method, unknown path, bad body).
+    pub fn error_response(&self, e: CallError) -> HttpResponse {
+        http_answer(self.respond(String::new(), Err(e)))
+    }
+
+    /// The one place an outcome becomes a signed response.
+    fn respond(
+        &self,
+        request_id: String,
+        outcome: Result<(Status, Option<Object>), CallError>,
+    ) -> Answer {
+        let now = self.app.now_ms();
+        let server_id = self.app.server_id();
+        let (status, retry_after_ms, resp) = match outcome {
+            Ok((status, result)) => (
+                200,
+                None,
+                Response::ok(request_id, server_id, now, status, result),
+            ),
+            Err(e) => (
+                e.http_status(),
+                e.retry_after_ms(),
+                Response::error(request_id, server_id, now, &e),
+            ),
+        };
+        Answer {
+            status,
+            body: resp.sign(self.server_key.expose()),
+            retry_after_ms,
+        }
+    }
+
+    /// Handles one `POST /v1/call` body.
+    pub async fn call(&self, body: &[u8]) -> Answer {
+        let t0 = std::time::Instant::now();
+        let parsed = match json::parse(body) {
+            Ok(v) => v,
+            Err(e) => {
+                count_request(None, "malformed_json", t0);
+                return self.respond(
+                    protocol::salvage_request_id(body),
+                    Err(CallError::MalformedJson(e.to_string())),
+                );
+            }
+        };
+        let request_id = match &parsed {
+            Json::Object(o) => match o.get("request_id") {
+                Some(Json::Str(s)) if s.len() <= protocol::MAX_ID_LEN => s.clone(),
+                _ => String::new(),
+            },
+            _ => String::new(),
+        };
+        let env = match Envelope::from_json(parsed) {
+            Ok(env) => env,
+            Err(e) => {
+                count_request(None, e.code(), t0);
+                return self.respond(request_id, Err(e));
+            }
+        };
+        // client_id joins once the signature proves it; job_id once the job is stored.
+        let span = tracing::info_span!(
+            "request",
+            request_id = %crate::logging::Printable(&env.request_id),
+            tool = %crate::logging::Printable(&env.tool),
+            client_id = tracing::field::Empty,
+            job_id = tracing::field::Empty,
+        );
+        let outcome = tracing::Instrument::instrument(
+            async {
+                let outcome = self.dispatch(&env).await;
+                if let Err(e) = &outcome {
+                    tracing::debug!(code = e.code(), "call refused");
+                }
+                outcome
+            },
+            span,
+        )
+        .await;
+        // A tool label only for tools that exist: clients choose the names they send.
+        let known = self.app.tools().get(&env.tool).is_some();
+        let code = match &outcome {
+            Ok(_) => "ok",
+            Err(e) => e.code(),
+        };
+        count_request(Some(if known { &env.tool } else { "unknown" }), code, t0);
+        self.respond(env.request_id.clone(), outcome)
+    }
+
+    async fn dispatch(&self, env: &Envelope) -> Result<(Status, Option<Object>), CallError> {
+        let app = &self.app;
+        let now = app.now_ms();
+        let nonce = app.authenticate(env, now)?;
+        tracing::Span::current().record("client_id", tracing::field::display(&env.client_id));
+        // A job-creating call's nonce commits with its job; every other admitted nonce goes
+        // to the store before the answer.
+        if let Err(RetryAfterMs(ms)) = app.admit_call(&env.client_id.0, now) {
+            app.admit_nonce(nonce, now).await?;
+            return Err(CallError::RateLimited(ms));
+        }
+        // One registry for the whole call, even if a reload swaps it meanwhile.
+        let registry = app.tools();
+        match registry.get(&env.tool) {
+            None => {
+                app.admit_nonce(nonce, now).await?;
+                Err(CallError::UnknownTool(env.tool.clone()))
+            }
+            Some(Tool::Sync(t)) => {
+                app.admit_nonce(nonce, now).await?;
+                let reply = app
+                    .call_sync(t.as_ref(), &env.client_id, &env.args, now, None, None)
+                    .await?;
+                Ok((reply.status, reply.result))
+            }
+            Some(Tool::Job(t)) => {
+                // The nonce commits with the job; a refused job writes it behind.
+                match app
+                    .enqueue_job(t, &env.client_id, &env.args, Some(nonce), now, None)
+                    .await
+                {
+                    Ok(id) => {
+                        let result = Object::from_pairs([("job_id".to_string(), Json::str(id.0))]);
+                        Ok((Status::Accepted, Some(result)))
+                    }
+                    Err(e) => {
+                        app.admit_nonce(nonce, now).await?;
+                        Err(e)
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn http_answer(a: Answer) -> HttpResponse {
+    http::with_retry_after(http::json_response(a.status, a.body), a.retry_after_ms)
+}
