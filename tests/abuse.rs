@@ -66,9 +66,6 @@ fn gate_tool(name: &str, gate: &Path) -> String {
 struct Gate(PathBuf);
 
 impl Gate {
-    fn new(env: &TestEnv) -> Gate {
-        Gate(env.dir.path().join("gate"))
-    }
     fn open(&self) {
         std::fs::write(&self.0, b"open").unwrap();
     }
@@ -786,7 +783,13 @@ async fn an_http_tools_transport_error_shows_the_caller_neither_its_url_nor_its_
             );
         }
     }
+    // The operator's log has the full error, the URL's path included, its query redacted.
     let log = d.proc.logs();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("hooks/leaky-path") && l.contains("refused")),
+        "the log lacks the transport error"
+    );
     assert!(
         !log.contains("SECRET-4f9a1c"),
         "the log shows the URL's query"
