@@ -159,10 +159,23 @@ fn long_functions(text: &str, max: usize) -> Vec<(usize, usize, String)> {
     for (i, line) in lines.iter().enumerate() {
         let t = line.trim_start();
         let indent = &line[..line.len() - t.len()];
-        let signature = ["fn ", "pub fn ", "async fn ", "pub async fn ", "pub(crate) fn "]
-            .iter()
-            .chain(["pub(crate) async fn ", "pub(super) fn ", "pub(super) async fn "].iter())
-            .any(|p| t.starts_with(p));
+        let signature = [
+            "fn ",
+            "pub fn ",
+            "async fn ",
+            "pub async fn ",
+            "pub(crate) fn ",
+        ]
+        .iter()
+        .chain(
+            [
+                "pub(crate) async fn ",
+                "pub(super) fn ",
+                "pub(super) async fn ",
+            ]
+            .iter(),
+        )
+        .any(|p| t.starts_with(p));
         // A declaration without a body (a trait's) ends with `;` before any `{`.
         let declaration = lines[i..]
             .iter()
@@ -195,5 +208,9 @@ fn no_function_is_over_100_lines() {
             long.push(format!("{}:{line} {name} ({len} lines)", f.display()));
         }
     }
-    assert!(long.is_empty(), "split these along a seam:\n{}", long.join("\n"));
+    assert!(
+        long.is_empty(),
+        "split these along a seam:\n{}",
+        long.join("\n")
+    );
 }

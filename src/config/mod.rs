@@ -86,6 +86,8 @@ pub struct McpSettings {
     pub allowed_hosts: Vec<String>,
     pub allowed_origins: Vec<String>,
     pub anonymous_client: String,
+    /// Questions a tool may have pending at once with one 2025-11-25 client (0: no cap).
+    pub max_pending_questions_per_client: usize,
 }
 
 /// Per-client and per-address limits (`crate::limits`, `crate::server`).

@@ -155,8 +155,13 @@ async fn connection<H, F>(
         let handler = handler.clone();
         let busy = busy.clone();
         async move {
-            let _in_request = busy.begin();
-            Ok::<_, Infallible>(handler(req).await)
+            let in_request = busy.begin();
+            let mut response = handler(req).await;
+            if let super::Body::Sse(stream) = response.body_mut() {
+                // A streaming answer is still the request: busy until the stream ends.
+                stream.hold(in_request);
+            }
+            Ok::<_, Infallible>(response)
         }
     });
     let conn = hyper::server::conn::http1::Builder::new()

@@ -91,8 +91,9 @@ pub struct Activity {
     last_ms: AtomicU64,
 }
 
-/// Marks a request in progress until dropped.
-pub struct InRequest<'a>(&'a Activity);
+/// Marks a request in progress until dropped: when its handler returns, or, for a
+/// streaming answer, when the stream ends (the body holds it).
+pub struct InRequest(Arc<Activity>);
 
 impl Activity {
     pub fn new() -> Activity {
@@ -102,9 +103,9 @@ impl Activity {
         }
     }
 
-    pub fn begin(&self) -> InRequest<'_> {
+    pub fn begin(self: &Arc<Self>) -> InRequest {
         self.in_flight.fetch_add(1, Ordering::SeqCst);
-        InRequest(self)
+        InRequest(self.clone())
     }
 
     /// No request in progress, and none for `at_least`.
@@ -121,7 +122,7 @@ impl Default for Activity {
     }
 }
 
-impl Drop for InRequest<'_> {
+impl Drop for InRequest {
     fn drop(&mut self) {
         self.0.last_ms.store(now_ms(), Ordering::SeqCst);
         self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
@@ -153,7 +154,7 @@ mod tests {
 
     #[test]
     fn a_connection_in_a_request_is_never_idle() {
-        let a = Activity::new();
+        let a = Arc::new(Activity::new());
         let r = a.begin();
         assert!(!a.idle_for(Duration::ZERO));
         drop(r);

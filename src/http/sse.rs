@@ -10,16 +10,27 @@ use bytes::Bytes;
 use hyper::body::{Body, Frame};
 use tokio::sync::mpsc;
 
+use super::overload::InRequest;
+
 /// A response body fed event by event from a task (server-sent events). Ends when the
 /// sender is dropped; if the client goes away, the sender sees a closed channel.
 pub struct SseBody {
     rx: mpsc::Receiver<Bytes>,
+    /// Keeps the connection counted as busy while the stream runs, so idle-connection
+    /// shedding never cuts a live stream.
+    busy: Option<InRequest>,
 }
 
 impl SseBody {
     pub fn channel() -> (mpsc::Sender<Bytes>, SseBody) {
         let (tx, rx) = mpsc::channel(16);
-        (tx, SseBody { rx })
+        (tx, SseBody { rx, busy: None })
+    }
+
+    /// Marks the connection busy until this body is dropped (the stream ended or the
+    /// client left).
+    pub fn hold(&mut self, busy: InRequest) {
+        self.busy = Some(busy);
     }
 }
 

@@ -20,6 +20,7 @@ use serde_json::{json, Map, Value};
 use tokio::sync::oneshot;
 
 use super::call::Call;
+use super::error::McpError;
 use super::tool_call;
 use crate::json::{Json, Object};
 use crate::tools::input::Asked;
@@ -33,27 +34,80 @@ const MAX_ROUNDS: usize = 10;
 
 type Answer = Result<Value, Value>;
 
-/// Questions sent and not yet answered, by the id of the request sent to the client.
+/// Questions sent and not yet answered, by the id of the request sent to the client,
+/// with a count per client (capped) and in `mcpq_mcp_pending_questions`.
 #[derive(Default)]
 pub struct Pending {
-    waiting: Mutex<HashMap<String, (String, oneshot::Sender<Answer>)>>,
+    waiting: Mutex<Waiting>,
+}
+
+#[derive(Default)]
+struct Waiting {
+    by_id: HashMap<String, (String, oneshot::Sender<Answer>)>,
+    per_client: HashMap<String, usize>,
+}
+
+impl Waiting {
+    fn remove(&mut self, id: &str) -> Option<oneshot::Sender<Answer>> {
+        let (client, tx) = self.by_id.remove(id)?;
+        if let Some(n) = self.per_client.get_mut(&client) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_client.remove(&client);
+            }
+        }
+        metrics::gauge!(PENDING_QUESTIONS).set(self.by_id.len() as f64);
+        Some(tx)
+    }
+}
+
+const PENDING_QUESTIONS: &str = "mcpq_mcp_pending_questions";
+
+/// One round's questions, forgotten when the round ends however it ends (answered,
+/// refused, timed out, or its stream closed).
+pub struct Round<'a> {
+    pending: &'a Pending,
+    ids: Vec<String>,
+    answers: Vec<oneshot::Receiver<Answer>>,
+}
+
+impl Drop for Round<'_> {
+    fn drop(&mut self) {
+        let mut waiting = self.pending.lock();
+        for id in &self.ids {
+            waiting.remove(id);
+        }
+    }
 }
 
 impl Pending {
-    fn lock(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<String, (String, oneshot::Sender<Answer>)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Waiting> {
         self.waiting.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn ask(&self, id: &str, client: &str) -> oneshot::Receiver<Answer> {
-        let (tx, rx) = oneshot::channel();
-        self.lock().insert(id.to_string(), (client.to_string(), tx));
-        rx
-    }
-
-    fn forget(&self, id: &str) {
-        self.lock().remove(id);
+    /// Registers `n` questions for `client` at once, or none if that would take the
+    /// client over `cap` (0: no cap).
+    pub fn reserve(&self, client: &str, n: usize, cap: usize) -> Result<Round<'_>, McpError> {
+        let mut waiting = self.lock();
+        let held = waiting.per_client.get(client).copied().unwrap_or(0);
+        if cap > 0 && held + n > cap {
+            return Err(McpError::TooManyQuestions(held, cap));
+        }
+        let mut round = Round {
+            pending: self,
+            ids: Vec::with_capacity(n),
+            answers: Vec::with_capacity(n),
+        };
+        for _ in 0..n {
+            let id = format!("mcpq-{}", uuid::Uuid::new_v4());
+            let (tx, rx) = oneshot::channel();
+            waiting.by_id.insert(id.clone(), (client.to_string(), tx));
+            round.ids.push(id);
+            round.answers.push(rx);
+        }
+        *waiting.per_client.entry(client.to_string()).or_default() += n;
+        metrics::gauge!(PENDING_QUESTIONS).set(waiting.by_id.len() as f64);
+        Ok(round)
     }
 
     /// A JSON-RPC response POSTed by `client`: delivered if it answers one of that
@@ -63,8 +117,8 @@ impl Pending {
             return;
         };
         let mut waiting = self.lock();
-        if waiting.get(id).is_some_and(|(c, _)| c == client) {
-            if let Some((_, tx)) = waiting.remove(id) {
+        if waiting.by_id.get(id).is_some_and(|(c, _)| c == client) {
+            if let Some(tx) = waiting.remove(id) {
                 let answer = match (message.get("result"), message.get("error")) {
                     (Some(r), _) => Ok(r.clone()),
                     (None, Some(e)) => Err(e.clone()),
@@ -83,7 +137,15 @@ pub fn ask_over_stream(
     tool: Arc<dyn SyncTool>,
     args: Object,
     asked: Asked,
-) -> crate::http::HttpResponse {
+) -> Result<crate::http::HttpResponse, McpError> {
+    // The first round's questions are counted before the stream opens, so a client over
+    // its cap gets a plain error; later rounds end the stream with a tool error instead.
+    let cap = call.mcp.max_pending_questions;
+    drop(
+        call.mcp
+            .pending_answers
+            .reserve(&call.client.0, asked.requests.len(), cap)?,
+    );
     let (tx, body) = crate::http::SseBody::channel();
     let call = call.clone();
     let id = id.clone();
@@ -92,7 +154,7 @@ pub fn ask_over_stream(
         let message = json!({"jsonrpc": "2.0", "id": id, "result": result});
         let _ = tx.send(crate::http::sse::sse_event(&message)).await;
     });
-    super::reply::sse_response(body)
+    Ok(super::reply::sse_response(body))
 }
 
 pub(super) async fn rounds(
@@ -104,11 +166,13 @@ pub(super) async fn rounds(
 ) -> Value {
     let pending = &call.mcp.pending_answers;
     for _ in 0..MAX_ROUNDS {
-        let mut answers = Map::new();
-        let mut waits = Vec::new();
-        for (key, request) in &asked.requests {
-            let rid = format!("mcpq-{}", uuid::Uuid::new_v4());
-            let rx = pending.ask(&rid, &call.client.0);
+        let keys: Vec<String> = asked.requests.keys().cloned().collect();
+        let mut round =
+            match pending.reserve(&call.client.0, keys.len(), call.mcp.max_pending_questions) {
+                Ok(r) => r,
+                Err(e) => return tool_call::tool_error(&e.message(), None),
+            };
+        for ((_, request), rid) in asked.requests.iter().zip(&round.ids) {
             let message = json!({
                 "jsonrpc": "2.0",
                 "id": rid,
@@ -120,18 +184,22 @@ pub(super) async fn rounds(
                 .await
                 .is_err()
             {
-                pending.forget(&rid);
                 return Value::Null; // the client went away
             }
-            waits.push((key.clone(), rid, rx));
         }
-        for (key, rid, rx) in waits {
-            match tokio::time::timeout(ANSWER_TIMEOUT, rx).await {
+        let mut answers = Map::new();
+        let waits = std::mem::take(&mut round.answers);
+        for (key, rx) in keys.into_iter().zip(waits) {
+            let answer = tokio::select! {
+                r = tokio::time::timeout(ANSWER_TIMEOUT, rx) => r,
+                // The stream closed: nobody will answer; the round's questions go now.
+                _ = tx.closed() => return Value::Null,
+            };
+            match answer {
                 Ok(Ok(Ok(result))) => {
                     answers.insert(key, result);
                 }
                 Ok(Ok(Err(error))) => {
-                    pending.forget(&rid);
                     let why = error["message"].as_str().unwrap_or("an error").to_string();
                     return tool_call::tool_error(
                         &format!("input_required: the client refused {key:?}: {why}"),
@@ -139,7 +207,6 @@ pub(super) async fn rounds(
                     );
                 }
                 _ => {
-                    pending.forget(&rid);
                     return tool_call::tool_error(
                         &format!(
                             "input_required: no answer to {key:?} within {} s",
@@ -150,6 +217,7 @@ pub(super) async fn rounds(
                 }
             }
         }
+        drop(round);
         let round = InputRound {
             client_capabilities: None,
             input_responses: Some(Value::Object(answers).to_string()),

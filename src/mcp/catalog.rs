@@ -238,7 +238,10 @@ pub fn read_resource(call: &Call, params: &Value) -> Result<Value, McpError> {
     match &r.content {
         ResourceContent::Text(t) => {
             content["text"] = match &vars {
-                Some(v) => json!(crate::config::prompts::substitute(t, v)),
+                Some(v) => json!(crate::config::prompts::substitute(
+                    t,
+                    &escaped_for(&r.mime_type, v)
+                )),
                 None => json!(t),
             }
         }
@@ -253,6 +256,27 @@ pub fn read_resource(call: &Call, params: &Value) -> Result<Value, McpError> {
         out["cacheScope"] = json!("public");
     }
     Ok(out)
+}
+
+/// A template's variables as its text may hold them: inside a JSON document (the author
+/// writes the quotes) a value is escaped as JSON string contents, so a URI segment can
+/// never end the string and add keys of its own; other types take the value as it is.
+fn escaped_for(
+    mime_type: &str,
+    vars: &serde_json::Map<String, Value>,
+) -> serde_json::Map<String, Value> {
+    let essence = mime_type.split(';').next().unwrap_or("").trim();
+    let json = essence.eq_ignore_ascii_case("application/json") || essence.ends_with("+json");
+    if !json {
+        return vars.clone();
+    }
+    vars.iter()
+        .map(|(k, v)| {
+            let text = v.as_str().map_or_else(|| v.to_string(), str::to_string);
+            let quoted = Value::String(text).to_string();
+            (k.clone(), json!(quoted[1..quoted.len() - 1]))
+        })
+        .collect()
 }
 
 fn is_read_only(name: &str) -> bool {

@@ -203,7 +203,7 @@ async fn call_tool(
         CallPlan::Done(r) => Ok(Reply::Now(r)),
         CallPlan::Ask { tool, args, asked } => Ok(Reply::Stream(bridge::ask_over_stream(
             call, id, tool, args, asked,
-        ))),
+        )?)),
         CallPlan::Job {
             id: job_id,
             task: true,
@@ -227,9 +227,17 @@ async fn call_tool(
                     call, id, job_id, token,
                 ))),
                 _ => {
-                    let job =
-                        tasks::wait_finished(call, &job_id, super::call::RESULT_POLL, |_| true)
-                            .await?;
+                    // Without a stream the request future itself is the call: dropped when
+                    // the client leaves, so nothing waits for a caller that left.
+                    let _held = held::HeldCall::new();
+                    let job = tasks::wait_finished(
+                        call,
+                        &job_id,
+                        super::call::RESULT_POLL,
+                        std::future::pending(),
+                        |_| true,
+                    )
+                    .await?;
                     let r = tasks::job_result(&job)
                         .ok_or_else(|| McpError::Internal("job ended unfinished".into()))?;
                     Ok(Reply::Now(r))

@@ -63,6 +63,8 @@ pub enum McpError {
     RequestTimeout,
     RateLimited(u64),
     QueueFull(u64, u64),
+    /// A 2025-11-25 client already has this many questions unanswered (the cap).
+    TooManyQuestions(usize, usize),
     Internal(String),
 }
 
@@ -96,7 +98,9 @@ impl McpError {
             McpError::UnsupportedMediaType => 415,
             McpError::BodyTooLarge(_) => 413,
             McpError::RequestTimeout => 408,
-            McpError::RateLimited(_) | McpError::QueueFull(..) => 429,
+            McpError::RateLimited(_) | McpError::QueueFull(..) | McpError::TooManyQuestions(..) => {
+                429
+            }
             McpError::Internal(_) => 500,
         }
     }
@@ -153,6 +157,10 @@ impl McpError {
             McpError::QueueFull(cap, ms) => {
                 format!("queue_full: {cap} jobs queued for this client; retry after {ms} ms")
             }
+            McpError::TooManyQuestions(n, cap) => format!(
+                "too_many_questions: this client has {n} pending questions unanswered \
+                 (mcp.max_pending_questions_per_client = {cap}); answer or abandon them first"
+            ),
             McpError::Internal(r) => format!("internal error (reference {r})"),
         }
     }

@@ -5,7 +5,7 @@
 
 use serde_json::{json, Value};
 
-use super::call::Call;
+use super::call::{Call, PROGRESS_POLL};
 use super::reply::{result_message, sse_response};
 use super::tasks;
 use crate::http::sse::sse_event;
@@ -24,10 +24,13 @@ pub(super) fn held_with_progress(
     let (tx, body) = http::SseBody::channel();
     let call = call.clone();
     let id = id.clone();
+    let held = HeldCall::new();
     tokio::spawn(async move {
+        let _held = held;
         let mut first = true;
         let mut last = 0.0f64;
-        let sent = tasks::wait_finished(&call, &job_id, super::call::PROGRESS_POLL, |job| {
+        let gone = tx.closed();
+        let sent = tasks::wait_finished(&call, &job_id, PROGRESS_POLL, gone, |job| {
             let mut n = tasks::progress_notification(&token, job, first);
             // Progress must increase: never report less than before.
             let p = n["params"]["progress"].as_f64().unwrap_or(0.0).max(last);
@@ -37,12 +40,31 @@ pub(super) fn held_with_progress(
             tx.try_send(sse_event(&n)).is_ok() || !tx.is_closed()
         })
         .await;
+        if tx.is_closed() {
+            return; // the client went away; the job runs on
+        }
         let message = match sent.map(|job| tasks::job_result(&job)) {
             Ok(Some(r)) => result_message(&id, r, call.era),
-            Ok(None) => return, // the client went away; the job runs on
+            Ok(None) => return,
             Err(e) => e.to_jsonrpc(&id),
         };
         let _ = tx.send(sse_event(&message)).await;
     });
     sse_response(body)
+}
+
+/// One call held open waiting for its job, counted in `mcpq_mcp_held_calls` while it is.
+pub(super) struct HeldCall(());
+
+impl HeldCall {
+    pub(super) fn new() -> HeldCall {
+        metrics::gauge!("mcpq_mcp_held_calls").increment(1.0);
+        HeldCall(())
+    }
+}
+
+impl Drop for HeldCall {
+    fn drop(&mut self) {
+        metrics::gauge!("mcpq_mcp_held_calls").decrement(1.0);
+    }
 }

@@ -96,12 +96,22 @@ pub fn read_round(
         }
         Some(_) => return Err(bad_state("requestState must be the string it was given")),
     };
-    let responses = responses.map(|mut r| {
-        if let Some(keys) = &outstanding {
+    // Only answers to questions of this call's sealed round reach the tool: without a
+    // `requestState` nothing was asked, so every answer is unasked and dropped.
+    let responses = match (outstanding, responses) {
+        (Some(keys), Some(mut r)) => {
             r.retain(|k, _| keys.contains(k));
+            Some(Value::Object(r).to_string())
         }
-        Value::Object(r).to_string()
-    });
+        (None, Some(r)) => {
+            tracing::debug!(
+                answers = r.len(),
+                "dropped answers sent without a requestState"
+            );
+            None
+        }
+        (_, None) => None,
+    };
     Ok(InputRound {
         client_capabilities: Some(capabilities.to_string()),
         input_responses: responses,

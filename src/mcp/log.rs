@@ -83,19 +83,24 @@ pub fn stream_sync_call(
     call.logs = Some(log_tx);
     let tool = params["name"].as_str().unwrap_or("").to_string();
     tokio::spawn(async move {
-        let forward =
-            |m: Object| notification(&tool, m, floor).map(|n| crate::http::sse::sse_event(&n));
+        // Never wait for the client here: a reader slower than the tool loses log lines
+        // (counted), while the tool's timeout, kill and concurrency slot, polled in the
+        // same `select!`, never depend on the client reading.
+        let forward = |m: Object| {
+            if let Some(ev) = notification(&tool, m, floor).map(|n| crate::http::sse::sse_event(&n))
+            {
+                if tx.try_send(ev).is_err() {
+                    metrics::counter!("mcpq_mcp_log_lines_dropped_total").increment(1);
+                }
+            }
+        };
         let plan = {
             let run = tool_call::call_tool(&call, &params);
             tokio::pin!(run);
             loop {
                 tokio::select! {
                     plan = &mut run => break plan,
-                    Some(m) = log_rx.recv() => {
-                        if let Some(ev) = forward(m) {
-                            let _ = tx.send(ev).await;
-                        }
-                    }
+                    Some(m) = log_rx.recv() => forward(m),
                 }
             }
         };
@@ -107,11 +112,7 @@ pub fn stream_sync_call(
                 Ok(loop {
                     tokio::select! {
                         r = &mut run => break r,
-                        Some(m) = log_rx.recv() => {
-                            if let Some(ev) = forward(m) {
-                                let _ = tx.send(ev).await;
-                            }
-                        }
+                        Some(m) = log_rx.recv() => forward(m),
                     }
                 })
             }
@@ -122,9 +123,7 @@ pub fn stream_sync_call(
             Err(e) => Err(e),
         };
         while let Ok(m) = log_rx.try_recv() {
-            if let Some(ev) = forward(m) {
-                let _ = tx.send(ev).await;
-            }
+            forward(m);
         }
         let message = match result {
             Ok(r) => super::reply::result_message(&id, r, call.era),

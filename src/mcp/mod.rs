@@ -84,6 +84,8 @@ pub struct Mcp {
     anonymous_client: String,
     /// Questions tools asked 2025-11-25 clients over SSE, awaiting their answers.
     pub pending_answers: bridge::Pending,
+    /// Most questions one client may have pending at once (0: no cap).
+    pub max_pending_questions: usize,
     /// Derived from the server secret (so any daemon of a deployment opens what another
     /// sealed) and distinct from the key that signs responses; once, at build.
     request_state_key: Vec<u8>,
@@ -103,6 +105,7 @@ impl Mcp {
             ),
             anonymous_client: settings.mcp.anonymous_client.clone(),
             pending_answers: Default::default(),
+            max_pending_questions: settings.mcp.max_pending_questions_per_client,
             request_state_key: {
                 use hmac::Mac;
                 let mut m = <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(

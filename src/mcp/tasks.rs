@@ -210,35 +210,45 @@ pub async fn tasks_get(call: &Call, params: &Value) -> Result<Value, McpError> {
 /// Waits for a job to finish (polling its row, at most `max_delay` apart: workers may be
 /// other processes), calling `on_progress` whenever its progress changes. Returns the
 /// finished row.
+/// Re-reads a job, backing off up to `max_delay`, until it is finished (or waits for
+/// input). `on_progress` sees the first read and every progress change after it; it
+/// returns `false` once nobody listens. `gone` resolves when the caller's stream closed:
+/// the job runs on, but nothing reads it for a caller that left.
 pub async fn wait_finished(
     call: &Call,
     id: &JobId,
     max_delay: Duration,
+    gone: impl std::future::Future<Output = ()>,
     mut on_progress: impl FnMut(&JobRecord) -> bool,
 ) -> Result<JobRecord, McpError> {
     let mut delay = Duration::from_millis(20);
-    let mut last_progress: Option<String> = None;
+    // `None` until the first read, so the first read is always reported.
+    let mut last_progress: Option<Option<String>> = None;
+    tokio::pin!(gone);
     loop {
         let job = get_job(call, id).await?;
         // A job waiting for input waits for a task client: nothing to wait for here.
         if job.state.is_terminal() || job.state == JobState::AwaitingInput {
             return Ok(job);
         }
-        if job.progress != last_progress {
-            last_progress = job.progress.clone();
+        if last_progress.as_ref() != Some(&job.progress) {
+            last_progress = Some(job.progress.clone());
             if !on_progress(&job) {
                 // The client went away: the job runs on; nothing to wait for.
                 return Ok(job);
             }
         }
-        tokio::time::sleep(delay).await;
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = &mut gone => return Ok(job),
+        }
         delay = (delay * 2).min(max_delay);
     }
 }
 
 pub async fn tasks_result(call: &Call, params: &Value) -> Result<Value, McpError> {
     let id = task_id(params)?;
-    let job = wait_finished(call, &id, RESULT_POLL, |_| true).await?;
+    let job = wait_finished(call, &id, RESULT_POLL, std::future::pending(), |_| true).await?;
     job_result(&job).ok_or_else(|| McpError::Internal("job ended unfinished".into()))
 }
 

@@ -71,7 +71,7 @@ impl Server {
         let router = Arc::new(Router {
             app: app.clone(),
             v1: V1::new(app.clone(), &settings),
-            mcp: Arc::new(Mcp::new(app.clone(), &settings, settings.server.listen)),
+            mcp: Arc::new(Mcp::new(app.clone(), &settings, served)),
         });
         Ok(Server {
             listener,

@@ -105,7 +105,10 @@ impl HttpRunner {
     }
 
     async fn exchange(&self, req: reqwest::RequestBuilder) -> Result<Object, JobError> {
-        let mut resp = req.send().await.map_err(|e| transport_error(&e))?;
+        let mut resp = req
+            .send()
+            .await
+            .map_err(|e| transport_error(&self.url, e))?;
         let status = resp.status();
         let retry_after = resp
             .headers()
@@ -124,23 +127,40 @@ impl HttpRunner {
                     body.extend_from_slice(&c);
                 }
                 Ok(None) => break,
-                Err(e) => return Err(transport_error(&e)),
+                Err(e) => return Err(transport_error(&self.url, e)),
             }
         }
         classify(status, retry_after, &body, over, self.max_body)
     }
 }
 
-fn transport_error(e: &reqwest::Error) -> JobError {
-    let what = if e.is_timeout() {
-        "timeout"
+/// The caller gets a stable message that names the kind of failure only: the tool's URL
+/// is configuration and may carry credentials (`?api_key=…`). The operator's log gets the
+/// whole error chain and the URL with its query and password redacted.
+fn transport_error(url: &reqwest::Url, e: reqwest::Error) -> JobError {
+    let (what, message) = if e.is_timeout() {
+        ("timeout", "the tool's endpoint did not answer in time")
     } else if e.is_connect() {
-        "connect_failed"
+        ("connect_failed", "the tool's endpoint could not be reached")
     } else {
-        "http_error"
+        ("http_error", "the exchange with the tool's endpoint failed")
     };
-    // `without_url`: the URL is configuration, but keep messages about the failure only.
-    JobError::Retryable(format!("{what}: {}", error_chain(e)))
+    tracing::warn!(
+        url = %redacted(url),
+        error = %error_chain(&e.without_url()),
+        "HTTP tool transport error ({what})"
+    );
+    JobError::Retryable(format!("{what}: {message}"))
+}
+
+/// `url` fit for a log line: no password, and the query's values replaced.
+fn redacted(url: &reqwest::Url) -> reqwest::Url {
+    let mut u = url.clone();
+    let _ = u.set_password(None);
+    if u.query().is_some() {
+        u.set_query(Some("<redacted>"));
+    }
+    u
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

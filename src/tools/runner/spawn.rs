@@ -1,4 +1,5 @@
-//! Starting a tool process: `posix_spawn` with the pipes on fds 0-3, its own process
+//! Starting a tool process: `posix_spawn` with the pipes on fds 0-3 (and no other
+//! descriptor: everything from 4 up is closed in the child), its own process
 //! group, default signal dispositions, a working directory, and a pidfd to await its exit.
 //!
 //! Why not `std::process::Command`: putting the progress pipe on fd 3 needs a `pre_exec`
@@ -109,6 +110,9 @@ pub fn spawn(spec: &Spec<'_>) -> io::Result<(Child, Pipes)> {
                     dst as RawFd,
                 ))?;
             }
+            // Nothing else crosses into the tool: descriptors the daemon inherited without
+            // close-on-exec (a shell's, a supervisor's) would otherwise leak to every tool.
+            check(libc::posix_spawn_file_actions_addclosefrom_np(&mut fa, 4))?;
             check(libc::posix_spawn_file_actions_addchdir_np(
                 &mut fa,
                 spec.cwd.as_ptr(),
