@@ -33,7 +33,7 @@ use crate::json::{self, Json, Object};
 use crate::protocol::{self, CallError, Envelope, Response, Status};
 use crate::store::{NewJob, Store, StoreError};
 use crate::tools::{CallCtx, Registry, ServerInfo, SharedRegistry, Tool};
-use crate::worker::{self, WorkerOptions};
+use crate::worker::{self, WorkerOptions, WorkerParts};
 use arc_swap::ArcSwap;
 
 #[derive(Debug, thiserror::Error)]
@@ -648,20 +648,8 @@ impl Server {
     /// The watchdog's health check: a read through the pool and a round trip through the
     /// writer thread (`flush`), so a stalled database or a wedged writer fails it.
     pub fn health_check(&self) -> crate::service::Check {
-        let store = self.store.clone();
-        let clock = self.app.clock.clone();
-        let addr = self.local_addr();
-        Box::new(move || {
-            let store = store.clone();
-            let clock = clock.clone();
-            Box::pin(async move {
-                store.ping().await.map_err(|e| e.to_string())?;
-                store.flush().await.map_err(|e| e.to_string())?;
-                let now = clock.now_ms();
-                let stats = store.queue_stats(now).await.map_err(|e| e.to_string())?;
-                Ok(format!("serving on {addr}; {}", stats.summary(now)))
-            })
-        })
+        let what = format!("serving on {}", self.local_addr());
+        worker::store_health(self.store.clone(), self.app.clock.clone(), what)
     }
 
     /// What the metrics endpoint reads at each scrape (this server's store and clock).
@@ -709,14 +697,14 @@ impl Server {
         ));
         if settings.server.embedded_workers > 0 {
             let opts = WorkerOptions::from_settings(&settings, settings.server.embedded_workers);
-            background.spawn(worker::run(
-                store.clone(),
-                app.registry.clone(),
+            let parts = WorkerParts {
+                store: store.clone(),
+                registry: app.registry.clone(),
                 opts,
-                app.clock.clone(),
-                workers_stop.clone(),
-                Some(app.job_added.clone()),
-            ));
+                clock: app.clock.clone(),
+                wake: Some(app.job_added.clone()),
+            };
+            background.spawn(worker::run(parts, workers_stop.clone()));
         }
 
         let conns = TaskTracker::new();
