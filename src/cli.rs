@@ -3,7 +3,6 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand};
@@ -16,7 +15,7 @@ use crate::json::{self, Json, Object};
 use crate::server::Server;
 use crate::store::open::AnyStore;
 use crate::tools::Registry;
-use crate::worker::{self, WorkerOptions};
+use crate::worker::Worker;
 
 #[derive(Parser)]
 #[command(
@@ -418,79 +417,25 @@ async fn run(cli: Cli) -> Result<ExitCode, AnyError> {
             server.run_until_stopped(stop).await?;
         }
         Command::Worker { concurrency } => {
-            let mut opts = WorkerOptions::from_settings(&settings, 1);
-            if let Some(c) = concurrency {
-                opts.concurrency = c.max(1);
-            }
-            let any = crate::store::open::open(&settings).await?;
-            let store = any.store();
-            let registry: crate::tools::SharedRegistry = Arc::new(arc_swap::ArcSwap::from_pointee(
-                Registry::from_settings(&settings)?,
-            ));
+            let worker = Worker::build(&settings, concurrency).await?;
             let stop = shutdown_on_signals()?;
-            let shared = registry.clone();
+            let reloader = worker.reloader();
             reload_on_sighup(cli.config.clone(), loader, move |s| {
-                let r = Registry::from_settings(&s).map_err(|e| e.to_string())?;
-                let summary = format!("{} tools", r.iter().count());
-                shared.store(Arc::new(r));
-                Ok(summary)
+                reloader.reload(&s).map_err(|e| e.to_string())
             })?;
-            let maint_stop = CancellationToken::new();
-            let maint = tokio::spawn(worker::maintenance(
-                store.clone(),
-                Arc::new(|_| {}),
-                settings.jobs.clone(),
-                Arc::new(SystemClock),
-                maint_stop.clone(),
-            ));
-            // Ready once the database answers a read (the first claim can be made).
-            store.has_due_jobs(0).await?;
-            let health_store = store.clone();
-            let worker_id = opts.id.clone();
-            service_lifecycle(
-                &stop,
-                Box::new(move || {
-                    let store = health_store.clone();
-                    let worker_id = worker_id.clone();
-                    Box::pin(async move {
-                        store.ping().await.map_err(|e| e.to_string())?;
-                        store.flush().await.map_err(|e| e.to_string())?;
-                        let now = crate::clock::Clock::now_ms(&SystemClock);
-                        let stats = store.queue_stats(now).await.map_err(|e| e.to_string())?;
-                        Ok(format!(
-                            "worker {worker_id}: claiming; {}",
-                            stats.summary(now)
-                        ))
-                    })
-                }),
-                format!("worker {} claiming", opts.id),
-            );
-            println!("worker {} started", opts.id);
+            let status = format!("worker {} claiming", worker.id());
+            service_lifecycle(&stop, worker.health_check(), status);
+            println!("worker {} started", worker.id());
             if let Some(at) = settings.metrics.worker_listen {
                 let scrape = crate::telemetry::Scrape {
-                    store: store.clone(),
-                    clock: Arc::new(SystemClock),
+                    store: worker.store(),
+                    clock: worker.clock(),
                     lease_ms: settings.jobs.lease_ms,
                 };
                 let (bound, _) = crate::telemetry::serve(at, scrape, stop.clone()).await?;
                 println!("metrics on {bound}");
             }
-            // On a runtime thread, not on main's `block_on`: the loop spawns every job,
-            // and a spawn from outside the runtime goes through the shared queue and
-            // wakes a parked thread each time.
-            tokio::spawn(worker::run(
-                store.clone(),
-                registry,
-                opts,
-                Arc::new(SystemClock),
-                stop,
-                None,
-            ))
-            .await
-            .map_err(|e| format!("the worker loop failed: {e}"))?;
-            maint_stop.cancel();
-            let _ = maint.await;
-            store.close().await;
+            worker.run_until_stopped(stop).await?;
         }
         Command::Call { tool, args, target } => {
             let args = parse_args(&args)?;

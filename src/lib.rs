@@ -22,7 +22,9 @@
 //!   calls and their 2025 bridge, log streams, bearer tokens).
 //! - [`overload`]: connection pressure: per-address caps, idle shedding, short head timeouts.
 //! - [`limits`]: per-client call rate (token bucket) and queued-jobs cap.
-//! - [`worker`]: claim loop, heartbeats, completions, graceful release, lease rescue, retention.
+//! - [`worker`]: the `Worker` component (`mcpq worker`) and the loops `mcpq serve` embeds:
+//!   claim loop, run-and-decide, completions, heartbeats, graceful release, lease rescue,
+//!   retention; the health check both processes report.
 //! - [`client`]: a signing client (used by `mcpq call`, `mcpq bench` and the tests).
 //! - [`bench`](mod@bench): the closed-loop load generator behind `mcpq bench`.
 //! - [`config`]: layered settings and secrets; `[tools]`, `[resources]` and `[prompts]`.

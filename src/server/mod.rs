@@ -24,7 +24,7 @@ use crate::http::listener::{self, ConnectionLimits};
 use crate::mcp::Mcp;
 use crate::store::{Store, StoreError};
 use crate::v1::V1;
-use crate::worker::{self, WorkerOptions};
+use crate::worker::{self, WorkerOptions, WorkerParts};
 
 use self::router::Router;
 
@@ -85,20 +85,11 @@ impl Server {
     /// The watchdog's health check: a read through the pool and a round trip through the
     /// writer thread (`flush`), so a stalled database or a wedged writer fails it.
     pub fn health_check(&self) -> crate::service::Check {
-        let store = self.store.clone();
-        let clock = self.app.clock().clone();
-        let addr = self.local_addr();
-        Box::new(move || {
-            let store = store.clone();
-            let clock = clock.clone();
-            Box::pin(async move {
-                store.ping().await.map_err(|e| e.to_string())?;
-                store.flush().await.map_err(|e| e.to_string())?;
-                let now = clock.now_ms();
-                let stats = store.queue_stats(now).await.map_err(|e| e.to_string())?;
-                Ok(format!("serving on {addr}; {}", stats.summary(now)))
-            })
-        })
+        worker::store_health(
+            self.store.clone(),
+            self.app.clock().clone(),
+            format!("serving on {}", self.local_addr()),
+        )
     }
 
     /// What the metrics endpoint reads at each scrape (this server's store and clock).
@@ -148,14 +139,14 @@ impl Server {
         ));
         if settings.server.embedded_workers > 0 {
             let opts = WorkerOptions::from_settings(&settings, settings.server.embedded_workers);
-            background.spawn(worker::run(
-                store.clone(),
-                app.shared_registry(),
+            let parts = WorkerParts {
+                store: store.clone(),
+                registry: app.shared_registry(),
                 opts,
-                app.clock().clone(),
-                workers_stop.clone(),
-                Some(app.job_added()),
-            ));
+                clock: app.clock().clone(),
+                wake: Some(app.job_added()),
+            };
+            background.spawn(worker::run(parts, workers_stop.clone()));
         }
 
         let limits = ConnectionLimits {

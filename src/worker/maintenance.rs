@@ -1,0 +1,119 @@
+//! Maintenance, run once per process beside its workers (`mcpq worker`, and `mcpq serve`
+//! whether or not it embeds workers): lease rescue (jobs whose worker vanished become
+//! retries, failures or held jobs by their crash policy) and retention (finished jobs and
+//! expired nonces pruned).
+//!
+//! It must not run jobs nor touch a job a live worker holds: rescue only takes leases that
+//! expired, and writes fenced.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::retry_policy;
+use super::run::outcome_label;
+use crate::clock::Clock;
+use crate::config::JobSettings;
+use crate::jobs::{AfterWorkerLost, CrashPolicy, JobId, RetryPolicy};
+use crate::store::{Completion, ExpiredLease, Outcome, Store, StoreError};
+
+/// Rescues jobs whose worker vanished, prunes finished jobs past retention and expired nonces.
+pub async fn maintenance(
+    store: Arc<dyn Store>,
+    prune_hook: Arc<dyn Fn(i64) + Send + Sync>,
+    jobs: JobSettings,
+    clock: Arc<dyn Clock>,
+    stop: CancellationToken,
+) {
+    let policy = retry_policy(&jobs);
+    let mut tick = tokio::time::interval(Duration::from_millis(jobs.rescue_interval_ms.max(10)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let prune_every = Duration::from_millis(jobs.prune_interval_ms.max(10));
+    let mut last_prune = tokio::time::Instant::now() - prune_every;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if let Err(e) = rescue_once(store.as_ref(), policy, clock.now_ms()).await {
+            tracing::warn!(error = %e, "lease rescue failed");
+        }
+        if last_prune.elapsed() >= prune_every {
+            last_prune = tokio::time::Instant::now();
+            let now = clock.now_ms();
+            prune_hook(now);
+            match store
+                .prune(now - (jobs.retention_secs as i64) * 1000, now)
+                .await
+            {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(jobs = n, "pruned finished jobs past retention"),
+                Err(e) => tracing::warn!(error = %e, "prune failed"),
+            }
+        }
+    }
+}
+
+/// One rescue pass: expired leases become retries (the attempt counts) or failures.
+pub async fn rescue_once(
+    store: &dyn Store,
+    policy: RetryPolicy,
+    now: i64,
+) -> Result<usize, StoreError> {
+    let expired = store.expired_leases(now, 1000).await?;
+    if expired.is_empty() {
+        return Ok(0);
+    }
+    let decisions: Vec<Completion> = expired
+        .into_iter()
+        .map(|e| rescue(e, &policy, now))
+        .collect();
+    let kinds: HashMap<JobId, &'static str> = decisions
+        .iter()
+        .map(|d| (d.id.clone(), outcome_label(&d.outcome)))
+        .collect();
+    let applied = store.rescue(decisions, now).await?;
+    for id in &applied {
+        let what = kinds.get(id).copied().unwrap_or("retry");
+        metrics::counter!(crate::telemetry::RESCUES, "outcome" => what).increment(1);
+    }
+    if !applied.is_empty() {
+        tracing::info!(jobs = applied.len(), "rescued jobs with expired leases");
+    }
+    Ok(applied.len())
+}
+
+/// What becomes of one job whose lease expired, by its tool's crash policy.
+fn rescue(e: ExpiredLease, policy: &RetryPolicy, now: i64) -> Completion {
+    let lost = "the worker stopped heartbeating (crashed or partitioned)";
+    let outcome =
+        match e
+            .on_crash
+            .after_worker_lost(policy, e.attempt, e.max_attempts, now, rand::random())
+        {
+            AfterWorkerLost::RetryAt(run_at) => Outcome::Retry {
+                run_at,
+                error: format!("lease_expired: {lost}"),
+            },
+            AfterWorkerLost::Fail if e.on_crash == CrashPolicy::Retry => Outcome::Failed {
+                error: format!("lease_expired: {lost}"),
+            },
+            AfterWorkerLost::Fail => Outcome::Failed {
+                error: format!(
+                    "worker_lost: {lost}; the tool must not run twice (on_worker_crash = \"fail\")"
+                ),
+            },
+            AfterWorkerLost::Hold => Outcome::InDoubt {
+                error: format!(
+                    "worker_lost: {lost}; held for an operator (on_worker_crash = \"hold\")"
+                ),
+            },
+        };
+    Completion {
+        id: e.id,
+        fence: e.fence,
+        outcome,
+    }
+}
