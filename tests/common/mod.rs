@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+pub mod in_process;
+
 use mcpq::client::Client;
 use mcpq::config::{ClientSettings, Secret, Settings};
 use mcpq::json::{Json, Object};
