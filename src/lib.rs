@@ -9,7 +9,8 @@
 //! - [`protocol`]: the wire contract: envelopes, responses, error codes, HMAC signing.
 //! - [`auth`]: key table, check order, constant-time signature checks, the nonce set.
 //! - [`tools`]: the tool registry; one file per tool (sync tools and job tools);
-//!   `tools::runner` (command and HTTP runners), `tools::input` (a tool asking its client).
+//!   `tools::runner` (command and HTTP runners).
+//! - [`asks`]: a tool asking its client for input: the `InputRequiredResult` shape, checked.
 //! - [`jobs`]: the job state machine and retry policy, pure.
 //! - [`store`]: the `Store` trait and its SQLite and PostgreSQL implementations (group commit,
 //!   fenced writes), `store::open` choosing one from `database.url`; `store::admin`, the
@@ -24,14 +25,16 @@
 //! - [`limits`]: per-client call rate (token bucket) and queued-jobs cap.
 //! - [`worker`]: claim loop, heartbeats, completions, graceful release, lease rescue, retention.
 //! - [`client`]: a signing client (used by `mcpq call`, `mcpq bench` and the tests).
-//! - [`bench`](mod@bench): the closed-loop load generator behind `mcpq bench`.
-//! - [`config`]: layered settings and secrets; `[tools]`, `[resources]` and `[prompts]`.
+//! - [`bench`](mod@bench): the load generators behind `mcpq bench` (reached only from `cli`).
+//! - [`config`]: layered settings and secrets; `[tools]` (`config::tool_table`), `[resources]`
+//!   and `[prompts]`.
 //! - [`clock`]: injectable time.
 //! - [`telemetry`]: Prometheus metrics: names, the recorder, the scrape endpoint.
 //! - [`logging`]: text or JSON log lines (journald), with each request's and job's fields.
 //! - [`cli`]: the command line (`main.rs` only calls [`cli::main`]).
 
 pub mod admin;
+pub mod asks;
 pub mod auth;
 pub mod backup;
 pub mod bench;

@@ -10,7 +10,7 @@
 //! reach the daemon that asked (one daemon, or sticky routing). Unanswered questions end
 //! the call with a tool error after [`ANSWER_TIMEOUT`].
 //!
-//! It must not decide what a tool may ask (`tools::input`) or parse HTTP (`mcp::http`).
+//! It must not decide what a tool may ask (`crate::asks`) or parse HTTP (`mcp::http`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -21,8 +21,8 @@ use tokio::sync::oneshot;
 
 use super::http;
 use super::methods::{self, Call};
+use crate::asks::Asked;
 use crate::json::{Json, Object};
-use crate::tools::input::Asked;
 use crate::tools::runner::InputRound;
 use crate::tools::SyncTool;
 
@@ -170,7 +170,7 @@ pub(super) async fn rounds(
         if !crate::tools::asks_for_input(&result) {
             return methods::tool_result(Json::Object(result).to_serde(), None);
         }
-        asked = match crate::tools::input::parse(&Json::Object(result).to_serde()) {
+        asked = match crate::asks::parse(&Json::Object(result).to_serde()) {
             Ok(a) => a,
             Err(m) => {
                 return methods::tool_error(

@@ -397,7 +397,7 @@ pub enum CallPlan {
     Ask {
         tool: Arc<dyn crate::tools::SyncTool>,
         args: Object,
-        asked: crate::tools::input::Asked,
+        asked: crate::asks::Asked,
     },
 }
 
@@ -474,7 +474,7 @@ pub async fn call_tool(call: &Call, params: &Value) -> Result<CallPlan, McpError
                     }
                 }
                 None if crate::tools::asks_for_input(&result) => {
-                    match crate::tools::input::parse(&Json::Object(result).to_serde()) {
+                    match crate::asks::parse(&Json::Object(result).to_serde()) {
                         Ok(asked) => Ok(CallPlan::Ask {
                             tool: t.clone(),
                             args,

@@ -14,7 +14,6 @@ mod args;
 mod batch_sum;
 mod cancel_job;
 pub mod config_tool;
-pub mod input;
 mod noop;
 mod poll_job;
 pub mod runner;
@@ -28,7 +27,7 @@ use std::sync::{Arc, Mutex};
 pub use args::ArgReader;
 use tokio_util::sync::CancellationToken;
 
-pub use crate::config::tools::TaskSupport;
+pub use crate::config::tool_table::TaskSupport;
 use crate::config::{ConfigError, Settings};
 use crate::jobs::{CrashPolicy, JobId, RetryPolicy};
 use crate::json::{Json, Object};
@@ -47,7 +46,7 @@ pub struct CallCtx<'a> {
     pub logs: Option<LogSink>,
 }
 
-pub use input::asks_for_input;
+pub use crate::asks::asks_for_input;
 
 /// Facts about this server that tools may report.
 #[derive(Debug, Clone)]

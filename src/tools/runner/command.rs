@@ -21,7 +21,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{oneshot, Semaphore};
 
 use super::{spawn, tail_text, Invocation};
-use crate::config::tools::Target;
+use crate::config::tool_table::Target;
 use crate::json::{self, Json, Object};
 use crate::tools::JobError;
 
