@@ -15,10 +15,11 @@
 //! - [`store`]: the `Store` trait and its SQLite and PostgreSQL implementations (group commit,
 //!   fenced writes), `store::open` choosing one from `database.url`; `store::admin`, the
 //!   operator's trait (any client's jobs, changes by hand); `store::copy`, `mcpq store copy`.
-//! - [`admin`]: `mcpq jobs …` and `mcpq stats`: tables or JSON, exit codes, who changed what.
+//! - [`ops`]: the operator's `mcpq jobs …` and `mcpq stats`: tables or JSON, exit codes, who
+//!   changed what.
 //! - [`backup`]: `mcpq backup`: an online, checked, fsynced copy of the SQLite database.
 //! - [`server`]: the HTTP daemon (hyper): limits, timeouts, routing, the request pipeline.
-//! - [`service`]: systemd integration: readiness, status, watchdog, socket activation.
+//! - [`systemd`]: systemd integration: readiness, status, watchdog, socket activation.
 //! - [`mcp`]: standard MCP at `/mcp` (JSON-RPC, both protocol eras, tasks, multi-round
 //!   calls and their 2025 bridge, log streams, bearer tokens).
 //! - [`overload`]: connection pressure: per-address caps, idle shedding, short head timeouts.
@@ -33,7 +34,6 @@
 //! - [`logging`]: text or JSON log lines (journald), with each request's and job's fields.
 //! - [`cli`]: the command line (`main.rs` only calls [`cli::main`]).
 
-pub mod admin;
 pub mod asks;
 pub mod auth;
 pub mod backup;
@@ -47,11 +47,12 @@ pub mod json;
 pub mod limits;
 pub mod logging;
 pub mod mcp;
+pub mod ops;
 pub mod overload;
 pub mod protocol;
 pub mod server;
-pub mod service;
 pub mod store;
+pub mod systemd;
 pub mod telemetry;
 pub mod tools;
 pub mod worker;

@@ -68,7 +68,7 @@ pub struct App {
     job_added: Arc<Notify>,
     /// Count admitted calls per client (`metrics.client_labels`).
     client_labels: bool,
-    limits: crate::limits::Limits,
+    limits: crate::limits::ClientLimits,
     origin_policy: crate::mcp::http::OriginPolicy,
     retention_ms: u64,
     anonymous_client: String,
@@ -567,7 +567,7 @@ impl Server {
     ) -> Result<Server, ServerError> {
         // A socket held by systemd (socket activation), else our own.
         let listener =
-            match crate::service::inherited_listener().map_err(ServerError::Activation)? {
+            match crate::systemd::inherited_listener().map_err(ServerError::Activation)? {
                 Some(l) => TcpListener::from_std(l).map_err(|source| ServerError::Bind {
                     addr: settings.server.listen,
                     source,
@@ -619,7 +619,7 @@ impl Server {
             clock,
             job_added: Arc::new(Notify::new()),
             client_labels: settings.metrics.client_labels,
-            limits: crate::limits::Limits::new(&settings.limits),
+            limits: crate::limits::ClientLimits::new(&settings.limits),
             origin_policy: crate::mcp::http::OriginPolicy::new(
                 &settings.mcp.allowed_hosts,
                 &settings.mcp.allowed_origins,
@@ -647,7 +647,7 @@ impl Server {
 
     /// The watchdog's health check: a read through the pool and a round trip through the
     /// writer thread (`flush`), so a stalled database or a wedged writer fails it.
-    pub fn health_check(&self) -> crate::service::Check {
+    pub fn health_check(&self) -> crate::systemd::Check {
         let store = self.store.clone();
         let clock = self.app.clock.clone();
         let addr = self.local_addr();

@@ -39,16 +39,16 @@ pub(super) fn shutdown_on_signals() -> Result<CancellationToken, AnyError> {
 /// `check` passes, and says STOPPING once `stop` fires.
 pub(super) fn service_lifecycle(
     stop: &CancellationToken,
-    check: crate::service::Check,
+    check: crate::systemd::Check,
     status: String,
 ) {
-    crate::service::ready(&status);
+    crate::systemd::ready(&status);
     let watchdog_stop = stop.child_token();
-    tokio::spawn(crate::service::watchdog(check, watchdog_stop));
+    tokio::spawn(crate::systemd::watchdog(check, watchdog_stop));
     let stop = stop.clone();
     tokio::spawn(async move {
         stop.cancelled().await;
-        crate::service::stopping();
+        crate::systemd::stopping();
     });
 }
 
@@ -66,21 +66,21 @@ pub(super) fn reload_on_sighup(
     let mut hup = signal(SignalKind::hangup()).map_err(|e| format!("cannot handle SIGHUP: {e}"))?;
     tokio::spawn(async move {
         while hup.recv().await.is_some() {
-            crate::service::reloading();
+            crate::systemd::reloading();
             let outcome = loader(config.as_deref())
                 .map_err(|e| e.to_string())
                 .and_then(&apply);
             match outcome {
                 Ok(summary) => {
                     tracing::info!(%summary, "configuration reloaded");
-                    crate::service::ready(&format!("configuration reloaded: {summary}"));
+                    crate::systemd::ready(&format!("configuration reloaded: {summary}"));
                 }
                 Err(e) => {
                     tracing::error!(
                         error = %e,
                         "reload refused: the new configuration is invalid; the running one stays"
                     );
-                    crate::service::ready(&format!(
+                    crate::systemd::ready(&format!(
                         "reload refused (running configuration kept): {e}"
                     ));
                 }

@@ -73,7 +73,7 @@ enum Command {
     /// command applies to.
     Jobs {
         #[command(subcommand)]
-        command: crate::admin::JobsCommand,
+        command: crate::ops::JobsCommand,
     },
     /// Queue depth by state and tool, oldest wait, running per worker, last minute's
     /// throughput.

@@ -20,7 +20,7 @@ pub(super) async fn backup(settings: &Settings, path: &Path) -> Result<(), AnyEr
     if let crate::config::Backend::Postgres(_) = settings.database.backend()? {
         return Err("mcpq backup copies the SQLite database; back up PostgreSQL with its own tools (pg_dump, or base backups with WAL archiving: docs/OPERATIONS.md)".into());
     }
-    crate::admin::run_as_owner_of(&settings.database.path)?;
+    crate::ops::run_as_owner_of(&settings.database.path)?;
     let bar = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let r = crate::backup::backup(&settings.database, path, bar).await?;
     println!(
