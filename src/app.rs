@@ -18,7 +18,7 @@ use crate::clock::Clock;
 use crate::config::{ConfigError, Settings};
 use crate::jobs::JobId;
 use crate::json::{Json, Object};
-use crate::limits::{Limits, RetryAfterMs};
+use crate::limits::{ClientLimits, RetryAfterMs};
 use crate::protocol::{CallError, ClientId, Envelope};
 use crate::store::{NewJob, Store, StoreError};
 use crate::tools::runner::InputRound;
@@ -41,7 +41,7 @@ pub struct App {
     job_added: Arc<Notify>,
     /// Count admitted calls per client (`metrics.client_labels`).
     client_labels: bool,
-    limits: Limits,
+    limits: ClientLimits,
     retention_ms: u64,
 }
 
@@ -80,7 +80,7 @@ impl App {
             clock,
             job_added: Arc::new(Notify::new()),
             client_labels: settings.metrics.client_labels,
-            limits: Limits::new(&settings.limits),
+            limits: ClientLimits::new(&settings.limits),
             retention_ms: settings.jobs.retention_secs.saturating_mul(1000),
         })
     }

@@ -68,6 +68,25 @@ pub async fn backup(
     // A partial file is only ever ours, from an interrupted run.
     let _ = std::fs::remove_file(&partial);
 
+    let bar = snapshot(db, &partial, progress).await?;
+    let jobs = check(&partial).await?;
+    let bytes = publish(&partial, dest)?;
+    bar.set_position(bar.length().unwrap_or(0));
+    bar.finish_and_clear();
+    Ok(BackupReport {
+        bytes,
+        jobs,
+        took: t0.elapsed(),
+    })
+}
+
+/// `VACUUM INTO` `partial`, with a bar following its size (hidden without `progress`);
+/// returns the bar, still drawn.
+async fn snapshot(
+    db: &DatabaseSettings,
+    partial: &Path,
+    progress: bool,
+) -> Result<indicatif::ProgressBar, BackupError> {
     let mut src = sqlx::sqlite::SqliteConnectOptions::new()
         .filename(&db.path)
         .busy_timeout(Duration::from_millis(db.busy_timeout_ms))
@@ -82,21 +101,10 @@ pub async fn backup(
     .await?;
     let total = ((pages - free).max(1) * page_size) as u64;
 
-    let bar = if progress {
-        let bar = indicatif::ProgressBar::new(total);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{spinner} backup {bar:30} {bytes}/{total_bytes} ({elapsed})",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        );
-        bar
-    } else {
-        indicatif::ProgressBar::hidden()
-    };
+    let bar = progress_bar(total, progress);
     let watch = {
         let bar = bar.clone();
-        let partial = partial.clone();
+        let partial = partial.to_path_buf();
         tokio::spawn(async move {
             loop {
                 if let Ok(m) = std::fs::metadata(&partial) {
@@ -113,13 +121,32 @@ pub async fn backup(
     watch.abort();
     src.close().await?;
     if let Err(e) = copied {
-        let _ = std::fs::remove_file(&partial);
+        let _ = std::fs::remove_file(partial);
         bar.abandon();
         return Err(e.into());
     }
+    Ok(bar)
+}
 
+fn progress_bar(total: u64, progress: bool) -> indicatif::ProgressBar {
+    if progress {
+        let bar = indicatif::ProgressBar::new(total);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} backup {bar:30} {bytes}/{total_bytes} ({elapsed})",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar
+    } else {
+        indicatif::ProgressBar::hidden()
+    }
+}
+
+/// `PRAGMA quick_check` of the copy (removed when it fails); its jobs are counted.
+async fn check(partial: &Path) -> Result<i64, BackupError> {
     let mut copy = sqlx::sqlite::SqliteConnectOptions::new()
-        .filename(&partial)
+        .filename(partial)
         .connect()
         .await?;
     let check: String = sqlx::query_scalar("PRAGMA quick_check")
@@ -130,15 +157,19 @@ pub async fn backup(
         .await?;
     copy.close().await?;
     if check != "ok" {
-        let _ = std::fs::remove_file(&partial);
+        let _ = std::fs::remove_file(partial);
         return Err(BackupError::Check(check));
     }
+    Ok(jobs)
+}
 
-    // Durable before it gets its name: the data, the rename, the directory entry.
-    let f = std::fs::File::open(&partial).map_err(io(&partial))?;
-    f.sync_all().map_err(io(&partial))?;
-    let bytes = f.metadata().map_err(io(&partial))?.len();
-    std::fs::rename(&partial, dest).map_err(io(dest))?;
+/// Durable before it gets its name: the data, the rename, the directory entry. Returns
+/// the copy's size.
+fn publish(partial: &Path, dest: &Path) -> Result<u64, BackupError> {
+    let f = std::fs::File::open(partial).map_err(io(partial))?;
+    f.sync_all().map_err(io(partial))?;
+    let bytes = f.metadata().map_err(io(partial))?.len();
+    std::fs::rename(partial, dest).map_err(io(dest))?;
     let dir = dest
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -146,11 +177,5 @@ pub async fn backup(
     std::fs::File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(io(dir))?;
-    bar.set_position(bar.length().unwrap_or(0));
-    bar.finish_and_clear();
-    Ok(BackupReport {
-        bytes,
-        jobs,
-        took: t0.elapsed(),
-    })
+    Ok(bytes)
 }

@@ -9,15 +9,17 @@
 //! - [`protocol`]: the wire contract: envelopes, responses, error codes, HMAC signing.
 //! - [`auth`]: key table, check order, constant-time signature checks, the nonce set.
 //! - [`tools`]: the tool registry; one file per tool (sync tools and job tools);
-//!   `tools::runner` (command and HTTP runners), `tools::input` (a tool asking its client).
+//!   `tools::runner` (command and HTTP runners).
+//! - [`asks`]: a tool asking its client for input: the `InputRequiredResult` shape, checked.
 //! - [`jobs`]: the job state machine and retry policy, pure.
 //! - [`store`]: the `Store` trait and its SQLite and PostgreSQL implementations (group commit,
 //!   fenced writes), `store::open` choosing one from `database.url`; `store::admin`, the
 //!   operator's trait (any client's jobs, changes by hand); `store::copy`, `mcpq store copy`.
-//! - [`admin`]: `mcpq jobs …` and `mcpq stats`: tables or JSON, exit codes, who changed what.
+//! - [`ops`]: the operator's `mcpq jobs …` and `mcpq stats`: tables or JSON, exit codes, who
+//!   changed what.
 //! - [`backup`]: `mcpq backup`: an online, checked, fsynced copy of the SQLite database.
 //! - [`server`]: the HTTP daemon (hyper): limits, timeouts, routing, the request pipeline.
-//! - [`service`]: systemd integration: readiness, status, watchdog, socket activation.
+//! - [`systemd`]: systemd integration: readiness, status, watchdog, socket activation.
 //! - [`mcp`]: standard MCP at `/mcp` (JSON-RPC, both protocol eras, tasks, multi-round
 //!   calls and their 2025 bridge, log streams, bearer tokens).
 //! - [`overload`]: connection pressure: per-address caps, idle shedding, short head timeouts.
@@ -26,15 +28,16 @@
 //!   claim loop, run-and-decide, completions, heartbeats, graceful release, lease rescue,
 //!   retention; the health check both processes report.
 //! - [`client`]: a signing client (used by `mcpq call`, `mcpq bench` and the tests).
-//! - [`bench`](mod@bench): the closed-loop load generator behind `mcpq bench`.
-//! - [`config`]: layered settings and secrets; `[tools]`, `[resources]` and `[prompts]`.
+//! - [`bench`](mod@bench): the load generators behind `mcpq bench` (reached only from `cli`).
+//! - [`config`]: layered settings and secrets; `[tools]` (`config::tool_table`), `[resources]`
+//!   and `[prompts]`.
 //! - [`clock`]: injectable time.
 //! - [`telemetry`]: Prometheus metrics: names, the recorder, the scrape endpoint.
 //! - [`logging`]: text or JSON log lines (journald), with each request's and job's fields.
 //! - [`cli`]: the command line (`main.rs` only calls [`cli::main`]).
 
-pub mod admin;
 pub mod app;
+pub mod asks;
 pub mod auth;
 pub mod backup;
 pub mod bench;
@@ -48,10 +51,11 @@ pub mod json;
 pub mod limits;
 pub mod logging;
 pub mod mcp;
+pub mod ops;
 pub mod protocol;
 pub mod server;
-pub mod service;
 pub mod store;
+pub mod systemd;
 pub mod telemetry;
 pub mod tools;
 pub mod v1;

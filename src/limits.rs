@@ -39,7 +39,7 @@ struct Queued {
 }
 
 #[derive(Debug)]
-pub struct Limits {
+pub struct ClientLimits {
     rate: f64,
     burst: f64,
     max_queued: u64,
@@ -47,9 +47,9 @@ pub struct Limits {
     queued: Mutex<HashMap<String, Queued>>,
 }
 
-impl Limits {
-    pub fn new(s: &LimitSettings) -> Limits {
-        Limits {
+impl ClientLimits {
+    pub fn new(s: &LimitSettings) -> ClientLimits {
+        ClientLimits {
             rate: s.rate_per_client.max(0.0),
             burst: if s.rate_burst > 0.0 {
                 s.rate_burst
@@ -133,8 +133,8 @@ impl Limits {
 mod tests {
     use super::*;
 
-    fn limits(rate: f64, burst: f64) -> Limits {
-        Limits::new(&LimitSettings {
+    fn limits(rate: f64, burst: f64) -> ClientLimits {
+        ClientLimits::new(&LimitSettings {
             rate_per_client: rate,
             rate_burst: burst,
             max_queued_per_client: 0,

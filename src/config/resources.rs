@@ -122,30 +122,7 @@ pub fn parse(text: &str, base: &Path) -> Result<Vec<ResourceDef>, ConfigError> {
         } else if uri.contains('{') {
             return Err(invalid(&name, "a uri with {…} is a uri_template"));
         }
-        let content = match (raw.text, raw.file) {
-            (Some(t), None) if !raw.binary => ResourceContent::Text(t),
-            (Some(_), None) => return Err(invalid(&name, "binary applies to a file only")),
-            (None, Some(f)) => {
-                let path = if f.is_absolute() { f } else { base.join(f) };
-                let bytes = std::fs::read(&path)
-                    .map_err(|e| invalid(&name, format!("cannot read {}: {e}", path.display())))?;
-                if bytes.len() > MAX_RESOURCE_BYTES {
-                    return Err(invalid(
-                        &name,
-                        format!(
-                            "{} is larger than {MAX_RESOURCE_BYTES} bytes",
-                            path.display()
-                        ),
-                    ));
-                }
-                match (raw.binary, String::from_utf8(bytes)) {
-                    (false, Ok(t)) => ResourceContent::Text(t),
-                    (_, Ok(t)) => ResourceContent::Blob(t.into_bytes()),
-                    (_, Err(e)) => ResourceContent::Blob(e.into_bytes()),
-                }
-            }
-            _ => return Err(invalid(&name, "give exactly one of text or file")),
-        };
+        let content = content(&name, raw.text, raw.file, raw.binary, base)?;
         if let ResourceContent::Text(t) = &content {
             if t.len() > MAX_RESOURCE_BYTES {
                 return Err(invalid(&name, "text is too large"));
@@ -168,6 +145,41 @@ pub fn parse(text: &str, base: &Path) -> Result<Vec<ResourceDef>, ConfigError> {
         });
     }
     Ok(out)
+}
+
+/// A resource's content: its `text`, or a file's (text unless `binary`), within
+/// [`MAX_RESOURCE_BYTES`].
+fn content(
+    name: &str,
+    text: Option<String>,
+    file: Option<PathBuf>,
+    binary: bool,
+    base: &Path,
+) -> Result<ResourceContent, ConfigError> {
+    Ok(match (text, file) {
+        (Some(t), None) if !binary => ResourceContent::Text(t),
+        (Some(_), None) => return Err(invalid(name, "binary applies to a file only")),
+        (None, Some(f)) => {
+            let path = if f.is_absolute() { f } else { base.join(f) };
+            let bytes = std::fs::read(&path)
+                .map_err(|e| invalid(name, format!("cannot read {}: {e}", path.display())))?;
+            if bytes.len() > MAX_RESOURCE_BYTES {
+                return Err(invalid(
+                    name,
+                    format!(
+                        "{} is larger than {MAX_RESOURCE_BYTES} bytes",
+                        path.display()
+                    ),
+                ));
+            }
+            match (binary, String::from_utf8(bytes)) {
+                (false, Ok(t)) => ResourceContent::Text(t),
+                (_, Ok(t)) => ResourceContent::Blob(t.into_bytes()),
+                (_, Err(e)) => ResourceContent::Blob(e.into_bytes()),
+            }
+        }
+        _ => return Err(invalid(name, "give exactly one of text or file")),
+    })
 }
 
 /// The `{var}` names of a template in order; `None` if a brace group is not a plain name.

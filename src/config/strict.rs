@@ -4,7 +4,7 @@
 //!
 //! The known keys are those of the compiled-in `config/default.toml` plus the optional ones
 //! it leaves commented out (secret files, a client's previous secret). `[tools.*]` tables
-//! are checked key by key by [`super::tools`]. Errors name the key, where it came from, and
+//! are checked key by key by [`super::tool_table`]. Errors name the key, where it came from, and
 //! the closest known key when one is close.
 //!
 //! It must not load or interpret values; [`super::Settings::load`] does.
@@ -109,7 +109,7 @@ pub fn check_file(text: &str, file: &Path) -> Result<(), ConfigError> {
             )));
         };
         match section.as_str() {
-            // Checked by config::tools, config::resources and config::prompts, table by table.
+            // Checked by config::tool_table, config::resources and config::prompts, table by table.
             "tools" | "resources" | "prompts" => {}
             "clients" => {
                 for (id, client) in keys {

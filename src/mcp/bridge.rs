@@ -10,7 +10,7 @@
 //! reach the daemon that asked (one daemon, or sticky routing). Unanswered questions end
 //! the call with a tool error after [`ANSWER_TIMEOUT`].
 //!
-//! It must not decide what a tool may ask (`tools::input`) or parse HTTP (`mcp::http`).
+//! It must not decide what a tool may ask (`crate::asks`) or parse HTTP (`mcp::http`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -22,8 +22,8 @@ use tokio::sync::oneshot;
 use super::call::Call;
 use super::error::McpError;
 use super::tool_call;
+use crate::asks::Asked;
 use crate::json::{Json, Object};
-use crate::tools::input::Asked;
 use crate::tools::runner::InputRound;
 use crate::tools::SyncTool;
 
@@ -242,7 +242,7 @@ pub(super) async fn rounds(
         if !crate::tools::asks_for_input(&result) {
             return tool_call::tool_result(Json::Object(result).to_serde(), None);
         }
-        asked = match crate::tools::input::parse(&Json::Object(result).to_serde()) {
+        asked = match crate::asks::parse(&Json::Object(result).to_serde()) {
             Ok(a) => a,
             Err(m) => {
                 return tool_call::tool_error(

@@ -81,7 +81,7 @@ pub enum CallPlan {
     Ask {
         tool: Arc<dyn crate::tools::SyncTool>,
         args: Object,
-        asked: crate::tools::input::Asked,
+        asked: crate::asks::Asked,
     },
 }
 
@@ -199,7 +199,7 @@ async fn call_sync_tool(
                 Err(e) => Err(e),
             }
         }
-        None => match crate::tools::input::parse(&Json::Object(result).to_serde()) {
+        None => match crate::asks::parse(&Json::Object(result).to_serde()) {
             Ok(asked) => Ok(CallPlan::Ask {
                 tool: t.clone(),
                 args: n.args,

@@ -84,7 +84,7 @@ impl Server {
 
     /// The watchdog's health check: a read through the pool and a round trip through the
     /// writer thread (`flush`), so a stalled database or a wedged writer fails it.
-    pub fn health_check(&self) -> crate::service::Check {
+    pub fn health_check(&self) -> crate::systemd::Check {
         worker::store_health(
             self.store.clone(),
             self.app.clock().clone(),
@@ -168,7 +168,7 @@ impl Server {
 /// A socket held by systemd (socket activation), else our own.
 async fn bind(settings: &Settings) -> Result<TcpListener, ServerError> {
     let addr = settings.server.listen;
-    match crate::service::inherited_listener().map_err(ServerError::Activation)? {
+    match crate::systemd::inherited_listener().map_err(ServerError::Activation)? {
         Some(l) => TcpListener::from_std(l).map_err(|source| ServerError::Bind { addr, source }),
         None => TcpListener::bind(addr)
             .await

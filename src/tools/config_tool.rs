@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use super::runner::{Invocation, Runner};
 use super::schema::Schema;
 use super::{CallCtx, JobCtx, JobError, JobPolicy, JobRequest, JobTool, Reply, SyncTool, Tool};
-use crate::config::tools::{Mode, ToolDef};
+use crate::config::tool_table::{Mode, ToolDef};
 use crate::config::{ConfigError, JobSettings};
 use crate::jobs::RetryPolicy;
 use crate::json::{Json, Object};

@@ -14,7 +14,6 @@ mod args;
 mod batch_sum;
 mod cancel_job;
 pub mod config_tool;
-pub mod input;
 mod noop;
 mod poll_job;
 pub mod runner;
@@ -28,7 +27,7 @@ use std::sync::{Arc, Mutex};
 pub use args::ArgReader;
 use tokio_util::sync::CancellationToken;
 
-pub use crate::config::tools::TaskSupport;
+pub use crate::config::tool_table::TaskSupport;
 use crate::config::{ConfigError, Settings};
 use crate::jobs::{CrashPolicy, JobId, RetryPolicy};
 use crate::json::{Json, Object};
@@ -47,7 +46,7 @@ pub struct CallCtx<'a> {
     pub logs: Option<LogSink>,
 }
 
-pub use input::asks_for_input;
+pub use crate::asks::asks_for_input;
 
 /// Facts about this server that tools may report.
 #[derive(Debug, Clone)]
@@ -290,15 +289,16 @@ const RESERVED: &[&str] = &[
     "noop",
 ];
 
-/// Limits tools enforce on their arguments.
+/// Limits the built-in tools enforce on their arguments (not per-client limits:
+/// `crate::limits::ClientLimits`).
 #[derive(Debug, Clone, Copy)]
-pub struct Limits {
+pub struct ArgumentLimits {
     pub max_batch_numbers: usize,
 }
 
-impl Default for Limits {
+impl Default for ArgumentLimits {
     fn default() -> Self {
-        Limits {
+        ArgumentLimits {
             max_batch_numbers: 10_000,
         }
     }
@@ -306,11 +306,11 @@ impl Default for Limits {
 
 impl Registry {
     /// The built-in tools. `bench_tools` adds tools that exist only for benchmarks.
-    pub fn builtin(limits: Limits, bench_tools: bool) -> Registry {
+    pub fn builtin(limits: ArgumentLimits, bench_tools: bool) -> Registry {
         Registry::core(limits, true, bench_tools)
     }
 
-    fn core(limits: Limits, demo_tools: bool, bench_tools: bool) -> Registry {
+    fn core(limits: ArgumentLimits, demo_tools: bool, bench_tools: bool) -> Registry {
         let mut r = Registry::default();
         r.add(Tool::Sync(Arc::new(server_identity::ServerIdentity)));
         r.add(Tool::Sync(Arc::new(poll_job::PollJob)));
@@ -332,7 +332,7 @@ impl Registry {
     /// schema that does not compile or a name a built-in tool already has.
     pub fn from_settings(settings: &Settings) -> Result<Registry, ConfigError> {
         let mut r = Registry::core(
-            Limits::default(),
+            ArgumentLimits::default(),
             settings.server.demo_tools,
             settings.server.bench_tools,
         );

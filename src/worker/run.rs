@@ -258,7 +258,7 @@ pub(super) fn decide(
     // question is the tool breaking its contract, as output that is not JSON would be.
     let result = match result {
         Ok(o) if crate::tools::asks_for_input(&o) => {
-            match crate::tools::input::parse(&Json::Object(o).to_serde()) {
+            match crate::asks::parse(&Json::Object(o).to_serde()) {
                 Ok(asked) => {
                     return Outcome::AwaitInput {
                         requests: serde_json::Value::Object(asked.requests).to_string(),

@@ -41,14 +41,18 @@ impl TestEnv {
     pub async fn spawn_app(&self, worker: bool) -> TestApp {
         let settings = self.in_process_settings();
         let shutdown = CancellationToken::new();
-        let server = Server::build(settings.clone()).await.expect("build the server");
+        let server = Server::build(settings.clone())
+            .await
+            .expect("build the server");
         let addr = server.local_addr();
         let stop = shutdown.clone();
         let server = tokio::spawn(async move {
             server.run_until_stopped(stop).await.expect("server ran");
         });
         let worker = if worker {
-            let w = Worker::build(&settings, Some(2)).await.expect("build a worker");
+            let w = Worker::build(&settings, Some(2))
+                .await
+                .expect("build a worker");
             let stop = shutdown.clone();
             Some(tokio::spawn(async move {
                 w.run_until_stopped(stop).await.expect("worker ran");

@@ -18,10 +18,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio::sync::{oneshot, Semaphore};
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
 use super::{spawn, tail_text, Invocation};
-use crate::config::tools::Target;
+use crate::config::tool_table::Target;
 use crate::json::{self, Json, Object};
 use crate::tools::JobError;
 
@@ -144,101 +144,15 @@ impl CommandRunner {
     /// Runs one attempt to its end. A job attempt waits for a free process slot (keeping
     /// its lease); a sync call (no job id) does not wait: it is `busy`.
     pub async fn run(&self, inv: &Invocation<'_>) -> Result<Object, JobError> {
-        let _slot = if inv.job_id.is_some() {
-            tokio::select! {
-                p = self.slots.clone().acquire_owned() => p.map_err(|_| JobError::Retryable("shutting down".into()))?,
-                _ = inv.ctx.cancel.cancelled() => return Err(JobError::Fatal("cancelled".into())),
-            }
-        } else {
-            self.slots
-                .clone()
-                .try_acquire_owned()
-                .map_err(|_| JobError::Retryable(BUSY.into()))?
-        };
-        let envp = self.envp(inv);
-        let program = self
-            .program()
-            .map_err(|e| JobError::Retryable(format!("spawn_failed: {}: {e}", self.argv[0])))?;
-        // posix_spawn suspends the calling thread until the child has exec'd: off the
-        // runtime's threads, so other jobs' I/O goes on meanwhile.
-        let (argv, cwd) = (self.argv_c.clone(), self.cwd_c.clone());
-        let spawned = tokio::task::spawn_blocking(move || {
-            spawn::spawn(&spawn::Spec {
-                program: &program,
-                argv: &argv,
-                envp: &envp,
-                cwd: &cwd,
-            })
-        })
-        .await
-        .map_err(|e| std::io::Error::other(e.to_string()))
-        .and_then(|r| r);
-        let (mut child, pipes) = spawned
-            .map_err(|e| JobError::Retryable(format!("spawn_failed: {}: {e}", self.argv[0])))?;
+        let _slot = self.slot(inv).await?;
+        let (mut child, pipes) = self.spawn(inv).await?;
         let group = Group(Some(child.pgid()));
-
-        let mut stdin = pipes.stdin;
-        let args = inv.args_json.to_string();
-        let writer = tokio::spawn(async move {
-            // A tool that exits without reading its stdin is not an error.
-            let _ = stdin.write_all(args.as_bytes()).await;
-            let _ = stdin.shutdown().await;
-        });
-        let (overflow_tx, overflow_rx) = oneshot::channel();
-        let stdout = tokio::spawn(read_capped(
-            Some(pipes.stdout),
-            self.max_output,
-            overflow_tx,
-        ));
-        let stderr = tokio::spawn(read_tail(Some(pipes.stderr), STDERR_TAIL_BYTES));
-        let progress_ctx = inv.ctx.clone();
-        let progress_rx = pipes.progress;
-        let progress = tokio::spawn(async move {
-            read_progress(progress_rx, |p| match log_line(&p) {
-                Some(message) => progress_ctx.log(message),
-                None => progress_ctx.report_progress(p),
-            })
-            .await;
-        });
-
-        enum End {
-            Exited(std::io::Result<ExitStatus>),
-            TimedOut,
-            Cancelled,
-            Overflow,
-        }
-        let end = tokio::select! {
-            st = child.wait() => End::Exited(st),
-            _ = tokio::time::sleep(inv.timeout) => End::TimedOut,
-            _ = inv.ctx.cancel.cancelled() => End::Cancelled,
-            Ok(()) = overflow_rx => End::Overflow,
-        };
-        let (end, status) = match end {
-            End::Exited(st) => (None, st),
-            other => {
-                group.signal(libc::SIGTERM);
-                let st = match tokio::time::timeout(self.kill_grace, child.wait()).await {
-                    Ok(st) => st,
-                    Err(_) => {
-                        group.signal(libc::SIGKILL);
-                        child.wait().await
-                    }
-                };
-                (Some(other), st)
-            }
-        };
+        let (streams, overflow_rx) = self.streams(pipes, inv);
+        let (end, status) = self.wait(&mut child, &group, inv, overflow_rx).await;
         // The attempt is over: whatever the tool left behind in its group goes too.
         group.signal(libc::SIGKILL);
         drop(group);
-        writer.abort();
-        let out = join_within(stdout, PIPE_DRAIN).await.unwrap_or_default();
-        let err_tail = join_within(stderr, PIPE_DRAIN).await.unwrap_or_default();
-        if tokio::time::timeout(PIPE_DRAIN, progress).await.is_err() {
-            tracing::debug!(
-                tool = inv.tool,
-                "progress pipe still open after the group ended"
-            );
-        }
+        let (out, err_tail) = streams.finish(inv.tool).await;
         let with_stderr = |msg: String| {
             let tail = tail_text(&err_tail);
             if tail.is_empty() {
@@ -266,6 +180,152 @@ impl CommandRunner {
         }
         let status = status.map_err(|e| JobError::Retryable(format!("wait_failed: {e}")))?;
         classify(status, &out, self.max_output, with_stderr)
+    }
+
+    /// A process slot: a job attempt waits for one (or its cancellation), a sync call
+    /// takes one or is `busy`.
+    async fn slot(&self, inv: &Invocation<'_>) -> Result<OwnedSemaphorePermit, JobError> {
+        if inv.job_id.is_some() {
+            tokio::select! {
+                p = self.slots.clone().acquire_owned() => p.map_err(|_| JobError::Retryable("shutting down".into())),
+                _ = inv.ctx.cancel.cancelled() => Err(JobError::Fatal("cancelled".into())),
+            }
+        } else {
+            self.slots
+                .clone()
+                .try_acquire_owned()
+                .map_err(|_| JobError::Retryable(BUSY.into()))
+        }
+    }
+
+    /// Starts the process, in its own group.
+    async fn spawn(&self, inv: &Invocation<'_>) -> Result<(spawn::Child, spawn::Pipes), JobError> {
+        let envp = self.envp(inv);
+        let program = self
+            .program()
+            .map_err(|e| JobError::Retryable(format!("spawn_failed: {}: {e}", self.argv[0])))?;
+        // posix_spawn suspends the calling thread until the child has exec'd: off the
+        // runtime's threads, so other jobs' I/O goes on meanwhile.
+        let (argv, cwd) = (self.argv_c.clone(), self.cwd_c.clone());
+        let spawned = tokio::task::spawn_blocking(move || {
+            spawn::spawn(&spawn::Spec {
+                program: &program,
+                argv: &argv,
+                envp: &envp,
+                cwd: &cwd,
+            })
+        })
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))
+        .and_then(|r| r);
+        spawned.map_err(|e| JobError::Retryable(format!("spawn_failed: {}: {e}", self.argv[0])))
+    }
+
+    /// Feeds the args to stdin and reads stdout (capped: the receiver hears of an
+    /// overflow), stderr's tail and fd 3's progress and log lines.
+    fn streams(
+        &self,
+        pipes: spawn::Pipes,
+        inv: &Invocation<'_>,
+    ) -> (Streams, oneshot::Receiver<()>) {
+        let mut stdin = pipes.stdin;
+        let args = inv.args_json.to_string();
+        let writer = tokio::spawn(async move {
+            // A tool that exits without reading its stdin is not an error.
+            let _ = stdin.write_all(args.as_bytes()).await;
+            let _ = stdin.shutdown().await;
+        });
+        let (overflow_tx, overflow_rx) = oneshot::channel();
+        let stdout = tokio::spawn(read_capped(
+            Some(pipes.stdout),
+            self.max_output,
+            overflow_tx,
+        ));
+        let stderr = tokio::spawn(read_tail(Some(pipes.stderr), STDERR_TAIL_BYTES));
+        let progress_ctx = inv.ctx.clone();
+        let progress_rx = pipes.progress;
+        let progress = tokio::spawn(async move {
+            read_progress(progress_rx, |p| match log_line(&p) {
+                Some(message) => progress_ctx.log(message),
+                None => progress_ctx.report_progress(p),
+            })
+            .await;
+        });
+        let streams = Streams {
+            writer,
+            stdout,
+            stderr,
+            progress,
+        };
+        (streams, overflow_rx)
+    }
+
+    /// Waits for the process to exit, or ends its group (SIGTERM, then SIGKILL after the
+    /// grace) on timeout, cancellation or too much output. `None`: it exited by itself.
+    async fn wait(
+        &self,
+        child: &mut spawn::Child,
+        group: &Group,
+        inv: &Invocation<'_>,
+        overflow_rx: oneshot::Receiver<()>,
+    ) -> (Option<End>, std::io::Result<ExitStatus>) {
+        let end = tokio::select! {
+            st = child.wait() => End::Exited(st),
+            _ = tokio::time::sleep(inv.timeout) => End::TimedOut,
+            _ = inv.ctx.cancel.cancelled() => End::Cancelled,
+            Ok(()) = overflow_rx => End::Overflow,
+        };
+        match end {
+            End::Exited(st) => (None, st),
+            other => {
+                group.signal(libc::SIGTERM);
+                let st = match tokio::time::timeout(self.kill_grace, child.wait()).await {
+                    Ok(st) => st,
+                    Err(_) => {
+                        group.signal(libc::SIGKILL);
+                        child.wait().await
+                    }
+                };
+                (Some(other), st)
+            }
+        }
+    }
+}
+
+/// Why the wait for a process ended.
+enum End {
+    Exited(std::io::Result<ExitStatus>),
+    TimedOut,
+    Cancelled,
+    Overflow,
+}
+
+/// The tasks feeding and reading one process's pipes.
+struct Streams {
+    writer: tokio::task::JoinHandle<()>,
+    stdout: tokio::task::JoinHandle<Vec<u8>>,
+    stderr: tokio::task::JoinHandle<Vec<u8>>,
+    progress: tokio::task::JoinHandle<()>,
+}
+
+impl Streams {
+    /// Once the group is gone: stdout and stderr's tail as far as read within
+    /// [`PIPE_DRAIN`] (a process that left the group may hold the pipes open).
+    async fn finish(self, tool: &str) -> (Vec<u8>, Vec<u8>) {
+        self.writer.abort();
+        let out = join_within(self.stdout, PIPE_DRAIN)
+            .await
+            .unwrap_or_default();
+        let err_tail = join_within(self.stderr, PIPE_DRAIN)
+            .await
+            .unwrap_or_default();
+        if tokio::time::timeout(PIPE_DRAIN, self.progress)
+            .await
+            .is_err()
+        {
+            tracing::debug!(tool, "progress pipe still open after the group ended");
+        }
+        (out, err_tail)
     }
 }
 

@@ -17,7 +17,7 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AF
 use reqwest::StatusCode;
 
 use super::{tail_text, Invocation};
-use crate::config::tools::Target;
+use crate::config::tool_table::Target;
 use crate::config::ConfigError;
 use crate::json::{self, Json, Object};
 use crate::tools::JobError;

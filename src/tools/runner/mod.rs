@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use tokio::sync::Semaphore;
 
-use crate::config::tools::{Target, ToolDef};
+use crate::config::tool_table::{Target, ToolDef};
 use crate::config::ConfigError;
 use crate::json::Object;
 use crate::tools::{JobCtx, JobError};

@@ -204,134 +204,25 @@ fn read_schema(
     }
 }
 
+/// Refuses a key the tool's kind or mode does not take.
+fn only_for(name: &str, set: bool, key: &str, what: &str) -> Result<(), ConfigError> {
+    if set {
+        Err(invalid(name, format!("{key} applies only to {what}")))
+    } else {
+        Ok(())
+    }
+}
+
 fn resolve(
     name: &str,
-    raw: RawTool,
+    mut raw: RawTool,
     fingerprint: serde_json::Value,
     base: &Path,
 ) -> Result<ToolDef, ConfigError> {
-    let only_for = |set: bool, key: &str, what: &str| {
-        if set {
-            Err(invalid(name, format!("{key} applies only to {what}")))
-        } else {
-            Ok(())
-        }
-    };
-    if raw.description.trim().is_empty() {
-        return Err(invalid(name, "description must not be empty"));
-    }
-    let is_command = raw.command.is_some();
-    for (set, key) in [
-        (!raw.env.is_empty(), "env"),
-        (raw.working_dir.is_some(), "working_dir"),
-        (raw.kill_grace_secs.is_some(), "kill_grace_secs"),
-    ] {
-        only_for(set && !is_command, key, "command tools (`command = [...]`)")?;
-    }
-    let sync = raw.mode == Mode::Sync;
-    for (set, key) in [
-        (raw.max_attempts.is_some(), "max_attempts"),
-        (raw.retry_base_ms.is_some(), "retry_base_ms"),
-        (raw.retry_max_ms.is_some(), "retry_max_ms"),
-        (raw.on_worker_crash.is_some(), "on_worker_crash"),
-        (raw.task_support.is_some(), "task_support"),
-        (raw.ask.is_some(), "ask"),
-    ] {
-        only_for(set && sync, key, "mode = \"job\" tools")?;
-    }
-    let target = match (raw.command, raw.url) {
-        (Some(_), Some(_)) => return Err(invalid(name, "set command or url, not both")),
-        (None, None) => return Err(invalid(name, "set command = [...] or url = \"...\"")),
-        (Some(argv), None) => {
-            only_for(
-                !raw.headers.is_empty() || !raw.header_files.is_empty(),
-                "headers",
-                "HTTP tools (`url = ...`)",
-            )?;
-            only_for(
-                raw.connect_timeout_ms.is_some(),
-                "connect_timeout_ms",
-                "HTTP tools (`url = ...`)",
-            )?;
-            if argv.is_empty() || argv[0].is_empty() {
-                return Err(invalid(name, "command must name a program"));
-            }
-            if argv.iter().any(|a| a.contains('\0')) {
-                return Err(invalid(name, "command must not contain NUL bytes"));
-            }
-            let working_dir = raw.working_dir.unwrap_or_else(|| PathBuf::from("/"));
-            if !working_dir.is_absolute() {
-                return Err(invalid(name, "working_dir must be an absolute path"));
-            }
-            Target::Command {
-                argv,
-                env: raw.env,
-                working_dir,
-                kill_grace: Duration::from_secs(
-                    raw.kill_grace_secs.unwrap_or(DEFAULT_KILL_GRACE_SECS),
-                ),
-            }
-        }
-        (None, Some(url)) => {
-            let parsed =
-                reqwest::Url::parse(&url).map_err(|e| invalid(name, format!("url: {e}")))?;
-            if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
-                return Err(invalid(name, "url must be http:// or https:// with a host"));
-            }
-            let mut headers = Vec::new();
-            for (k, v) in raw.headers {
-                headers.push((k, Secret::new(v.into_bytes())));
-            }
-            for (k, p) in raw.header_files {
-                let path = base.join(&p);
-                let v = std::fs::read_to_string(&path).map_err(|e| {
-                    invalid(name, format!("header_files.{k}: {}: {e}", path.display()))
-                })?;
-                headers.push((k, Secret::new(v.trim_end_matches(['\n', '\r']).as_bytes())));
-            }
-            for (k, v) in &headers {
-                let bad_name = reqwest::header::HeaderName::from_bytes(k.as_bytes()).is_err();
-                let bad_value = reqwest::header::HeaderValue::from_bytes(v.expose()).is_err();
-                if bad_name || bad_value {
-                    return Err(invalid(
-                        name,
-                        format!("header {k:?} is not a valid HTTP header"),
-                    ));
-                }
-            }
-            Target::Http {
-                url,
-                headers,
-                connect_timeout: Duration::from_millis(
-                    raw.connect_timeout_ms.unwrap_or(DEFAULT_CONNECT_TIMEOUT_MS),
-                ),
-            }
-        }
-    };
-    let timeout_secs = match (raw.mode, raw.timeout_secs) {
-        (Mode::Sync, Some(t)) if t > MAX_SYNC_TIMEOUT_SECS => {
-            return Err(invalid(
-                name,
-                format!("timeout_secs of a sync tool is at most {MAX_SYNC_TIMEOUT_SECS}; make it a job tool"),
-            ))
-        }
-        (_, Some(0)) => return Err(invalid(name, "timeout_secs must be at least 1")),
-        (Mode::Sync, t) => t.unwrap_or(DEFAULT_SYNC_TIMEOUT_SECS),
-        (Mode::Job, t) => t.unwrap_or(DEFAULT_JOB_TIMEOUT_SECS),
-    };
-    if raw.max_attempts == Some(0) {
-        return Err(invalid(name, "max_attempts must be at least 1"));
-    }
-    if raw.concurrency == Some(0) {
-        return Err(invalid(name, "concurrency must be at least 1"));
-    }
-    let max_output_bytes = raw.max_output_bytes.unwrap_or(DEFAULT_MAX_OUTPUT_BYTES);
-    if max_output_bytes == 0 || max_output_bytes > MAX_MAX_OUTPUT_BYTES {
-        return Err(invalid(
-            name,
-            format!("max_output_bytes must be between 1 and {MAX_MAX_OUTPUT_BYTES}"),
-        ));
-    }
+    check_applicable(name, &raw)?;
+    let target = target(name, &mut raw, base)?;
+    let timeout_secs = timeout_secs(name, raw.mode, raw.timeout_secs)?;
+    let max_output_bytes = check_bounds(name, &raw)?;
     let input_schema = read_schema(
         name,
         "input_schema",
@@ -356,9 +247,8 @@ fn resolve(
     let ask = match raw.ask {
         None => None,
         Some(requests) => {
-            let asked =
-                crate::tools::input::parse(&serde_json::json!({ "inputRequests": requests }))
-                    .map_err(|e| invalid(name, format!("ask: {e}")))?;
+            let asked = crate::asks::parse(&serde_json::json!({ "inputRequests": requests }))
+                .map_err(|e| invalid(name, format!("ask: {e}")))?;
             Some(asked.requests)
         }
     };
@@ -384,6 +274,152 @@ fn resolve(
         task_support: raw.task_support.unwrap_or_default(),
         ask,
     })
+}
+
+/// A description, and no key that only another kind of tool (command, HTTP) or the other
+/// mode takes.
+fn check_applicable(name: &str, raw: &RawTool) -> Result<(), ConfigError> {
+    if raw.description.trim().is_empty() {
+        return Err(invalid(name, "description must not be empty"));
+    }
+    let is_command = raw.command.is_some();
+    for (set, key) in [
+        (!raw.env.is_empty(), "env"),
+        (raw.working_dir.is_some(), "working_dir"),
+        (raw.kill_grace_secs.is_some(), "kill_grace_secs"),
+    ] {
+        only_for(
+            name,
+            set && !is_command,
+            key,
+            "command tools (`command = [...]`)",
+        )?;
+    }
+    let sync = raw.mode == Mode::Sync;
+    for (set, key) in [
+        (raw.max_attempts.is_some(), "max_attempts"),
+        (raw.retry_base_ms.is_some(), "retry_base_ms"),
+        (raw.retry_max_ms.is_some(), "retry_max_ms"),
+        (raw.on_worker_crash.is_some(), "on_worker_crash"),
+        (raw.task_support.is_some(), "task_support"),
+        (raw.ask.is_some(), "ask"),
+    ] {
+        only_for(name, set && sync, key, "mode = \"job\" tools")?;
+    }
+    Ok(())
+}
+
+/// How the tool runs: `command` or `url`, with the keys of that kind (taken from `raw`).
+fn target(name: &str, raw: &mut RawTool, base: &Path) -> Result<Target, ConfigError> {
+    match (raw.command.take(), raw.url.take()) {
+        (Some(_), Some(_)) => Err(invalid(name, "set command or url, not both")),
+        (None, None) => Err(invalid(name, "set command = [...] or url = \"...\"")),
+        (Some(argv), None) => command_target(name, argv, raw),
+        (None, Some(url)) => http_target(name, url, raw, base),
+    }
+}
+
+fn command_target(name: &str, argv: Vec<String>, raw: &mut RawTool) -> Result<Target, ConfigError> {
+    only_for(
+        name,
+        !raw.headers.is_empty() || !raw.header_files.is_empty(),
+        "headers",
+        "HTTP tools (`url = ...`)",
+    )?;
+    only_for(
+        name,
+        raw.connect_timeout_ms.is_some(),
+        "connect_timeout_ms",
+        "HTTP tools (`url = ...`)",
+    )?;
+    if argv.is_empty() || argv[0].is_empty() {
+        return Err(invalid(name, "command must name a program"));
+    }
+    if argv.iter().any(|a| a.contains('\0')) {
+        return Err(invalid(name, "command must not contain NUL bytes"));
+    }
+    let working_dir = raw.working_dir.take().unwrap_or_else(|| PathBuf::from("/"));
+    if !working_dir.is_absolute() {
+        return Err(invalid(name, "working_dir must be an absolute path"));
+    }
+    Ok(Target::Command {
+        argv,
+        env: std::mem::take(&mut raw.env),
+        working_dir,
+        kill_grace: Duration::from_secs(raw.kill_grace_secs.unwrap_or(DEFAULT_KILL_GRACE_SECS)),
+    })
+}
+
+fn http_target(
+    name: &str,
+    url: String,
+    raw: &mut RawTool,
+    base: &Path,
+) -> Result<Target, ConfigError> {
+    let parsed = reqwest::Url::parse(&url).map_err(|e| invalid(name, format!("url: {e}")))?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+        return Err(invalid(name, "url must be http:// or https:// with a host"));
+    }
+    let mut headers = Vec::new();
+    for (k, v) in std::mem::take(&mut raw.headers) {
+        headers.push((k, Secret::new(v.into_bytes())));
+    }
+    for (k, p) in std::mem::take(&mut raw.header_files) {
+        let path = base.join(&p);
+        let v = std::fs::read_to_string(&path)
+            .map_err(|e| invalid(name, format!("header_files.{k}: {}: {e}", path.display())))?;
+        headers.push((k, Secret::new(v.trim_end_matches(['\n', '\r']).as_bytes())));
+    }
+    for (k, v) in &headers {
+        let bad_name = reqwest::header::HeaderName::from_bytes(k.as_bytes()).is_err();
+        let bad_value = reqwest::header::HeaderValue::from_bytes(v.expose()).is_err();
+        if bad_name || bad_value {
+            return Err(invalid(
+                name,
+                format!("header {k:?} is not a valid HTTP header"),
+            ));
+        }
+    }
+    Ok(Target::Http {
+        url,
+        headers,
+        connect_timeout: Duration::from_millis(
+            raw.connect_timeout_ms.unwrap_or(DEFAULT_CONNECT_TIMEOUT_MS),
+        ),
+    })
+}
+
+/// The attempt's time limit in seconds: bounded for sync tools, defaulted by mode.
+fn timeout_secs(name: &str, mode: Mode, set: Option<u64>) -> Result<u64, ConfigError> {
+    Ok(match (mode, set) {
+        (Mode::Sync, Some(t)) if t > MAX_SYNC_TIMEOUT_SECS => {
+            return Err(invalid(
+                name,
+                format!("timeout_secs of a sync tool is at most {MAX_SYNC_TIMEOUT_SECS}; make it a job tool"),
+            ))
+        }
+        (_, Some(0)) => return Err(invalid(name, "timeout_secs must be at least 1")),
+        (Mode::Sync, t) => t.unwrap_or(DEFAULT_SYNC_TIMEOUT_SECS),
+        (Mode::Job, t) => t.unwrap_or(DEFAULT_JOB_TIMEOUT_SECS),
+    })
+}
+
+/// Attempts and concurrency of at least one, and the output cap in range (returned).
+fn check_bounds(name: &str, raw: &RawTool) -> Result<usize, ConfigError> {
+    if raw.max_attempts == Some(0) {
+        return Err(invalid(name, "max_attempts must be at least 1"));
+    }
+    if raw.concurrency == Some(0) {
+        return Err(invalid(name, "concurrency must be at least 1"));
+    }
+    let max_output_bytes = raw.max_output_bytes.unwrap_or(DEFAULT_MAX_OUTPUT_BYTES);
+    if max_output_bytes == 0 || max_output_bytes > MAX_MAX_OUTPUT_BYTES {
+        return Err(invalid(
+            name,
+            format!("max_output_bytes must be between 1 and {MAX_MAX_OUTPUT_BYTES}"),
+        ));
+    }
+    Ok(max_output_bytes)
 }
 
 #[cfg(test)]

@@ -1,11 +1,12 @@
 //! A tool asking its client for input instead of answering: its output is an MCP
 //! `InputRequiredResult` (`"resultType": "input_required"`, `inputRequests`, optionally
 //! `requestState`). This module recognizes and checks that shape, for sync tools (answered
-//! in further rounds of the same call, `mcp::input`) and job tools (the job waits in
-//! `input_required` until a client answers, `worker`).
+//! in further rounds of the same call, `mcp::input`), job tools (the job waits in
+//! `input_required` until a client answers, `worker`) and the questions a tool declares
+//! in its configuration (`ask`, checked by `config::tool_table`).
 //!
-//! It must not know about clients or capabilities: what a client may be asked is decided
-//! by `mcp::input`.
+//! It is foundation: it must not import anything above `json`, and must not know about
+//! clients or capabilities: what a client may be asked is decided by `mcp::input`.
 
 use serde_json::{Map, Value};
 

@@ -292,6 +292,53 @@ fn not_found(out: Output, id: &str) -> ExitCode {
     )
 }
 
+/// `mcpq jobs list`'s filter.
+fn filter_of(
+    state: Option<JobState>,
+    client: Option<String>,
+    tool: Option<String>,
+    since: Option<Duration>,
+    limit: usize,
+) -> JobFilter {
+    JobFilter {
+        state,
+        client,
+        tool,
+        since: since.map(ago).unwrap_or(i64::MIN),
+        limit: limit.max(1),
+    }
+}
+
+/// `mcpq jobs list`: a table, or a JSON array.
+async fn list(
+    store: &dyn AdminStore,
+    filter: JobFilter,
+    out: Output,
+) -> Result<ExitCode, StoreError> {
+    let jobs = store.list_jobs(&filter).await?;
+    if out.json {
+        println!("{}", Value::Array(jobs.iter().map(summary_json).collect()));
+    } else {
+        let mut t = table(&[
+            "id", "client", "tool", "state", "attempts", "created", "finished", "worker",
+        ]);
+        for j in &jobs {
+            t.add_row(vec![
+                j.id.0.clone(),
+                j.client_id.clone(),
+                j.tool.clone(),
+                j.state.as_str().to_string(),
+                format!("{}/{}", j.attempt, j.max_attempts),
+                time(Some(j.created_at)),
+                time(j.finished_at),
+                j.lease_owner.clone().unwrap_or_else(|| "-".into()),
+            ]);
+        }
+        println!("{t}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// Runs one `mcpq jobs` command.
 pub async fn jobs(store: &dyn AdminStore, cmd: JobsCommand) -> Result<ExitCode, StoreError> {
     let by = operator();
@@ -303,37 +350,7 @@ pub async fn jobs(store: &dyn AdminStore, cmd: JobsCommand) -> Result<ExitCode, 
             since,
             limit,
             out,
-        } => {
-            let filter = JobFilter {
-                state,
-                client,
-                tool,
-                since: since.map(ago).unwrap_or(i64::MIN),
-                limit: limit.max(1),
-            };
-            let jobs = store.list_jobs(&filter).await?;
-            if out.json {
-                println!("{}", Value::Array(jobs.iter().map(summary_json).collect()));
-            } else {
-                let mut t = table(&[
-                    "id", "client", "tool", "state", "attempts", "created", "finished", "worker",
-                ]);
-                for j in &jobs {
-                    t.add_row(vec![
-                        j.id.0.clone(),
-                        j.client_id.clone(),
-                        j.tool.clone(),
-                        j.state.as_str().to_string(),
-                        format!("{}/{}", j.attempt, j.max_attempts),
-                        time(Some(j.created_at)),
-                        time(j.finished_at),
-                        j.lease_owner.clone().unwrap_or_else(|| "-".into()),
-                    ]);
-                }
-                println!("{t}");
-            }
-            ExitCode::SUCCESS
-        }
+        } => list(store, filter_of(state, client, tool, since, limit), out).await?,
         JobsCommand::Show { id, out } => match store.job(&JobId(id.clone())).await? {
             None => not_found(out, &id),
             Some(r) if out.json => {

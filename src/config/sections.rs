@@ -1,0 +1,113 @@
+//! The settings of each section of the configuration (`[server]`, `[jobs]`, `[worker]`,
+//! `[client]`, `[clients.ID]`, `[log]`, `[metrics]`, `[limits]`, `[mcp]`), as the rest
+//! of the daemon reads them.
+//!
+//! It must not load or check anything: `load` builds these from the layered
+//! configuration.
+
+use std::net::SocketAddr;
+
+use serde::Deserialize;
+
+use super::Secret;
+
+/// `/mcp` (`crate::mcp`).
+#[derive(Debug, Deserialize, Clone)]
+pub struct McpSettings {
+    pub allowed_hosts: Vec<String>,
+    pub allowed_origins: Vec<String>,
+    pub anonymous_client: String,
+    /// Questions a tool may have pending at once with one 2025-11-25 client (0: no cap).
+    pub max_pending_questions_per_client: usize,
+}
+
+/// Per-client and per-address limits (`crate::limits`, `crate::server`).
+#[derive(Debug, Deserialize, Clone)]
+pub struct LimitSettings {
+    pub rate_per_client: f64,
+    pub rate_burst: f64,
+    pub max_queued_per_client: u64,
+    pub max_connections_per_ip: usize,
+}
+
+/// Prometheus endpoints (`crate::telemetry`); `None` is off.
+#[derive(Debug, Clone)]
+pub struct MetricsSettings {
+    pub listen: Option<SocketAddr>,
+    pub worker_listen: Option<SocketAddr>,
+    pub client_labels: bool,
+}
+
+/// How log lines are written (see `crate::logging`).
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// JSON under journald (`JOURNAL_STREAM` names our stderr), text otherwise.
+    Auto,
+    Text,
+    Json,
+}
+
+#[derive(Debug, Deserialize, Clone)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    /// A `tracing` filter (`info`, `mcpq=debug,info`); `RUST_LOG` wins when set.
+    pub level: String,
+}
+
+#[derive(Debug, Deserialize, Clone)]
+pub struct JobSettings {
+    pub max_attempts: u32,
+    pub retention_secs: u64,
+    pub lease_ms: i64,
+    pub heartbeat_ms: u64,
+    pub rescue_interval_ms: u64,
+    pub prune_interval_ms: u64,
+    pub retry_base_ms: i64,
+    pub retry_max_ms: i64,
+}
+
+#[derive(Debug, Deserialize, Clone)]
+pub struct WorkerSettings {
+    pub concurrency: usize,
+    /// Command-tool processes one worker (or daemon) runs at once.
+    pub max_processes: usize,
+    pub claim_batch: usize,
+    pub idle_backoff_max_ms: u64,
+    pub claim_interval_ms: u64,
+    pub grace_period_ms: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    pub id: String,
+    pub listen: SocketAddr,
+    pub secret: Secret,
+    pub max_body_bytes: usize,
+    pub header_timeout_ms: u64,
+    pub body_timeout_ms: u64,
+    pub max_connections: usize,
+    pub timestamp_window_ms: i64,
+    pub embedded_workers: usize,
+    pub bench_tools: bool,
+    /// The seed's demo tools (`batch_sum`, `start_long_task`).
+    pub demo_tools: bool,
+}
+
+/// A client's live secrets: the current one and, during rotation, the previous one; and
+/// the SHA-256 of its live `/mcp` bearer tokens (two during a rotation).
+#[derive(Debug, Clone, Default)]
+pub struct ClientKeys {
+    pub secrets: Vec<Secret>,
+    pub token_hashes: Vec<[u8; 32]>,
+}
+
+/// What `mcpq call` / `mcpq bench` need to act as a client.
+#[derive(Debug, Clone)]
+pub struct ClientSettings {
+    pub url: String,
+    pub client_id: String,
+    pub server_id: String,
+    pub secret: Secret,
+    pub server_secret: Secret,
+}
