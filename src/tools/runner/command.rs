@@ -70,8 +70,11 @@ impl CommandRunner {
                     .iter()
                     .filter_map(|a| CString::new(a.as_str()).ok())
                     .collect(),
+                // `MCPQ_*` names are the daemon's, set on every run: a tool's own entry of
+                // the same name would make a duplicate, and the daemon's value wins.
                 env_c: env
                     .iter()
+                    .filter(|(k, _)| !k.starts_with("MCPQ_"))
                     .filter_map(|(k, v)| CString::new(format!("{k}={v}")).ok())
                     .collect(),
                 path: env

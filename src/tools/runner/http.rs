@@ -53,7 +53,11 @@ impl HttpRunner {
             let mut value = HeaderValue::from_bytes(v.expose())
                 .map_err(|_| invalid(format!("header {k:?} has an invalid value")))?;
             value.set_sensitive(true);
-            map.insert(name, value);
+            // The `Mcpq-*` headers are the daemon's, set on every call: a configured one
+            // of the same name would arrive twice.
+            if !name.as_str().starts_with("mcpq-") {
+                map.insert(name, value);
+            }
         }
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
