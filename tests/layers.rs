@@ -10,26 +10,19 @@ use std::path::{Path, PathBuf};
 /// Top-level modules (or `module::child` where a child sits lower than its parent),
 /// by layer: a module may import only from layers with a smaller number.
 const LAYERS: &[(u8, &[&str])] = &[
-    (
-        0,
-        &[
-            "json",
-            "clock",
-            "config",
-            "protocol",
-            "logging",
-            "telemetry::names",
-        ],
-    ),
-    (1, &["jobs", "auth"]),
-    (2, &["store"]),
-    (3, &["limits", "tools"]),
-    (4, &["app", "worker"]),
-    (5, &["http", "telemetry", "service"]),
-    (6, &["v1", "mcp"]),
-    (7, &["server", "client"]),
-    (8, &["admin", "backup", "bench"]),
-    (9, &["cli"]),
+    (0, &["json", "clock", "telemetry::names"]),
+    (1, &["protocol", "asks"]),
+    (2, &["jobs"]),
+    (3, &["config"]),
+    (4, &["auth", "logging"]),
+    (5, &["store"]),
+    (6, &["limits", "tools"]),
+    (7, &["app", "worker"]),
+    (8, &["http", "telemetry", "systemd"]),
+    (9, &["v1", "mcp"]),
+    (10, &["server", "client"]),
+    (11, &["ops", "backup", "bench"]),
+    (12, &["cli"]),
 ];
 
 fn layer_of(path: &str) -> Option<(u8, &'static str)> {
