@@ -75,7 +75,7 @@ impl AnyStore {
     pub async fn bench_fill_noop(&self, n: usize) -> Result<(), StoreError> {
         match self {
             AnyStore::Sqlite(s) => {
-                super::sqlite::bench_fill_noop(s, n).await?;
+                super::sqlite::bench::bench_fill_noop(s, n).await?;
                 s.checkpoint_truncate().await
             }
             AnyStore::Postgres(s) => super::postgres::bench::fill_noop(s, n).await,

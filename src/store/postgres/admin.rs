@@ -5,7 +5,8 @@
 
 use sqlx::Row;
 
-use super::{count, record_from_row, sql, state_of, PgStore};
+use super::rows::{count, record_from_row, state_of};
+use super::{sql, PgStore};
 use crate::jobs::JobId;
 use crate::store::admin::{Activity, AdminStore, Change, JobFilter, JobSummary};
 use crate::store::{BoxFuture, CancelOutcome, JobRecord, Resolution, Store, StoreError};

@@ -3,14 +3,15 @@
 
 use sqlx::{Postgres, QueryBuilder, Row};
 
-use super::{count, state_of, PgStore};
+use super::rows::{count, state_of};
+use super::PgStore;
 use crate::auth::NonceRecord;
 use crate::jobs::{CrashPolicy, JobId};
 use crate::protocol::ClientId;
 use crate::store::copy::CopiedJob;
 use crate::store::{JobRecord, StoreError};
 
-const COPY_READ: &str = include_str!("../sql/postgres/copy_read.sql");
+const COPY_READ: &str = include_str!("sql/copy_read.sql");
 
 impl PgStore {
     pub(crate) async fn copy_read(

@@ -6,7 +6,8 @@
 
 use sqlx::Row;
 
-use super::{records_from_json, sql, SqliteStore};
+use super::rows::records_from_json;
+use super::{sql, SqliteStore};
 use crate::jobs::{JobId, JobState};
 use crate::store::admin::{Activity, AdminStore, Change, JobFilter, JobSummary};
 use crate::store::{BoxFuture, CancelOutcome, JobRecord, Resolution, Store, StoreError};

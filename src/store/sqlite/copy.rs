@@ -8,7 +8,7 @@ use crate::protocol::ClientId;
 use crate::store::copy::CopiedJob;
 use crate::store::{JobRecord, StoreError};
 
-const COPY_READ: &str = include_str!("../sql/copy_read.sql");
+const COPY_READ: &str = include_str!("sql/copy_read.sql");
 
 fn corrupt(what: String) -> StoreError {
     StoreError::Corrupt(what)
