@@ -40,7 +40,7 @@ use reader::Lookup;
 use rows::{claimed_from_row, count, state_of};
 use writer::CommitOp;
 
-pub use open::{connect_options, migrate_only};
+pub use open::{connect_options, migrate_only, migrator};
 
 pub(crate) mod sql {
     pub const ENQUEUE: &str = include_str!("sql/enqueue.sql");

@@ -19,6 +19,12 @@ use crate::store::StoreError;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
+/// The migrations this binary applies, for tests that pin their versions and checksums (sqlx
+/// refuses a database whose recorded checksum of an applied version differs).
+pub fn migrator() -> &'static sqlx::migrate::Migrator {
+    &MIGRATOR
+}
+
 /// Connection options from `database.url` and `[postgres]`: TLS, the password file, and the
 /// per-session settings every connection of ours runs with.
 pub fn connect_options(url: &str, pg: &PostgresSettings) -> Result<PgConnectOptions, StoreError> {

@@ -41,7 +41,7 @@ use reader::Lookup;
 use rows::{claimed_from_json, completions_json, json_strings, NoncePack, Rows};
 use writer::{Durability, PendingNonces, WriteOp};
 
-pub use open::{migrate, migrate_only};
+pub use open::{migrate, migrate_only, migrator};
 
 pub(crate) mod sql {
     pub const INSERT_NONCE_BATCH: &str = include_str!("sql/insert_nonce_batch.sql");

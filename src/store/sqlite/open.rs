@@ -17,7 +17,13 @@ use super::{Inner, SqliteStore};
 use crate::config::{DatabaseSettings, Synchronous};
 use crate::store::{Store, StoreError};
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// The migrations this binary applies, for tests that pin their versions and checksums (sqlx
+/// refuses a database whose recorded checksum of an applied version differs).
+pub fn migrator() -> &'static sqlx::migrate::Migrator {
+    &MIGRATOR
+}
 
 pub(super) fn connect_options(db: &DatabaseSettings) -> SqliteConnectOptions {
     let sync = match db.synchronous {
