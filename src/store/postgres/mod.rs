@@ -36,7 +36,7 @@ use tokio::sync::{mpsc, oneshot, Mutex, Notify};
 use super::*;
 use crate::auth::NonceKey;
 use crate::jobs::CrashPolicy;
-use reader::Lookup;
+use crate::store::batch::{lookup, Lookup};
 use rows::{claimed_from_row, count, state_of};
 use writer::CommitOp;
 
@@ -292,20 +292,7 @@ impl Store for PgStore {
         client: &'a ClientId,
         id: &'a JobId,
     ) -> BoxFuture<'a, Result<Option<JobRecord>, StoreError>> {
-        Box::pin(async move {
-            let (reply, answer) = oneshot::channel();
-            let lookup = Lookup {
-                id: id.clone(),
-                client: client.clone(),
-                reply,
-            };
-            self.inner
-                .lookups
-                .send(lookup)
-                .await
-                .map_err(|_| StoreError::Closed)?;
-            answer.await.map_err(|_| StoreError::Closed)?
-        })
+        Box::pin(lookup(&self.inner.lookups, client, id))
     }
 
     fn cancel<'a>(
@@ -461,10 +448,7 @@ impl Store for PgStore {
         by: &'a str,
     ) -> BoxFuture<'a, Result<bool, StoreError>> {
         Box::pin(async move {
-            let (state, entry) = match resolution {
-                Resolution::Retry => ("queued", format!("in_doubt resolved: retried by {by}")),
-                Resolution::Fail => ("failed", format!("in_doubt resolved: failed by {by}")),
-            };
+            let (state, entry) = resolution.transition(by);
             let row = sqlx::query(sql::RESOLVE_IN_DOUBT)
                 .bind(&id.0)
                 .bind(state)
@@ -618,16 +602,7 @@ impl Store for PgStore {
                 .bind(now)
                 .fetch_all(&self.inner.pool)
                 .await?;
-            let mut out = QueueStats::default();
-            for r in &rows {
-                let state = state_of(&r.try_get::<String, _>(0)?)?;
-                let n: i64 = r.try_get(2)?;
-                out.active.push((state, r.try_get(1)?, n as u64));
-                if let Some(at) = r.try_get::<Option<i64>, _>(3)? {
-                    out.oldest_due_at = Some(out.oldest_due_at.map_or(at, |o: i64| o.min(at)));
-                }
-            }
-            Ok(out)
+            stats_from_rows(&rows)
         })
     }
 

@@ -7,24 +7,15 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use sqlx::postgres::PgPool;
-use tokio::sync::{mpsc, oneshot, Mutex};
+use tokio::sync::{mpsc, Mutex};
 
 use super::rows::record_from_row;
 use super::sql;
-use crate::jobs::JobId;
-use crate::protocol::ClientId;
-use crate::store::{take_batch, JobRecord, StoreError};
-
-/// One `get_job` waiting for the next group read.
-pub(super) struct Lookup {
-    pub(super) id: JobId,
-    pub(super) client: ClientId,
-    pub(super) reply: oneshot::Sender<Result<Option<JobRecord>, StoreError>>,
-}
+use crate::store::batch::{answer_lookups, take_batch, Lookup, MAX_READ_BATCH};
+use crate::store::{JobRecord, StoreError};
 
 /// Tasks answering polls in groups (each one statement per group, on a pooled connection).
 pub(super) const POLL_READERS: usize = 2;
-const MAX_READ_BATCH: usize = 512;
 
 /// Answers `get_job` calls in groups: whatever lookups are waiting, with one statement.
 /// Polls are the most frequent call of a job's life; one query each made a poll cost a
@@ -46,15 +37,7 @@ pub(super) async fn group_read(pool: PgPool, rx: Arc<Mutex<mpsc::Receiver<Lookup
                 .collect()
         }
         .await;
-        for l in batch.drain(..) {
-            let answer = match &found {
-                Ok(found) => Ok(found
-                    .get(&l.id.0)
-                    .filter(|rec| rec.client_id == l.client)
-                    .cloned()),
-                Err(e) => Err(StoreError::Read(e.to_string())),
-            };
-            let _ = l.reply.send(answer);
-        }
+        let found = found.map_err(|e| e.to_string());
+        answer_lookups(&mut batch, found.as_ref().map_err(String::as_str));
     }
 }

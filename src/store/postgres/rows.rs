@@ -8,6 +8,7 @@ use sqlx::Row;
 
 use crate::jobs::{CrashPolicy, JobId, JobState};
 use crate::protocol::ClientId;
+pub(super) use crate::store::state_of;
 use crate::store::{ClaimedJob, JobRecord, StoreError};
 
 pub(super) fn count(v: i32, name: &str) -> Result<u32, StoreError> {
@@ -60,8 +61,4 @@ pub(super) fn claimed_from_row(r: &PgRow) -> Result<ClaimedJob, StoreError> {
         input_responses: r.try_get(8)?,
         request_state: r.try_get(9)?,
     })
-}
-
-pub(super) fn state_of(text: &str) -> Result<JobState, StoreError> {
-    JobState::parse(text).ok_or_else(|| StoreError::Corrupt(format!("job state {text:?}")))
 }

@@ -15,7 +15,8 @@ use tokio::sync::{mpsc, oneshot, Mutex, Notify};
 use super::sql;
 use crate::auth::NonceRecord;
 use crate::jobs::JobId;
-use crate::store::{take_batch, Enqueued, NewJob, StoreError};
+use crate::store::batch::take_batch;
+use crate::store::{Enqueued, NewJob, StoreError};
 
 /// The channel `enqueue.sql` notifies after inserting jobs.
 pub(super) const CHANNEL: &str = "mcpq_jobs";

@@ -37,7 +37,7 @@ use tokio::sync::{mpsc, oneshot, Mutex};
 
 use super::*;
 use crate::jobs::CrashPolicy;
-use reader::Lookup;
+use crate::store::batch::{lookup, Lookup};
 use rows::{claimed_from_json, completions_json, json_strings, NoncePack, Rows};
 use writer::{Durability, PendingNonces, WriteOp};
 
@@ -220,24 +220,7 @@ impl Store for SqliteStore {
         client: &'a ClientId,
         id: &'a JobId,
     ) -> BoxFuture<'a, Result<Option<JobRecord>, StoreError>> {
-        Box::pin(async move {
-            let (reply, answer) = oneshot::channel();
-            let lookup = Lookup {
-                id: id.clone(),
-                client: client.clone(),
-                reply,
-            };
-            self.inner
-                .lookups
-                .send(lookup)
-                .await
-                .map_err(|_| StoreError::Closed)?;
-            match answer.await {
-                Ok(Ok(rec)) => Ok(rec),
-                Ok(Err(msg)) => Err(StoreError::Read(msg)),
-                Err(_) => Err(StoreError::Closed),
-            }
-        })
+        Box::pin(lookup(&self.inner.lookups, client, id))
     }
 
     fn cancel<'a>(
@@ -371,18 +354,7 @@ impl Store for SqliteStore {
                 .bind(now)
                 .fetch_all(&self.inner.read)
                 .await?;
-            let mut out = QueueStats::default();
-            for r in &rows {
-                let state: String = r.try_get(0)?;
-                let state = JobState::parse(&state)
-                    .ok_or_else(|| StoreError::Corrupt(format!("job state {state:?}")))?;
-                let n: i64 = r.try_get(2)?;
-                out.active.push((state, r.try_get(1)?, n as u64));
-                if let Some(at) = r.try_get::<Option<i64>, _>(3)? {
-                    out.oldest_due_at = Some(out.oldest_due_at.map_or(at, |o: i64| o.min(at)));
-                }
-            }
-            Ok(out)
+            stats_from_rows(&rows)
         })
     }
 
@@ -480,10 +452,7 @@ impl Store for SqliteStore {
         by: &'a str,
     ) -> BoxFuture<'a, Result<bool, StoreError>> {
         Box::pin(async move {
-            let (state, entry) = match resolution {
-                Resolution::Retry => ("queued", format!("in_doubt resolved: retried by {by}")),
-                Resolution::Fail => ("failed", format!("in_doubt resolved: failed by {by}")),
-            };
+            let (state, entry) = resolution.transition(by);
             let mut conn = self.inner.writer.lock().await;
             let row = sqlx::query(sql::RESOLVE_IN_DOUBT)
                 .bind(&id.0)

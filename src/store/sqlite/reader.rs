@@ -7,20 +7,11 @@ use std::sync::Arc;
 
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{Connection, SqliteConnection};
-use tokio::sync::{mpsc, oneshot, Mutex};
+use tokio::sync::{mpsc, Mutex};
 
 use super::rows::records_from_json;
 use super::sql;
-use crate::jobs::JobId;
-use crate::protocol::ClientId;
-use crate::store::{take_batch, JobRecord};
-
-/// One `get_job` waiting for the next group read.
-pub(super) struct Lookup {
-    pub(super) id: JobId,
-    pub(super) client: ClientId,
-    pub(super) reply: oneshot::Sender<Result<Option<JobRecord>, String>>,
-}
+use crate::store::batch::{answer_lookups, take_batch, Lookup, MAX_READ_BATCH};
 
 /// Answers `get_job` calls in groups: each of `database.poll_readers` tasks takes whatever
 /// lookups are waiting and answers them with one statement. Polls are the most frequent
@@ -66,17 +57,6 @@ pub(super) async fn group_read(
         let found = rows
             .map_err(|e| e.to_string())
             .and_then(|text| records_from_json(&text).map_err(|e| e.to_string()));
-        for l in batch.drain(..) {
-            let answer = match &found {
-                Ok(found) => Ok(found
-                    .get(&l.id.0)
-                    .filter(|rec| rec.client_id == l.client)
-                    .cloned()),
-                Err(e) => Err(e.clone()),
-            };
-            let _ = l.reply.send(answer);
-        }
+        answer_lookups(&mut batch, found.as_ref().map_err(String::as_str));
     }
 }
-
-const MAX_READ_BATCH: usize = 512;
