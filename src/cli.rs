@@ -14,6 +14,7 @@ use crate::clock::SystemClock;
 use crate::config::{ClientSettings, Secret, Settings};
 use crate::json::{self, Json, Object};
 use crate::server::Server;
+use crate::store::bench::DrainBench;
 use crate::store::open::AnyStore;
 use crate::tools::Registry;
 use crate::worker::{self, WorkerOptions};

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+mod database;
 pub mod prompts;
 pub mod resources;
 mod strict;

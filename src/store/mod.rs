@@ -13,6 +13,7 @@
 
 pub mod admin;
 mod batch;
+pub mod bench;
 pub mod copy;
 pub mod open;
 pub mod postgres;
@@ -24,6 +25,11 @@ use std::pin::Pin;
 use crate::auth::NonceRecord;
 use crate::jobs::{CrashPolicy, JobId, JobState};
 use crate::protocol::ClientId;
+
+/// The definition version of a built-in tool (built-in tools change only with the binary).
+/// Defined here, below `tools` (which re-exports it), so the store's benchmark fill can
+/// name it without importing the tools layer.
+pub const BUILTIN_DEFINITION: &str = "1";
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 

@@ -29,19 +29,8 @@ pub fn migrator() -> &'static sqlx::migrate::Migrator {
 /// per-session settings every connection of ours runs with.
 pub fn connect_options(url: &str, pg: &PostgresSettings) -> Result<PgConnectOptions, StoreError> {
     let mut opts = PgConnectOptions::from_str(url)?.application_name("mcpq");
-    if !pg.password_file.is_empty() {
-        let path = crate::config::credentials_path(
-            std::path::Path::new(&pg.password_file),
-            "postgres.password_file",
-        )
-        .map_err(|e| StoreError::Config(e.to_string()))?;
-        let text = std::fs::read_to_string(&path).map_err(|e| {
-            StoreError::Config(format!(
-                "cannot read postgres.password_file {}: {e}",
-                path.display()
-            ))
-        })?;
-        opts = opts.password(text.trim_end_matches(['\n', '\r']));
+    if let Some(password) = pg.password().map_err(StoreError::Config)? {
+        opts = opts.password(&password);
     }
     // Empty: as the URL says (`?sslmode=`), else libpq's default, prefer.
     if !pg.ssl_mode.is_empty() {

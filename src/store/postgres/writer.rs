@@ -80,8 +80,8 @@ pub(super) async fn group_commit(
             // A permit is kept if the notifier is busy: the wake-up is never lost, only merged.
             jobs_added.notify_one();
         }
-        metrics::histogram!(crate::telemetry::BATCH_ROWS).record(n as f64);
-        metrics::histogram!(crate::telemetry::COMMIT_SECONDS)
+        metrics::histogram!(crate::telemetry::names::BATCH_ROWS).record(n as f64);
+        metrics::histogram!(crate::telemetry::names::COMMIT_SECONDS)
             .record(started.elapsed().as_secs_f64());
         tracing::trace!(
             ops = n,
@@ -116,8 +116,45 @@ struct JobColumns {
     answers: Vec<Option<String>>,
 }
 
+/// What one batch writes: its nonces (each once) and its jobs' columns.
+struct Batch {
+    /// A stored nonce that expired before this instant may be taken over.
+    now: i64,
+    keys: Vec<Vec<u8>>,
+    expiries: Vec<i64>,
+    /// Per op: its nonce is a second copy within the batch (a replay of the first).
+    dup: Vec<bool>,
+    cols: JobColumns,
+}
+
 /// Writes one batch and answers every op in it; returns true if the statement failed.
 async fn commit_batch(conn: &mut PgConnection, ops: &mut Vec<CommitOp>) -> bool {
+    let Batch {
+        now,
+        keys,
+        expiries,
+        dup,
+        cols,
+    } = batch_of(ops);
+    let outcome = if keys.is_empty() && cols.id.is_empty() {
+        Ok((HashSet::new(), HashSet::new(), HashMap::new()))
+    } else {
+        write_batch(conn, keys, expiries, now, cols, ops, &dup).await
+    };
+    match outcome {
+        Ok(outcome) => {
+            answer(ops, &dup, outcome);
+            false
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "group commit failed; its callers get an internal error");
+            fail(ops, &e.to_string());
+            true
+        }
+    }
+}
+
+fn batch_of(ops: &[CommitOp]) -> Batch {
     // A stored nonce that expired before this instant may be taken over: the earliest call
     // time in the batch, so no caller ever takes over a copy that is live at its own time.
     let now = ops
@@ -169,33 +206,34 @@ async fn commit_batch(conn: &mut PgConnection, ops: &mut Vec<CommitOp>) -> bool 
             cols.answers.push(j.input_responses.clone());
         }
     }
-    let outcome = if keys.is_empty() && cols.id.is_empty() {
-        Ok((HashSet::new(), HashSet::new(), HashMap::new()))
-    } else {
-        write_batch(conn, keys, expiries, now, cols, ops, &dup).await
-    };
-    let failed = outcome.is_err();
-    let (admitted, inserted, existing) = match outcome {
-        Ok(o) => o,
-        Err(e) => {
-            tracing::error!(error = %e, "group commit failed; its callers get an internal error");
-            let msg = e.to_string();
-            for op in ops.drain(..) {
-                match op {
-                    CommitOp::Job(_, reply) => {
-                        let _ = reply.send(Err(StoreError::Commit(msg.clone())));
-                    }
-                    CommitOp::Nonce(_, _, reply) => {
-                        let _ = reply.send(Err(StoreError::Commit(msg.clone())));
-                    }
-                    CommitOp::Flush(reply) => {
-                        let _ = reply.send(());
-                    }
-                }
+    Batch {
+        now,
+        keys,
+        expiries,
+        dup,
+        cols,
+    }
+}
+
+/// Every caller of a batch whose statement failed hears why.
+fn fail(ops: &mut Vec<CommitOp>, msg: &str) {
+    for op in ops.drain(..) {
+        match op {
+            CommitOp::Job(_, reply) => {
+                let _ = reply.send(Err(StoreError::Commit(msg.to_string())));
             }
-            return true;
+            CommitOp::Nonce(_, _, reply) => {
+                let _ = reply.send(Err(StoreError::Commit(msg.to_string())));
+            }
+            CommitOp::Flush(reply) => {
+                let _ = reply.send(());
+            }
         }
-    };
+    }
+}
+
+/// Answers every op of a committed batch from what its statement returned.
+fn answer(ops: &mut Vec<CommitOp>, dup: &[bool], (admitted, inserted, existing): BatchOutcome) {
     for (i, op) in ops.drain(..).enumerate() {
         match op {
             CommitOp::Flush(reply) => {
@@ -226,7 +264,6 @@ async fn commit_batch(conn: &mut PgConnection, ops: &mut Vec<CommitOp>) -> bool 
             }
         }
     }
-    failed
 }
 
 type BatchOutcome = (

@@ -23,7 +23,7 @@
 //! It must not decide job transitions (see `jobs`) or know about HTTP.
 
 mod admin;
-pub mod bench;
+mod bench;
 mod copy;
 mod open;
 mod reader;

@@ -3,7 +3,6 @@
 //!
 //! It must not run statements of the job lifecycle: those belong to the `Store` impl.
 
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -199,16 +198,4 @@ pub async fn migrate_only(db: &DatabaseSettings) -> Result<(), StoreError> {
     migrate(&mut conn).await?;
     conn.close().await?;
     Ok(())
-}
-
-impl FromStr for Synchronous {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "full" => Ok(Synchronous::Full),
-            "normal" => Ok(Synchronous::Normal),
-            "extra" => Ok(Synchronous::Extra),
-            _ => Err(format!("unknown synchronous mode {s:?}")),
-        }
-    }
 }

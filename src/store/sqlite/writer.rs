@@ -143,10 +143,10 @@ fn syncer(
                 false
             }
         };
-        metrics::histogram!(crate::telemetry::FSYNC_SECONDS)
+        metrics::histogram!(crate::telemetry::names::FSYNC_SECONDS)
             .record(started.elapsed().as_secs_f64());
         if !ok {
-            metrics::counter!(crate::telemetry::FSYNC_FAILURES).increment(1);
+            metrics::counter!(crate::telemetry::names::FSYNC_FAILURES).increment(1);
         }
         tracing::trace!(
             took_us = started.elapsed().as_micros() as u64,
@@ -251,8 +251,9 @@ async fn commit_batch(
     } else {
         write_batch(conn, nonces, jobs, ops).await
     };
-    metrics::histogram!(crate::telemetry::BATCH_ROWS).record(ops.len() as f64);
-    metrics::histogram!(crate::telemetry::COMMIT_SECONDS).record(started.elapsed().as_secs_f64());
+    metrics::histogram!(crate::telemetry::names::BATCH_ROWS).record(ops.len() as f64);
+    metrics::histogram!(crate::telemetry::names::COMMIT_SECONDS)
+        .record(started.elapsed().as_secs_f64());
     tracing::trace!(
         ops = ops.len(),
         jobs = job_count,
