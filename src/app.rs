@@ -133,7 +133,8 @@ impl App {
     /// admitted nonce is handed back for persistence.
     pub fn authenticate(&self, env: &Envelope, now: i64) -> Result<NonceRecord, CallError> {
         let nonce = self.auth.check(env, now).inspect_err(|e| {
-            metrics::counter!(crate::telemetry::AUTH_FAILURES, "reason" => e.code()).increment(1);
+            metrics::counter!(crate::telemetry::names::AUTH_FAILURES, "reason" => e.code())
+                .increment(1);
         })?;
         if self.client_labels {
             // Only once the signature proved the id: a refused caller picks any name.
@@ -233,7 +234,7 @@ impl App {
             StoreError::Replayed => CallError::ReplayedNonce,
             e => internal(e),
         })?;
-        metrics::counter!(crate::telemetry::JOBS_ENQUEUED, "tool" => t.name().to_string())
+        metrics::counter!(crate::telemetry::names::JOBS_ENQUEUED, "tool" => t.name().to_string())
             .increment(1);
         tracing::Span::current().record("job_id", tracing::field::display(&enqueued.id().0));
         self.job_added.notify_waiters();

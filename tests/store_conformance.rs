@@ -2527,7 +2527,7 @@ mod sqlite_only {
 
     use super::*;
 
-    const CLAIM_SQL: &str = include_str!("../src/store/sql/claim.sql");
+    const CLAIM_SQL: &str = include_str!("../src/store/sqlite/sql/claim.sql");
 
     async fn claim_plan(conn: &mut SqliteConnection) -> Vec<String> {
         let q = format!("EXPLAIN QUERY PLAN {CLAIM_SQL}");
@@ -2562,7 +2562,7 @@ mod sqlite_only {
         let mut conn = SqliteConnection::connect_with(&opts).await.unwrap();
         let q = format!(
             "EXPLAIN QUERY PLAN {}",
-            include_str!("../src/store/sql/claim_tool.sql")
+            include_str!("../src/store/sqlite/sql/claim_tool.sql")
         );
         let plan: Vec<String> = sqlx::query(&q)
             .bind("w")

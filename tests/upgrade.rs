@@ -1,6 +1,8 @@
 //! Upgrades: a database created by the first release's schema (migration 0001 only), holding
 //! jobs in every state and a live nonce, is opened by the current binary: the migrations
 //! apply (0005 rebuilds the jobs table) and every job answers its poll as it did before.
+//! The migrations this binary embeds are exactly those releases recorded (versions,
+//! descriptions, checksums), so a database migrated by the previous release still opens.
 
 mod common;
 
@@ -25,7 +27,7 @@ async fn first_release_database(path: &std::path::Path) -> SqliteConnection {
         .filename(path)
         .create_if_missing(true);
     let mut conn = SqliteConnection::connect_with(&opts).await.unwrap();
-    let mut migrator = sqlx::migrate!("./migrations");
+    let mut migrator = sqlx::migrate!("./migrations/sqlite");
     let first = migrator.migrations[0].clone();
     assert_eq!(first.version, 1);
     migrator.migrations = Cow::Owned(vec![first]);
@@ -175,4 +177,97 @@ async fn jobs_in_every_state_survive_the_migrations_and_answer_as_before() {
         "{}",
         r.raw
     );
+}
+
+/// The SQLite migrations as release 6b21e8b shipped them (from `migrations/`, before they moved
+/// to `migrations/sqlite/`): version, description, and the SHA-384 of the file's bytes
+/// (`git show 6b21e8b:migrations/NAME | sha384sum`). sqlx records the version and checksum of
+/// every applied migration and refuses to start on a database whose record differs, so these
+/// must never change.
+const SQLITE_RELEASED: [(i64, &str, &str); 6] = [
+    (1, "init", "242b39bb94387ed20855b67967d1a4aef231a1b801cb1dc61f862cc0ec58ba11ec5cb6a8a0b036d9abc0de12d7bc746e"),
+    (2, "enqueue batch", "28151bad22f67af527c7918b3c3c40f07a2bd3d08145dee232548a4442a17b930b9864843f57d7eb31c04c33de69876d"),
+    (3, "enqueue positional", "814e30436ae9db605070ce7160b1f6a246d78716aeeac8000341024a4ab2626a9c0ed748075b459c3fee4fd5b9d45e56"),
+    (4, "nonce batches clustered", "1cbeae97f15f3cdf4eb11692fb9f94a7e873812484c79dafa3cbc084bc9452225aa2f88a2de43bfd83a172f6e9e12b0e"),
+    (5, "tool definitions", "9429f34a7826cfd5adcbe55b0c810187bd0e9174568f994c961903c52b163fdfdad6a221d78f1e2acc41e903c2309411"),
+    (6, "input required", "3379579b4138f11692709ffe5a5e089c08572236ea844f425ead0cb461178b2e484781580aead8e7d511730ff253ceb5"),
+];
+
+/// The PostgreSQL migrations as release 6b21e8b shipped them (`migrations/postgres/`).
+const POSTGRES_RELEASED: [(i64, &str, &str); 2] = [
+    (1, "init", "0c16af752edee075dc0803f44b5d985dc5245845dc3ae595dd1b3bdce814b79e443dadee320f394e3bbabd9eeb1b4d54"),
+    (2, "input required", "68a3f7d305e52edda5d34920fc5e637b16520ffc3611a30cd4593ee470c298c97958a1a0b294fa7bbb17deadfc776c64"),
+];
+
+fn records(migrator: &sqlx::migrate::Migrator) -> Vec<(i64, String, String)> {
+    migrator
+        .iter()
+        .map(|m| {
+            (
+                m.version,
+                m.description.to_string(),
+                hex::encode(&m.checksum),
+            )
+        })
+        .collect()
+}
+
+fn released(list: &[(i64, &str, &str)]) -> Vec<(i64, String, String)> {
+    list.iter()
+        .map(|(v, d, c)| (*v, d.to_string(), c.to_string()))
+        .collect()
+}
+
+#[test]
+fn the_binary_embeds_the_migrations_exactly_as_they_were_released() {
+    assert_eq!(
+        records(mcpq::store::sqlite::migrator()),
+        released(&SQLITE_RELEASED)
+    );
+    assert_eq!(
+        records(mcpq::store::postgres::migrator()),
+        released(&POSTGRES_RELEASED)
+    );
+}
+
+/// A database migrated by release 6b21e8b (its migrator read a flat `migrations/` folder) is
+/// accepted by the current binary: `mcpq migrate` finds nothing to change and the daemon
+/// serves from it. The folder is rebuilt in the old layout from the embedded migrations, and
+/// the migrator that reads it must see exactly the released checksums first.
+#[tokio::test]
+async fn a_database_migrated_by_the_previous_release_opens() {
+    let old = tempfile::tempdir().unwrap();
+    let folder = old.path().join("migrations");
+    std::fs::create_dir(&folder).unwrap();
+    for m in mcpq::store::sqlite::migrator().iter() {
+        let name = format!("{:04}_{}.sql", m.version, m.description.replace(' ', "_"));
+        std::fs::write(folder.join(name), m.sql.as_bytes()).unwrap();
+    }
+    let previous = sqlx::migrate::Migrator::new(folder.as_path())
+        .await
+        .unwrap();
+    assert_eq!(records(&previous), released(&SQLITE_RELEASED));
+
+    let env = TestEnv::new("").set("MCPQ__SERVER__EMBEDDED_WORKERS", "0");
+    let opts = SqliteConnectOptions::new()
+        .filename(env.db_path())
+        .create_if_missing(true);
+    let mut conn = SqliteConnection::connect_with(&opts).await.unwrap();
+    previous.run(&mut conn).await.unwrap();
+    conn.close().await.unwrap();
+
+    let (code, out, err) = env.run(&["migrate"]).await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    let d = env.spawn_daemon().await;
+    let mut c = env.client(&d).await;
+    let r = c
+        .call("batch_sum", args(r#"{"numbers":[1,2]}"#))
+        .await
+        .unwrap();
+    assert_eq!(r.status, Status::Ok, "{}", r.raw);
+    let job = c
+        .call("start_long_task", args(r#"{"payload":{},"seconds":1}"#))
+        .await
+        .unwrap();
+    assert_eq!(job.status, Status::Accepted, "{}", job.raw);
 }

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use crate::clock::SystemClock;
 use crate::config::Settings;
+use crate::store::bench::DrainBench;
 use crate::store::open::AnyStore;
 
 type AnyError = Box<dyn std::error::Error + Send + Sync>;

@@ -1,13 +1,17 @@
 //! Where the jobs are stored: `[database]` (which backend, and SQLite's settings) and
 //! `[postgres]`, and how a database is named in logs (its URL without a password).
 //!
+//! Also reads what needs more than deserializing: `synchronous` from text, the
+//! PostgreSQL password from its file (kept with the settings, not in the store drivers).
+//!
 //! It must not open a connection: `crate::store::open` does.
 
 use std::path::PathBuf;
+use std::str::FromStr;
 
 use serde::Deserialize;
 
-use super::ConfigError;
+use super::{credentials_path, ConfigError};
 
 /// `synchronous` pragma choices, with what each guarantees (see docs/OPERATIONS.md).
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
@@ -133,4 +137,35 @@ pub struct PostgresSettings {
     /// Schema for mcpq's tables (created if missing); empty: the user's default
     /// `search_path`. Lets several deployments share one database.
     pub schema: String,
+}
+
+impl FromStr for Synchronous {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "full" => Ok(Synchronous::Full),
+            "normal" => Ok(Synchronous::Normal),
+            "extra" => Ok(Synchronous::Extra),
+            _ => Err(format!("unknown synchronous mode {s:?}")),
+        }
+    }
+}
+
+impl PostgresSettings {
+    /// The password from `password_file` (trailing newline removed), or `None` when no file
+    /// is configured. Read when the store connects, so a rotated file is picked up at the
+    /// next start.
+    pub fn password(&self) -> Result<Option<String>, String> {
+        if self.password_file.is_empty() {
+            return Ok(None);
+        }
+        let path = credentials_path(
+            std::path::Path::new(&self.password_file),
+            "postgres.password_file",
+        )
+        .map_err(|e| e.to_string())?;
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| format!("cannot read postgres.password_file {}: {e}", path.display()))?;
+        Ok(Some(text.trim_end_matches(['\n', '\r']).to_string()))
+    }
 }

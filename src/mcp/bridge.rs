@@ -61,7 +61,7 @@ impl Waiting {
     }
 }
 
-const PENDING_QUESTIONS: &str = "mcpq_mcp_pending_questions";
+use crate::telemetry::names::PENDING_QUESTIONS;
 
 /// One round's questions, forgotten when the round ends however it ends (answered,
 /// refused, timed out, or its stream closed).

@@ -58,13 +58,13 @@ pub(super) struct HeldCall(());
 
 impl HeldCall {
     pub(super) fn new() -> HeldCall {
-        metrics::gauge!("mcpq_mcp_held_calls").increment(1.0);
+        metrics::gauge!(crate::telemetry::names::HELD_CALLS).increment(1.0);
         HeldCall(())
     }
 }
 
 impl Drop for HeldCall {
     fn drop(&mut self) {
-        metrics::gauge!("mcpq_mcp_held_calls").decrement(1.0);
+        metrics::gauge!(crate::telemetry::names::HELD_CALLS).decrement(1.0);
     }
 }

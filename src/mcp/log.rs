@@ -90,7 +90,7 @@ pub fn stream_sync_call(
             if let Some(ev) = notification(&tool, m, floor).map(|n| crate::http::sse::sse_event(&n))
             {
                 if tx.try_send(ev).is_err() {
-                    metrics::counter!("mcpq_mcp_log_lines_dropped_total").increment(1);
+                    metrics::counter!(crate::telemetry::names::LOG_LINES_DROPPED).increment(1);
                 }
             }
         };

@@ -145,7 +145,7 @@ impl Mcp {
         }
         self.origin_policy.check(req.headers())?;
         let Some(client) = self.client_of(req.headers()) else {
-            metrics::counter!(crate::telemetry::AUTH_FAILURES, "reason" => "bad_token")
+            metrics::counter!(crate::telemetry::names::AUTH_FAILURES, "reason" => "bad_token")
                 .increment(1);
             return Err(McpError::Unauthorized);
         };

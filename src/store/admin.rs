@@ -7,7 +7,9 @@
 //!
 //! It must not format anything for people: `crate::admin` does.
 
-use super::{BoxFuture, CancelOutcome, JobRecord, QueueStats, StoreError};
+use super::{
+    state_of, BoxFuture, CancelOutcome, JobRecord, QueueStats, Resolution, Store, StoreError,
+};
 use crate::jobs::{JobId, JobState};
 
 /// Which jobs `mcpq jobs list` shows (all given conditions hold), newest first.
@@ -95,4 +97,72 @@ pub trait AdminStore: Send + Sync {
     fn purge(&self, before: i64) -> BoxFuture<'_, Result<u64, StoreError>>;
 
     fn activity(&self, now: i64, since: i64) -> BoxFuture<'_, Result<Activity, StoreError>>;
+}
+
+/// What an unchanged job is: its state, or not found.
+pub(crate) async fn unchanged<S: AdminStore + ?Sized>(
+    store: &S,
+    id: &JobId,
+) -> Result<Change, StoreError> {
+    Ok(match store.job(id).await? {
+        Some(r) => Change::WrongState(r.state),
+        None => Change::NotFound,
+    })
+}
+
+/// [`AdminStore::fail_job`] for both drivers: the in-doubt resolution, by the operator.
+pub(crate) async fn fail_in_doubt<S: Store + AdminStore>(
+    store: &S,
+    id: &JobId,
+    now: i64,
+    by: &str,
+) -> Result<Change, StoreError> {
+    let by = format!("operator {by}");
+    if store
+        .resolve_in_doubt(id, Resolution::Fail, now, &by)
+        .await?
+    {
+        Ok(Change::Done)
+    } else {
+        unchanged(store, id).await
+    }
+}
+
+/// What `admin_cancel.sql` did, from the state it returned (`None`: it matched no row).
+pub(crate) async fn cancel_outcome<S: AdminStore + ?Sized>(
+    store: &S,
+    id: &JobId,
+    state: Option<String>,
+) -> Result<CancelOutcome, StoreError> {
+    Ok(match state.as_deref() {
+        Some("cancelled") => CancelOutcome::Cancelled,
+        Some(_) => CancelOutcome::Requested,
+        None => match unchanged(store, id).await? {
+            Change::WrongState(s) => CancelOutcome::AlreadyFinished(s),
+            _ => CancelOutcome::NotFound,
+        },
+    })
+}
+
+/// `admin_activity.sql`'s rows, the same columns in both drivers: ("finished", state, count)
+/// and ("running", worker, count).
+pub(crate) fn add_activity_rows<'r, R>(out: &mut Activity, rows: &'r [R]) -> Result<(), StoreError>
+where
+    R: sqlx::Row,
+    usize: sqlx::ColumnIndex<R>,
+    String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    for r in rows {
+        let kind: String = r.try_get(0)?;
+        let key: Option<String> = r.try_get(1)?;
+        let n = r.try_get::<i64, _>(2)? as u64;
+        let key = key.unwrap_or_default();
+        if kind == "finished" {
+            out.finished.push((state_of(&key)?, n));
+        } else {
+            out.running_per_worker.push((key, n));
+        }
+    }
+    Ok(())
 }

@@ -26,6 +26,14 @@ pub struct Copied {
 
 const PAGE: i64 = 1000;
 
+/// The head of both drivers' `copy_write` insert: every column a job row has, in the order
+/// their values are bound.
+pub(crate) const COPY_INSERT: &str =
+    "INSERT INTO jobs (id, client_id, tool, args, state, attempt, max_attempts, run_at, \
+     lease_owner, lease_expires_at, fence, cancel_requested, progress, result, errors, \
+     idempotency_key, created_at, started_at, finished_at, def, on_crash, capped, \
+     input_requests, input_responses, request_state) ";
+
 impl AnyStore {
     async fn copy_page(&self, after: i64) -> Result<Vec<(i64, CopiedJob)>, StoreError> {
         match self {

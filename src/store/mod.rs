@@ -12,6 +12,8 @@
 //! and fenced.
 
 pub mod admin;
+mod batch;
+pub mod bench;
 pub mod copy;
 pub mod open;
 pub mod postgres;
@@ -24,29 +26,37 @@ use crate::auth::NonceRecord;
 use crate::jobs::{CrashPolicy, JobId, JobState};
 use crate::protocol::ClientId;
 
+/// The definition version of a built-in tool (built-in tools change only with the binary).
+/// Defined here, below `tools` (which re-exports it), so the store's benchmark fill can
+/// name it without importing the tools layer.
+pub const BUILTIN_DEFINITION: &str = "1";
+
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// Waits for one item on a queue several tasks share, then takes whatever else is waiting,
-/// up to `max` in all: the batch behind every group commit and group read. While one task
-/// holds the receiver the others are busy with their batches, so each batch forms while
-/// the previous ones run. False once every sender is gone.
-pub(crate) async fn take_batch<T>(
-    rx: &tokio::sync::Mutex<tokio::sync::mpsc::Receiver<T>>,
-    into: &mut Vec<T>,
-    max: usize,
-) -> bool {
-    let mut rx = rx.lock().await;
-    match rx.recv().await {
-        Some(item) => into.push(item),
-        None => return false,
-    }
-    while into.len() < max {
-        match rx.try_recv() {
-            Ok(item) => into.push(item),
-            Err(_) => break,
+/// A job state as stored, or [`StoreError::Corrupt`] naming what was found.
+pub(crate) fn state_of(text: &str) -> Result<JobState, StoreError> {
+    JobState::parse(text).ok_or_else(|| StoreError::Corrupt(format!("job state {text:?}")))
+}
+
+/// `stats.sql`'s rows, the same columns in both drivers: (state, tool, count, when the
+/// longest-waiting due job became due).
+pub(crate) fn stats_from_rows<'r, R>(rows: &'r [R]) -> Result<QueueStats, StoreError>
+where
+    R: sqlx::Row,
+    usize: sqlx::ColumnIndex<R>,
+    String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let mut out = QueueStats::default();
+    for r in rows {
+        let state = state_of(&r.try_get::<String, _>(0)?)?;
+        let n: i64 = r.try_get(2)?;
+        out.active.push((state, r.try_get(1)?, n as u64));
+        if let Some(at) = r.try_get::<Option<i64>, _>(3)? {
+            out.oldest_due_at = Some(out.oldest_due_at.map_or(at, |o: i64| o.min(at)));
         }
     }
-    true
+    Ok(out)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -294,6 +304,16 @@ pub enum Resolution {
     Retry,
     /// Failed for good.
     Fail,
+}
+
+impl Resolution {
+    /// The state `resolve_in_doubt.sql` writes, and the history entry naming who decided.
+    pub(crate) fn transition(self, by: &str) -> (&'static str, String) {
+        match self {
+            Resolution::Retry => ("queued", format!("in_doubt resolved: retried by {by}")),
+            Resolution::Fail => ("failed", format!("in_doubt resolved: failed by {by}")),
+        }
+    }
 }
 
 /// What a client's answers did to a job ([`Store::answer_input`]).

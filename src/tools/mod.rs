@@ -198,8 +198,7 @@ pub struct JobPolicy {
     pub concurrency: Option<u32>,
 }
 
-/// The definition version of a built-in tool (built-in tools change only with the binary).
-pub const BUILTIN_DEFINITION: &str = "1";
+pub use crate::store::BUILTIN_DEFINITION;
 
 pub trait JobTool: Send + Sync + 'static {
     fn name(&self) -> &str;

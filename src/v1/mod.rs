@@ -41,9 +41,10 @@ pub struct V1 {
 /// `unknown` for a name no tool has) and outcome code.
 fn count_request(tool: Option<&str>, code: &'static str, t0: std::time::Instant) {
     let tool = tool.map_or("none", |t| t).to_string();
-    metrics::histogram!(crate::telemetry::REQUEST_SECONDS, "tool" => tool.clone())
+    metrics::histogram!(crate::telemetry::names::REQUEST_SECONDS, "tool" => tool.clone())
         .record(t0.elapsed().as_secs_f64());
-    metrics::counter!(crate::telemetry::REQUESTS, "tool" => tool, "code" => code).increment(1);
+    metrics::counter!(crate::telemetry::names::REQUESTS, "tool" => tool, "code" => code)
+        .increment(1);
 }
 
 impl V1 {

@@ -77,7 +77,7 @@ pub async fn rescue_once(
     let applied = store.rescue(decisions, now).await?;
     for id in &applied {
         let what = kinds.get(id).copied().unwrap_or("retry");
-        metrics::counter!(crate::telemetry::RESCUES, "outcome" => what).increment(1);
+        metrics::counter!(crate::telemetry::names::RESCUES, "outcome" => what).increment(1);
     }
     if !applied.is_empty() {
         tracing::info!(jobs = applied.len(), "rescued jobs with expired leases");

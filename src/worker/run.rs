@@ -117,7 +117,7 @@ impl Launcher {
             attempt = job.attempt
         );
         let tool_label = job.tool.clone();
-        metrics::histogram!(crate::telemetry::START_DELAY, "tool" => tool_label.clone())
+        metrics::histogram!(crate::telemetry::names::START_DELAY, "tool" => tool_label.clone())
             .record((claimed_at - job.due_at).max(0) as f64 / 1000.0);
         let attempt = Attempt {
             registry: registry.clone(),
@@ -169,11 +169,11 @@ impl Attempt {
         } = self;
         let id = job.id.clone();
         let fence = job.fence;
-        let running = metrics::gauge!(crate::telemetry::RUNNING);
+        let running = metrics::gauge!(crate::telemetry::names::RUNNING);
         running.increment(1.0);
         let started = std::time::Instant::now();
         let result = execute(&registry, ctx, &job).await;
-        metrics::histogram!(crate::telemetry::RUN_SECONDS, "tool" => tool_label.clone())
+        metrics::histogram!(crate::telemetry::names::RUN_SECONDS, "tool" => tool_label.clone())
             .record(started.elapsed().as_secs_f64());
         running.decrement(1.0);
         drop(permit);
@@ -314,7 +314,7 @@ pub(super) fn outcome_label(outcome: &Outcome) -> &'static str {
 }
 
 fn count_attempt(tool: String, outcome: &'static str) {
-    metrics::counter!(crate::telemetry::ATTEMPTS, "tool" => tool, "outcome" => outcome)
+    metrics::counter!(crate::telemetry::names::ATTEMPTS, "tool" => tool, "outcome" => outcome)
         .increment(1);
 }
 

@@ -5,20 +5,14 @@
 
 use sqlx::Row;
 
-use super::{count, record_from_row, sql, state_of, PgStore};
+use super::rows::{count, record_from_row, state_of};
+use super::{sql, PgStore};
 use crate::jobs::JobId;
-use crate::store::admin::{Activity, AdminStore, Change, JobFilter, JobSummary};
-use crate::store::{BoxFuture, CancelOutcome, JobRecord, Resolution, Store, StoreError};
-
-impl PgStore {
-    /// What an unchanged job is: its state, or not found.
-    async fn unchanged(&self, id: &JobId) -> Result<Change, StoreError> {
-        Ok(match AdminStore::job(self, id).await? {
-            Some(r) => Change::WrongState(r.state),
-            None => Change::NotFound,
-        })
-    }
-}
+use crate::store::admin::{
+    add_activity_rows, cancel_outcome, fail_in_doubt, unchanged, Activity, AdminStore, Change,
+    JobFilter, JobSummary,
+};
+use crate::store::{BoxFuture, CancelOutcome, JobRecord, Store, StoreError};
 
 impl AdminStore for PgStore {
     fn list_jobs<'a>(
@@ -77,20 +71,8 @@ impl AdminStore for PgStore {
                 .bind(format!("operator: cancelled by {by}"))
                 .fetch_optional(self.pool())
                 .await?;
-            match row {
-                Some(r) => {
-                    let state: String = r.try_get(0)?;
-                    Ok(if state == "cancelled" {
-                        CancelOutcome::Cancelled
-                    } else {
-                        CancelOutcome::Requested
-                    })
-                }
-                None => Ok(match self.unchanged(id).await? {
-                    Change::WrongState(s) => CancelOutcome::AlreadyFinished(s),
-                    _ => CancelOutcome::NotFound,
-                }),
-            }
+            let state = row.map(|r| r.try_get::<String, _>(0)).transpose()?;
+            cancel_outcome(self, id, state).await
         })
     }
 
@@ -112,7 +94,7 @@ impl AdminStore for PgStore {
                 .fetch_optional(self.pool())
                 .await?;
             if row.is_none() {
-                return self.unchanged(id).await;
+                return unchanged(self, id).await;
             }
             Ok(Change::Done)
         })
@@ -124,17 +106,7 @@ impl AdminStore for PgStore {
         now: i64,
         by: &'a str,
     ) -> BoxFuture<'a, Result<Change, StoreError>> {
-        Box::pin(async move {
-            let by = format!("operator {by}");
-            if self
-                .resolve_in_doubt(id, Resolution::Fail, now, &by)
-                .await?
-            {
-                Ok(Change::Done)
-            } else {
-                self.unchanged(id).await
-            }
-        })
+        Box::pin(async move { fail_in_doubt(self, id, now, by).await })
     }
 
     fn purge(&self, before: i64) -> BoxFuture<'_, Result<u64, StoreError>> {
@@ -166,17 +138,7 @@ impl AdminStore for PgStore {
                 .bind(since)
                 .fetch_all(self.pool())
                 .await?;
-            for r in &rows {
-                let kind: String = r.try_get(0)?;
-                let key: Option<String> = r.try_get(1)?;
-                let n = r.try_get::<i64, _>(2)? as u64;
-                let key = key.unwrap_or_default();
-                if kind == "finished" {
-                    out.finished.push((state_of(&key)?, n));
-                } else {
-                    out.running_per_worker.push((key, n));
-                }
-            }
+            add_activity_rows(&mut out, &rows)?;
             Ok(out)
         })
     }

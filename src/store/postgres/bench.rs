@@ -2,11 +2,12 @@
 //! the daemon or workers.
 
 use super::PgStore;
-use crate::store::StoreError;
+use crate::store::bench::DrainBench;
+use crate::store::{BoxFuture, StoreError};
 
 /// Inserts `n` no-op jobs in multi-row statements, then `ANALYZE` and `CHECKPOINT` (when the
 /// role may), so the drain starts from a quiet database.
-pub async fn fill_noop(store: &PgStore, n: usize) -> Result<(), StoreError> {
+async fn fill_noop(store: &PgStore, n: usize) -> Result<(), StoreError> {
     let now = crate::clock::Clock::now_ms(&crate::clock::SystemClock);
     let mut left = n;
     while left > 0 {
@@ -18,7 +19,7 @@ pub async fn fill_noop(store: &PgStore, n: usize) -> Result<(), StoreError> {
         )
         .bind(ids)
         .bind(now)
-        .bind(crate::tools::BUILTIN_DEFINITION)
+        .bind(crate::store::BUILTIN_DEFINITION)
         .execute(store.pool())
         .await?;
         left -= k;
@@ -30,7 +31,7 @@ pub async fn fill_noop(store: &PgStore, n: usize) -> Result<(), StoreError> {
     Ok(())
 }
 
-pub async fn first_seq(store: &PgStore) -> Result<i64, StoreError> {
+async fn first_seq(store: &PgStore) -> Result<i64, StoreError> {
     Ok(
         sqlx::query_scalar::<_, Option<i64>>("SELECT min(seq) FROM jobs")
             .fetch_one(store.pool())
@@ -39,7 +40,7 @@ pub async fn first_seq(store: &PgStore) -> Result<i64, StoreError> {
     )
 }
 
-pub async fn succeeded_in_range(store: &PgStore, first: i64, last: i64) -> Result<i64, StoreError> {
+async fn succeeded_in_range(store: &PgStore, first: i64, last: i64) -> Result<i64, StoreError> {
     Ok(sqlx::query_scalar(
         "SELECT count(*) FROM jobs WHERE seq BETWEEN $1 AND $2 AND state = 'succeeded'",
     )
@@ -49,7 +50,7 @@ pub async fn succeeded_in_range(store: &PgStore, first: i64, last: i64) -> Resul
     .await?)
 }
 
-pub async fn any_unfinished(store: &PgStore) -> Result<bool, StoreError> {
+async fn any_unfinished(store: &PgStore) -> Result<bool, StoreError> {
     Ok(sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM jobs WHERE state = 'queued') \
          OR EXISTS (SELECT 1 FROM jobs WHERE state = 'running')",
@@ -58,10 +59,32 @@ pub async fn any_unfinished(store: &PgStore) -> Result<bool, StoreError> {
     .await?)
 }
 
-pub async fn queue_head_seq(store: &PgStore) -> Result<Option<i64>, StoreError> {
+async fn queue_head_seq(store: &PgStore) -> Result<Option<i64>, StoreError> {
     Ok(sqlx::query_scalar(
         "SELECT seq FROM jobs WHERE state = 'queued' ORDER BY run_at, seq LIMIT 1",
     )
     .fetch_optional(store.pool())
     .await?)
+}
+
+impl DrainBench for PgStore {
+    fn bench_fill_noop(&self, n: usize) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(fill_noop(self, n))
+    }
+
+    fn first_seq(&self) -> BoxFuture<'_, Result<i64, StoreError>> {
+        Box::pin(first_seq(self))
+    }
+
+    fn succeeded_in_range(&self, first: i64, last: i64) -> BoxFuture<'_, Result<i64, StoreError>> {
+        Box::pin(succeeded_in_range(self, first, last))
+    }
+
+    fn queue_head_seq(&self) -> BoxFuture<'_, Result<Option<i64>, StoreError>> {
+        Box::pin(queue_head_seq(self))
+    }
+
+    fn any_unfinished(&self) -> BoxFuture<'_, Result<bool, StoreError>> {
+        Box::pin(any_unfinished(self))
+    }
 }

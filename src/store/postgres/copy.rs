@@ -3,14 +3,15 @@
 
 use sqlx::{Postgres, QueryBuilder, Row};
 
-use super::{count, state_of, PgStore};
+use super::rows::{count, state_of};
+use super::PgStore;
 use crate::auth::NonceRecord;
 use crate::jobs::{CrashPolicy, JobId};
 use crate::protocol::ClientId;
-use crate::store::copy::CopiedJob;
+use crate::store::copy::{CopiedJob, COPY_INSERT};
 use crate::store::{JobRecord, StoreError};
 
-const COPY_READ: &str = include_str!("../sql/postgres/copy_read.sql");
+const COPY_READ: &str = include_str!("sql/copy_read.sql");
 
 impl PgStore {
     pub(crate) async fn copy_read(
@@ -71,12 +72,7 @@ impl PgStore {
         }
         let mut tx = self.pool().begin().await?;
         for chunk in jobs.chunks(1000) {
-            let mut q: QueryBuilder<Postgres> = QueryBuilder::new(
-                "INSERT INTO jobs (id, client_id, tool, args, state, attempt, max_attempts, run_at, \
-                 lease_owner, lease_expires_at, fence, cancel_requested, progress, result, errors, \
-                 idempotency_key, created_at, started_at, finished_at, def, on_crash, capped, \
-                 input_requests, input_responses, request_state) ",
-            );
+            let mut q: QueryBuilder<Postgres> = QueryBuilder::new(COPY_INSERT);
             q.push_values(chunk, |mut b, j| {
                 let r = &j.rec;
                 b.push_bind(r.id.0.clone())

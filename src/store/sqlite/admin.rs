@@ -6,24 +6,14 @@
 
 use sqlx::Row;
 
-use super::{records_from_json, sql, SqliteStore};
-use crate::jobs::{JobId, JobState};
-use crate::store::admin::{Activity, AdminStore, Change, JobFilter, JobSummary};
-use crate::store::{BoxFuture, CancelOutcome, JobRecord, Resolution, Store, StoreError};
-
-fn state_of(text: &str) -> Result<JobState, StoreError> {
-    JobState::parse(text).ok_or_else(|| StoreError::Corrupt(format!("job state {text:?}")))
-}
-
-impl SqliteStore {
-    /// What an unchanged job is: its state, or not found.
-    async fn unchanged(&self, id: &JobId) -> Result<Change, StoreError> {
-        Ok(match AdminStore::job(self, id).await? {
-            Some(r) => Change::WrongState(r.state),
-            None => Change::NotFound,
-        })
-    }
-}
+use super::rows::records_from_json;
+use super::{sql, SqliteStore};
+use crate::jobs::JobId;
+use crate::store::admin::{
+    add_activity_rows, cancel_outcome, fail_in_doubt, unchanged, Activity, AdminStore, Change,
+    JobFilter, JobSummary,
+};
+use crate::store::{state_of, BoxFuture, CancelOutcome, JobRecord, Store, StoreError};
 
 impl AdminStore for SqliteStore {
     fn list_jobs<'a>(
@@ -85,21 +75,14 @@ impl AdminStore for SqliteStore {
                 .fetch_optional(&mut *conn)
                 .await?;
             drop(conn);
-            match row {
+            let state = match row {
                 Some(r) => {
                     self.inner.durability.wait().await?;
-                    let state: String = r.try_get(0)?;
-                    Ok(if state == "cancelled" {
-                        CancelOutcome::Cancelled
-                    } else {
-                        CancelOutcome::Requested
-                    })
+                    Some(r.try_get::<String, _>(0)?)
                 }
-                None => Ok(match self.unchanged(id).await? {
-                    Change::WrongState(s) => CancelOutcome::AlreadyFinished(s),
-                    _ => CancelOutcome::NotFound,
-                }),
-            }
+                None => None,
+            };
+            cancel_outcome(self, id, state).await
         })
     }
 
@@ -123,7 +106,7 @@ impl AdminStore for SqliteStore {
                 .await?;
             drop(conn);
             if row.is_none() {
-                return self.unchanged(id).await;
+                return unchanged(self, id).await;
             }
             self.inner.durability.wait().await?;
             Ok(Change::Done)
@@ -136,17 +119,7 @@ impl AdminStore for SqliteStore {
         now: i64,
         by: &'a str,
     ) -> BoxFuture<'a, Result<Change, StoreError>> {
-        Box::pin(async move {
-            let by = format!("operator {by}");
-            if self
-                .resolve_in_doubt(id, Resolution::Fail, now, &by)
-                .await?
-            {
-                Ok(Change::Done)
-            } else {
-                self.unchanged(id).await
-            }
-        })
+        Box::pin(async move { fail_in_doubt(self, id, now, by).await })
     }
 
     fn purge(&self, before: i64) -> BoxFuture<'_, Result<u64, StoreError>> {
@@ -172,17 +145,7 @@ impl AdminStore for SqliteStore {
                 .bind(since)
                 .fetch_all(&self.inner.read)
                 .await?;
-            for r in &rows {
-                let kind: String = r.try_get(0)?;
-                let key: Option<String> = r.try_get(1)?;
-                let n = r.try_get::<i64, _>(2)? as u64;
-                let key = key.unwrap_or_default();
-                if kind == "finished" {
-                    out.finished.push((state_of(&key)?, n));
-                } else {
-                    out.running_per_worker.push((key, n));
-                }
-            }
+            add_activity_rows(&mut out, &rows)?;
             Ok(out)
         })
     }

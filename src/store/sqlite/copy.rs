@@ -5,10 +5,10 @@ use sqlx::{Connection, QueryBuilder, Row, Sqlite};
 use super::SqliteStore;
 use crate::jobs::{CrashPolicy, JobId, JobState};
 use crate::protocol::ClientId;
-use crate::store::copy::CopiedJob;
+use crate::store::copy::{CopiedJob, COPY_INSERT};
 use crate::store::{JobRecord, StoreError};
 
-const COPY_READ: &str = include_str!("../sql/copy_read.sql");
+const COPY_READ: &str = include_str!("sql/copy_read.sql");
 
 fn corrupt(what: String) -> StoreError {
     StoreError::Corrupt(what)
@@ -77,12 +77,7 @@ impl SqliteStore {
         let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
         // 25 columns: SQLite allows 32766 bound values per statement.
         for chunk in jobs.chunks(1000) {
-            let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
-                "INSERT INTO jobs (id, client_id, tool, args, state, attempt, max_attempts, run_at, \
-                 lease_owner, lease_expires_at, fence, cancel_requested, progress, result, errors, \
-                 idempotency_key, created_at, started_at, finished_at, def, on_crash, capped, \
-                 input_requests, input_responses, request_state) ",
-            );
+            let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(COPY_INSERT);
             q.push_values(chunk, |mut b, j| {
                 let r = &j.rec;
                 b.push_bind(r.id.0.clone())

@@ -1,5 +1,5 @@
 //! Prometheus metrics: the recorder (`metrics` + `metrics-exporter-prometheus`), every
-//! metric's name and help text, and the scrape endpoint (`GET /metrics` on
+//! metric's help text (names: [`names`]), and the scrape endpoint (`GET /metrics` on
 //! `metrics.listen` for `serve`, `metrics.worker_listen` for `worker`; loopback by default,
 //! never the public port).
 //!
@@ -28,23 +28,9 @@ use tokio_util::sync::CancellationToken;
 use crate::jobs::JobState;
 use crate::store::Store;
 
-pub const REQUESTS: &str = "mcpq_requests_total";
-pub const REQUEST_SECONDS: &str = "mcpq_request_duration_seconds";
-pub const AUTH_FAILURES: &str = "mcpq_auth_failures_total";
-pub const JOBS_ENQUEUED: &str = "mcpq_jobs_enqueued_total";
-pub const JOBS: &str = "mcpq_jobs";
-pub const OLDEST_QUEUED: &str = "mcpq_oldest_queued_job_age_seconds";
-pub const DATABASE_UP: &str = "mcpq_database_up";
-pub const WORKER_LAST_SEEN: &str = "mcpq_worker_last_heartbeat_age_seconds";
-pub const ATTEMPTS: &str = "mcpq_job_attempts_total";
-pub const RUN_SECONDS: &str = "mcpq_job_run_seconds";
-pub const START_DELAY: &str = "mcpq_job_start_delay_seconds";
-pub const RESCUES: &str = "mcpq_lease_expiries_total";
-pub const RUNNING: &str = "mcpq_worker_jobs_running";
-pub const BATCH_ROWS: &str = "mcpq_group_commit_rows";
-pub const COMMIT_SECONDS: &str = "mcpq_group_commit_seconds";
-pub const FSYNC_SECONDS: &str = "mcpq_fsync_seconds";
-pub const FSYNC_FAILURES: &str = "mcpq_fsync_failures_total";
+pub mod names;
+
+use names::*;
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
@@ -123,6 +109,18 @@ fn describe() {
         "Expired leases rescued, by what happened to the job (retry, failed, in_doubt)."
     );
     describe_gauge!(RUNNING, "Attempts this worker process is running.");
+    describe_gauge!(
+        HELD_CALLS,
+        "/mcp calls held open waiting for their job (2025 tools/call without a task)."
+    );
+    describe_gauge!(
+        PENDING_QUESTIONS,
+        "Questions asked of 2025-11-25 clients over their call streams, not yet answered."
+    );
+    describe_counter!(
+        LOG_LINES_DROPPED,
+        "Tool log lines not sent because the client read its stream too slowly."
+    );
     describe_histogram!(
         BATCH_ROWS,
         "Operations per group commit (enqueues, nonces, flushes)."

@@ -1,0 +1,112 @@
+//! Benchmark set-up and progress queries for `mcpq bench drain` on SQLite. Never used by the
+//! daemon or workers.
+
+use sqlx::Connection;
+
+use super::rows::Rows;
+use super::{sql, SqliteStore};
+use crate::jobs::{CrashPolicy, JobId};
+use crate::store::bench::DrainBench;
+use crate::store::{BoxFuture, StoreError};
+
+impl DrainBench for SqliteStore {
+    fn bench_fill_noop(&self, n: usize) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            fill_noop(self, n).await?;
+            self.checkpoint_truncate().await
+        })
+    }
+
+    /// Jobs not yet finished (queued or running); for `mcpq bench drain`.
+    fn any_unfinished(&self) -> BoxFuture<'_, Result<bool, StoreError>> {
+        Box::pin(async move {
+            // EXISTS over the partial indexes: cheap at any backlog, unlike count(*).
+            let q = "SELECT EXISTS (SELECT 1 FROM jobs WHERE state = 'queued') \
+                 OR EXISTS (SELECT 1 FROM jobs WHERE state = 'running')";
+            Ok(sqlx::query_scalar::<_, i64>(q)
+                .fetch_one(&self.inner.read)
+                .await?
+                != 0)
+        })
+    }
+
+    /// How many of the jobs with `seq` in `first..=last` have succeeded (a rowid range scan).
+    fn succeeded_in_range(&self, first: i64, last: i64) -> BoxFuture<'_, Result<i64, StoreError>> {
+        Box::pin(async move {
+            let q = "SELECT count(*) FROM jobs WHERE seq BETWEEN ?1 AND ?2 AND state = 'succeeded'";
+            Ok(sqlx::query_scalar(q)
+                .bind(first)
+                .bind(last)
+                .fetch_one(&self.inner.read)
+                .await?)
+        })
+    }
+
+    /// The sequence number of the queue's head (the jobs_queued index's first entry).
+    fn queue_head_seq(&self) -> BoxFuture<'_, Result<Option<i64>, StoreError>> {
+        Box::pin(async move {
+            Ok(sqlx::query_scalar(
+                "SELECT seq FROM jobs WHERE state = 'queued' ORDER BY run_at, seq LIMIT 1",
+            )
+            .fetch_optional(&self.inner.read)
+            .await?)
+        })
+    }
+
+    /// The smallest job sequence number (benchmarks use it to follow the first jobs).
+    fn first_seq(&self) -> BoxFuture<'_, Result<i64, StoreError>> {
+        Box::pin(async move {
+            Ok(
+                sqlx::query_scalar::<_, Option<i64>>("SELECT min(seq) FROM jobs")
+                    .fetch_one(&self.inner.read)
+                    .await?
+                    .unwrap_or(0),
+            )
+        })
+    }
+}
+
+/// Inserts `n` no-op jobs directly (benchmark set-up only; bypasses the wire and nonces).
+async fn fill_noop(store: &SqliteStore, n: usize) -> Result<(), StoreError> {
+    let client = "bench";
+    let now = crate::clock::Clock::now_ms(&crate::clock::SystemClock);
+    let mut conn = store.inner.writer.lock().await;
+    let mut left = n;
+    while left > 0 {
+        let k = left.min(10_000);
+        let mut rows = Rows::new();
+        for _ in 0..k {
+            rows.row()
+                .str(&JobId::generate().0)
+                .str(client)
+                .str("noop")
+                .str("{}")
+                .int(3)
+                .int(now)
+                .opt_str(None)
+                .str(crate::store::BUILTIN_DEFINITION)
+                .int(CrashPolicy::Retry.code())
+                .int(0);
+        }
+        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+        sqlx::query(sql::INSERT_JOBS)
+            .bind(rows.finish())
+            .fetch_all(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        left -= k;
+    }
+    Ok(())
+}
+
+impl SqliteStore {
+    /// Checkpoints the whole WAL into the database file and truncates it (benchmark set-up,
+    /// so a fill does not leave checkpoint work to the measured run).
+    async fn checkpoint_truncate(&self) -> Result<(), StoreError> {
+        let mut conn = self.inner.writer.lock().await;
+        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(&mut *conn)
+            .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,394 @@
+//! The SQLite write path: the single writer task (group commit of enqueues and nonces, on a
+//! thread of its own) and the syncer thread that fsyncs the WAL before callers hear back.
+//!
+//! It must not decide job transitions; it writes what it is handed, in batches.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::{Connection, Row, SqliteConnection};
+use tokio::sync::{mpsc, oneshot, Mutex};
+
+use super::rows::{push_job, NoncePack, Rows};
+use super::sql;
+use crate::auth::NonceRecord;
+use crate::config::{DatabaseSettings, Synchronous};
+use crate::jobs::JobId;
+use crate::store::{Enqueued, NewJob, StoreError};
+
+pub(super) const MAX_BATCH: usize = 4096;
+
+pub(super) enum WriteOp {
+    /// Nonces were added to an empty [`PendingNonces`]: commit them within the linger time.
+    NoncesPending,
+    Job(Box<NewJob>, oneshot::Sender<Result<Enqueued, String>>),
+    Flush(oneshot::Sender<()>),
+}
+
+/// Admitted nonces of calls that create no job, waiting for the next group commit.
+///
+/// A plain buffer rather than a message each: sending every nonce to the writer woke its
+/// thread once per call (a futex wake and a context switch, the largest cost left on the
+/// sync path); now only the nonce that finds the buffer empty wakes it, at most once per
+/// commit.
+pub(super) type PendingNonces = Arc<std::sync::Mutex<Vec<NonceRecord>>>;
+
+fn take_nonces(pending: &PendingNonces) -> Vec<NonceRecord> {
+    std::mem::take(&mut *pending.lock().unwrap_or_else(|p| p.into_inner()))
+}
+
+/// Callers waiting for a commit to become durable; run with `true` once it is.
+type Waiter = Box<dyn FnOnce(bool) + Send>;
+
+/// How commits of this process become durable before anyone is told "done".
+///
+/// Under `synchronous = full` (or `extra`) the writer connection itself runs with
+/// `synchronous = normal` (a commit writes the WAL but does not fsync it) and this
+/// syncer fsyncs the WAL file *after* the commit, outside SQLite's write lock, before
+/// waking the callers. So the next batch (or another process) can write while the
+/// previous one is being fsynced, and one fsync covers every batch committed before it.
+/// The guarantee is unchanged: nobody hears "accepted" before its row is in the WAL and
+/// the WAL is on disk. (SQLite syncs the WAL itself before any checkpoint copies frames
+/// out of it, so a checkpoint can never lose frames this fsync has not covered yet.)
+#[derive(Clone)]
+pub(super) struct Durability {
+    tx: Option<std::sync::mpsc::Sender<Waiter>>,
+    pub(super) failed: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Durability {
+    pub(super) fn new(db: &DatabaseSettings) -> Durability {
+        let failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let tx = match db.synchronous {
+            Synchronous::Normal => None,
+            Synchronous::Full | Synchronous::Extra => {
+                let (tx, rx) = std::sync::mpsc::channel();
+                let mut wal = db.path.as_os_str().to_owned();
+                wal.push("-wal");
+                let wal = std::path::PathBuf::from(wal);
+                let failed = failed.clone();
+                // A plain thread, not a task: each hop between threads costs tens of µs on
+                // a busy box, and a blocking fsync needs a thread anyway.
+                let spawned = std::thread::Builder::new()
+                    .name("mcpq-wal-sync".into())
+                    .spawn(move || syncer(wal, rx, failed));
+                match spawned {
+                    Ok(_) => Some(tx),
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot start the WAL sync thread; refusing writes");
+                        None
+                    }
+                }
+            }
+        };
+        Durability { tx, failed }
+    }
+
+    /// Runs `waiter` once everything committed so far is durable.
+    fn after_sync(&self, waiter: Waiter) {
+        if self.failed.load(std::sync::atomic::Ordering::SeqCst) {
+            return waiter(false);
+        }
+        match &self.tx {
+            None => waiter(true),
+            Some(tx) => {
+                if let Err(e) = tx.send(waiter) {
+                    (e.0)(false);
+                }
+            }
+        }
+    }
+
+    pub(super) async fn wait(&self) -> Result<(), StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.after_sync(Box::new(move |ok| {
+            let _ = tx.send(ok);
+        }));
+        match rx.await {
+            Ok(true) => Ok(()),
+            _ => Err(StoreError::NotDurable),
+        }
+    }
+}
+
+/// fsyncs the WAL for every group of waiters that queued up while the previous fsync ran.
+/// Runs on its own thread until the store (every sender) is dropped.
+fn syncer(
+    wal: std::path::PathBuf,
+    rx: std::sync::mpsc::Receiver<Waiter>,
+    failed: Arc<std::sync::atomic::AtomicBool>,
+) {
+    let mut file: Option<std::fs::File> = None;
+    while let Ok(first) = rx.recv() {
+        let mut waiters = vec![first];
+        while let Ok(w) = rx.try_recv() {
+            waiters.push(w);
+        }
+        let started = std::time::Instant::now();
+        let synced = match file.take() {
+            Some(f) => Ok(f),
+            None => std::fs::File::open(&wal),
+        }
+        .and_then(|f| f.sync_data().map(|()| f));
+        let ok = match synced {
+            Ok(f) => {
+                file = Some(f);
+                true
+            }
+            Err(e) => {
+                // After a failed fsync the page cache can no longer be trusted to reach
+                // the disk (the "fsyncgate" lesson): refuse every later durable write.
+                tracing::error!(error = %e, wal = %wal.display(), "fsync of the WAL failed; no further writes will be acknowledged");
+                failed.store(true, std::sync::atomic::Ordering::SeqCst);
+                false
+            }
+        };
+        metrics::histogram!(crate::telemetry::names::FSYNC_SECONDS)
+            .record(started.elapsed().as_secs_f64());
+        if !ok {
+            metrics::counter!(crate::telemetry::names::FSYNC_FAILURES).increment(1);
+        }
+        tracing::trace!(
+            took_us = started.elapsed().as_micros() as u64,
+            waiters = waiters.len(),
+            "fsync"
+        );
+        for w in waiters {
+            w(ok);
+        }
+    }
+}
+
+/// Runs the group-commit loop on a thread of its own with a one-thread runtime.
+///
+/// On the shared runtime the writer task queued behind dozens of HTTP tasks each time
+/// SQLite's thread answered it, and the writer is the one serial step every enqueue
+/// passes through. It ends when every sender is gone.
+pub(super) fn spawn_writer_thread(
+    task: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), StoreError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .map_err(|e| StoreError::Database(sqlx::Error::Io(e)))?;
+    std::thread::Builder::new()
+        .name("mcpq-writer".into())
+        .spawn(move || rt.block_on(task))
+        .map_err(|e| StoreError::Database(sqlx::Error::Io(e)))?;
+    Ok(())
+}
+
+/// How long admitted nonces of non-job calls may wait to be written. Nothing waits on
+/// them (they are write-behind), so they ride along with the next job commit or are
+/// written on their own at most this often: one fsync per interval instead of one per batch.
+const NONCE_LINGER: Duration = Duration::from_millis(10);
+
+/// The single writer task: drains waiting writes into one transaction.
+pub(super) async fn group_commit(
+    writer: Arc<Mutex<SqliteConnection>>,
+    mut rx: mpsc::Receiver<WriteOp>,
+    pending: PendingNonces,
+    durability: Durability,
+) {
+    let mut ops = Vec::with_capacity(MAX_BATCH);
+    loop {
+        ops.clear();
+        match rx.recv().await {
+            Some(op) => ops.push(op),
+            None => return,
+        }
+        let linger_until = tokio::time::Instant::now() + NONCE_LINGER;
+        loop {
+            while ops.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(op) => ops.push(op),
+                    Err(_) => break,
+                }
+            }
+            // Someone waits for this commit (an enqueue or a flush), or the batch is full:
+            // commit now. Otherwise only nonces are pending: let them gather a little.
+            let waited_on = ops.iter().any(|op| !matches!(op, WriteOp::NoncesPending));
+            if waited_on || ops.len() >= MAX_BATCH {
+                break;
+            }
+            match tokio::time::timeout_at(linger_until, rx.recv()).await {
+                Ok(Some(op)) => ops.push(op),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        let mut conn = writer.lock().await;
+        commit_batch(&mut conn, &mut ops, &pending, &durability).await;
+    }
+}
+
+async fn commit_batch(
+    conn: &mut SqliteConnection,
+    ops: &mut Vec<WriteOp>,
+    pending: &PendingNonces,
+    durability: &Durability,
+) {
+    let mut nonces = NoncePack::default();
+    for n in take_nonces(pending) {
+        nonces.push(&n);
+    }
+    let mut jobs = Rows::new();
+    for op in ops.iter() {
+        match op {
+            WriteOp::NoncesPending => {}
+            WriteOp::Job(j, _) => {
+                if let Some(n) = &j.nonce {
+                    nonces.push(n);
+                }
+                push_job(&mut jobs, j);
+            }
+            WriteOp::Flush(_) => {}
+        }
+    }
+    let started = std::time::Instant::now();
+    let job_count = jobs.count;
+    let outcome = if nonces.is_empty() && jobs.count == 0 {
+        Ok(Vec::new())
+    } else {
+        write_batch(conn, nonces, jobs, ops).await
+    };
+    metrics::histogram!(crate::telemetry::names::BATCH_ROWS).record(ops.len() as f64);
+    metrics::histogram!(crate::telemetry::names::COMMIT_SECONDS)
+        .record(started.elapsed().as_secs_f64());
+    tracing::trace!(
+        ops = ops.len(),
+        jobs = job_count,
+        took_us = started.elapsed().as_micros() as u64,
+        "group commit"
+    );
+    let mut failure = None;
+    let mut results = match outcome {
+        Ok(r) => r.into_iter(),
+        Err(e) => {
+            tracing::error!(error = %e, "group commit failed; its callers get an internal error");
+            failure = Some(e.to_string());
+            Vec::new().into_iter()
+        }
+    };
+    let mut job_replies = Vec::new();
+    let mut flush_replies = Vec::new();
+    for op in ops.drain(..) {
+        match op {
+            WriteOp::NoncesPending => {}
+            WriteOp::Job(_, reply) => {
+                let r = results.next().ok_or_else(|| {
+                    format!(
+                        "the batch was rolled back: {}",
+                        failure.as_deref().unwrap_or("unknown error")
+                    )
+                });
+                job_replies.push((reply, r));
+            }
+            WriteOp::Flush(reply) => flush_replies.push(reply),
+        }
+    }
+    if job_replies.is_empty() && flush_replies.is_empty() {
+        return;
+    }
+    // Callers hear back only once the commit is on disk; meanwhile the writer moves on.
+    durability.after_sync(Box::new(move |durable| {
+        for (reply, r) in job_replies {
+            let r = if durable {
+                r
+            } else {
+                Err("the commit could not be made durable (fsync failed)".to_string())
+            };
+            let _ = reply.send(r);
+        }
+        for reply in flush_replies {
+            let _ = reply.send(());
+        }
+    }));
+}
+
+/// Writes a batch. Returns one `Enqueued` per job op, in order.
+///
+/// The common case (no idempotency keys) is one statement, one round trip: an insert into
+/// the `enqueue_batch` view, whose trigger stores nonces and jobs atomically. A batch with
+/// idempotency keys needs to know which inserts collided, so it takes the slower path: one
+/// `BEGIN IMMEDIATE` transaction with `ON CONFLICT DO NOTHING RETURNING id`.
+///
+/// (A multi-statement string would also save round trips, but when one of its statements
+/// failed, sqlx-sqlite 0.8.6's worker thread panicked and every later write hung.)
+async fn write_batch(
+    conn: &mut SqliteConnection,
+    nonces: NoncePack,
+    jobs: Rows,
+    ops: &[WriteOp],
+) -> Result<Vec<Enqueued>, sqlx::Error> {
+    let keyed = ops
+        .iter()
+        .any(|op| matches!(op, WriteOp::Job(j, _) if j.idempotency_key.is_some()));
+    if !keyed {
+        let entries = (!nonces.is_empty()).then_some(nonces.bytes);
+        sqlx::query(sql::ENQUEUE_BATCH)
+            .bind(nonces.max_expiry)
+            .bind(entries)
+            .bind(jobs.finish())
+            .execute(&mut *conn)
+            .await?;
+        return Ok(ops
+            .iter()
+            .filter_map(|op| match op {
+                WriteOp::Job(j, _) => Some(Enqueued::Created(j.id.clone())),
+                _ => None,
+            })
+            .collect());
+    }
+    write_batch_keyed(conn, nonces, jobs, ops).await
+}
+
+async fn write_batch_keyed(
+    conn: &mut SqliteConnection,
+    nonces: NoncePack,
+    jobs: Rows,
+    ops: &[WriteOp],
+) -> Result<Vec<Enqueued>, sqlx::Error> {
+    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+    if !nonces.is_empty() {
+        sqlx::query(sql::INSERT_NONCE_BATCH)
+            .bind(nonces.max_expiry)
+            .bind(nonces.bytes)
+            .execute(&mut *tx)
+            .await?;
+    }
+    let mut out = Vec::new();
+    if jobs.count > 0 {
+        let inserted: std::collections::HashSet<String> = sqlx::query(sql::INSERT_JOBS)
+            .bind(jobs.finish())
+            .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .map(|r| r.get::<String, _>(0))
+            .collect();
+        for op in ops {
+            let WriteOp::Job(j, _) = op else { continue };
+            if inserted.contains(&j.id.0) {
+                out.push(Enqueued::Created(j.id.clone()));
+                continue;
+            }
+            // Not inserted: its idempotency key already names a job (maybe one from this
+            // very batch).
+            let key = j.idempotency_key.as_deref().unwrap_or_default();
+            let existing: Option<String> = sqlx::query_scalar(sql::FIND_IDEMPOTENT)
+                .bind(&j.client_id.0)
+                .bind(key)
+                .fetch_optional(&mut *tx)
+                .await?;
+            match existing {
+                Some(id) => out.push(Enqueued::Existing(JobId(id))),
+                None => {
+                    return Err(sqlx::Error::Protocol(
+                        "job insert conflicted on its id".into(),
+                    ))
+                }
+            }
+        }
+    }
+    tx.commit().await?;
+    Ok(out)
+}

@@ -1,0 +1,26 @@
+//! Every metric's name, as one list the recorder, the scrape endpoint and every module that
+//! records share. Help texts and buckets live with the recorder (`telemetry`).
+//!
+//! Foundation: it must not import anything from the crate, so the store (below the scrape
+//! endpoint) can record metrics without importing the endpoint that reads the store.
+
+pub const REQUESTS: &str = "mcpq_requests_total";
+pub const REQUEST_SECONDS: &str = "mcpq_request_duration_seconds";
+pub const AUTH_FAILURES: &str = "mcpq_auth_failures_total";
+pub const JOBS_ENQUEUED: &str = "mcpq_jobs_enqueued_total";
+pub const JOBS: &str = "mcpq_jobs";
+pub const OLDEST_QUEUED: &str = "mcpq_oldest_queued_job_age_seconds";
+pub const DATABASE_UP: &str = "mcpq_database_up";
+pub const WORKER_LAST_SEEN: &str = "mcpq_worker_last_heartbeat_age_seconds";
+pub const ATTEMPTS: &str = "mcpq_job_attempts_total";
+pub const RUN_SECONDS: &str = "mcpq_job_run_seconds";
+pub const START_DELAY: &str = "mcpq_job_start_delay_seconds";
+pub const RESCUES: &str = "mcpq_lease_expiries_total";
+pub const RUNNING: &str = "mcpq_worker_jobs_running";
+pub const BATCH_ROWS: &str = "mcpq_group_commit_rows";
+pub const COMMIT_SECONDS: &str = "mcpq_group_commit_seconds";
+pub const FSYNC_SECONDS: &str = "mcpq_fsync_seconds";
+pub const FSYNC_FAILURES: &str = "mcpq_fsync_failures_total";
+pub const HELD_CALLS: &str = "mcpq_mcp_held_calls";
+pub const PENDING_QUESTIONS: &str = "mcpq_mcp_pending_questions";
+pub const LOG_LINES_DROPPED: &str = "mcpq_mcp_log_lines_dropped_total";
