@@ -119,6 +119,8 @@ pub enum Event {
     AskInput,
     /// A client answered the last outstanding request.
     Answer,
+    /// Nobody answered within `jobs.input_wait_secs`.
+    Expire,
 }
 
 /// The transition function. `None` means the event is illegal in that state.
@@ -138,6 +140,7 @@ pub fn transition(from: JobState, ev: Event) -> Option<JobState> {
         (Running, AskInput) => Some(AwaitingInput),
         (AwaitingInput, Answer) => Some(Queued),
         (AwaitingInput, Cancel) => Some(Cancelled),
+        (AwaitingInput, Expire) => Some(Failed),
         _ => None,
     }
 }
@@ -273,7 +276,7 @@ mod tests {
     use Event::*;
     use JobState::*;
 
-    const ALL_EVENTS: [Event; 12] = [
+    const ALL_EVENTS: [Event; 13] = [
         Claim,
         Succeed,
         Retry,
@@ -286,6 +289,7 @@ mod tests {
         OperatorFail,
         AskInput,
         Answer,
+        Expire,
     ];
 
     #[test]
@@ -330,10 +334,11 @@ mod tests {
     }
 
     #[test]
-    fn a_job_waiting_for_input_is_answered_back_into_the_queue_or_cancelled() {
+    fn a_job_waiting_for_input_is_answered_back_into_the_queue_cancelled_or_expired() {
         assert_eq!(transition(Running, AskInput), Some(AwaitingInput));
         assert_eq!(transition(AwaitingInput, Answer), Some(Queued));
         assert_eq!(transition(AwaitingInput, Cancel), Some(Cancelled));
+        assert_eq!(transition(AwaitingInput, Expire), Some(Failed));
         for e in [
             Claim,
             Succeed,
@@ -347,6 +352,9 @@ mod tests {
             AskInput,
         ] {
             assert_eq!(transition(AwaitingInput, e), None, "{e:?}");
+        }
+        for s in [Queued, Running, InDoubt, Succeeded, Failed, Cancelled] {
+            assert_eq!(transition(s, Expire), None, "{s:?}");
         }
         for s in [Queued, InDoubt] {
             assert_eq!(transition(s, AskInput), None);

@@ -2207,6 +2207,52 @@ pub mod input_cases {
 
     /// Cancelling a waiting job ends it at once; a cancel requested while the attempt ran
     /// wins over its question; answers given before the job existed reach attempt one.
+    pub async fn waiting_jobs_hold_their_place_in_the_queue_until_they_expire(fx: &dyn Fixture) {
+        let s = fx.store();
+        let s = &*s;
+        let mut obs = Observer::new();
+        let alice = client("alice");
+        let id = enqueue_new(s, &mut obs, &alice, T0).await;
+        let c = claim_one(s, &mut obs, "w", T0).await;
+        assert_eq!(c.id, id);
+        let queued = enqueue_new(s, &mut obs, &alice, T0 + 1).await;
+        let requests =
+            json!({"ok": {"method": "elicitation/create", "params": {"message": "Go?"}}});
+        s.complete(vec![done(&c, ask(requests, Some("s1")))], T0 + 100)
+            .await
+            .unwrap();
+        obs.expect(s, Event::AskInput, &id, JobState::AwaitingInput)
+            .await;
+        // One queued, one waiting: both hold a place in alice's queue.
+        assert_eq!(s.count_queued("alice", 10).await.unwrap(), 2);
+        assert_eq!(s.count_queued("bob", 10).await.unwrap(), 0);
+
+        // The wait began when the attempt asked (T0 + 100): a cutoff at that instant
+        // expires nothing, one after it fails the waiting job, and only that one.
+        let reason = "input_expired: no answer to its input requests within 60 s";
+        assert_eq!(
+            s.expire_waiting(T0 + 100, T0 + 500, reason).await.unwrap(),
+            0
+        );
+        assert_eq!(
+            s.expire_waiting(T0 + 101, T0 + 600, reason).await.unwrap(),
+            1
+        );
+        let r = obs.expect(s, Event::Expire, &id, JobState::Failed).await;
+        assert_eq!(r.finished_at, Some(T0 + 600));
+        assert_eq!(r.input_requests, None);
+        assert_eq!(r.request_state, None);
+        assert_eq!(errors_of(&r), vec![(0, T0 + 600, reason.to_string())]);
+        let q = obs
+            .expect(s, Event::Expire, &queued, JobState::Queued)
+            .await;
+        assert_eq!(q.finished_at, None);
+        assert_eq!(s.count_queued("alice", 10).await.unwrap(), 1);
+        // Failed, it is pruned by retention like any finished job.
+        assert_eq!(s.prune(T0 + 601, T0 + 601).await.unwrap(), 1);
+        assert!(s.get_job(&alice, &id).await.unwrap().is_none());
+    }
+
     pub async fn a_waiting_job_is_cancelled_at_once_and_early_answers_reach_the_first_attempt(
         fx: &dyn Fixture,
     ) {
@@ -2376,6 +2422,7 @@ macro_rules! for_each_case {
             queue_stats_count_unfinished_jobs_by_state_and_tool,
             a_job_that_asks_for_input_waits_until_every_request_is_answered,
             a_waiting_job_is_cancelled_at_once_and_early_answers_reach_the_first_attempt,
+            waiting_jobs_hold_their_place_in_the_queue_until_they_expire,
         }
     };
 }

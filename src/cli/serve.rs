@@ -24,7 +24,13 @@ pub(super) async fn serve(
         reloader.reload(&s).map_err(|e| e.to_string())
     })?;
     if let Some(at) = settings_metrics.listen {
-        let (bound, _) = crate::telemetry::serve(at, server.scrape(), stop.clone()).await?;
+        let (bound, _) = crate::telemetry::serve(
+            at,
+            server.scrape(),
+            settings_metrics.max_connections,
+            stop.clone(),
+        )
+        .await?;
         // Before "listening on": tests and scripts read that line last.
         println!("metrics on {bound}");
     }

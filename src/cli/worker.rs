@@ -31,7 +31,9 @@ pub(super) async fn worker(
             clock: worker.clock(),
             lease_ms: settings.jobs.lease_ms,
         };
-        let (bound, _) = crate::telemetry::serve(at, scrape, stop.clone()).await?;
+        let (bound, _) =
+            crate::telemetry::serve(at, scrape, settings.metrics.max_connections, stop.clone())
+                .await?;
         println!("metrics on {bound}");
     }
     worker.run_until_stopped(stop).await?;

@@ -37,6 +37,7 @@ struct RawMetrics {
     listen: String,
     worker_listen: String,
     client_labels: bool,
+    max_connections: usize,
 }
 
 #[derive(Debug, Deserialize, Clone)]
@@ -224,6 +225,7 @@ impl Settings {
                 listen: optional_addr(&raw.metrics.listen, "metrics.listen")?,
                 worker_listen: optional_addr(&raw.metrics.worker_listen, "metrics.worker_listen")?,
                 client_labels: raw.metrics.client_labels,
+                max_connections: raw.metrics.max_connections,
             },
         };
         s.database.backend()?;

@@ -36,6 +36,8 @@ pub struct MetricsSettings {
     pub listen: Option<SocketAddr>,
     pub worker_listen: Option<SocketAddr>,
     pub client_labels: bool,
+    /// Connections the metrics listener serves at once; more are closed unanswered.
+    pub max_connections: usize,
 }
 
 /// How log lines are written (see `crate::logging`).
@@ -65,6 +67,8 @@ pub struct JobSettings {
     pub prune_interval_ms: u64,
     pub retry_base_ms: i64,
     pub retry_max_ms: i64,
+    /// How long a job may wait for its client's input before it fails (0: forever).
+    pub input_wait_secs: u64,
 }
 
 #[derive(Debug, Deserialize, Clone)]

@@ -100,3 +100,34 @@ pub fn json_content_type(req: &Request<Incoming>) -> bool {
         })
         .unwrap_or(false)
 }
+
+/// The names a loopback listener answers to (DNS-rebinding protection): a page of another
+/// site that rebinds its name to 127.0.0.1 still sends its own name as `Host`.
+pub const LOOPBACK_NAMES: [&str; 4] = ["localhost", "127.0.0.1", "[::1]", "::1"];
+
+/// `host:port` or `[v6]:port` → the host.
+pub fn strip_port(host: &str) -> String {
+    if let Some(rest) = host.strip_prefix('[') {
+        if let Some((h, _)) = rest.split_once(']') {
+            return format!("[{h}]");
+        }
+    }
+    match host.rsplit_once(':') {
+        Some((h, p)) if p.chars().all(|c| c.is_ascii_digit()) => h.to_string(),
+        _ => host.to_string(),
+    }
+}
+
+/// Whether a request to a listener bound to `bound` names a host it may serve: on
+/// loopback only the loopback names; elsewhere any (the operator firewalls it).
+pub fn host_allowed(bound: std::net::SocketAddr, headers: &hyper::HeaderMap) -> bool {
+    if !bound.ip().is_loopback() {
+        return true;
+    }
+    let host = headers
+        .get(hyper::header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    LOOPBACK_NAMES.contains(&strip_port(&host).as_str())
+}

@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use hyper::header::{HeaderMap, ACCEPT, AUTHORIZATION, HOST, ORIGIN};
 
 use super::error::McpError;
+use crate::http::{strip_port, LOOPBACK_NAMES};
 
 /// Who may reach `/mcp` from a browser's point of view.
 #[derive(Debug, Clone)]
@@ -25,9 +26,8 @@ impl OriginPolicy {
     /// loopback, loopback names only: a page on another site that rebinds its DNS name
     /// to 127.0.0.1 still sends its own name as Host and Origin, and is refused.
     pub fn new(hosts: &[String], origins: &[String], listen: SocketAddr) -> OriginPolicy {
-        let loopback = ["localhost", "127.0.0.1", "[::1]", "::1"];
         let hosts = if hosts.is_empty() && listen.ip().is_loopback() {
-            loopback.iter().map(|s| s.to_string()).collect()
+            LOOPBACK_NAMES.iter().map(|s| s.to_string()).collect()
         } else {
             hosts.iter().map(|h| h.to_ascii_lowercase()).collect()
         };
@@ -80,19 +80,6 @@ impl OriginPolicy {
             }
         }
         Ok(())
-    }
-}
-
-/// `host:port` or `[v6]:port` → the host.
-fn strip_port(host: &str) -> String {
-    if let Some(rest) = host.strip_prefix('[') {
-        if let Some((h, _)) = rest.split_once(']') {
-            return format!("[{h}]");
-        }
-    }
-    match host.rsplit_once(':') {
-        Some((h, p)) if p.chars().all(|c| c.is_ascii_digit()) => h.to_string(),
-        _ => host.to_string(),
     }
 }
 

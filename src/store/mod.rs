@@ -541,6 +541,15 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes finished jobs that finished before `before`, and expired nonces.
     fn prune(&self, finished_before: i64, now: i64) -> BoxFuture<'_, Result<u64, StoreError>>;
 
+    /// Fails, with `reason`, the jobs that have waited for their client's input since
+    /// before `waiting_since` (`jobs.input_wait_secs`); returns how many.
+    fn expire_waiting<'a>(
+        &'a self,
+        waiting_since: i64,
+        now: i64,
+        reason: &'a str,
+    ) -> BoxFuture<'a, Result<u64, StoreError>>;
+
     /// Fires when another process may have enqueued jobs (a hint: workers poll as well).
     fn wakeups(&self) -> Option<std::sync::Arc<tokio::sync::Notify>> {
         None

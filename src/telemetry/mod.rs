@@ -215,6 +215,7 @@ pub struct Scrape {
 pub async fn serve(
     addr: SocketAddr,
     scrape: Scrape,
+    max_connections: usize,
     stop: CancellationToken,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), String> {
     let handle = install()?;
@@ -223,6 +224,7 @@ pub async fn serve(
         .map_err(|e| format!("metrics: cannot listen on {addr}: {e}"))?;
     let local = listener.local_addr().map_err(|e| format!("metrics: {e}"))?;
     let scrape = Arc::new(scrape);
+    let slots = Arc::new(tokio::sync::Semaphore::new(max_connections.max(1)));
     let task = tokio::spawn(async move {
         let upkeep = {
             let handle = handle.clone();
@@ -248,13 +250,22 @@ pub async fn serve(
                     }
                 },
             };
+            // Every slot taken: closed at once, unanswered, rather than queued behind
+            // connections that may never send a request.
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                metrics::counter!("mcpq_connections_refused_total", "reason" => "metrics_cap")
+                    .increment(1);
+                drop(stream);
+                continue;
+            };
             let handle = handle.clone();
             let scrape = scrape.clone();
             tokio::spawn(async move {
+                let _slot = slot;
                 let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
                     let handle = handle.clone();
                     let scrape = scrape.clone();
-                    async move { Ok::<_, Infallible>(answer(req, &handle, &scrape).await) }
+                    async move { Ok::<_, Infallible>(answer(req, local, &handle, &scrape).await) }
                 });
                 let conn = hyper::server::conn::http1::Builder::new()
                     .timer(hyper_util::rt::TokioTimer::new())
@@ -270,6 +281,7 @@ pub async fn serve(
 
 async fn answer(
     req: Request<hyper::body::Incoming>,
+    bound: SocketAddr,
     handle: &PrometheusHandle,
     scrape: &Scrape,
 ) -> Response<Full<Bytes>> {
@@ -282,6 +294,10 @@ async fn answer(
         );
         r
     };
+    if !crate::http::host_allowed(bound, req.headers()) {
+        // A page that rebinds its name to this loopback address cannot read the metrics.
+        return reply(StatusCode::FORBIDDEN, "Host not allowed\n".into());
+    }
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/metrics") => {
             refresh(

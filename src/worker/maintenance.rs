@@ -40,6 +40,9 @@ pub async fn maintenance(
         if let Err(e) = rescue_once(store.as_ref(), policy, clock.now_ms()).await {
             tracing::warn!(error = %e, "lease rescue failed");
         }
+        if jobs.input_wait_secs > 0 {
+            expire_waiting(store.as_ref(), jobs.input_wait_secs, clock.now_ms()).await;
+        }
         if last_prune.elapsed() >= prune_every {
             last_prune = tokio::time::Instant::now();
             let now = clock.now_ms();
@@ -53,6 +56,18 @@ pub async fn maintenance(
                 Err(e) => tracing::warn!(error = %e, "prune failed"),
             }
         }
+    }
+}
+
+/// Jobs that waited for their client's input longer than `wait_secs` fail with a reason
+/// that says so: a client that never answers must not hold a place in its queue forever.
+async fn expire_waiting(store: &dyn Store, wait_secs: u64, now: i64) {
+    let since = now.saturating_sub((wait_secs as i64).saturating_mul(1000));
+    let reason = format!("input_expired: no answer to its input requests within {wait_secs} s");
+    match store.expire_waiting(since, now, &reason).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(jobs = n, "jobs waiting for input expired"),
+        Err(e) => tracing::warn!(error = %e, "expiring jobs waiting for input failed"),
     }
 }
 

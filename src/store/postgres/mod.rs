@@ -64,6 +64,7 @@ pub(crate) mod sql {
     pub const STATS: &str = include_str!("sql/stats.sql");
     pub const LIVE_NONCES: &str = include_str!("sql/live_nonces.sql");
     pub const PRUNE_JOBS: &str = include_str!("sql/prune_jobs.sql");
+    pub const EXPIRE_WAITING: &str = include_str!("sql/expire_waiting.sql");
     pub const PRUNE_NONCES: &str = include_str!("sql/prune_nonces.sql");
     pub const ADMIN_LIST: &str = include_str!("sql/admin_list.sql");
     pub const ADMIN_CANCEL: &str = include_str!("sql/admin_cancel.sql");
@@ -603,6 +604,23 @@ impl Store for PgStore {
                 .fetch_all(&self.inner.pool)
                 .await?;
             stats_from_rows(&rows)
+        })
+    }
+
+    fn expire_waiting<'a>(
+        &'a self,
+        waiting_since: i64,
+        now: i64,
+        reason: &'a str,
+    ) -> BoxFuture<'a, Result<u64, StoreError>> {
+        Box::pin(async move {
+            Ok(sqlx::query(sql::EXPIRE_WAITING)
+                .bind(waiting_since)
+                .bind(now)
+                .bind(reason)
+                .execute(&self.inner.pool)
+                .await?
+                .rows_affected())
         })
     }
 

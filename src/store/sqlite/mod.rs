@@ -72,6 +72,7 @@ pub(crate) mod sql {
     pub const RELEASE: &str = include_str!("sql/release.sql");
     pub const EXPIRED_LEASES: &str = include_str!("sql/expired_leases.sql");
     pub const PRUNE_JOBS: &str = include_str!("sql/prune_jobs.sql");
+    pub const EXPIRE_WAITING: &str = include_str!("sql/expire_waiting.sql");
     pub const PRUNE_NONCES: &str = include_str!("sql/prune_nonces.sql");
     pub const LIVE_NONCES: &str = include_str!("sql/live_nonces.sql");
 }
@@ -570,6 +571,24 @@ impl Store for SqliteStore {
         now: i64,
     ) -> BoxFuture<'_, Result<Vec<JobId>, StoreError>> {
         Box::pin(self.apply_completions(done, now, true))
+    }
+
+    fn expire_waiting<'a>(
+        &'a self,
+        waiting_since: i64,
+        now: i64,
+        reason: &'a str,
+    ) -> BoxFuture<'a, Result<u64, StoreError>> {
+        Box::pin(async move {
+            let mut conn = self.inner.writer.lock().await;
+            Ok(sqlx::query(sql::EXPIRE_WAITING)
+                .bind(waiting_since)
+                .bind(now)
+                .bind(reason)
+                .execute(&mut *conn)
+                .await?
+                .rows_affected())
+        })
     }
 
     fn prune(&self, finished_before: i64, now: i64) -> BoxFuture<'_, Result<u64, StoreError>> {

@@ -12,7 +12,8 @@ UPDATE jobs
 SET state = CASE WHEN c.state = 'input_required' AND jobs.cancel_requested THEN 'cancelled'
                  ELSE c.state END,
     result = c.result,
-    run_at = coalesce(c.run_at, jobs.run_at),
+    -- A job that waits for input records when its wait began (jobs.input_wait_secs).
+    run_at = CASE WHEN c.state = 'input_required' THEN $7 ELSE coalesce(c.run_at, jobs.run_at) END,
     finished_at = CASE WHEN c.state IN ('queued', 'in_doubt') THEN NULL
                        WHEN c.state = 'input_required' AND NOT jobs.cancel_requested THEN NULL
                        ELSE $7 END,

@@ -2,13 +2,15 @@
 -- extra column costs the drain rate): ?1 = JSON array of [id, fence, input_requests,
 -- request_state]; ?2 now. The job waits in 'input_required' with its questions; the attempt
 -- does not count; the answers of a new round start empty. A cancel requested while the
--- attempt ran wins: the question is moot, the job ends cancelled. Fenced as complete.sql.
+-- attempt ran wins: the question is moot, the job ends cancelled. run_at records when the
+-- wait began (jobs.input_wait_secs counts from it). Fenced as complete.sql.
 UPDATE jobs
 SET state = CASE WHEN jobs.cancel_requested = 1 THEN 'cancelled' ELSE 'input_required' END,
     finished_at = CASE WHEN jobs.cancel_requested = 1 THEN ?2 ELSE NULL END,
     lease_owner = NULL,
     lease_expires_at = NULL,
     attempt = jobs.attempt - 1,
+    run_at = ?2,
     cancel_requested = 0,
     input_requests = c.input_requests,
     input_responses = NULL,
