@@ -569,12 +569,15 @@ pub fn write_py_float(f: f64, out: &mut String) {
     if f < 0.0 {
         out.push('-');
     }
-    // Rust's `{:e}` gives the shortest round-tripping digits, as Python's repr does;
-    // only the layout differs.
+    // Rust's `{:e}` gives the shortest round-tripping digits, as Python's repr does,
+    // except when two shortest spellings are equally close; only the layout differs.
     let sci = format!("{:e}", f.abs());
     let (mant, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
     let exp: i32 = exp.parse().unwrap_or(0);
-    let digits: String = mant.chars().filter(|c| *c != '.').collect();
+    let mut digits: String = mant.chars().filter(|c| *c != '.').collect();
+    if let Some(exact) = shortest_repr_tie(f.abs(), digits.len()) {
+        break_tie_to_even(f.abs(), exact, exp, &mut digits);
+    }
     let decpt = exp + 1;
     let n = digits.len() as i32;
     if !(-4 < decpt && decpt <= 16) {
@@ -603,6 +606,61 @@ pub fn write_py_float(f: f64, out: &mut String) {
     }
 }
 
+/// When finite positive `a`, whose shortest spelling has `shortest` digits, lies exactly
+/// halfway between two such spellings: its exact decimal digits (one more, the last a 5).
+///
+/// Runs for every float written, so it rules out almost all of them with a few integer
+/// operations: the exact value must have a fractional part and at most 18 significant
+/// digits, i.e. at most 25 fractional bits (0.1 has 55 significant digits).
+#[inline]
+fn shortest_repr_tie(a: f64, shortest: usize) -> Option<u64> {
+    /// 5^25 < 10^18 <= 5^26: with more fractional bits there are more than 18 digits.
+    const MAX_FRACTION_BITS: i32 = 25;
+    let bits = a.to_bits();
+    let biased = ((bits >> 52) & 0x7ff) as i32;
+    if biased == 0 {
+        return None; // subnormal: over a thousand fractional bits
+    }
+    let mantissa = (bits & ((1 << 52) - 1)) | (1 << 52);
+    let zeros = mantissa.trailing_zeros() as i32;
+    // a = odd * 2^-fraction_bits
+    let fraction_bits = 1075 - biased - zeros;
+    if !(1..=MAX_FRACTION_BITS).contains(&fraction_bits) || shortest >= 18 {
+        return None; // an integer, or too many digits
+    }
+    // a = odd * 5^fraction_bits / 10^fraction_bits: the digits of the numerator are a's
+    // exact digits, the last a 5.
+    let exact = (mantissa >> zeros).checked_mul(5u64.pow(fraction_bits as u32))?;
+    let n = shortest as u32;
+    (exact >= 10u64.pow(n) && exact < 10u64.pow(n + 1)).then_some(exact)
+}
+
+/// Rewrites `digits` (Rust's shortest digits of `a`, decimal exponent `exp`) to the even
+/// one of the two equally close shortest spellings around `exact` (from
+/// [`shortest_repr_tie`]), as CPython's repr (David Gay's dtoa, mode 0) does; Rust's
+/// `{:e}` does not always pick the even one.
+#[cold]
+fn break_tie_to_even(a: f64, exact: u64, exp: i32, digits: &mut String) {
+    let below = exact / 10;
+    let even = if below.is_multiple_of(2) {
+        below
+    } else {
+        below + 1
+    };
+    let even = even.to_string();
+    if even.len() != digits.len() || even == *digits {
+        return;
+    }
+    // Next to a power of two the interval below is half as wide, so the lower neighbour
+    // may not read back as `a`; then it is no candidate and the other one stands.
+    let round_trips = format!("{even}e{}", exp - (digits.len() as i32 - 1))
+        .parse::<f64>()
+        .is_ok_and(|back| back == a);
+    if round_trips {
+        *digits = even;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -625,6 +683,27 @@ mod tests {
             ("1.5e300", "1.5e+300"),
             ("123.456", "123.456"),
             ("1E400", "Infinity"),
+        ] {
+            assert_eq!(canon(input), want, "input {input}");
+        }
+    }
+
+    #[test]
+    fn float_ties_break_to_even_like_cpython() {
+        // Exactly halfway between two shortest spellings: CPython writes the even one
+        // (fuzz/artifacts-found/canonical-float-tie).
+        for (input, want) in [
+            ("1125899906842624.25", "1125899906842624.2"),
+            ("1767225600123456.25", "1767225600123456.2"),
+            ("-178999816617981.625", "-178999816617981.62"),
+            ("-614668656278982.25", "-614668656278982.2"),
+            ("-982867393803727.25", "-982867393803727.2"),
+            // The odd digit below: the even neighbour is the upper one.
+            ("1767225600123456.75", "1767225600123456.8"),
+            // 2**-25 ties to the even neighbour below; 2**-24's neighbour below does
+            // not read back (the interval under a power of two is half as wide).
+            ("2.98023223876953125e-08", "2.9802322387695312e-08"),
+            ("5.9604644775390625e-08", "5.960464477539063e-08"),
         ] {
             assert_eq!(canon(input), want, "input {input}");
         }

@@ -1,6 +1,6 @@
 //! Helpers shared by the fuzz targets (each target includes this file as `mod common`).
 
-use mcpq::json::Json;
+use mcpq_fuzz::json::Json;
 
 /// Structural equality that treats every NaN as equal to every NaN and tells `0.0`
 /// from `-0.0` (`Json`'s derived `PartialEq` does the opposite on both counts, which

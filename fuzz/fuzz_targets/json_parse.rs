@@ -7,8 +7,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-// The one place this target names the module under test.
-use mcpq::json::{parse, MAX_DEPTH};
+// The module under test (fuzz/src/lib.rs names its source file).
+use mcpq_fuzz::json::{parse, MAX_DEPTH};
 
 mod common;
 
