@@ -16,10 +16,10 @@ use tokio::sync::Notify;
 use crate::auth::{Authenticator, NonceRecord};
 use crate::clock::Clock;
 use crate::config::{ConfigError, Settings};
+use crate::envelope::{CallError, ClientId, Envelope};
 use crate::jobs::JobId;
 use crate::json::{Json, Object};
 use crate::limits::{ClientLimits, RetryAfterMs};
-use crate::protocol::{CallError, ClientId, Envelope};
 use crate::store::{NewJob, Store, StoreError};
 use crate::tools::runner::InputRound;
 use crate::tools::{

@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 use subtle::{Choice, ConstantTimeEq};
 
 use crate::config::{ClientKeys, Secret};
-use crate::protocol::{new_mac, CallError, Envelope, VERSION};
+use crate::envelope::{new_mac, CallError, Envelope, VERSION};
 
 /// A nonce as stored: a digest of (client, nonce), so caller-chosen strings never reach disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -269,7 +269,7 @@ mod tests {
     fn either_rotation_key_verifies() {
         let k1 = Secret::new(b"first".to_vec());
         let k2 = Secret::new(b"second".to_vec());
-        let sig2 = crate::protocol::hmac_hex(b"second", b"msg");
+        let sig2 = crate::envelope::hmac_hex(b"second", b"msg");
         assert!(verify_signature(&[k1.clone(), k2], b"msg", &sig2).is_ok());
         assert!(verify_signature(&[k1], b"msg", &sig2).is_err());
         assert!(verify_signature(&[], b"msg", "zz").is_err());

@@ -5,7 +5,7 @@
 //! client's key, and verifies every response's signature with the server's key.
 //!
 //! It must not share code paths with the server's verification beyond the
-//! `protocol` module, so a bug there cannot hide itself on both sides.
+//! `envelope` module, so a bug there cannot hide itself on both sides.
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -17,8 +17,8 @@ use tokio::net::TcpStream;
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::ClientSettings;
+use crate::envelope::{self, VerifiedResponse, VerifyError};
 use crate::json::{Json, Object};
-use crate::protocol::{self, VerifiedResponse, VerifyError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -98,8 +98,8 @@ impl Client {
     }
 
     pub fn envelope_at(&self, tool: &str, args: Object, ts_ms: i64) -> Object {
-        protocol::sign_envelope(
-            protocol::Unsigned {
+        envelope::sign_envelope(
+            envelope::Unsigned {
                 client_id: &self.settings.client_id,
                 server_id: &self.settings.server_id,
                 tool,
@@ -152,7 +152,7 @@ impl Client {
         let body = Json::Object(envelope.clone()).to_canonical().into_bytes();
         let reply = self.post("/v1/call", "application/json", body).await?;
         let verified =
-            protocol::verify_response(&reply.body, self.settings.server_secret.expose())?;
+            envelope::verify_response(&reply.body, self.settings.server_secret.expose())?;
         Ok((reply.status, verified))
     }
 

@@ -6,7 +6,7 @@
 //! sample) so every rule is unit-tested here; the store's SQL implements exactly
 //! these transitions and the store conformance suite checks it does.
 
-use crate::protocol::Status;
+use crate::envelope::Status;
 
 /// Public, unguessable identifier of a job (a UUIDv7 string: time-ordered, 122 bits random-ish).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -5,36 +5,39 @@
 //! machines) that any number of stateless worker processes claim.
 //!
 //! # Layout
-//! - [`json`]: strict JSON parsing and CPython-compatible canonical JSON (the signed bytes).
-//! - [`protocol`]: the wire contract: envelopes, responses, error codes, HMAC signing.
-//! - [`auth`]: key table, check order, constant-time signature checks, the nonce set.
-//! - [`tools`]: the tool registry; one file per tool (sync tools and job tools);
-//!   `tools::runner` (command and HTTP runners).
-//! - [`asks`]: a tool asking its client for input: the `InputRequiredResult` shape, checked.
+//! By layer, top down: a module imports only from layers below it (`tests/layers.rs`
+//! checks; docs/ARCHITECTURE.md draws it).
+//! - [`cli`]: the command line, one file per command group (`main.rs` only calls
+//!   [`cli::main`]).
+//! - [`ops`]: `mcpq jobs …` and `mcpq stats` (tables or JSON, exit codes, who changed what);
+//!   [`backup`]: `mcpq backup`; [`bench`](mod@bench): the load generators behind `mcpq bench`
+//!   (reached only from `cli`).
+//! - [`server`]: the daemon assembled: `Server::build` → `local_addr` → `run_until_stopped`,
+//!   `server::router`; [`client`]: a signing client (`mcpq call`, `mcpq bench`, the tests).
+//! - [`v1`]: `POST /v1/call`, the signed `mcp/0.1` pipeline. [`mcp`]: standard MCP at `/mcp`
+//!   (JSON-RPC, both protocol eras, tasks, multi-round calls and their 2025 bridge, log
+//!   streams, bearer tokens), its state in `mcp::Mcp`. [`telemetry`]: the Prometheus
+//!   recorder and scrape endpoint.
+//! - [`http`]: the listener (accept loop, `http::overload` defences, drain), bounded body
+//!   reads, the SSE body; [`systemd`]: readiness, status, watchdog, socket activation.
+//! - [`app`]: the transport-free core (`authenticate`, `admit_nonce`, `admit_call`,
+//!   `call_sync`, `enqueue_job`); [`worker`]: the `Worker` component (`Worker::build` →
+//!   `run_until_stopped`) and the loops `mcpq serve` embeds (claim, run-and-decide, complete,
+//!   heartbeats, maintenance), the health check both processes report.
+//! - [`tools`]: the registry, one file per built-in tool, `tools::runner` (command and HTTP);
+//!   [`limits`]: per-client call rate and queue cap.
+//! - [`store`]: the `Store` trait, the batching both drivers share, `store::sqlite` and
+//!   `store::postgres` mirrored file for file, `store::open` choosing one from
+//!   `database.url`, `store::admin` (the operator's trait), `store::copy`.
+//! - [`auth`]: key table, constant-time signature checks, the nonce set; [`logging`]: text or
+//!   JSON log lines with each request's and job's fields.
+//! - [`config`]: layered settings and secrets; `[tools]` (`config::tool_table`),
+//!   `[resources]`, `[prompts]`.
 //! - [`jobs`]: the job state machine and retry policy, pure.
-//! - [`store`]: the `Store` trait and its SQLite and PostgreSQL implementations (group commit,
-//!   fenced writes), `store::open` choosing one from `database.url`; `store::admin`, the
-//!   operator's trait (any client's jobs, changes by hand); `store::copy`, `mcpq store copy`.
-//! - [`ops`]: the operator's `mcpq jobs …` and `mcpq stats`: tables or JSON, exit codes, who
-//!   changed what.
-//! - [`backup`]: `mcpq backup`: an online, checked, fsynced copy of the SQLite database.
-//! - [`server`]: the HTTP daemon (hyper): limits, timeouts, routing, the request pipeline.
-//! - [`systemd`]: systemd integration: readiness, status, watchdog, socket activation.
-//! - [`mcp`]: standard MCP at `/mcp` (JSON-RPC, both protocol eras, tasks, multi-round
-//!   calls and their 2025 bridge, log streams, bearer tokens).
-//! - [`overload`]: connection pressure: per-address caps, idle shedding, short head timeouts.
-//! - [`limits`]: per-client call rate (token bucket) and queued-jobs cap.
-//! - [`worker`]: the `Worker` component (`mcpq worker`) and the loops `mcpq serve` embeds:
-//!   claim loop, run-and-decide, completions, heartbeats, graceful release, lease rescue,
-//!   retention; the health check both processes report.
-//! - [`client`]: a signing client (used by `mcpq call`, `mcpq bench` and the tests).
-//! - [`bench`](mod@bench): the load generators behind `mcpq bench` (reached only from `cli`).
-//! - [`config`]: layered settings and secrets; `[tools]` (`config::tool_table`), `[resources]`
-//!   and `[prompts]`.
-//! - [`clock`]: injectable time.
-//! - [`telemetry`]: Prometheus metrics: names, the recorder, the scrape endpoint.
-//! - [`logging`]: text or JSON log lines (journald), with each request's and job's fields.
-//! - [`cli`]: the command line (`main.rs` only calls [`cli::main`]).
+//! - [`envelope`]: the `mcp/0.1` wire contract (envelopes, responses, error codes, HMAC
+//!   signing); [`asks`]: a tool's questions to its client (`InputRequiredResult`), checked.
+//! - [`json`]: strict JSON and CPython-compatible canonical JSON (the signed bytes);
+//!   [`clock`]: injectable time; `telemetry::names`: metric names.
 
 pub mod app;
 pub mod asks;
@@ -45,6 +48,7 @@ pub mod cli;
 pub mod client;
 pub mod clock;
 pub mod config;
+pub mod envelope;
 pub mod http;
 pub mod jobs;
 pub mod json;
@@ -52,7 +56,6 @@ pub mod limits;
 pub mod logging;
 pub mod mcp;
 pub mod ops;
-pub mod protocol;
 pub mod server;
 pub mod store;
 pub mod systemd;

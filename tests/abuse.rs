@@ -439,7 +439,7 @@ impl Drop for Reap {
 }
 
 /// A signed answer's `result` as JSON.
-fn result_of(r: &mcpq::protocol::VerifiedResponse) -> Value {
+fn result_of(r: &mcpq::envelope::VerifiedResponse) -> Value {
     mcpq::json::Json::Object(r.result.clone().unwrap_or_default()).to_serde()
 }
 

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
-use mcpq::protocol::Status;
+use mcpq::envelope::Status;
 use serde_json::Value;
 
 fn fixture(name: &str) -> String {

@@ -509,7 +509,7 @@ fn cpython_signed_envelope_with_a_float_tie_verifies() {
         "/fuzz/artifacts-found/canonical-float-tie/envelope-signed-by-cpython.json"
     );
     let body = std::fs::read(path).unwrap();
-    let env = mcpq::protocol::Envelope::from_json(json::parse(&body).unwrap()).unwrap();
+    let env = mcpq::envelope::Envelope::from_json(json::parse(&body).unwrap()).unwrap();
     let key = mcpq::config::Secret::new(b"fuzz-client-key".to_vec());
     let signed = env.signing_bytes();
     let verdict = mcpq::auth::verify_signature(

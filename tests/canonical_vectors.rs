@@ -15,8 +15,8 @@ use std::sync::OnceLock;
 
 use mcpq::auth::verify_signature;
 use mcpq::config::Secret;
+use mcpq::envelope::{self, Envelope, Response, Status};
 use mcpq::json::{self, Json, Object};
-use mcpq::protocol::{self, Envelope, Response, Status};
 use proptest::prelude::*;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -129,7 +129,7 @@ fn every_vector_canonicalizes_exactly_like_cpython() {
 fn every_vector_hmac_matches_python_hmac() {
     for c in cases() {
         assert_eq!(
-            protocol::hmac_hex(c.hmac_key.as_bytes(), c.canonical.as_bytes()),
+            envelope::hmac_hex(c.hmac_key.as_bytes(), c.canonical.as_bytes()),
             c.hmac_hex,
             "{}",
             c.name
@@ -178,7 +178,7 @@ fn seed_envelopes_verify() {
             .unwrap_or_else(|e| panic!("{}: strict parse refused a seed envelope: {e}", c.name));
         assert_eq!(env.signing_bytes(), signing, "{}: signing bytes", c.name);
         assert_eq!(
-            protocol::hmac_hex(c.hmac_key.as_bytes(), signing.as_bytes()),
+            envelope::hmac_hex(c.hmac_key.as_bytes(), signing.as_bytes()),
             env.signature,
             "{}: the seed's signature is not the HMAC of the signing bytes",
             c.name
@@ -222,8 +222,8 @@ fn seed_envelopes_verify() {
         );
 
         // mcpq's client signs the same fields into the same bytes as the seed's client.
-        let resigned = protocol::sign_envelope(
-            protocol::Unsigned {
+        let resigned = envelope::sign_envelope(
+            envelope::Unsigned {
                 client_id: &env.client_id.0,
                 server_id: &env.server_id,
                 tool: &env.tool,
@@ -258,18 +258,18 @@ fn seed_responses_verify() {
             .expect("response vector has `unsigned`");
         let key = c.hmac_key.as_bytes();
         for body in [&c.input, &c.canonical] {
-            let v = protocol::verify_response(body.as_bytes(), key)
+            let v = envelope::verify_response(body.as_bytes(), key)
                 .unwrap_or_else(|e| panic!("{}: verify_response: {e}", c.name));
             assert_eq!(v.ok, v.status != Status::Error, "{}", c.name);
         }
         assert!(
-            protocol::verify_response(c.input.as_bytes(), b"not-the-server-key").is_err(),
+            envelope::verify_response(c.input.as_bytes(), b"not-the-server-key").is_err(),
             "{}: verified with a wrong key",
             c.name
         );
-        let v = protocol::verify_response(c.input.as_bytes(), key).unwrap();
+        let v = envelope::verify_response(c.input.as_bytes(), key).unwrap();
         assert_eq!(
-            protocol::hmac_hex(key, unsigned.as_bytes()),
+            envelope::hmac_hex(key, unsigned.as_bytes()),
             json::parse(c.canonical.as_bytes())
                 .unwrap()
                 .as_object()

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::*;
+use mcpq::envelope::{Status, VerifiedResponse};
 use mcpq::json::Json;
-use mcpq::protocol::{Status, VerifiedResponse};
 use tokio::io::AsyncBufReadExt;
 
 fn fixture(name: &str) -> String {

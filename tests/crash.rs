@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use common::*;
-use mcpq::protocol::Status;
+use mcpq::envelope::Status;
 
 /// A daemon with no embedded workers (jobs run only in `mcpq worker` processes) and short leases.
 fn env_with_workers() -> TestEnv {

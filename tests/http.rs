@@ -20,7 +20,7 @@ fn assert_error(status: u16, body: &str, want_status: u16, want_code: &str) {
     let r = verified(body);
     assert_eq!(status, want_status, "{body}");
     assert!(!r.ok);
-    assert_eq!(r.status, mcpq::protocol::Status::Error);
+    assert_eq!(r.status, mcpq::envelope::Status::Error);
     assert_eq!(r.error_code(), Some(want_code), "{body}");
     assert!(r.result.is_none());
 }

@@ -7,8 +7,8 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use mcpq::envelope::Status;
 use mcpq::json::Json;
-use mcpq::protocol::Status;
 
 #[tokio::test]
 async fn an_in_process_daemon_answers_a_signed_sync_call() {

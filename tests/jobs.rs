@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use common::*;
 use mcpq::client::Client;
+use mcpq::envelope::Status;
 use mcpq::json::Json;
-use mcpq::protocol::Status;
 
 fn poll_args(id: &str) -> mcpq::json::Object {
     args(&format!(r#"{{"job_id":"{id}"}}"#))

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 /// by layer: a module may import only from layers with a smaller number.
 const LAYERS: &[(u8, &[&str])] = &[
     (0, &["json", "clock", "telemetry::names"]),
-    (1, &["protocol", "asks"]),
+    (1, &["envelope", "asks"]),
     (2, &["jobs"]),
     (3, &["config"]),
     (4, &["auth", "logging"]),

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use common::*;
 use mcpq::client::Client;
-use mcpq::protocol::Status;
+use mcpq::envelope::Status;
 
 /// No embedded workers (jobs run in `mcpq worker` processes), short leases for rescue.
 fn pg_env() -> Option<TestEnv> {

@@ -85,7 +85,7 @@ async fn replayed_job_call_is_rejected_after_kill_9() {
     let mut c = env.client(&d).await;
     let e = c.envelope("start_long_task", args(r#"{"seconds":1}"#));
     let (_, r) = c.send(&e).await.unwrap();
-    assert_eq!(r.status, mcpq::protocol::Status::Accepted);
+    assert_eq!(r.status, mcpq::envelope::Status::Accepted);
     d.proc.kill9().await;
 
     let d = env.spawn_daemon().await;
@@ -111,8 +111,8 @@ async fn the_same_nonce_from_another_client_is_not_a_replay() {
     let nonce = e1.get("nonce").unwrap().as_str().unwrap().to_string();
     assert!(c1.send(&e1).await.unwrap().1.ok);
     // Re-sign client 2's envelope with the same nonce.
-    let e2 = mcpq::protocol::sign_envelope(
-        mcpq::protocol::Unsigned {
+    let e2 = mcpq::envelope::sign_envelope(
+        mcpq::envelope::Unsigned {
             client_id: CLIENT2,
             server_id: "mcp-server-001",
             tool: "batch_sum",

@@ -28,8 +28,8 @@ use std::sync::Arc;
 
 use mcpq::auth::{NonceKey, NonceRecord};
 use mcpq::clock::{Clock, ManualClock};
+use mcpq::envelope::ClientId;
 use mcpq::jobs::{transition, CrashPolicy, Event, JobId, JobState, RetryPolicy};
-use mcpq::protocol::ClientId;
 use mcpq::store::{
     AnswerOutcome, CancelOutcome, CappedTool, ClaimFilter, ClaimedJob, Completion, Enqueued,
     Heartbeat, JobRecord, NewJob, Outcome, Resolution, Store,

@@ -10,7 +10,7 @@ use std::borrow::Cow;
 
 use common::*;
 use mcpq::auth::NonceKey;
-use mcpq::protocol::Status;
+use mcpq::envelope::Status;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
 use sqlx::Connection;
 
@@ -158,8 +158,8 @@ async fn jobs_in_every_state_survive_the_migrations_and_answer_as_before() {
         assert_eq!(done.status, Status::Done, "{}", done.raw);
     }
     // The nonce stored before the upgrade is still a replay.
-    let e = mcpq::protocol::sign_envelope(
-        mcpq::protocol::Unsigned {
+    let e = mcpq::envelope::sign_envelope(
+        mcpq::envelope::Unsigned {
             client_id: CLIENT,
             server_id: "mcp-server-001",
             tool: "batch_sum",

@@ -16,8 +16,8 @@
 #[path = "../../src/json.rs"]
 pub mod json;
 
-#[path = "../../src/protocol.rs"]
-pub mod protocol;
+#[path = "../../src/envelope.rs"]
+pub mod envelope;
 
 /// The envelope (wire contract) module, under the one name the targets use.
-pub use protocol as envelope_api;
+pub use envelope as envelope_api;

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
-use crate::protocol::CallError;
+use crate::envelope::CallError;
 
 /// Most bytes read and dropped after a body is refused as too large, before the connection
 /// closes anyway.

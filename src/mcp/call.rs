@@ -12,7 +12,7 @@ use super::error::McpError;
 use super::Era;
 use super::Mcp;
 use crate::app::App;
-use crate::protocol::ClientId;
+use crate::envelope::ClientId;
 
 /// Tasks extension id (2026-07-28) and the related-task `_meta` key.
 pub const TASKS_EXTENSION: &str = "io.modelcontextprotocol/tasks";

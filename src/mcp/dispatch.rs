@@ -121,7 +121,7 @@ async fn dispatch(mcp: Arc<Mcp>, r: &Request<'_>, era: Era) -> Result<Reply, Mcp
     }
     let call = Call {
         mcp: mcp.clone(),
-        client: crate::protocol::ClientId(r.client.clone()),
+        client: crate::envelope::ClientId(r.client.clone()),
         era,
         wants_tasks,
         capabilities,

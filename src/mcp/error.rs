@@ -199,9 +199,9 @@ impl McpError {
     }
 }
 
-impl From<crate::protocol::CallError> for McpError {
-    fn from(e: crate::protocol::CallError) -> Self {
-        use crate::protocol::CallError as C;
+impl From<crate::envelope::CallError> for McpError {
+    fn from(e: crate::envelope::CallError) -> Self {
+        use crate::envelope::CallError as C;
         match e {
             C::InvalidArgs(m) => McpError::InvalidParams(m),
             C::UnknownTool(t) => McpError::InvalidParams(format!("unknown tool {t:?}")),

@@ -312,8 +312,8 @@ pub async fn tasks_cancel(call: &Call, params: &Value) -> Result<Value, McpError
 }
 
 fn store_error(e: crate::store::StoreError) -> McpError {
-    match crate::protocol::CallError::internal("store error", &e) {
-        crate::protocol::CallError::Internal(r) => McpError::Internal(r),
+    match crate::envelope::CallError::internal("store error", &e) {
+        crate::envelope::CallError::Internal(r) => McpError::Internal(r),
         other => McpError::Internal(other.wire()),
     }
 }

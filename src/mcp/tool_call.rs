@@ -295,8 +295,8 @@ fn task_required(name: &str, era: Era) -> McpError {
 /// A tool's refusal: arguments that fail the tool's schema and the tool's own failure are
 /// results with `isError`, so the model sees them and can correct itself (as the
 /// specification asks since 2025-11-25); limits and internal faults are protocol errors.
-fn call_failure(e: crate::protocol::CallError) -> Result<CallPlan, McpError> {
-    use crate::protocol::CallError as C;
+fn call_failure(e: crate::envelope::CallError) -> Result<CallPlan, McpError> {
+    use crate::envelope::CallError as C;
     match e {
         C::Internal(_) | C::RateLimited(_) | C::QueueFull(..) => Err(e.into()),
         other => Ok(CallPlan::Done(tool_error(&other.wire(), None))),

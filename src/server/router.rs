@@ -10,9 +10,9 @@ use hyper::body::Incoming;
 use hyper::{Method, Request};
 
 use crate::app::App;
+use crate::envelope::CallError;
 use crate::http::{plain, HttpResponse};
 use crate::mcp::Mcp;
-use crate::protocol::CallError;
 use crate::v1::V1;
 
 /// The transports of one daemon over one core.

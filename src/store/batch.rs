@@ -9,8 +9,8 @@ use std::collections::HashMap;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{JobRecord, StoreError};
+use crate::envelope::ClientId;
 use crate::jobs::JobId;
-use crate::protocol::ClientId;
 
 /// The most lookups one group read answers.
 pub(crate) const MAX_READ_BATCH: usize = 512;

@@ -23,8 +23,8 @@ use std::future::Future;
 use std::pin::Pin;
 
 use crate::auth::NonceRecord;
+use crate::envelope::ClientId;
 use crate::jobs::{CrashPolicy, JobId, JobState};
-use crate::protocol::ClientId;
 
 /// The definition version of a built-in tool (built-in tools change only with the binary).
 /// Defined here, below `tools` (which re-exports it), so the store's benchmark fill can

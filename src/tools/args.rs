@@ -1,8 +1,8 @@
 //! Argument checking shared by tools: exact field sets and typed reads with
 //! errors that name the field, so every tool rejects bad input the same way.
 
+use crate::envelope::CallError;
 use crate::json::{Json, Object};
-use crate::protocol::CallError;
 
 /// Reads fields of an `args` object, rejecting any field not declared.
 pub struct ArgReader<'a> {

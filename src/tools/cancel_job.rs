@@ -2,8 +2,8 @@
 
 use super::poll_job::{job_id_arg, job_id_schema};
 use super::{CallCtx, Reply, SyncTool};
+use crate::envelope::CallError;
 use crate::json::{Json, Object};
-use crate::protocol::CallError;
 use crate::store::{BoxFuture, CancelOutcome};
 
 pub struct CancelJob;

@@ -18,9 +18,9 @@ use super::schema::Schema;
 use super::{CallCtx, JobCtx, JobError, JobPolicy, JobRequest, JobTool, Reply, SyncTool, Tool};
 use crate::config::tool_table::{Mode, ToolDef};
 use crate::config::{ConfigError, JobSettings};
+use crate::envelope::CallError;
 use crate::jobs::RetryPolicy;
 use crate::json::{Json, Object};
-use crate::protocol::CallError;
 use crate::store::BoxFuture;
 
 struct Inner {

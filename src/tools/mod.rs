@@ -29,9 +29,9 @@ use tokio_util::sync::CancellationToken;
 
 pub use crate::config::tool_table::TaskSupport;
 use crate::config::{ConfigError, Settings};
+use crate::envelope::{CallError, ClientId, Status};
 use crate::jobs::{CrashPolicy, JobId, RetryPolicy};
 use crate::json::{Json, Object};
-use crate::protocol::{CallError, ClientId, Status};
 use crate::store::{BoxFuture, ClaimFilter, Store};
 
 /// What a synchronous tool gets to work with.
@@ -431,7 +431,7 @@ impl Registry {
         Object::from_pairs([
             ("async".to_string(), Json::Bool(true)),
             ("stateless".to_string(), Json::Bool(true)),
-            ("protocol".to_string(), Json::str(crate::protocol::VERSION)),
+            ("envelope".to_string(), Json::str(crate::envelope::VERSION)),
             ("durable_jobs".to_string(), Json::Bool(true)),
             ("replay_protection".to_string(), Json::Bool(true)),
             ("timestamp_window_ms".to_string(), Json::Int(window_ms)),

@@ -4,8 +4,8 @@
 use serde_json::json;
 
 use super::{ArgReader, JobCtx, JobError, JobRequest, JobTool};
+use crate::envelope::CallError;
 use crate::json::Object;
-use crate::protocol::CallError;
 use crate::store::BoxFuture;
 
 pub struct Noop;

@@ -4,9 +4,9 @@
 use serde_json::json;
 
 use super::{ArgReader, CallCtx, Reply, SyncTool};
+use crate::envelope::{CallError, MAX_ID_LEN};
 use crate::jobs::{JobId, JobState};
 use crate::json::{self, Json, Object};
-use crate::protocol::{CallError, MAX_ID_LEN};
 use crate::store::{BoxFuture, JobRecord};
 
 pub struct PollJob;

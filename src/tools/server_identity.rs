@@ -3,8 +3,8 @@
 use serde_json::json;
 
 use super::{ArgReader, CallCtx, Reply, SyncTool};
+use crate::envelope::CallError;
 use crate::json::{Json, Object};
-use crate::protocol::CallError;
 use crate::store::BoxFuture;
 
 pub struct ServerIdentity;

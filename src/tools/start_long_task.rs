@@ -6,8 +6,8 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::{ArgReader, JobCtx, JobError, JobRequest, JobTool};
+use crate::envelope::{CallError, MAX_ID_LEN};
 use crate::json::{Json, Object};
-use crate::protocol::{CallError, MAX_ID_LEN};
 use crate::store::BoxFuture;
 
 pub struct StartLongTask;

@@ -16,10 +16,10 @@ use hyper::Request;
 
 use crate::app::App;
 use crate::config::{Secret, Settings};
+use crate::envelope::{self, CallError, Envelope, Response, Status};
 use crate::http::{self, HttpResponse};
 use crate::json::{self, Json, Object};
 use crate::limits::RetryAfterMs;
-use crate::protocol::{self, CallError, Envelope, Response, Status};
 use crate::tools::Tool;
 
 /// A signed answer and, for a refusal to retry later, its `Retry-After`.
@@ -122,14 +122,14 @@ impl V1 {
             Err(e) => {
                 count_request(None, "malformed_json", t0);
                 return self.respond(
-                    protocol::salvage_request_id(body),
+                    envelope::salvage_request_id(body),
                     Err(CallError::MalformedJson(e.to_string())),
                 );
             }
         };
         let request_id = match &parsed {
             Json::Object(o) => match o.get("request_id") {
-                Some(Json::Str(s)) if s.len() <= protocol::MAX_ID_LEN => s.clone(),
+                Some(Json::Str(s)) if s.len() <= envelope::MAX_ID_LEN => s.clone(),
                 _ => String::new(),
             },
             _ => String::new(),

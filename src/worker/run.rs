@@ -349,8 +349,8 @@ fn interrupted(on_crash: CrashPolicy) -> Option<Outcome> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::envelope::CallError;
     use crate::json::Object;
-    use crate::protocol::CallError;
     use crate::store::BoxFuture;
     use crate::tools::{JobRequest, JobTool, Tool};
 
@@ -391,7 +391,7 @@ mod tests {
     fn job(tool: &str) -> ClaimedJob {
         ClaimedJob {
             id: JobId("0193b3c4-5d6e-7f80-9a1b-000000000001".into()),
-            client_id: crate::protocol::ClientId("c".into()),
+            client_id: crate::envelope::ClientId("c".into()),
             tool: tool.into(),
             args: "{}".into(),
             attempt: 1,

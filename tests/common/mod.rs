@@ -11,8 +11,8 @@ pub mod in_process;
 
 use mcpq::client::Client;
 use mcpq::config::{ClientSettings, Secret, Settings};
+use mcpq::envelope::VerifiedResponse;
 use mcpq::json::{Json, Object};
-use mcpq::protocol::VerifiedResponse;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
@@ -383,7 +383,7 @@ pub async fn poll_until_finished(
     poll_until(client, id, timeout, "a terminal status", |r| {
         matches!(
             r.status,
-            mcpq::protocol::Status::Done | mcpq::protocol::Status::Error
+            mcpq::envelope::Status::Done | mcpq::envelope::Status::Error
         )
     })
     .await
@@ -427,7 +427,7 @@ pub async fn raw_http(addr: SocketAddr, request: &[u8]) -> (u16, String) {
 /// Verifies a response body with the development server key and returns it.
 pub fn verified(body: &str) -> VerifiedResponse {
     let key = Settings::load(None).expect("defaults").server.secret;
-    mcpq::protocol::verify_response(body.as_bytes(), key.expose())
+    mcpq::envelope::verify_response(body.as_bytes(), key.expose())
         .unwrap_or_else(|e| panic!("response does not verify ({e}): {body}"))
 }
 

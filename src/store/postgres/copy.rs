@@ -6,8 +6,8 @@ use sqlx::{Postgres, QueryBuilder, Row};
 use super::rows::{count, state_of};
 use super::PgStore;
 use crate::auth::NonceRecord;
+use crate::envelope::ClientId;
 use crate::jobs::{CrashPolicy, JobId};
-use crate::protocol::ClientId;
 use crate::store::copy::{CopiedJob, COPY_INSERT};
 use crate::store::{JobRecord, StoreError};
 

@@ -6,8 +6,8 @@
 use sqlx::postgres::PgRow;
 use sqlx::Row;
 
+use crate::envelope::ClientId;
 use crate::jobs::{CrashPolicy, JobId, JobState};
-use crate::protocol::ClientId;
 pub(super) use crate::store::state_of;
 use crate::store::{ClaimedJob, JobRecord, StoreError};
 

@@ -3,8 +3,8 @@
 use sqlx::{Connection, QueryBuilder, Row, Sqlite};
 
 use super::SqliteStore;
+use crate::envelope::ClientId;
 use crate::jobs::{CrashPolicy, JobId, JobState};
-use crate::protocol::ClientId;
 use crate::store::copy::{CopiedJob, COPY_INSERT};
 use crate::store::{JobRecord, StoreError};
 

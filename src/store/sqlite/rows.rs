@@ -6,9 +6,9 @@
 use std::collections::HashMap;
 
 use crate::auth::{NonceKey, NonceRecord};
+use crate::envelope::ClientId;
 use crate::jobs::{CrashPolicy, JobId, JobState};
 use crate::json::Json;
-use crate::protocol::ClientId;
 use crate::store::{ClaimedJob, Completion, JobRecord, NewJob, Outcome, StoreError};
 
 /// A JSON array of strings, for `json_each` filters.

@@ -1,4 +1,5 @@
-//! The `mcp/0.1` wire contract: envelopes, responses, error codes and HMAC signing.
+//! The `mcp/0.1` envelope (the signed wire contract of `POST /v1/call`, not standard MCP,
+//! which is `crate::mcp`): envelopes, responses, error codes and HMAC signing.
 //!
 //! This module owns the shapes that cross the wire and the exact bytes that are
 //! signed, byte-compatible with the seed's `seed_mcp.py`. It turns a parsed body
