@@ -314,8 +314,8 @@ async fn the_python_sdk_lists_calls_and_waits_for_a_job_with_progress_in_both_er
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(runs.len(), 2, "{stdout}");
-    assert_eq!(runs[0]["envelope"], "2025-11-25", "{stdout}");
-    assert_eq!(runs[1]["envelope"], MODERN, "{stdout}");
+    assert_eq!(runs[0]["protocol"], "2025-11-25", "{stdout}");
+    assert_eq!(runs[1]["protocol"], MODERN, "{stdout}");
     for r in &runs {
         let tools: Vec<&str> = r["tools"]
             .as_array()
@@ -378,7 +378,7 @@ async fn the_python_sdk_runs_a_job_as_a_task_and_finds_it_again_after_kill_9() {
     let _w = env.spawn_worker(1).await;
     // A task whose job is running on a worker: the client ends, the daemon dies.
     let started = sdk(d.addr, "start", "slow").await;
-    assert_eq!(started["envelope"], MODERN, "{started}");
+    assert_eq!(started["protocol"], MODERN, "{started}");
     assert_eq!(started["kind"], "CreatedTask", "{started}");
     assert_eq!(started["status"], "working", "{started}");
     let task_id = started["task_id"].as_str().unwrap().to_string();
@@ -411,7 +411,7 @@ async fn the_python_sdk_runs_a_job_as_a_task_and_finds_it_again_after_kill_9() {
         "{finished}"
     );
     let legacy_done = sdk(d.addr, "legacy-finish", &legacy_id).await;
-    assert_eq!(legacy_done["envelope"], "2025-11-25", "{legacy_done}");
+    assert_eq!(legacy_done["protocol"], "2025-11-25", "{legacy_done}");
     assert_eq!(legacy_done["is_error"], false, "{legacy_done}");
     assert_eq!(
         legacy_done["structured"]["args"]["text"], "legacy task",
@@ -419,7 +419,7 @@ async fn the_python_sdk_runs_a_job_as_a_task_and_finds_it_again_after_kill_9() {
     );
     // Transparent: the extension's claim waits for the task; the caller gets the result.
     let r = sdk(d.addr, "task", "slow").await;
-    assert_eq!(r["envelope"], MODERN, "{r}");
+    assert_eq!(r["protocol"], MODERN, "{r}");
     assert_eq!(r["is_error"], false, "{r}");
     assert_eq!(r["structured"]["args"]["text"], "as a task", "{r}");
 }
@@ -431,12 +431,12 @@ async fn the_python_sdk_answers_a_tools_question_in_both_eras() {
     // The SDK's multi-round driver answers the elicitation through its callback (which
     // gives "Ada") and calls again with the answer and the sealed requestState.
     let r = sdk(d.addr, "ask", "ask_name").await;
-    assert_eq!(r["envelope"], MODERN, "{r}");
+    assert_eq!(r["protocol"], MODERN, "{r}");
     assert_eq!(r["is_error"], false, "{r}");
     assert_eq!(r["text"], "Hello, Ada!", "{r}");
     // 2025-11-25: the same tool's question travels as a request on the call's stream.
     let r = sdk(d.addr, "legacy-ask", "ask_name").await;
-    assert_eq!(r["envelope"], "2025-11-25", "{r}");
+    assert_eq!(r["protocol"], "2025-11-25", "{r}");
     assert_eq!(r["is_error"], false, "{r}");
     assert_eq!(r["text"], "Hello, Ada!", "{r}");
 }

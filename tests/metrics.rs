@@ -27,7 +27,7 @@ fn value(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
 async fn scrape(addr: std::net::SocketAddr) -> String {
     let (status, body) = raw_http(
         addr,
-        b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
     )
     .await;
     assert_eq!(status, 200, "{body}");
@@ -201,7 +201,7 @@ async fn metrics_move_with_calls_and_jobs_and_hold_no_secret() {
     }
     let (status, _) = raw_http(
         m,
-        b"POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        b"POST /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
     )
     .await;
     assert_eq!(status, 405);

@@ -431,7 +431,7 @@ impl Registry {
         Object::from_pairs([
             ("async".to_string(), Json::Bool(true)),
             ("stateless".to_string(), Json::Bool(true)),
-            ("envelope".to_string(), Json::str(crate::envelope::VERSION)),
+            ("protocol".to_string(), Json::str(crate::envelope::VERSION)),
             ("durable_jobs".to_string(), Json::Bool(true)),
             ("replay_protection".to_string(), Json::Bool(true)),
             ("timestamp_window_ms".to_string(), Json::Int(window_ms)),
