@@ -176,29 +176,11 @@ async fn modern_with(
     addr: SocketAddr,
     token: &str,
     method: &str,
-    mut params: Value,
+    params: Value,
     caps: Value,
 ) -> Http {
-    params["_meta"] = json!({
-        "io.modelcontextprotocol/protocolVersion": MODERN,
-        "io.modelcontextprotocol/clientCapabilities": caps,
-    });
-    let name = params
-        .get("name")
-        .or_else(|| params.get("taskId"))
-        .or_else(|| params.get("uri"))
-        .and_then(Value::as_str)
-        .map(str::to_string);
-    let auth = bearer(token);
-    let mut headers = vec![
-        ("Authorization", auth.as_str()),
-        ("MCP-Protocol-Version", MODERN),
-        ("Mcp-Method", method),
-    ];
-    if let Some(n) = &name {
-        headers.push(("Mcp-Name", n));
-    }
-    let body = json!({"jsonrpc": "2.0", "id": 9, "method": method, "params": params}).to_string();
+    let (headers, body) = modern_request(token, method, params, caps);
+    let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
     post(addr, &headers, &body).await
 }
 

@@ -437,3 +437,34 @@ pub fn now_ms() -> i64 {
         .unwrap()
         .as_millis() as i64
 }
+
+/// A standard-MCP 2026-07-28 request with `caps` declared: its headers (bearer token,
+/// version, `Mcp-Method`, and `Mcp-Name` for the methods that name something) and body.
+pub fn modern_request(
+    token: &str,
+    method: &str,
+    mut params: serde_json::Value,
+    caps: serde_json::Value,
+) -> (Vec<(&'static str, String)>, String) {
+    const MODERN: &str = "2026-07-28";
+    params["_meta"] = serde_json::json!({
+        "io.modelcontextprotocol/protocolVersion": MODERN,
+        "io.modelcontextprotocol/clientCapabilities": caps,
+    });
+    let mut headers = vec![
+        ("Authorization", format!("Bearer {token}")),
+        ("MCP-Protocol-Version", MODERN.to_string()),
+        ("Mcp-Method", method.to_string()),
+    ];
+    let name = params
+        .get("name")
+        .or_else(|| params.get("taskId"))
+        .or_else(|| params.get("uri"))
+        .and_then(serde_json::Value::as_str);
+    if let Some(n) = name {
+        headers.push(("Mcp-Name", n.to_string()));
+    }
+    let body = serde_json::json!({"jsonrpc": "2.0", "id": 9, "method": method, "params": params})
+        .to_string();
+    (headers, body)
+}
