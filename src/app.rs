@@ -17,7 +17,7 @@ use crate::auth::{Authenticator, NonceRecord};
 use crate::clock::Clock;
 use crate::config::{ConfigError, Settings};
 use crate::envelope::{CallError, ClientId, Envelope};
-use crate::jobs::JobId;
+use crate::jobs::{FlowBounds, JobId, JobOptions};
 use crate::json::{Json, Object};
 use crate::limits::{ClientLimits, RetryAfterMs};
 use crate::store::{NewJob, Store, StoreError};
@@ -43,6 +43,9 @@ pub struct App {
     client_labels: bool,
     limits: ClientLimits,
     retention_ms: u64,
+    /// `[jobs]` priorities and schedules (docs/FLOW.md); a client's own maximum comes
+    /// from its key table.
+    flow: FlowBounds,
 }
 
 impl App {
@@ -82,6 +85,11 @@ impl App {
             client_labels: settings.metrics.client_labels,
             limits: ClientLimits::new(&settings.limits),
             retention_ms: settings.jobs.retention_secs.saturating_mul(1000),
+            flow: FlowBounds {
+                aging_ms: (settings.jobs.aging_secs as i64).saturating_mul(1000),
+                client_max_priority: settings.jobs.client_max_priority,
+                max_delay_ms: (settings.jobs.max_delay_secs as i64).saturating_mul(1000),
+            },
         })
     }
 
@@ -190,6 +198,8 @@ impl App {
     /// Validates a job tool's arguments and stores the job durably for a verified client
     /// (both endpoints): the id is returned only once the job is on disk. `answers`: what a
     /// `/mcp` client answered to the tool's declared questions, for its first attempt.
+    /// `opts`: the priority and schedule the call asked for (docs/FLOW.md).
+    #[allow(clippy::too_many_arguments)]
     pub async fn enqueue_job(
         &self,
         t: &Arc<dyn JobTool>,
@@ -198,8 +208,19 @@ impl App {
         nonce: Option<NonceRecord>,
         now: i64,
         answers: Option<String>,
+        opts: &JobOptions,
     ) -> Result<JobId, CallError> {
         let req = t.validate(args)?;
+        let policy = t.policy();
+        let bounds = FlowBounds {
+            client_max_priority: self
+                .auth
+                .max_priority(&client.0)
+                .unwrap_or(self.flow.client_max_priority),
+            ..self.flow
+        };
+        let flow = crate::jobs::plan_flow(opts, policy.priority, &bounds, now)
+            .map_err(CallError::InvalidArgs)?;
         if t.ask_first().is_some() && answers.is_none() {
             return Err(CallError::ToolFailed(
                 "input_required: this tool asks its client questions before it runs, which only a \
@@ -215,7 +236,6 @@ impl App {
         if let Err(RetryAfterMs(ms)) = admitted {
             return Err(CallError::QueueFull(self.limits.max_queued(), ms));
         }
-        let policy = t.policy();
         let job = NewJob {
             id: JobId::generate(),
             client_id: client.clone(),
@@ -229,6 +249,9 @@ impl App {
             on_crash: policy.on_crash,
             capped: policy.concurrency.is_some(),
             input_responses: answers,
+            priority: flow.priority,
+            boost_ms: flow.boost_ms,
+            run_at: flow.run_at,
         };
         let enqueued = self.store.enqueue(job).await.map_err(|e| match e {
             StoreError::Replayed => CallError::ReplayedNonce,

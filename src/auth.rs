@@ -147,6 +147,11 @@ impl Authenticator {
         self.clients.store(std::sync::Arc::new(clients));
     }
 
+    /// The client's `max_priority`, if its table sets one.
+    pub fn max_priority(&self, client: &str) -> Option<u8> {
+        self.clients.load().get(client).and_then(|c| c.max_priority)
+    }
+
     pub fn nonces(&self) -> &NonceCache {
         &self.nonces
     }

@@ -41,6 +41,9 @@ pub struct Envelope {
     pub nonce: String,
     /// The signature as sent (validated as 64 hex chars by `auth`).
     pub signature: String,
+    /// Optional, job tools only: the priority and schedule asked for (`{priority,
+    /// delay_ms, not_before_ms}`, docs/FLOW.md); signed like every other field.
+    pub job: Option<Object>,
     object: Object,
 }
 
@@ -56,6 +59,9 @@ const ENVELOPE_FIELDS: [&str; 9] = [
     "v",
 ];
 
+/// Fields an envelope may carry besides [`ENVELOPE_FIELDS`].
+const OPTIONAL_FIELDS: [&str; 1] = ["job"];
+
 impl Envelope {
     /// Turns a parsed body into an envelope, checking the field set and every field's type.
     pub fn from_json(body: Json) -> Result<Envelope, CallError> {
@@ -66,7 +72,7 @@ impl Envelope {
             )));
         };
         for key in object.keys() {
-            if !ENVELOPE_FIELDS.contains(&key) {
+            if !ENVELOPE_FIELDS.contains(&key) && !OPTIONAL_FIELDS.contains(&key) {
                 return Err(CallError::InvalidEnvelope(format!(
                     "unexpected field {key:?}"
                 )));
@@ -115,6 +121,16 @@ impl Envelope {
             }
             None => return Err(CallError::InvalidEnvelope("missing field \"args\"".into())),
         };
+        let job = match object.get("job") {
+            None => None,
+            Some(Json::Object(o)) => Some(o.clone()),
+            Some(other) => {
+                return Err(CallError::InvalidEnvelope(format!(
+                    "field \"job\" must be an object, got {}",
+                    other.type_name()
+                )))
+            }
+        };
         let env = Envelope {
             v: text("v", MAX_ID_LEN)?,
             request_id: text("request_id", MAX_ID_LEN)?,
@@ -125,6 +141,7 @@ impl Envelope {
             args,
             nonce: text("nonce", MAX_ID_LEN)?,
             signature: text("signature", 64)?,
+            job,
             object,
         };
         if env.nonce.is_empty() {

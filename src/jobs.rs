@@ -270,6 +270,126 @@ impl RetryPolicy {
     }
 }
 
+/// The highest priority; 0 is the lowest (and the default).
+pub const MAX_PRIORITY: u8 = 9;
+/// A not-before time this far in the past is taken as "now" (clock skew between the
+/// caller and the daemon, as the signed timestamp's window); further back it is refused.
+pub const SCHEDULE_PAST_TOLERANCE_MS: i64 = 300_000;
+
+/// What a call asked about when its job runs (`io.mcpq/job` in `/mcp` `_meta`, the `job`
+/// field of a `/v1/call` envelope): each `None` takes the default.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct JobOptions {
+    pub priority: Option<i64>,
+    pub delay_ms: Option<i64>,
+    pub not_before_ms: Option<i64>,
+}
+
+impl JobOptions {
+    /// Reads `{"priority": int, "delay_ms": int, "not_before_ms": int}` (every key
+    /// optional, no other key). The message names the offending key.
+    pub fn from_value(v: &serde_json::Value) -> Result<JobOptions, String> {
+        let serde_json::Value::Object(o) = v else {
+            return Err("must be an object {priority, delay_ms, not_before_ms}".into());
+        };
+        let mut out = JobOptions::default();
+        for (k, v) in o {
+            let slot = match k.as_str() {
+                "priority" => &mut out.priority,
+                "delay_ms" => &mut out.delay_ms,
+                "not_before_ms" => &mut out.not_before_ms,
+                _ => {
+                    return Err(format!(
+                        "unexpected key {k:?} (priority, delay_ms, not_before_ms)"
+                    ))
+                }
+            };
+            *slot = Some(
+                v.as_i64()
+                    .ok_or_else(|| format!("{k:?} must be an integer"))?,
+            );
+        }
+        Ok(out)
+    }
+}
+
+/// The bounds [`plan_flow`] applies (from `[jobs]` and the client's table).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlowBounds {
+    pub aging_ms: i64,
+    pub client_max_priority: u8,
+    pub max_delay_ms: i64,
+}
+
+/// A job's place in the claim order: its priority, its boost (`priority × aging`) and the
+/// instant it may run from. The claim takes jobs by `run_at - boost`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Flow {
+    pub priority: u8,
+    pub boost_ms: i64,
+    pub run_at: i64,
+}
+
+/// Decides a new job's [`Flow`] from what the call asked, the tool's default priority and
+/// the bounds. A refused request says why (the caller's `invalid_args`).
+///
+/// Aging rule: a job of priority `p` enqueued at `t` is ordered at `t - p × aging`, so a
+/// job runs before a newer one of priority higher by `Δ` only if it has waited more than
+/// `Δ × aging` longer; within one priority, first come first served.
+pub fn plan_flow(
+    opts: &JobOptions,
+    tool_priority: u8,
+    bounds: &FlowBounds,
+    now: i64,
+) -> Result<Flow, String> {
+    let priority = match opts.priority {
+        None => tool_priority,
+        Some(p) if !(0..=i64::from(MAX_PRIORITY)).contains(&p) => {
+            return Err(format!("priority {p} is outside 0..={MAX_PRIORITY}"))
+        }
+        Some(p) if p > i64::from(bounds.client_max_priority) => {
+            return Err(format!(
+                "priority {p} is above this client's maximum of {}",
+                bounds.client_max_priority
+            ))
+        }
+        Some(p) => p as u8,
+    };
+    let run_at = match (opts.delay_ms, opts.not_before_ms) {
+        (Some(_), Some(_)) => return Err("give delay_ms or not_before_ms, not both".into()),
+        (None, None) => now,
+        (Some(d), None) if d < 0 => return Err(format!("delay_ms {d} is negative")),
+        (Some(d), None) => now.saturating_add(d),
+        (None, Some(at)) if at < now - SCHEDULE_PAST_TOLERANCE_MS => {
+            return Err(format!(
+                "not_before_ms {at} is more than {SCHEDULE_PAST_TOLERANCE_MS} ms in the past"
+            ))
+        }
+        (None, Some(at)) => at.max(now),
+    };
+    if run_at - now > bounds.max_delay_ms {
+        return Err(format!(
+            "the job would wait {} ms, more than jobs.max_delay_secs allows ({} ms)",
+            run_at - now,
+            bounds.max_delay_ms
+        ));
+    }
+    Ok(Flow {
+        priority,
+        boost_ms: i64::from(priority) * bounds.aging_ms,
+        run_at,
+    })
+}
+
+/// What a queued job reads as to a caller: `scheduled` until its not-before time (or a
+/// retry's back-off) has come, then `queued`.
+pub fn shown_state(state: JobState, run_at: i64, now: i64) -> &'static str {
+    match state {
+        JobState::Queued if run_at > now => "scheduled",
+        s => s.as_str(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -437,6 +557,90 @@ mod tests {
         assert_eq!(Running.wire_status(), Status::Running);
         assert_eq!(Succeeded.wire_status(), Status::Done);
         assert_eq!(Failed.wire_status(), Status::Error);
+    }
+
+    const BOUNDS: FlowBounds = FlowBounds {
+        aging_ms: 60_000,
+        client_max_priority: 5,
+        max_delay_ms: 3_600_000,
+    };
+
+    fn opts(v: serde_json::Value) -> JobOptions {
+        JobOptions::from_value(&v).unwrap()
+    }
+
+    #[test]
+    fn priority_defaults_to_the_tool_and_is_bounded_by_the_client() {
+        let f = plan_flow(&JobOptions::default(), 7, &BOUNDS, 1000).unwrap();
+        assert_eq!(
+            f,
+            Flow {
+                priority: 7,
+                boost_ms: 420_000,
+                run_at: 1000
+            }
+        );
+        let f = plan_flow(&opts(serde_json::json!({"priority": 5})), 0, &BOUNDS, 0).unwrap();
+        assert_eq!((f.priority, f.boost_ms), (5, 300_000));
+        let e = plan_flow(&opts(serde_json::json!({"priority": 6})), 0, &BOUNDS, 0).unwrap_err();
+        assert!(e.contains("above this client's maximum of 5"), "{e}");
+        let e = plan_flow(&opts(serde_json::json!({"priority": -1})), 0, &BOUNDS, 0).unwrap_err();
+        assert!(e.contains("outside 0..=9"), "{e}");
+    }
+
+    #[test]
+    fn aging_lets_a_long_waiting_low_job_go_first() {
+        let low = plan_flow(&JobOptions::default(), 0, &BOUNDS, 0).unwrap();
+        let key = |f: Flow| f.run_at - f.boost_ms;
+        let high =
+            |at| plan_flow(&opts(serde_json::json!({"priority": 2})), 0, &BOUNDS, at).unwrap();
+        // Within 2 levels × 60 s the high job goes first; after, the low one does.
+        assert!(key(high(119_999)) < key(low));
+        assert!(key(high(120_001)) > key(low));
+    }
+
+    #[test]
+    fn schedules_are_bounded() {
+        let f = plan_flow(
+            &opts(serde_json::json!({"delay_ms": 5000})),
+            0,
+            &BOUNDS,
+            100,
+        )
+        .unwrap();
+        assert_eq!(f.run_at, 5100);
+        let f = plan_flow(
+            &opts(serde_json::json!({"not_before_ms": 90})),
+            0,
+            &BOUNDS,
+            100,
+        )
+        .unwrap();
+        assert_eq!(f.run_at, 100, "a slightly past time is now");
+        for (v, want) in [
+            (
+                serde_json::json!({"not_before_ms": -300_000}),
+                "in the past",
+            ),
+            (serde_json::json!({"delay_ms": -1}), "negative"),
+            (serde_json::json!({"delay_ms": 3_600_001}), "max_delay_secs"),
+            (
+                serde_json::json!({"delay_ms": 1, "not_before_ms": 1}),
+                "not both",
+            ),
+        ] {
+            let e = plan_flow(&opts(v), 0, &BOUNDS, 100).unwrap_err();
+            assert!(e.contains(want), "{e}");
+        }
+        for bad in [
+            serde_json::json!({"prio": 1}),
+            serde_json::json!({"priority": "1"}),
+            serde_json::json!(3),
+        ] {
+            assert!(JobOptions::from_value(&bad).is_err());
+        }
+        assert_eq!(shown_state(JobState::Queued, 5100, 100), "scheduled");
+        assert_eq!(shown_state(JobState::Queued, 100, 100), "queued");
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! The operator's commands: `mcpq jobs list|show|cancel|retry|fail|purge` and `mcpq stats`.
+//! The operator's commands: `mcpq jobs list|show|cancel|retry|fail|purge|pause|resume|paused`
+//! and `mcpq stats`.
 //!
 //! They open the store directly (safe while the daemon and workers run: every change is one
 //! write transaction, serialized with theirs), print tables for people (comfy-table) or
@@ -66,6 +67,24 @@ pub enum JobsCommand {
     /// Fail an in-doubt job for good.
     Fail {
         id: String,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Stop every worker on the store from starting TOOL's jobs: queued jobs stay queued
+    /// (new calls are still accepted), running ones finish. Durable until `resume`.
+    Pause {
+        tool: String,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Let workers start TOOL's jobs again.
+    Resume {
+        tool: String,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// The paused tools, since when and by whom.
+    Paused {
         #[command(flatten)]
         out: Output,
     },
@@ -339,6 +358,28 @@ async fn list(
     Ok(ExitCode::SUCCESS)
 }
 
+async fn paused(store: &dyn AdminStore, out: Output) -> Result<ExitCode, StoreError> {
+    let paused = store.paused_tools().await?;
+    if out.json {
+        let v: Vec<Value> = paused
+            .iter()
+            .map(|p| json!({"tool": p.tool, "paused_at": p.paused_at, "paused_by": p.paused_by}))
+            .collect();
+        println!("{}", Value::Array(v));
+    } else {
+        let mut t = table(&["tool", "paused at", "by"]);
+        for p in &paused {
+            t.add_row(vec![
+                p.tool.clone(),
+                time(Some(p.paused_at)),
+                p.paused_by.clone(),
+            ]);
+        }
+        println!("{t}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// Runs one `mcpq jobs` command.
 pub async fn jobs(store: &dyn AdminStore, cmd: JobsCommand) -> Result<ExitCode, StoreError> {
     let by = operator();
@@ -387,6 +428,31 @@ pub async fn jobs(store: &dyn AdminStore, cmd: JobsCommand) -> Result<ExitCode, 
             let c = store.fail_job(&JobId(id.clone()), now_ms(), &by).await?;
             change_report(out, &id, c, "failed")
         }
+        JobsCommand::Pause { tool, out } => {
+            let changed = store.set_paused(&tool, true, now_ms(), &by).await?;
+            let text = if changed {
+                "paused"
+            } else {
+                "was already paused"
+            };
+            report(
+                out,
+                json!({"tool": tool, "paused": true, "changed": changed}),
+                &format!("{tool}: {text}"),
+                0,
+            )
+        }
+        JobsCommand::Resume { tool, out } => {
+            let changed = store.set_paused(&tool, false, now_ms(), &by).await?;
+            let text = if changed { "resumed" } else { "was not paused" };
+            report(
+                out,
+                json!({"tool": tool, "paused": false, "changed": changed}),
+                &format!("{tool}: {text}"),
+                0,
+            )
+        }
+        JobsCommand::Paused { out } => paused(store, out).await?,
         JobsCommand::Purge { older_than, out } => {
             let n = store.purge(ago(older_than)).await?;
             report(
@@ -430,6 +496,7 @@ pub async fn stats(store: &dyn AdminStore, json_out: bool) -> Result<ExitCode, S
             "{}",
             json!({
                 "depth": depth, "oldest_queued_wait_ms": oldest_wait_ms,
+                "paused_tools": a.queue.paused,
                 "running_per_worker": workers,
                 "finished_last_minute": finished, "throughput_per_s": finished_last_minute as f64 / 60.0,
             })
@@ -441,6 +508,9 @@ pub async fn stats(store: &dyn AdminStore, json_out: bool) -> Result<ExitCode, S
         t.add_row(vec![s.as_str().to_string(), tool.clone(), n.to_string()]);
     }
     println!("unfinished jobs:\n{t}");
+    if !a.queue.paused.is_empty() {
+        println!("paused tools: {}", a.queue.paused.join(", "));
+    }
     println!(
         "oldest queued job waiting: {}",
         oldest_wait_ms.map_or("-".into(), |ms| format!("{:.1} s", ms as f64 / 1000.0))

@@ -46,6 +46,8 @@ pub trait Fixture: Send + Sync {
     fn store(&self) -> Arc<dyn Store>;
     /// Another, independent handle on the same database (as a second process would open it).
     fn open_another(&self) -> LocalFuture<'_, Arc<dyn Store>>;
+    /// The operator's access to the same database (`mcpq jobs …`).
+    fn admin(&self) -> Arc<dyn mcpq::store::admin::AdminStore>;
 }
 
 /// Fixture futures are awaited by the test body itself, so they need not be `Send`
@@ -81,6 +83,9 @@ fn new_job(client: &ClientId, created_at: i64, key: Option<&str>) -> NewJob {
         on_crash: CrashPolicy::Retry,
         capped: false,
         input_responses: None,
+        priority: 0,
+        boost_ms: 0,
+        run_at: created_at,
     }
 }
 
@@ -2316,6 +2321,114 @@ pub mod input_cases {
     }
 }
 
+/// Priorities with aging, scheduled jobs and paused tools (docs/FLOW.md).
+pub mod flow_cases {
+    use super::*;
+
+    const AGING: i64 = 60_000;
+
+    fn flow_job(c: &ClientId, at: i64, priority: u8, run_at: i64) -> NewJob {
+        NewJob {
+            priority,
+            boost_ms: i64::from(priority) * AGING,
+            run_at,
+            ..new_job(c, at, None)
+        }
+    }
+
+    async fn claim_order(s: &dyn Store, now: i64) -> Vec<JobId> {
+        let mut out = Vec::new();
+        loop {
+            let c = s.claim("w", 1, now, LEASE, &any()).await.unwrap();
+            if c.is_empty() {
+                return out;
+            }
+            out.extend(ids(&c));
+        }
+    }
+
+    pub async fn claim_takes_higher_priorities_first_fifo_within_one_and_ages(fx: &dyn Fixture) {
+        let s = fx.store();
+        let a = client("a");
+        // Ordered at T0 - 180 s: it has waited longer than 2 levels × 60 s before `high`.
+        let old_low = flow_job(&a, T0 - 3 * AGING, 0, T0 - 3 * AGING);
+        let low1 = flow_job(&a, T0, 0, T0);
+        let low2 = flow_job(&a, T0 + 1, 0, T0 + 1);
+        let high = flow_job(&a, T0 + 10, 2, T0 + 10);
+        let mid = flow_job(&a, T0 + 20, 1, T0 + 20);
+        let want: Vec<JobId> = [&old_low, &high, &mid, &low1, &low2]
+            .iter()
+            .map(|j| j.id.clone())
+            .collect();
+        for j in [low1, low2, high, mid, old_low] {
+            s.enqueue(j).await.unwrap();
+        }
+        assert_eq!(claim_order(&*s, T0 + 100).await, want);
+    }
+
+    pub async fn scheduled_jobs_wait_for_their_time_and_cancel_before_it(fx: &dyn Fixture) {
+        let s = fx.store();
+        let a = client("a");
+        // The highest priority puts it far ahead in the order; it still waits.
+        let sched = flow_job(&a, T0, 9, T0 + 60_000);
+        let later = flow_job(&a, T0, 0, T0 + 120_000);
+        let plain = flow_job(&a, T0, 0, T0);
+        let (sid, lid, pid) = (sched.id.clone(), later.id.clone(), plain.id.clone());
+        for j in [sched, later, plain] {
+            s.enqueue(j).await.unwrap();
+        }
+        assert_eq!(claim_order(&*s, T0 + 1).await, vec![pid]);
+        assert!(!s.has_due_jobs(T0 + 59_999).await.unwrap());
+        assert!(claim_order(&*s, T0 + 59_999).await.is_empty());
+        let r = s.get_job(&a, &sid).await.unwrap().unwrap();
+        assert_eq!((r.state, r.run_at), (JobState::Queued, T0 + 60_000));
+        assert_eq!(
+            mcpq::jobs::shown_state(r.state, r.run_at, T0 + 1),
+            "scheduled"
+        );
+        assert!(s.has_due_jobs(T0 + 60_000).await.unwrap());
+        assert_eq!(claim_order(&*s, T0 + 60_000).await, vec![sid]);
+        assert_eq!(
+            s.cancel(&a, &lid, T0 + 60_001).await.unwrap(),
+            CancelOutcome::Cancelled
+        );
+        assert!(claim_order(&*s, T0 + 10 * 120_000).await.is_empty());
+    }
+
+    pub async fn a_paused_tool_is_claimed_by_no_worker_until_resumed(fx: &dyn Fixture) {
+        let s = fx.store();
+        let admin = fx.admin();
+        let a = client("a");
+        for i in 0..2 {
+            s.enqueue(new_job(&a, T0 + i, None)).await.unwrap();
+        }
+        assert!(admin
+            .set_paused("start_long_task", true, T0, "op")
+            .await
+            .unwrap());
+        assert!(!admin
+            .set_paused("start_long_task", true, T0 + 1, "op")
+            .await
+            .unwrap());
+        let other = fx.open_another().await;
+        for st in [&s, &other] {
+            assert!(claim_order(&**st, T0 + 10).await.is_empty());
+            assert!(!st.has_due_jobs(T0 + 10).await.unwrap());
+        }
+        let stats = s.queue_stats(T0 + 10).await.unwrap();
+        assert_eq!(stats.paused, vec!["start_long_task".to_string()]);
+        assert_eq!(stats.count(JobState::Queued), 2, "its jobs stay queued");
+        let paused = admin.paused_tools().await.unwrap();
+        assert_eq!((paused.len(), paused[0].paused_at), (1, T0));
+        assert!(admin
+            .set_paused("start_long_task", false, T0 + 20, "op")
+            .await
+            .unwrap());
+        assert_eq!(claim_order(&*other, T0 + 30).await.len(), 2);
+        assert!(s.queue_stats(T0 + 30).await.unwrap().paused.is_empty());
+    }
+}
+
 pub mod stats_cases {
     use super::*;
 
@@ -2423,6 +2536,9 @@ macro_rules! for_each_case {
             a_job_that_asks_for_input_waits_until_every_request_is_answered,
             a_waiting_job_is_cancelled_at_once_and_early_answers_reach_the_first_attempt,
             waiting_jobs_hold_their_place_in_the_queue_until_they_expire,
+            claim_takes_higher_priorities_first_fifo_within_one_and_ages,
+            scheduled_jobs_wait_for_their_time_and_cancel_before_it,
+            a_paused_tool_is_claimed_by_no_worker_until_resumed,
         }
     };
 }
@@ -2436,7 +2552,7 @@ macro_rules! conformance {
                 // `None`: the backend is not available here (and may be skipped, see its module).
                 let Some(fx) = $factory().await else { return };
                 #[allow(unused_imports)]
-                use $crate::{cases::*, input_cases::*, stats_cases::*};
+                use $crate::{cases::*, flow_cases::*, input_cases::*, stats_cases::*};
                 $case(&fx).await;
             }
         )*
@@ -2451,6 +2567,7 @@ mod sqlite {
     use std::sync::Arc;
 
     use mcpq::config::{DatabaseSettings, Synchronous};
+    use mcpq::store::admin::AdminStore;
     use mcpq::store::sqlite::SqliteStore;
     use mcpq::store::Store;
 
@@ -2461,6 +2578,7 @@ mod sqlite {
         _dir: tempfile::TempDir,
         pub settings: DatabaseSettings,
         store: Arc<dyn Store>,
+        admin: Arc<dyn AdminStore>,
     }
 
     fn settings(dir: &tempfile::TempDir) -> DatabaseSettings {
@@ -2478,11 +2596,12 @@ mod sqlite {
     pub async fn fixture() -> Option<SqliteFixture> {
         let dir = tempfile::tempdir().unwrap();
         let settings = settings(&dir);
-        let store = SqliteStore::open(&settings).await.unwrap();
+        let store = Arc::new(SqliteStore::open(&settings).await.unwrap());
         Some(SqliteFixture {
             _dir: dir,
             settings,
-            store: Arc::new(store),
+            store: store.clone(),
+            admin: store,
         })
     }
 
@@ -2496,6 +2615,9 @@ mod sqlite {
                 Arc::new(s) as Arc<dyn Store>
             })
         }
+        fn admin(&self) -> Arc<dyn AdminStore> {
+            self.admin.clone()
+        }
     }
 
     for_each_case!(conformance, fixture);
@@ -2508,6 +2630,7 @@ mod sqlite {
 mod postgres {
     use std::sync::Arc;
 
+    use mcpq::store::admin::AdminStore;
     use mcpq::store::postgres::PgStore;
     use mcpq::store::Store;
 
@@ -2517,16 +2640,18 @@ mod postgres {
         url: String,
         pub settings: mcpq::config::PostgresSettings,
         store: Arc<dyn Store>,
+        admin: Arc<dyn AdminStore>,
     }
 
     pub async fn fixture() -> Option<PgFixture> {
         let url = crate::common::pg_test_url()?;
         let settings = settings(&format!("mcpq_test_{}", uuid::Uuid::new_v4().simple()));
-        let store = PgStore::open(&url, &settings).await.unwrap();
+        let store = Arc::new(PgStore::open(&url, &settings).await.unwrap());
         Some(PgFixture {
             url,
             settings,
-            store: Arc::new(store),
+            store: store.clone(),
+            admin: store,
         })
     }
 
@@ -2561,6 +2686,9 @@ mod postgres {
                 let s = PgStore::open(&self.url, &self.settings).await.unwrap();
                 Arc::new(s) as Arc<dyn Store>
             })
+        }
+        fn admin(&self) -> Arc<dyn AdminStore> {
+            self.admin.clone()
         }
     }
 

@@ -68,6 +68,7 @@ struct RawClient {
     previous_token_file: Option<PathBuf>,
     previous_secret: Option<String>,
     previous_secret_file: Option<PathBuf>,
+    max_priority: Option<u8>,
 }
 
 #[derive(Debug, Deserialize, Clone)]
@@ -239,8 +240,32 @@ impl Settings {
                 "jobs.heartbeat_ms must be at most half of jobs.lease_ms".into(),
             ));
         }
+        check_flow(&s)?;
         Ok(s)
     }
+}
+
+/// Priorities within 0..=`MAX_PRIORITY`, a positive aging step (docs/FLOW.md).
+fn check_flow(s: &Settings) -> Result<(), ConfigError> {
+    let max = crate::jobs::MAX_PRIORITY;
+    if s.jobs.aging_secs == 0 {
+        return Err(ConfigError::Invalid(
+            "jobs.aging_secs must be at least 1".into(),
+        ));
+    }
+    if s.jobs.client_max_priority > max {
+        return Err(ConfigError::Invalid(format!(
+            "jobs.client_max_priority must be at most {max}"
+        )));
+    }
+    for (id, c) in &s.clients {
+        if c.max_priority.is_some_and(|p| p > max) {
+            return Err(ConfigError::Invalid(format!(
+                "clients.{id}.max_priority must be at most {max}"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Each `[clients.ID]`'s live secrets and token hashes.
@@ -277,6 +302,7 @@ fn client_keys(
             ClientKeys {
                 secrets,
                 token_hashes,
+                max_priority: c.max_priority,
             },
         );
     }

@@ -69,6 +69,12 @@ pub struct JobSettings {
     pub retry_max_ms: i64,
     /// How long a job may wait for its client's input before it fails (0: forever).
     pub input_wait_secs: u64,
+    /// Priority levels are worth this many seconds of waiting each (docs/FLOW.md).
+    pub aging_secs: u64,
+    /// The highest priority a client may ask for unless `[clients.ID] max_priority` says.
+    pub client_max_priority: u8,
+    /// How far ahead a call may schedule its job.
+    pub max_delay_secs: u64,
 }
 
 #[derive(Debug, Deserialize, Clone)]
@@ -104,6 +110,8 @@ pub struct ServerSettings {
 pub struct ClientKeys {
     pub secrets: Vec<Secret>,
     pub token_hashes: Vec<[u8; 32]>,
+    /// The highest priority this client may ask for; `None`: `jobs.client_max_priority`.
+    pub max_priority: Option<u8>,
 }
 
 /// What `mcpq call` / `mcpq bench` need to act as a client.

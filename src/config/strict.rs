@@ -31,6 +31,7 @@ const CLIENT_KEYS: &[&str] = &[
     "previous_token_file",
     "previous_secret",
     "previous_secret_file",
+    "max_priority",
 ];
 
 /// Sections whose tables are keyed by a name the operator chooses.

@@ -71,6 +71,7 @@ struct RawTool {
     retry_base_ms: Option<i64>,
     retry_max_ms: Option<i64>,
     concurrency: Option<u32>,
+    priority: Option<u8>,
     on_worker_crash: Option<CrashPolicy>,
     #[serde(default)]
     env: BTreeMap<String, String>,
@@ -123,6 +124,8 @@ pub struct ToolDef {
     pub retry_max_ms: Option<i64>,
     /// Job mode: running jobs across all workers. Sync mode: runs at once in one daemon.
     pub concurrency: Option<u32>,
+    /// Job mode: the priority of its jobs when the call does not ask for one (docs/FLOW.md).
+    pub priority: u8,
     pub on_worker_crash: CrashPolicy,
     pub max_output_bytes: usize,
     pub task_support: TaskSupport,
@@ -269,6 +272,7 @@ fn resolve(
         retry_base_ms: raw.retry_base_ms,
         retry_max_ms: raw.retry_max_ms,
         concurrency,
+        priority: raw.priority.unwrap_or(0),
         on_worker_crash: raw.on_worker_crash.unwrap_or_default(),
         max_output_bytes,
         task_support: raw.task_support.unwrap_or_default(),
@@ -301,6 +305,7 @@ fn check_applicable(name: &str, raw: &RawTool) -> Result<(), ConfigError> {
         (raw.retry_base_ms.is_some(), "retry_base_ms"),
         (raw.retry_max_ms.is_some(), "retry_max_ms"),
         (raw.on_worker_crash.is_some(), "on_worker_crash"),
+        (raw.priority.is_some(), "priority"),
         (raw.task_support.is_some(), "task_support"),
         (raw.ask.is_some(), "ask"),
     ] {
@@ -411,6 +416,12 @@ fn check_bounds(name: &str, raw: &RawTool) -> Result<usize, ConfigError> {
     }
     if raw.concurrency == Some(0) {
         return Err(invalid(name, "concurrency must be at least 1"));
+    }
+    if raw.priority.is_some_and(|p| p > crate::jobs::MAX_PRIORITY) {
+        return Err(invalid(
+            name,
+            format!("priority must be at most {}", crate::jobs::MAX_PRIORITY),
+        ));
     }
     let max_output_bytes = raw.max_output_bytes.unwrap_or(DEFAULT_MAX_OUTPUT_BYTES);
     if max_output_bytes == 0 || max_output_bytes > MAX_MAX_OUTPUT_BYTES {

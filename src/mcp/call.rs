@@ -19,6 +19,8 @@ pub const TASKS_EXTENSION: &str = "io.modelcontextprotocol/tasks";
 pub const RELATED_TASK: &str = "io.modelcontextprotocol/related-task";
 /// Where a held call names its durable job, in progress messages' and results' `_meta`.
 pub const JOB_META: &str = "io.mcpq/job_id";
+/// Where a `tools/call` of a job tool asks for a priority or a schedule (docs/FLOW.md).
+pub const JOB_OPTIONS_META: &str = "io.mcpq/job";
 /// A held call or `tasks/result` re-reads its job at most this far apart; one streaming
 /// progress does so at most [`PROGRESS_POLL`] apart, so that progress steps are not skipped.
 pub const RESULT_POLL: Duration = Duration::from_millis(250);

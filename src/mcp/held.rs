@@ -31,7 +31,8 @@ pub(super) fn held_with_progress(
         let mut last = 0.0f64;
         let gone = tx.closed();
         let sent = tasks::wait_finished(&call, &job_id, PROGRESS_POLL, gone, |job| {
-            let mut n = tasks::progress_notification(&token, job, first);
+            let now = call.app().now_ms();
+            let mut n = tasks::progress_notification(&token, job, first, now);
             // Progress must increase: never report less than before.
             let p = n["params"]["progress"].as_f64().unwrap_or(0.0).max(last);
             last = p;

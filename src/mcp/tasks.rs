@@ -41,8 +41,11 @@ fn failed_by_tool(job: &JobRecord) -> bool {
     crate::tools::runner::reported_by_tool(&last_error(job))
 }
 
-fn status_message(job: &JobRecord) -> Option<String> {
+fn status_message(job: &JobRecord, now: i64) -> Option<String> {
     match job.state {
+        JobState::Queued if job.run_at > now => {
+            Some(format!("scheduled: not before {}", iso(job.run_at)))
+        }
         JobState::Queued => Some("queued".into()),
         JobState::InDoubt => {
             Some("in doubt: its worker was lost mid-attempt; waiting for an operator".into())
@@ -82,7 +85,7 @@ pub fn last_error(job: &JobRecord) -> String {
 }
 
 /// A job as an MCP `Task` (the era's field names).
-pub fn task_of(job: &JobRecord, ttl_ms: u64, era: Era) -> Value {
+pub fn task_of(job: &JobRecord, ttl_ms: u64, era: Era, now: i64) -> Value {
     let mut t = json!({
         "taskId": job.id.0,
         "status": task_status(job, era),
@@ -99,7 +102,7 @@ pub fn task_of(job: &JobRecord, ttl_ms: u64, era: Era) -> Value {
             t["pollIntervalMs"] = json!(POLL_INTERVAL_MS);
         }
     }
-    if let Some(m) = status_message(job) {
+    if let Some(m) = status_message(job, now) {
         t["statusMessage"] = Value::String(m);
     }
     t
@@ -176,7 +179,12 @@ pub async fn get_job(call: &Call, id: &JobId) -> Result<JobRecord, McpError> {
 
 pub async fn tasks_get(call: &Call, params: &Value) -> Result<Value, McpError> {
     let job = get_job(call, &task_id(params)?).await?;
-    let mut t = task_of(&job, call.app().retention_ms(), call.era);
+    let mut t = task_of(
+        &job,
+        call.app().retention_ms(),
+        call.era,
+        call.app().now_ms(),
+    );
     if call.era == Era::Modern && job.state == JobState::AwaitingInput {
         let requests = job
             .input_requests
@@ -302,7 +310,12 @@ pub async fn tasks_cancel(call: &Call, params: &Value) -> Result<Value, McpError
         }
         (CancelOutcome::Cancelled | CancelOutcome::Requested, Era::Legacy) => {
             let job = get_job(call, &id).await?;
-            let mut t = task_of(&job, call.app().retention_ms(), Era::Legacy);
+            let mut t = task_of(
+                &job,
+                call.app().retention_ms(),
+                Era::Legacy,
+                call.app().now_ms(),
+            );
             // A running job stops at its worker's next heartbeat; for the client it is
             // cancelled now (its result will say so).
             t["status"] = json!("cancelled");
@@ -319,7 +332,7 @@ fn store_error(e: crate::store::StoreError) -> McpError {
 }
 
 /// `notifications/progress` for a held call.
-pub fn progress_notification(token: &Value, job: &JobRecord, first: bool) -> Value {
+pub fn progress_notification(token: &Value, job: &JobRecord, first: bool, now: i64) -> Value {
     let progress = job
         .progress
         .as_deref()
@@ -334,7 +347,7 @@ pub fn progress_notification(token: &Value, job: &JobRecord, first: bool) -> Val
             job.id.0
         )
     } else {
-        status_message(job).unwrap_or_default()
+        status_message(job, now).unwrap_or_default()
     };
     let mut params = Map::new();
     params.insert("progressToken".into(), token.clone());

@@ -12,7 +12,7 @@ use super::call::*;
 use super::error::McpError;
 use super::input;
 use super::Era;
-use crate::jobs::JobId;
+use crate::jobs::{JobId, JobOptions};
 use crate::json::{Json, Object};
 use crate::tools::{TaskSupport, Tool};
 
@@ -231,11 +231,17 @@ async fn call_job_tool(
             Err(ask) => return Ok(CallPlan::Done(ask)),
         }
     }
+    let opts = match n.params.get("_meta").and_then(|m| m.get(JOB_OPTIONS_META)) {
+        None => JobOptions::default(),
+        Some(v) => JobOptions::from_value(v).map_err(|m| {
+            McpError::InvalidParams(format!("params._meta[{JOB_OPTIONS_META:?}]: {m}"))
+        })?,
+    };
     // The seed's explicit-handle tool keeps its contract: the handle, at once.
     let handle_only = t.name() == "start_long_task";
     match call
         .app()
-        .enqueue_job(&t, &call.client, &n.args, None, n.now, answers)
+        .enqueue_job(&t, &call.client, &n.args, None, n.now, answers, &opts)
         .await
     {
         Ok(id) if handle_only && !(as_task && call.era == Era::Legacy) => {

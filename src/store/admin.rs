@@ -97,6 +97,26 @@ pub trait AdminStore: Send + Sync {
     fn purge(&self, before: i64) -> BoxFuture<'_, Result<u64, StoreError>>;
 
     fn activity(&self, now: i64, since: i64) -> BoxFuture<'_, Result<Activity, StoreError>>;
+
+    /// Stops (`paused`) or restarts claims of `tool`'s jobs by every worker on the store;
+    /// queued jobs stay queued, running ones finish. Returns whether anything changed.
+    fn set_paused<'a>(
+        &'a self,
+        tool: &'a str,
+        paused: bool,
+        now: i64,
+        by: &'a str,
+    ) -> BoxFuture<'a, Result<bool, StoreError>>;
+
+    fn paused_tools(&self) -> BoxFuture<'_, Result<Vec<PausedTool>, StoreError>>;
+}
+
+/// One line of `mcpq jobs paused`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PausedTool {
+    pub tool: String,
+    pub paused_at: i64,
+    pub paused_by: String,
 }
 
 /// What an unchanged job is: its state, or not found.

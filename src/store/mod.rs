@@ -49,7 +49,12 @@ where
 {
     let mut out = QueueStats::default();
     for r in rows {
-        let state = state_of(&r.try_get::<String, _>(0)?)?;
+        let state = r.try_get::<String, _>(0)?;
+        if state == "paused" {
+            out.paused.push(r.try_get(1)?);
+            continue;
+        }
+        let state = state_of(&state)?;
         let n: i64 = r.try_get(2)?;
         out.active.push((state, r.try_get(1)?, n as u64));
         if let Some(at) = r.try_get::<Option<i64>, _>(3)? {
@@ -106,6 +111,12 @@ pub struct NewJob {
     /// Answers a `/mcp` client gave before the job existed (a tool's declared `ask`), a
     /// JSON object handed to its first attempt; `None` for most jobs.
     pub input_responses: Option<String>,
+    /// Claim order (docs/FLOW.md): the job's priority (0..=9, higher first) and its boost,
+    /// `priority × jobs.aging_secs` in ms; the claim takes jobs by `run_at - boost`.
+    pub priority: u8,
+    pub boost_ms: i64,
+    /// Not before this instant (ms): `created_at` unless the call scheduled the job.
+    pub run_at: i64,
 }
 
 /// Result of an enqueue: a new job, or the existing one with the same idempotency key.
@@ -266,6 +277,8 @@ pub struct QueueStats {
     pub active: Vec<(JobState, String, u64)>,
     /// When the longest-waiting due job became due (its `run_at`).
     pub oldest_due_at: Option<i64>,
+    /// Tools whose queues are paused (`mcpq jobs pause`).
+    pub paused: Vec<String>,
 }
 
 impl QueueStats {

@@ -89,6 +89,10 @@ fn describe() {
         "How long the longest-waiting due job has waited."
     );
     describe_gauge!(
+        TOOL_PAUSED,
+        "1 while the tool's queue is paused (mcpq jobs pause TOOL), else 0."
+    );
+    describe_gauge!(
         DATABASE_UP,
         "1 when the database answered the scrape's query, else 0."
     );
@@ -167,6 +171,14 @@ async fn refresh(store: &dyn Store, now_ms: i64, lease_ms: i64) {
     for (state, tool, n) in &stats.active {
         remember_tool(tool);
         gauge!(JOBS, "state" => state.as_str(), "tool" => tool.clone()).set(*n as f64);
+    }
+    // Every tool seen (with jobs, or paused) gets 0 or 1, so a resume reads as 0.
+    for tool in &stats.paused {
+        remember_tool(tool);
+    }
+    for tool in seen_tools() {
+        let paused = stats.paused.contains(&tool);
+        gauge!(TOOL_PAUSED, "tool" => tool).set(if paused { 1.0 } else { 0.0 });
     }
     gauge!(OLDEST_QUEUED).set(
         stats

@@ -10,6 +10,7 @@ pub const AUTH_FAILURES: &str = "mcpq_auth_failures_total";
 pub const JOBS_ENQUEUED: &str = "mcpq_jobs_enqueued_total";
 pub const JOBS: &str = "mcpq_jobs";
 pub const OLDEST_QUEUED: &str = "mcpq_oldest_queued_job_age_seconds";
+pub const TOOL_PAUSED: &str = "mcpq_tool_paused";
 pub const DATABASE_UP: &str = "mcpq_database_up";
 pub const WORKER_LAST_SEEN: &str = "mcpq_worker_last_heartbeat_age_seconds";
 pub const ATTEMPTS: &str = "mcpq_job_attempts_total";

@@ -70,6 +70,7 @@ impl ConfigTool {
             max_attempts: def.max_attempts,
             retry,
             concurrency: def.concurrency,
+            priority: def.priority,
         };
         let slots = match def.mode {
             Mode::Sync => Some(Arc::new(Semaphore::new(

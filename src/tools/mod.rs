@@ -196,6 +196,8 @@ pub struct JobPolicy {
     pub retry: Option<RetryPolicy>,
     /// Running jobs of this tool across all workers; `None`: no limit.
     pub concurrency: Option<u32>,
+    /// Its jobs' priority when the call does not ask for one (docs/FLOW.md).
+    pub priority: u8,
 }
 
 pub use crate::store::BUILTIN_DEFINITION;
@@ -214,6 +216,7 @@ pub trait JobTool: Send + Sync + 'static {
             max_attempts: None,
             retry: None,
             concurrency: None,
+            priority: 0,
         }
     }
     /// Questions a `/mcp` client answers before a job is accepted (MCP input requests keyed

@@ -47,18 +47,27 @@ fn last_error(job: &JobRecord) -> String {
     }
 }
 
-pub(super) fn describe(job: &JobRecord) -> Result<Reply, CallError> {
+/// `now`: a queued job not yet due reads as `scheduled`, with its `run_at` (ms).
+pub(super) fn describe(job: &JobRecord, now: i64) -> Result<Reply, CallError> {
     let status = job.state.wire_status();
     let mut info = Object::from_pairs([
         ("job_id".to_string(), Json::str(&job.id.0)),
-        ("state".to_string(), Json::str(job.state.as_str())),
+        (
+            "state".to_string(),
+            Json::str(crate::jobs::shown_state(job.state, job.run_at, now)),
+        ),
         ("attempt".to_string(), Json::Int(job.attempt as i64)),
     ]);
     match job.state {
-        JobState::Queued => Ok(Reply {
-            status,
-            result: Some(info),
-        }),
+        JobState::Queued => {
+            if job.run_at > now {
+                info.insert("run_at".into(), Json::Int(job.run_at));
+            }
+            Ok(Reply {
+                status,
+                result: Some(info),
+            })
+        }
         // Its questions are answered over `/mcp` (tasks/update); here it reads as running.
         JobState::AwaitingInput => {
             if let Some(r) = &job.input_requests {
@@ -131,7 +140,7 @@ impl SyncTool for PollJob {
                 .get_job(ctx.client_id, &id)
                 .await
                 .map_err(|e| CallError::internal("poll_job: store read failed", &e))?;
-            describe(&job.ok_or(CallError::UnknownJob)?)
+            describe(&job.ok_or(CallError::UnknownJob)?, ctx.now_ms)
         })
     }
 }

@@ -18,6 +18,7 @@ use crate::app::App;
 use crate::config::{Secret, Settings};
 use crate::envelope::{self, CallError, Envelope, Response, Status};
 use crate::http::{self, HttpResponse};
+use crate::jobs::JobOptions;
 use crate::json::{self, Json, Object};
 use crate::limits::RetryAfterMs;
 use crate::tools::Tool;
@@ -188,6 +189,13 @@ impl V1 {
                 app.admit_nonce(nonce, now).await?;
                 Err(CallError::UnknownTool(env.tool.clone()))
             }
+            Some(Tool::Sync(_)) if env.job.is_some() => {
+                app.admit_nonce(nonce, now).await?;
+                Err(CallError::InvalidArgs(format!(
+                    "field \"job\" applies only to job tools; {:?} answers at once",
+                    env.tool
+                )))
+            }
             Some(Tool::Sync(t)) => {
                 app.admit_nonce(nonce, now).await?;
                 let reply = app
@@ -196,11 +204,20 @@ impl V1 {
                 Ok((reply.status, reply.result))
             }
             Some(Tool::Job(t)) => {
+                let opts = match &env.job {
+                    None => Ok(JobOptions::default()),
+                    Some(o) => JobOptions::from_value(&Json::Object(o.clone()).to_serde())
+                        .map_err(|m| CallError::InvalidArgs(format!("job: {m}"))),
+                };
                 // The nonce commits with the job; a refused job writes it behind.
-                match app
-                    .enqueue_job(t, &env.client_id, &env.args, Some(nonce), now, None)
-                    .await
-                {
+                let enqueued = match opts {
+                    Ok(opts) => {
+                        app.enqueue_job(t, &env.client_id, &env.args, Some(nonce), now, None, &opts)
+                            .await
+                    }
+                    Err(e) => Err(e),
+                };
+                match enqueued {
                     Ok(id) => {
                         let result = Object::from_pairs([("job_id".to_string(), Json::str(id.0))]);
                         Ok((Status::Accepted, Some(result)))

@@ -10,7 +10,7 @@ use super::{sql, PgStore};
 use crate::jobs::JobId;
 use crate::store::admin::{
     add_activity_rows, cancel_outcome, fail_in_doubt, unchanged, Activity, AdminStore, Change,
-    JobFilter, JobSummary,
+    JobFilter, JobSummary, PausedTool,
 };
 use crate::store::{BoxFuture, CancelOutcome, JobRecord, Store, StoreError};
 
@@ -107,6 +107,40 @@ impl AdminStore for PgStore {
         by: &'a str,
     ) -> BoxFuture<'a, Result<Change, StoreError>> {
         Box::pin(async move { fail_in_doubt(self, id, now, by).await })
+    }
+
+    fn set_paused<'a>(
+        &'a self,
+        tool: &'a str,
+        paused: bool,
+        now: i64,
+        by: &'a str,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(async move {
+            let q = if paused {
+                sqlx::query(sql::PAUSE_TOOL).bind(tool).bind(now).bind(by)
+            } else {
+                sqlx::query(sql::RESUME_TOOL).bind(tool)
+            };
+            Ok(q.execute(self.pool()).await?.rows_affected() > 0)
+        })
+    }
+
+    fn paused_tools(&self) -> BoxFuture<'_, Result<Vec<PausedTool>, StoreError>> {
+        Box::pin(async move {
+            let rows = sqlx::query(sql::PAUSED_TOOLS)
+                .fetch_all(self.pool())
+                .await?;
+            rows.iter()
+                .map(|r| {
+                    Ok(PausedTool {
+                        tool: r.try_get(0)?,
+                        paused_at: r.try_get(1)?,
+                        paused_by: r.try_get(2)?,
+                    })
+                })
+                .collect()
+        })
     }
 
     fn purge(&self, before: i64) -> BoxFuture<'_, Result<u64, StoreError>> {

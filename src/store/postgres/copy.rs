@@ -59,6 +59,8 @@ impl PgStore {
                     CopiedJob {
                         rec,
                         capped: r.try_get(22)?,
+                        priority: r.try_get(26)?,
+                        boost: r.try_get(27)?,
                     },
                 ))
             })
@@ -100,7 +102,9 @@ impl PgStore {
                     .push_bind(j.capped)
                     .push_bind(r.input_requests.clone())
                     .push_bind(r.input_responses.clone())
-                    .push_bind(r.request_state.clone());
+                    .push_bind(r.request_state.clone())
+                    .push_bind(j.priority)
+                    .push_bind(j.boost);
             });
             q.build().execute(&mut *tx).await?;
         }

@@ -62,6 +62,9 @@ pub(crate) mod sql {
     pub const COUNT_QUEUED: &str = include_str!("sql/count_queued.sql");
     pub const LEASE_HOLDERS: &str = include_str!("sql/lease_holders.sql");
     pub const STATS: &str = include_str!("sql/stats.sql");
+    pub const PAUSE_TOOL: &str = include_str!("sql/pause_tool.sql");
+    pub const RESUME_TOOL: &str = include_str!("sql/resume_tool.sql");
+    pub const PAUSED_TOOLS: &str = include_str!("sql/paused_tools.sql");
     pub const LIVE_NONCES: &str = include_str!("sql/live_nonces.sql");
     pub const PRUNE_JOBS: &str = include_str!("sql/prune_jobs.sql");
     pub const EXPIRE_WAITING: &str = include_str!("sql/expire_waiting.sql");

@@ -114,6 +114,9 @@ struct JobColumns {
     capped: Vec<bool>,
     nonce: Vec<Option<Vec<u8>>>,
     answers: Vec<Option<String>>,
+    priority: Vec<i16>,
+    boost: Vec<i64>,
+    run_at: Vec<i64>,
 }
 
 /// What one batch writes: its nonces (each once) and its jobs' columns.
@@ -204,6 +207,9 @@ fn batch_of(ops: &[CommitOp]) -> Batch {
             cols.capped.push(j.capped);
             cols.nonce.push(j.nonce.as_ref().map(|n| n.key.0.to_vec()));
             cols.answers.push(j.input_responses.clone());
+            cols.priority.push(i16::from(j.priority));
+            cols.boost.push(j.boost_ms);
+            cols.run_at.push(j.run_at);
         }
     }
     Batch {
@@ -297,6 +303,9 @@ async fn write_batch(
         .bind(cols.capped)
         .bind(cols.nonce)
         .bind(cols.answers)
+        .bind(cols.priority)
+        .bind(cols.boost)
+        .bind(cols.run_at)
         .fetch_one(&mut *conn)
         .await?;
     let admitted: HashSet<Vec<u8>> = row.try_get::<Vec<Vec<u8>>, _>(0)?.into_iter().collect();

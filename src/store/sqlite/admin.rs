@@ -11,7 +11,7 @@ use super::{sql, SqliteStore};
 use crate::jobs::JobId;
 use crate::store::admin::{
     add_activity_rows, cancel_outcome, fail_in_doubt, unchanged, Activity, AdminStore, Change,
-    JobFilter, JobSummary,
+    JobFilter, JobSummary, PausedTool,
 };
 use crate::store::{state_of, BoxFuture, CancelOutcome, JobRecord, Store, StoreError};
 
@@ -120,6 +120,44 @@ impl AdminStore for SqliteStore {
         by: &'a str,
     ) -> BoxFuture<'a, Result<Change, StoreError>> {
         Box::pin(async move { fail_in_doubt(self, id, now, by).await })
+    }
+
+    fn set_paused<'a>(
+        &'a self,
+        tool: &'a str,
+        paused: bool,
+        now: i64,
+        by: &'a str,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(async move {
+            let q = if paused {
+                sqlx::query(sql::PAUSE_TOOL).bind(tool).bind(now).bind(by)
+            } else {
+                sqlx::query(sql::RESUME_TOOL).bind(tool)
+            };
+            let mut conn = self.inner.writer.lock().await;
+            let done = q.execute(&mut *conn).await?;
+            drop(conn);
+            self.inner.durability.wait().await?;
+            Ok(done.rows_affected() > 0)
+        })
+    }
+
+    fn paused_tools(&self) -> BoxFuture<'_, Result<Vec<PausedTool>, StoreError>> {
+        Box::pin(async move {
+            let rows = sqlx::query(sql::PAUSED_TOOLS)
+                .fetch_all(&self.inner.read)
+                .await?;
+            rows.iter()
+                .map(|r| {
+                    Ok(PausedTool {
+                        tool: r.try_get(0)?,
+                        paused_at: r.try_get(1)?,
+                        paused_by: r.try_get(2)?,
+                    })
+                })
+                .collect()
+        })
     }
 
     fn purge(&self, before: i64) -> BoxFuture<'_, Result<u64, StoreError>> {

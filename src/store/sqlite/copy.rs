@@ -62,6 +62,8 @@ impl SqliteStore {
                     CopiedJob {
                         rec,
                         capped: r.try_get::<i64, _>(22)? != 0,
+                        priority: r.try_get::<i64, _>(26)? as i16,
+                        boost: r.try_get(27)?,
                     },
                 ))
             })
@@ -75,7 +77,7 @@ impl SqliteStore {
         }
         let mut conn = self.inner.writer.lock().await;
         let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-        // 25 columns: SQLite allows 32766 bound values per statement.
+        // 27 columns: SQLite allows 32766 bound values per statement.
         for chunk in jobs.chunks(1000) {
             let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(COPY_INSERT);
             q.push_values(chunk, |mut b, j| {
@@ -104,7 +106,9 @@ impl SqliteStore {
                     .push_bind(j.capped as i64)
                     .push_bind(r.input_requests.clone())
                     .push_bind(r.input_responses.clone())
-                    .push_bind(r.request_state.clone());
+                    .push_bind(r.request_state.clone())
+                    .push_bind(i64::from(j.priority))
+                    .push_bind(j.boost);
             });
             q.build().execute(&mut *tx).await?;
         }

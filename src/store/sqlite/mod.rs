@@ -60,6 +60,9 @@ pub(crate) mod sql {
     pub const RESOLVE_IN_DOUBT: &str = include_str!("sql/resolve_in_doubt.sql");
     pub const HAS_DUE: &str = include_str!("sql/has_due.sql");
     pub const STATS: &str = include_str!("sql/stats.sql");
+    pub const PAUSE_TOOL: &str = include_str!("sql/pause_tool.sql");
+    pub const RESUME_TOOL: &str = include_str!("sql/resume_tool.sql");
+    pub const PAUSED_TOOLS: &str = include_str!("sql/paused_tools.sql");
     pub const LEASE_HOLDERS: &str = include_str!("sql/lease_holders.sql");
     pub const COUNT_QUEUED: &str = include_str!("sql/count_queued.sql");
     pub const ADMIN_LIST: &str = include_str!("sql/admin_list.sql");

@@ -1,10 +1,15 @@
 -- $1 worker, $2 now, $3 limit, $4 lease ms, $5 `tool:definition` this worker has (tools
 -- without a concurrency limit). SKIP LOCKED: concurrent claimers take different rows instead
 -- of queueing behind each other; the partial index keeps finished rows out of the walk.
+-- Order: `run_at - boost` (priority with aging, migration 0003), the jobs_queued index's
+-- expression; `run_at <= now` skips scheduled jobs a boost brings into range early;
+-- paused tools' jobs stay queued.
 WITH c AS (
     SELECT seq FROM jobs
-    WHERE state = 'queued' AND run_at <= $2 AND (tool || ':' || def) = ANY($5::text[])
-    ORDER BY run_at, seq
+    WHERE state = 'queued' AND run_at - boost <= $2 AND run_at <= $2
+      AND (tool || ':' || def) = ANY($5::text[])
+      AND tool NOT IN (SELECT tool FROM paused_tools)
+    ORDER BY run_at - boost, seq
     LIMIT $3
     FOR UPDATE SKIP LOCKED
 )

@@ -3,8 +3,9 @@
 -- $6 its definitions this worker has, $7 how many more this claim may take.
 WITH c AS (
     SELECT seq FROM jobs
-    WHERE state = 'queued' AND capped AND tool = $5 AND run_at <= $2 AND def = ANY($6::text[])
-    ORDER BY run_at, seq
+    WHERE state = 'queued' AND capped AND tool = $5 AND run_at - boost <= $2 AND run_at <= $2
+      AND def = ANY($6::text[]) AND tool NOT IN (SELECT tool FROM paused_tools)
+    ORDER BY run_at - boost, seq
     LIMIT greatest(0, least($7, $3 - (SELECT count(*) FROM jobs
                                       WHERE state = 'running' AND capped AND tool = $5)))
     FOR UPDATE SKIP LOCKED

@@ -8,3 +8,6 @@ UNION ALL
 SELECT 'in_doubt', tool, count(*), NULL FROM jobs WHERE state = 'in_doubt' GROUP BY tool
 UNION ALL
 SELECT 'input_required', tool, count(*), NULL FROM jobs WHERE state = 'input_required' GROUP BY tool
+
+UNION ALL
+SELECT 'paused', tool, 0, NULL FROM paused_tools

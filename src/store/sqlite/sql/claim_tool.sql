@@ -7,9 +7,10 @@ SET state = 'running', attempt = attempt + 1, fence = fence + 1,
     progress = NULL
 WHERE seq IN (
     SELECT seq FROM jobs
-    WHERE state = 'queued' AND capped = 1 AND tool = ?5 AND run_at <= ?2
+    WHERE state = 'queued' AND capped = 1 AND tool = ?5 AND run_at - boost <= ?2 AND run_at <= ?2
       AND def IN (SELECT value FROM json_each(?6))
-    ORDER BY run_at, seq
+      AND tool NOT IN (SELECT tool FROM paused_tools)
+    ORDER BY run_at - boost, seq
     LIMIT max(0, min(?7, ?3 - (SELECT count(*) FROM jobs WHERE state = 'running' AND capped = 1 AND tool = ?5)))
 )
 RETURNING json_array(id, client_id, tool, args, attempt, max_attempts, fence, run_at,

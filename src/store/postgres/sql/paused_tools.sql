@@ -1,0 +1,1 @@
+SELECT tool, paused_at, paused_by FROM paused_tools ORDER BY tool
