@@ -156,6 +156,22 @@ impl Client {
         Ok((reply.status, verified))
     }
 
+    /// Signs, sends and verifies one call of a job tool with the envelope's `job` field
+    /// (`{priority, delay_ms, not_before_ms}`, docs/FLOW.md).
+    pub async fn call_job(
+        &mut self,
+        tool: &str,
+        args: Object,
+        job: Object,
+    ) -> Result<VerifiedResponse, ClientError> {
+        let env = envelope::with_job_options(
+            self.envelope(tool, args),
+            job,
+            self.settings.secret.expose(),
+        );
+        Ok(self.send(&env).await?.1)
+    }
+
     /// Signs, sends and verifies one call.
     pub async fn call(
         &mut self,

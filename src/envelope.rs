@@ -586,6 +586,19 @@ pub fn sign_envelope(u: Unsigned<'_>, key: &[u8]) -> Object {
     o
 }
 
+/// Adds the optional `job` field (priority, schedule: docs/FLOW.md) to a signed envelope
+/// and signs it again over every field but `signature`.
+pub fn with_job_options(mut envelope: Object, job: Object, key: &[u8]) -> Object {
+    envelope.insert("job".into(), Json::Object(job));
+    let mut bytes = String::with_capacity(256);
+    json::write_object_except(&envelope, Some("signature"), &mut bytes);
+    envelope.insert(
+        "signature".into(),
+        Json::Str(hmac_hex(key, bytes.as_bytes())),
+    );
+    envelope
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
