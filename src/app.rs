@@ -221,6 +221,13 @@ impl App {
         };
         let flow = crate::jobs::plan_flow(opts, policy.priority, &bounds, now)
             .map_err(CallError::InvalidArgs)?;
+        let ckey = match &policy.per_key {
+            None => None,
+            Some((key, _)) => Some(
+                key.key_of(&client.0, &Json::Object(req.args.clone()).to_serde())
+                    .map_err(CallError::InvalidArgs)?,
+            ),
+        };
         if t.ask_first().is_some() && answers.is_none() {
             return Err(CallError::ToolFailed(
                 "input_required: this tool asks its client questions before it runs, which only a \
@@ -236,6 +243,7 @@ impl App {
         if let Err(RetryAfterMs(ms)) = admitted {
             return Err(CallError::QueueFull(self.limits.max_queued(), ms));
         }
+        let capped = policy.is_capped();
         let job = NewJob {
             id: JobId::generate(),
             client_id: client.clone(),
@@ -247,11 +255,12 @@ impl App {
             created_at: now,
             def: policy.definition,
             on_crash: policy.on_crash,
-            capped: policy.concurrency.is_some(),
+            capped,
             input_responses: answers,
             priority: flow.priority,
             boost_ms: flow.boost_ms,
             run_at: flow.run_at,
+            ckey,
         };
         let enqueued = self.store.enqueue(job).await.map_err(|e| match e {
             StoreError::Replayed => CallError::ReplayedNonce,

@@ -381,6 +381,52 @@ pub fn plan_flow(
     })
 }
 
+/// Where a tool limited per key takes a job's key from (`[tools.NAME] concurrency_key`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConcurrencyKey {
+    /// The calling client's id.
+    Client,
+    /// A JSON pointer into the arguments (`/customer_id`).
+    Pointer(String),
+}
+
+impl ConcurrencyKey {
+    /// `"client"` or a JSON pointer (`/…`).
+    pub fn parse(s: &str) -> Option<ConcurrencyKey> {
+        match s {
+            "client" => Some(ConcurrencyKey::Client),
+            p if p.starts_with('/') => Some(ConcurrencyKey::Pointer(p.to_string())),
+            _ => None,
+        }
+    }
+
+    /// The job's key: the client id, or the argument at the pointer (a string as is,
+    /// anything else as its JSON text). A missing argument is refused: jobs without a key
+    /// would escape the limit.
+    pub fn key_of(&self, client: &str, args: &serde_json::Value) -> Result<String, String> {
+        match self {
+            ConcurrencyKey::Client => Ok(client.to_string()),
+            ConcurrencyKey::Pointer(p) => match args.pointer(p) {
+                Some(serde_json::Value::String(s)) => Ok(s.clone()),
+                Some(v) if !v.is_null() => Ok(v.to_string()),
+                _ => Err(format!(
+                    "this tool limits running jobs per {p}: the argument is required"
+                )),
+            },
+        }
+    }
+}
+
+/// Tokens in a tool's start-rate bucket at `now`: `rate` per second, holding at most one
+/// second's worth (at least 1). `stored`: (tokens, when) as last written; none: full.
+pub fn rate_tokens(rate: f64, stored: Option<(f64, i64)>, now: i64) -> f64 {
+    let burst = rate.max(1.0);
+    match stored {
+        None => burst,
+        Some((tokens, at)) => (tokens + (now - at).max(0) as f64 * rate / 1000.0).min(burst),
+    }
+}
+
 /// What a queued job reads as to a caller: `scheduled` until its not-before time (or a
 /// retry's back-off) has come, then `queued`.
 pub fn shown_state(state: JobState, run_at: i64, now: i64) -> &'static str {
@@ -641,6 +687,27 @@ mod tests {
         }
         assert_eq!(shown_state(JobState::Queued, 5100, 100), "scheduled");
         assert_eq!(shown_state(JobState::Queued, 100, 100), "queued");
+    }
+
+    #[test]
+    fn concurrency_keys_come_from_the_client_or_an_argument() {
+        let args = serde_json::json!({"customer_id": "c1", "n": 7, "o": {"x": null}});
+        let k = |s: &str| ConcurrencyKey::parse(s).unwrap();
+        assert_eq!(k("client").key_of("alice", &args).unwrap(), "alice");
+        assert_eq!(k("/customer_id").key_of("a", &args).unwrap(), "c1");
+        assert_eq!(k("/n").key_of("a", &args).unwrap(), "7");
+        assert!(k("/o/x").key_of("a", &args).unwrap_err().contains("/o/x"));
+        assert!(k("/missing").key_of("a", &args).is_err());
+        assert_eq!(ConcurrencyKey::parse("customer_id"), None);
+    }
+
+    #[test]
+    fn the_rate_bucket_refills_at_the_rate_up_to_one_second() {
+        assert_eq!(rate_tokens(5.0, None, 0), 5.0);
+        assert_eq!(rate_tokens(5.0, Some((0.0, 0)), 200), 1.0);
+        assert_eq!(rate_tokens(5.0, Some((0.0, 0)), 10_000), 5.0);
+        assert_eq!(rate_tokens(0.5, Some((0.0, 0)), 1000), 0.5);
+        assert_eq!(rate_tokens(0.5, None, 0), 1.0);
     }
 
     #[test]

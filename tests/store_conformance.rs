@@ -86,6 +86,7 @@ fn new_job(client: &ClientId, created_at: i64, key: Option<&str>) -> NewJob {
         priority: 0,
         boost_ms: 0,
         run_at: created_at,
+        ckey: None,
     }
 }
 
@@ -1889,6 +1890,8 @@ pub mod cases {
                 tool: "capped".into(),
                 limit: 3,
                 defs: vec!["1".into()],
+                per_key: None,
+                rate: None,
             }],
         };
         let now = T0 + 100;
@@ -2395,6 +2398,87 @@ pub mod flow_cases {
         assert!(claim_order(&*s, T0 + 10 * 120_000).await.is_empty());
     }
 
+    fn keyed_filter(per_key: Option<u32>, rate: Option<f64>) -> ClaimFilter {
+        ClaimFilter {
+            defs: Vec::new(),
+            capped: vec![CappedTool {
+                tool: "keyed".into(),
+                limit: u32::MAX,
+                defs: vec![DEF.into()],
+                per_key,
+                rate,
+            }],
+        }
+    }
+
+    fn keyed_job(c: &ClientId, at: i64, key: &str) -> NewJob {
+        NewJob {
+            tool: "keyed".into(),
+            capped: true,
+            ckey: Some(key.into()),
+            ..new_job(c, at, None)
+        }
+    }
+
+    pub async fn a_limit_per_key_holds_across_claimers_and_spares_other_keys(fx: &dyn Fixture) {
+        let s = fx.store();
+        let other = fx.open_another().await;
+        let a = client("a");
+        let mut key_of = std::collections::HashMap::new();
+        // cust-a's four jobs first in the queue, then two each of b and c.
+        for (i, key) in ["a", "a", "a", "a", "b", "b", "c", "c"].iter().enumerate() {
+            let j = keyed_job(&a, T0 + i as i64, key);
+            key_of.insert(j.id.clone(), key.to_string());
+            s.enqueue(j).await.unwrap();
+        }
+        let f = keyed_filter(Some(2), None);
+        let (x, y) = tokio::join!(
+            s.claim("w1", 3, T0 + 10, LEASE, &f),
+            other.claim("w2", 3, T0 + 10, LEASE, &f)
+        );
+        let mut running: Vec<ClaimedJob> = x.unwrap().into_iter().chain(y.unwrap()).collect();
+        let per = |r: &[ClaimedJob], k: &str| r.iter().filter(|j| key_of[&j.id] == k).count();
+        assert_eq!(
+            (per(&running, "a"), per(&running, "b"), per(&running, "c")),
+            (2, 2, 2),
+            "a's backlog does not hold back b and c"
+        );
+        assert!(s
+            .claim("w1", 10, T0 + 11, LEASE, &f)
+            .await
+            .unwrap()
+            .is_empty());
+        // One of a's finishes: exactly one more of a's starts.
+        let i = running.iter().position(|j| key_of[&j.id] == "a").unwrap();
+        let fin = running.remove(i);
+        s.complete(vec![done(&fin, succeeded("{}"))], T0 + 12)
+            .await
+            .unwrap();
+        let more = s.claim("w1", 10, T0 + 13, LEASE, &f).await.unwrap();
+        assert_eq!(more.len(), 1);
+        assert_eq!(key_of[&more[0].id], "a");
+    }
+
+    pub async fn a_start_rate_holds_across_claimers(fx: &dyn Fixture) {
+        let s = fx.store();
+        let other = fx.open_another().await;
+        let a = client("a");
+        for i in 0..20 {
+            s.enqueue(keyed_job(&a, T0 + i, "k")).await.unwrap();
+        }
+        let f = keyed_filter(None, Some(2.0));
+        let n = |r: Result<Vec<ClaimedJob>, _>| r.unwrap().len();
+        // A full bucket holds one second's worth, shared by every claimer.
+        let (x, y) = tokio::join!(
+            s.claim("w1", 10, T0 + 100, LEASE, &f),
+            other.claim("w2", 10, T0 + 100, LEASE, &f)
+        );
+        assert_eq!(n(x) + n(y), 2);
+        assert_eq!(n(other.claim("w2", 10, T0 + 200, LEASE, &f).await), 0);
+        assert_eq!(n(s.claim("w1", 10, T0 + 600, LEASE, &f).await), 1);
+        assert_eq!(n(other.claim("w2", 10, T0 + 5000, LEASE, &f).await), 2);
+    }
+
     pub async fn a_paused_tool_is_claimed_by_no_worker_until_resumed(fx: &dyn Fixture) {
         let s = fx.store();
         let admin = fx.admin();
@@ -2539,6 +2623,8 @@ macro_rules! for_each_case {
             claim_takes_higher_priorities_first_fifo_within_one_and_ages,
             scheduled_jobs_wait_for_their_time_and_cancel_before_it,
             a_paused_tool_is_claimed_by_no_worker_until_resumed,
+            a_limit_per_key_holds_across_claimers_and_spares_other_keys,
+            a_start_rate_holds_across_claimers,
         }
     };
 }

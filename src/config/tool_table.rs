@@ -72,6 +72,9 @@ struct RawTool {
     retry_max_ms: Option<i64>,
     concurrency: Option<u32>,
     priority: Option<u8>,
+    concurrency_key: Option<String>,
+    concurrency_per_key: Option<u32>,
+    rate_per_sec: Option<f64>,
     on_worker_crash: Option<CrashPolicy>,
     #[serde(default)]
     env: BTreeMap<String, String>,
@@ -126,6 +129,11 @@ pub struct ToolDef {
     pub concurrency: Option<u32>,
     /// Job mode: the priority of its jobs when the call does not ask for one (docs/FLOW.md).
     pub priority: u8,
+    /// Job mode: running jobs per key across all workers (key from the client or an
+    /// argument), from `concurrency_key` and `concurrency_per_key`.
+    pub per_key: Option<(crate::jobs::ConcurrencyKey, u32)>,
+    /// Job mode: starts per second across all workers.
+    pub rate_per_sec: Option<f64>,
     pub on_worker_crash: CrashPolicy,
     pub max_output_bytes: usize,
     pub task_support: TaskSupport,
@@ -226,6 +234,7 @@ fn resolve(
     let target = target(name, &mut raw, base)?;
     let timeout_secs = timeout_secs(name, raw.mode, raw.timeout_secs)?;
     let max_output_bytes = check_bounds(name, &raw)?;
+    let per_key = per_key(name, &raw)?;
     let input_schema = read_schema(
         name,
         "input_schema",
@@ -273,6 +282,8 @@ fn resolve(
         retry_max_ms: raw.retry_max_ms,
         concurrency,
         priority: raw.priority.unwrap_or(0),
+        per_key,
+        rate_per_sec: raw.rate_per_sec,
         on_worker_crash: raw.on_worker_crash.unwrap_or_default(),
         max_output_bytes,
         task_support: raw.task_support.unwrap_or_default(),
@@ -306,6 +317,9 @@ fn check_applicable(name: &str, raw: &RawTool) -> Result<(), ConfigError> {
         (raw.retry_max_ms.is_some(), "retry_max_ms"),
         (raw.on_worker_crash.is_some(), "on_worker_crash"),
         (raw.priority.is_some(), "priority"),
+        (raw.concurrency_key.is_some(), "concurrency_key"),
+        (raw.concurrency_per_key.is_some(), "concurrency_per_key"),
+        (raw.rate_per_sec.is_some(), "rate_per_sec"),
         (raw.task_support.is_some(), "task_support"),
         (raw.ask.is_some(), "ask"),
     ] {
@@ -410,12 +424,42 @@ fn timeout_secs(name: &str, mode: Mode, set: Option<u64>) -> Result<u64, ConfigE
 }
 
 /// Attempts and concurrency of at least one, and the output cap in range (returned).
+/// `concurrency_key` and `concurrency_per_key`, both or neither.
+fn per_key(
+    name: &str,
+    raw: &RawTool,
+) -> Result<Option<(crate::jobs::ConcurrencyKey, u32)>, ConfigError> {
+    match (&raw.concurrency_key, raw.concurrency_per_key) {
+        (None, None) => Ok(None),
+        (Some(k), Some(n)) if n >= 1 => match crate::jobs::ConcurrencyKey::parse(k) {
+            Some(key) => Ok(Some((key, n))),
+            None => Err(invalid(
+                name,
+                format!(
+                    "concurrency_key {k:?}: want \"client\" or a JSON pointer (\"/customer_id\")"
+                ),
+            )),
+        },
+        (Some(_), Some(_)) => Err(invalid(name, "concurrency_per_key must be at least 1")),
+        _ => Err(invalid(
+            name,
+            "set concurrency_key and concurrency_per_key together",
+        )),
+    }
+}
+
 fn check_bounds(name: &str, raw: &RawTool) -> Result<usize, ConfigError> {
     if raw.max_attempts == Some(0) {
         return Err(invalid(name, "max_attempts must be at least 1"));
     }
     if raw.concurrency == Some(0) {
         return Err(invalid(name, "concurrency must be at least 1"));
+    }
+    if raw
+        .rate_per_sec
+        .is_some_and(|r| !(r.is_finite() && r > 0.0))
+    {
+        return Err(invalid(name, "rate_per_sec must be a number above 0"));
     }
     if raw.priority.is_some_and(|p| p > crate::jobs::MAX_PRIORITY) {
         return Err(invalid(

@@ -18,6 +18,7 @@ pub struct CopiedJob {
     /// Claim order (migration 0007 / 0003): the job's priority and its boost in ms.
     pub priority: i16,
     pub boost: i64,
+    pub ckey: Option<String>,
 }
 
 /// What a copy moved.
@@ -35,7 +36,7 @@ pub(crate) const COPY_INSERT: &str =
     "INSERT INTO jobs (id, client_id, tool, args, state, attempt, max_attempts, run_at, \
      lease_owner, lease_expires_at, fence, cancel_requested, progress, result, errors, \
      idempotency_key, created_at, started_at, finished_at, def, on_crash, capped, \
-     input_requests, input_responses, request_state, priority, boost) ";
+     input_requests, input_responses, request_state, priority, boost, ckey) ";
 
 impl AnyStore {
     async fn copy_page(&self, after: i64) -> Result<Vec<(i64, CopiedJob)>, StoreError> {

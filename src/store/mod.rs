@@ -117,6 +117,8 @@ pub struct NewJob {
     pub boost_ms: i64,
     /// Not before this instant (ms): `created_at` unless the call scheduled the job.
     pub run_at: i64,
+    /// The concurrency key of a tool limited per key (docs/FLOW.md), else `None`.
+    pub ckey: Option<String>,
 }
 
 /// Result of an enqueue: a new job, or the existing one with the same idempotency key.
@@ -266,9 +268,19 @@ impl ClaimFilter {
 #[derive(Debug, Clone)]
 pub struct CappedTool {
     pub tool: String,
+    /// Running jobs of the tool across workers (`u32::MAX`: only the per-key limit).
     pub limit: u32,
     pub defs: Vec<String>,
+    /// Running jobs per concurrency key (the jobs' `ckey`), if the tool has such a limit.
+    pub per_key: Option<u32>,
+    /// Starts per second across workers, if limited.
+    pub rate: Option<f64>,
 }
+
+/// How many of a keyed tool's queued jobs (from the head, in claim order) one claim looks
+/// at for keys with room: bounded so a claim stays cheap however long the queue; a head
+/// full of saturated keys delays other keys' jobs until some finish.
+pub const KEYED_CLAIM_WINDOW: i64 = 1000;
 
 /// Jobs not yet finished, for status lines, metrics and `mcpq stats`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

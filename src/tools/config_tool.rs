@@ -71,6 +71,8 @@ impl ConfigTool {
             retry,
             concurrency: def.concurrency,
             priority: def.priority,
+            per_key: def.per_key.clone(),
+            rate: def.rate_per_sec,
         };
         let slots = match def.mode {
             Mode::Sync => Some(Arc::new(Semaphore::new(

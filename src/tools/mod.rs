@@ -184,7 +184,7 @@ impl JobCtx {
 }
 
 /// How a job tool's jobs are stored, claimed and retried.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct JobPolicy {
     /// The tool's version, recorded on each job; only a worker with the same version of
     /// the tool runs it.
@@ -198,6 +198,17 @@ pub struct JobPolicy {
     pub concurrency: Option<u32>,
     /// Its jobs' priority when the call does not ask for one (docs/FLOW.md).
     pub priority: u8,
+    /// Running jobs per key across all workers; `None`: no such limit.
+    pub per_key: Option<(crate::jobs::ConcurrencyKey, u32)>,
+    /// Starts per second across all workers; `None`: no limit.
+    pub rate: Option<f64>,
+}
+
+impl JobPolicy {
+    /// Its jobs are claimed one tool at a time (a limit of some kind holds across workers).
+    pub fn is_capped(&self) -> bool {
+        self.concurrency.is_some() || self.per_key.is_some() || self.rate.is_some()
+    }
 }
 
 pub use crate::store::BUILTIN_DEFINITION;
@@ -217,6 +228,8 @@ pub trait JobTool: Send + Sync + 'static {
             retry: None,
             concurrency: None,
             priority: 0,
+            per_key: None,
+            rate: None,
         }
     }
     /// Questions a `/mcp` client answers before a job is accepted (MCP input requests keyed
@@ -380,13 +393,16 @@ impl Registry {
         for t in self.tools.values() {
             let Tool::Job(t) = t else { continue };
             let p = t.policy();
-            match p.concurrency {
-                None => filter.defs.push(ClaimFilter::key(t.name(), &p.definition)),
-                Some(limit) => filter.capped.push(crate::store::CappedTool {
+            if p.is_capped() {
+                filter.capped.push(crate::store::CappedTool {
                     tool: t.name().to_string(),
-                    limit,
+                    limit: p.concurrency.unwrap_or(u32::MAX),
+                    per_key: p.per_key.as_ref().map(|(_, n)| *n),
+                    rate: p.rate,
                     defs: vec![p.definition],
-                }),
+                });
+            } else {
+                filter.defs.push(ClaimFilter::key(t.name(), &p.definition));
             }
         }
         filter

@@ -61,6 +61,7 @@ impl PgStore {
                         capped: r.try_get(22)?,
                         priority: r.try_get(26)?,
                         boost: r.try_get(27)?,
+                        ckey: r.try_get(28)?,
                     },
                 ))
             })
@@ -104,7 +105,8 @@ impl PgStore {
                     .push_bind(r.input_responses.clone())
                     .push_bind(r.request_state.clone())
                     .push_bind(j.priority)
-                    .push_bind(j.boost);
+                    .push_bind(j.boost)
+                    .push_bind(j.ckey.clone());
             });
             q.build().execute(&mut *tx).await?;
         }

@@ -53,6 +53,9 @@ pub(crate) mod sql {
     pub const HAS_DUE: &str = include_str!("sql/has_due.sql");
     pub const CLAIM: &str = include_str!("sql/claim.sql");
     pub const CLAIM_TOOL: &str = include_str!("sql/claim_tool.sql");
+    pub const CLAIM_TOOL_KEYED: &str = include_str!("sql/claim_tool_keyed.sql");
+    pub const RATE_READ: &str = include_str!("sql/rate_read.sql");
+    pub const RATE_WRITE: &str = include_str!("sql/rate_write.sql");
     pub const UNKNOWN_DEFINITIONS: &str = include_str!("sql/unknown_definitions.sql");
     pub const RESOLVE_IN_DOUBT: &str = include_str!("sql/resolve_in_doubt.sql");
     pub const HEARTBEAT: &str = include_str!("sql/heartbeat.sql");
@@ -208,18 +211,45 @@ impl PgStore {
                 .bind(&c.tool)
                 .execute(&mut *tx)
                 .await?;
-            rows.extend(
-                sqlx::query(sql::CLAIM_TOOL)
-                    .bind(worker)
-                    .bind(now)
-                    .bind(i64::from(c.limit))
-                    .bind(lease_ms)
+            let mut take = left;
+            let mut bucket = None;
+            if let Some(rate) = c.rate {
+                let stored: Option<(f64, i64)> = sqlx::query_as(sql::RATE_READ)
                     .bind(&c.tool)
-                    .bind(&c.defs)
-                    .bind(left as i64)
-                    .fetch_all(&mut *tx)
-                    .await?,
-            );
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                let tokens = crate::jobs::rate_tokens(rate, stored, now);
+                take = take.min(tokens.floor().max(0.0) as usize);
+                bucket = Some(tokens);
+            }
+            if take == 0 {
+                continue;
+            }
+            let q = sqlx::query(match c.per_key {
+                None => sql::CLAIM_TOOL,
+                Some(_) => sql::CLAIM_TOOL_KEYED,
+            })
+            .bind(worker)
+            .bind(now)
+            .bind(i64::from(c.limit))
+            .bind(lease_ms)
+            .bind(&c.tool)
+            .bind(&c.defs)
+            .bind(take as i64);
+            let q = match c.per_key {
+                None => q,
+                Some(per_key) => q.bind(i64::from(per_key)).bind(KEYED_CLAIM_WINDOW),
+            };
+            let got = q.fetch_all(&mut *tx).await?;
+            if let Some(tokens) = bucket {
+                sqlx::query(sql::RATE_WRITE)
+                    .bind(&c.tool)
+                    .bind(tokens - got.len() as f64)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            rows.extend(got);
         }
         tx.commit().await?;
         Ok(rows)

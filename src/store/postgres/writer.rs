@@ -117,6 +117,7 @@ struct JobColumns {
     priority: Vec<i16>,
     boost: Vec<i64>,
     run_at: Vec<i64>,
+    ckey: Vec<Option<String>>,
 }
 
 /// What one batch writes: its nonces (each once) and its jobs' columns.
@@ -210,6 +211,7 @@ fn batch_of(ops: &[CommitOp]) -> Batch {
             cols.priority.push(i16::from(j.priority));
             cols.boost.push(j.boost_ms);
             cols.run_at.push(j.run_at);
+            cols.ckey.push(j.ckey.clone());
         }
     }
     Batch {
@@ -306,6 +308,7 @@ async fn write_batch(
         .bind(cols.priority)
         .bind(cols.boost)
         .bind(cols.run_at)
+        .bind(cols.ckey)
         .fetch_one(&mut *conn)
         .await?;
     let admitted: HashSet<Vec<u8>> = row.try_get::<Vec<Vec<u8>>, _>(0)?.into_iter().collect();

@@ -64,6 +64,7 @@ impl SqliteStore {
                         capped: r.try_get::<i64, _>(22)? != 0,
                         priority: r.try_get::<i64, _>(26)? as i16,
                         boost: r.try_get(27)?,
+                        ckey: r.try_get(28)?,
                     },
                 ))
             })
@@ -77,7 +78,7 @@ impl SqliteStore {
         }
         let mut conn = self.inner.writer.lock().await;
         let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-        // 27 columns: SQLite allows 32766 bound values per statement.
+        // 28 columns: SQLite allows 32766 bound values per statement.
         for chunk in jobs.chunks(1000) {
             let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(COPY_INSERT);
             q.push_values(chunk, |mut b, j| {
@@ -108,7 +109,8 @@ impl SqliteStore {
                     .push_bind(r.input_responses.clone())
                     .push_bind(r.request_state.clone())
                     .push_bind(i64::from(j.priority))
-                    .push_bind(j.boost);
+                    .push_bind(j.boost)
+                    .push_bind(j.ckey.clone());
             });
             q.build().execute(&mut *tx).await?;
         }

@@ -56,6 +56,9 @@ pub(crate) mod sql {
     pub const ANSWER_WRITE: &str = include_str!("sql/answer_write.sql");
     pub const CLAIM: &str = include_str!("sql/claim.sql");
     pub const CLAIM_TOOL: &str = include_str!("sql/claim_tool.sql");
+    pub const CLAIM_TOOL_KEYED: &str = include_str!("sql/claim_tool_keyed.sql");
+    pub const RATE_READ: &str = include_str!("sql/rate_read.sql");
+    pub const RATE_WRITE: &str = include_str!("sql/rate_write.sql");
     pub const UNKNOWN_DEFINITIONS: &str = include_str!("sql/unknown_definitions.sql");
     pub const RESOLVE_IN_DOUBT: &str = include_str!("sql/resolve_in_doubt.sql");
     pub const HAS_DUE: &str = include_str!("sql/has_due.sql");
@@ -78,6 +81,63 @@ pub(crate) mod sql {
     pub const EXPIRE_WAITING: &str = include_str!("sql/expire_waiting.sql");
     pub const PRUNE_NONCES: &str = include_str!("sql/prune_nonces.sql");
     pub const LIVE_NONCES: &str = include_str!("sql/live_nonces.sql");
+}
+
+/// One capped tool's share of a claim: who claims, when, and how many more it may take.
+struct CappedClaim<'a> {
+    worker: &'a str,
+    now: i64,
+    lease_ms: i64,
+    left: usize,
+}
+
+/// Claims up to `left` jobs of one capped tool inside the claim's write transaction: its
+/// own limit, its limit per key and its start rate (token bucket) all hold across every
+/// process, since no other claim commits in between.
+async fn claim_capped(
+    tx: &mut SqliteConnection,
+    c: &CappedTool,
+    k: CappedClaim<'_>,
+) -> Result<Vec<sqlx::sqlite::SqliteRow>, sqlx::Error> {
+    let mut take = k.left;
+    let mut bucket = None;
+    if let Some(rate) = c.rate {
+        let stored: Option<(f64, i64)> = sqlx::query_as(sql::RATE_READ)
+            .bind(&c.tool)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let tokens = crate::jobs::rate_tokens(rate, stored, k.now);
+        take = take.min(tokens.floor().max(0.0) as usize);
+        bucket = Some(tokens);
+    }
+    if take == 0 {
+        return Ok(Vec::new());
+    }
+    let q = match c.per_key {
+        None => sqlx::query(sql::CLAIM_TOOL),
+        Some(_) => sqlx::query(sql::CLAIM_TOOL_KEYED),
+    };
+    let mut q = q
+        .bind(k.worker)
+        .bind(k.now)
+        .bind(i64::from(c.limit))
+        .bind(k.lease_ms)
+        .bind(&c.tool)
+        .bind(json_strings(&c.defs))
+        .bind(take as i64);
+    if let Some(per_key) = c.per_key {
+        q = q.bind(i64::from(per_key)).bind(KEYED_CLAIM_WINDOW);
+    }
+    let rows = q.fetch_all(&mut *tx).await?;
+    if let Some(tokens) = bucket {
+        sqlx::query(sql::RATE_WRITE)
+            .bind(&c.tool)
+            .bind(tokens - rows.len() as f64)
+            .bind(k.now)
+            .execute(&mut *tx)
+            .await?;
+    }
+    Ok(rows)
 }
 
 struct Inner {
@@ -406,18 +466,13 @@ impl Store for SqliteStore {
                     if left == 0 {
                         break;
                     }
-                    rows.extend(
-                        sqlx::query(sql::CLAIM_TOOL)
-                            .bind(worker)
-                            .bind(now)
-                            .bind(i64::from(c.limit))
-                            .bind(lease_ms)
-                            .bind(&c.tool)
-                            .bind(json_strings(&c.defs))
-                            .bind(left as i64)
-                            .fetch_all(&mut *tx)
-                            .await?,
-                    );
+                    let claim = CappedClaim {
+                        worker,
+                        now,
+                        lease_ms,
+                        left,
+                    };
+                    rows.extend(claim_capped(&mut tx, c, claim).await?);
                 }
                 tx.commit().await?;
                 rows

@@ -97,7 +97,7 @@ impl Rows {
 }
 
 /// `[id, client, tool, args, max_attempts, created_at, idempotency_key, def, on_crash,
-/// capped, input_responses, priority, boost, run_at]` (migrations 0006, 0007).
+/// capped, input_responses, priority, boost, run_at, ckey]` (migrations 0006, 0007).
 pub(super) fn push_job(rows: &mut Rows, j: &NewJob) {
     rows.row()
         .str(&j.id.0)
@@ -113,7 +113,8 @@ pub(super) fn push_job(rows: &mut Rows, j: &NewJob) {
         .opt_str(j.input_responses.as_deref())
         .int(i64::from(j.priority))
         .int(j.boost_ms)
-        .int(j.run_at);
+        .int(j.run_at)
+        .opt_str(j.ckey.as_deref());
 }
 
 /// Nonce records packed for one `nonce_batches` row: 16-byte digest + big-endian i64 expiry each.
