@@ -325,3 +325,126 @@ async fn out_of_range_priorities_in_config_are_refused_naming_the_key() {
         assert!(err.contains(needle), "{err}");
     }
 }
+
+fn fixture(name: &str) -> String {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+/// The real interpreter (not a pyenv shim, which needs an environment the tool does not get).
+fn python() -> String {
+    let out = std::process::Command::new("python3")
+        .args(["-c", "import sys; print(sys.executable)"])
+        .output()
+        .expect("python3 runs");
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// (time, +1 start / -1 end) from an overlap.py log, ends first at equal times.
+fn events(log: &std::path::Path) -> Vec<(f64, i32)> {
+    let mut e: Vec<(f64, i32)> = std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| {
+            let (what, at) = l.split_once(' ').unwrap();
+            (at.parse().unwrap(), if what == "start" { 1 } else { -1 })
+        })
+        .collect();
+    e.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    e
+}
+
+fn peak(events: &[(f64, i32)]) -> i32 {
+    let (mut running, mut peak) = (0, 0);
+    for (_, d) in events {
+        running += d;
+        peak = peak.max(running);
+    }
+    peak
+}
+
+#[tokio::test]
+async fn a_limit_per_customer_holds_across_six_workers_and_spares_other_customers() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = one_slot(TestEnv::new(&format!(
+        "[tools.per_customer]\ndescription = \"d\"\ncommand = [\"{}\", \"{}\"]\n\
+         concurrency_key = \"/customer_id\"\nconcurrency_per_key = 2\n",
+        python(),
+        fixture("overlap.py")
+    )));
+    let d = env.spawn_daemon().await;
+    let _w: Vec<Proc> = futures_util::future::join_all((1..=6).map(|n| env.spawn_worker(n))).await;
+    let mut c = env.client(&d).await;
+    let mut ids = Vec::new();
+    // Customer a's backlog first: b's and c's jobs must not wait behind it.
+    for cust in ["a", "a", "a", "a", "a", "a", "b", "b", "b", "c", "c", "c"] {
+        let log = dir.path().join(format!("{cust}.log"));
+        let a = format!(
+            r#"{{"log":"{}","seconds":0.5,"customer_id":"{cust}"}}"#,
+            log.display()
+        );
+        ids.push(job_id(&c.call("per_customer", args(&a)).await.unwrap()));
+    }
+    let missing = c
+        .call("per_customer", args(r#"{"log":"/dev/null"}"#))
+        .await
+        .unwrap();
+    assert_eq!(
+        missing.error_code(),
+        Some("invalid_args"),
+        "{}",
+        missing.raw
+    );
+    for id in &ids {
+        let done = poll_until_finished(&mut c, id, Duration::from_secs(60)).await;
+        assert_eq!(done.status, Status::Done, "{}", done.raw);
+    }
+    let mut everyone = Vec::new();
+    for cust in ["a", "b", "c"] {
+        let e = events(&dir.path().join(format!("{cust}.log")));
+        assert!(peak(&e) <= 2, "customer {cust}: {} at once", peak(&e));
+        everyone.extend(e);
+    }
+    everyone.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    assert!(
+        peak(&everyone) >= 4,
+        "other customers ran beside a's: peak {}",
+        peak(&everyone)
+    );
+}
+
+#[tokio::test]
+async fn a_start_rate_holds_within_ten_percent_across_workers() {
+    let env = one_slot(TestEnv::new(
+        "[tools.quota]\ndescription = \"d\"\ncommand = [\"/bin/cat\"]\nrate_per_sec = 10\n",
+    ))
+    .set("MCPQ__WORKER__CONCURRENCY", "4")
+    .set("MCPQ__WORKER__IDLE_BACKOFF_MAX_MS", "20");
+    let d = env.spawn_daemon().await;
+    let _w: Vec<Proc> = futures_util::future::join_all((1..=2).map(|n| env.spawn_worker(n))).await;
+    let mut c = env.client(&d).await;
+    let mut ids = Vec::new();
+    for _ in 0..70 {
+        ids.push(job_id(&c.call("quota", args("{}")).await.unwrap()));
+    }
+    for id in &ids {
+        let done = poll_until_finished(&mut c, id, Duration::from_secs(60)).await;
+        assert_eq!(done.status, Status::Done, "{}", done.raw);
+    }
+    let pool = db(&env.db_path()).await;
+    let starts: Vec<i64> =
+        sqlx::query_scalar("SELECT started_at FROM jobs WHERE tool = 'quota' ORDER BY started_at")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    // After the first second's burst (10), 60 starts at 10 per second: 6 s.
+    let span = (starts[69] - starts[9]) as f64 / 1000.0;
+    let rate = 60.0 / span;
+    assert!(
+        (9.0..=11.0).contains(&rate),
+        "{rate:.2} starts/s over {span:.2} s"
+    );
+}
