@@ -28,6 +28,7 @@ pub(super) async fn complete_batches(
                 Err(_) => break,
             }
         }
+        let mut pause = Duration::from_millis(100);
         loop {
             match store.complete(batch.clone(), clock.now_ms()).await {
                 Ok(applied) => {
@@ -46,8 +47,12 @@ pub(super) async fn complete_batches(
                     break;
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "completion batch failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    // Retried until the store takes it (a full disk, a restarting server):
+                    // the outcome is already decided and must not be lost. A write that may
+                    // have applied is fenced, so applying it again changes nothing.
+                    store.status().fault("completion", &e);
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(2));
                 }
             }
         }

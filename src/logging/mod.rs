@@ -10,6 +10,8 @@
 //! It must not decide what is logged: modules log, and never secrets or payloads (args,
 //! results); `tests/auth.rs` greps both formats for the keys.
 
+pub mod repeats;
+
 use std::fmt;
 
 use serde_json::{Map, Value};
