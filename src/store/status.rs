@@ -145,3 +145,27 @@ pub async fn watch(store: Arc<dyn Store>, stop: CancellationToken) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_outage_is_remembered_until_the_store_is_marked_up() {
+        let s = StoreStatus::new();
+        assert!(s.is_up() && s.describe().is_none());
+        assert!(s
+            .unavailable("t", &StoreError::Config("a bug".into()))
+            .is_none());
+        assert!(s.is_up(), "a bug is not an outage");
+        let why = s.unavailable("t", &StoreError::Unavailable("the disk is full".into()));
+        assert_eq!(why.as_deref(), Some("the disk is full"));
+        // A second fault keeps the first one's start and reason.
+        s.down("another reason");
+        let line = s.describe().unwrap();
+        assert!(line.starts_with("database unreachable for 0 s"), "{line}");
+        assert!(line.ends_with("(the disk is full)"), "{line}");
+        s.up();
+        assert!(s.is_up() && s.outage().is_none());
+    }
+}

@@ -197,11 +197,13 @@ async fn commit_batch(link: &mut Link, ops: &mut Vec<CommitOp>, status: &StoreSt
                 return false;
             }
             Fate::NotCommitted(why) => {
-                status.down(&why);
                 repeats::fault("group commit", &e);
+                // A session the server ended between batches fails the next statement on
+                // it: the retry on a fresh connection is the normal recovery, not an outage.
                 if tries < 2 {
                     continue;
                 }
+                status.down(&why);
                 fail(ops, |_| StoreError::Unavailable(why.clone()));
                 return false;
             }
