@@ -29,10 +29,20 @@ pub(super) async fn complete_batches(
             }
         }
         let mut pause = Duration::from_millis(100);
+        let mut failed_before = false;
         loop {
             match store.complete(batch.clone(), clock.now_ms()).await {
                 Ok(applied) => {
-                    if applied.len() < batch.len() {
+                    if applied.len() < batch.len() && failed_before {
+                        // The failed try may have applied them (a connection lost after the
+                        // commit): fenced, the second write changes nothing and reports them
+                        // as not applied, which is not a lost lease.
+                        tracing::info!(
+                            not_applied = batch.len() - applied.len(),
+                            "completions retried after a store fault: applied by the earlier \
+                             try, or their lease was lost meanwhile"
+                        );
+                    } else if applied.len() < batch.len() {
                         tracing::warn!(
                             stale = batch.len() - applied.len(),
                             "completions skipped: lease was lost (fencing token changed)"
@@ -51,6 +61,7 @@ pub(super) async fn complete_batches(
                     // the outcome is already decided and must not be lost. A write that may
                     // have applied is fenced, so applying it again changes nothing.
                     store.status().fault("completion", &e);
+                    failed_before = true;
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(Duration::from_secs(2));
                 }
