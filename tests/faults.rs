@@ -121,6 +121,50 @@ async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
     .await
 }
 
+/// A datagram socket in the role of systemd's `NOTIFY_SOCKET`, collecting every message.
+struct Notifications {
+    path: PathBuf,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Notifications {
+    fn listen(dir: &Path) -> Notifications {
+        let path = dir.join("notify.sock");
+        let sock = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = seen.clone();
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 4096];
+            while let Ok(n) = sock.recv(&mut buf) {
+                let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+                sink.lock().unwrap().push(msg);
+            }
+        });
+        Notifications { path, seen }
+    }
+
+    fn count(&self) -> usize {
+        self.seen.lock().unwrap().len()
+    }
+
+    fn since(&self, mark: usize) -> Vec<String> {
+        self.seen.lock().unwrap()[mark..].to_vec()
+    }
+}
+
+/// The whole HTTP answer (status line, headers, body) to a raw request.
+async fn raw_text(addr: std::net::SocketAddr, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(request).await.unwrap();
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf))
+        .await
+        .expect("answer in time")
+        .unwrap();
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
 /// Calls `start_long_task` with a large payload (so every commit grows the WAL) until the
 /// store refuses one; returns the ids of the accepted jobs.
 async fn enqueue_until_refused(client: &mut Client) -> (Vec<String>, String) {
@@ -171,12 +215,17 @@ async fn full_disk_answers_store_unavailable_and_serves_again_once_space_is_free
     }
     let env = TestEnv::new("");
     let disk = tmpfs(env.dir.path(), "24m");
+    // The service manager's side: what the daemon says in STATUS= and whether it keeps its
+    // watchdog pings while the store is down.
+    let notify = Notifications::listen(env.dir.path());
     let env = env
         .set(
             "MCPQ__DATABASE__PATH",
             disk.dir.join("mcpq.db").to_str().unwrap(),
         )
-        .set("RUST_LOG", "info");
+        .set("RUST_LOG", "info")
+        .set("NOTIFY_SOCKET", notify.path.to_str().unwrap())
+        .set("WATCHDOG_USEC", "400000");
     let d = env.spawn_daemon().await;
     let mut client = env.client(&d).await;
     // A job running while the disk fills: its completion must wait for space, not vanish.
@@ -215,8 +264,50 @@ async fn full_disk_answers_store_unavailable_and_serves_again_once_space_is_free
     let (code, body) = get(d.addr, "/readyz").await;
     assert_eq!(code, 503, "{body}");
     assert!(body.contains("database unreachable for"), "{body}");
+    // The same on /mcp: JSON-RPC -32000 store_unavailable, HTTP 503, Retry-After.
+    let (headers, body) = modern_request(
+        "dev-only-mcp-token-00000000000000000000000000000000",
+        "tools/call",
+        serde_json::json!({"name": "start_long_task", "arguments": {"seconds": 1}}),
+        serde_json::json!({}),
+    );
+    let mut req = format!(
+        "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nAccept: application/json, text/event-stream\r\n\
+         Content-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(&body);
+    let text = raw_text(d.addr, req.as_bytes()).await;
+    assert!(text.starts_with("HTTP/1.1 503"), "{text}");
+    assert!(
+        text.to_ascii_lowercase().contains("retry-after: 1\r\n"),
+        "{text}"
+    );
+    assert!(text.contains(r#""code":-32000"#), "{text}");
+    assert!(
+        text.contains("store_unavailable: the disk is full"),
+        "{text}"
+    );
     let (_, metrics) = get(d.metrics.expect("metrics"), "/metrics").await;
     assert!(metrics.contains("mcpq_store_up 0"), "{metrics}");
+    let mark = notify.count();
+    eventually(
+        Duration::from_secs(10),
+        "STATUS= says the database is unreachable",
+        || async {
+            notify.since(mark).iter().any(|m| {
+                m.contains("STATUS=")
+                    && m.contains("database unreachable for")
+                    && m.contains("WATCHDOG=1")
+            })
+        },
+    )
+    .await;
     // The job that was running finishes meanwhile: its completion cannot be written, and is
     // retried rather than dropped.
     eventually(
@@ -248,6 +339,18 @@ async fn full_disk_answers_store_unavailable_and_serves_again_once_space_is_free
     all_done(&mut client, &ids).await;
     let (_, metrics) = get(d.metrics.unwrap(), "/metrics").await;
     assert!(metrics.contains("mcpq_store_up 1"), "{metrics}");
+    let mark = notify.count();
+    eventually(
+        Duration::from_secs(10),
+        "STATUS= back to the queue's summary",
+        || async {
+            notify
+                .since(mark)
+                .iter()
+                .any(|m| m.contains("STATUS=") && !m.contains("unreachable"))
+        },
+    )
+    .await;
 
     let log = d.proc.logs();
     assert_eq!(log.matches("store unreachable").count(), 1, "{log}");
