@@ -21,13 +21,25 @@ use crate::envelope::{CallError, ClientId, Envelope};
 use crate::jobs::{FlowBounds, JobId, JobOptions};
 use crate::json::{Json, Object};
 use crate::limits::{ClientLimits, RetryAfterMs};
-use crate::store::{NewJob, Store, StoreError};
+use crate::store::{Enqueued, NewJob, Store, StoreError};
 use crate::tools::runner::InputRound;
 use crate::tools::{
     CallCtx, JobTool, LogSink, Registry, Reply, ServerInfo, SharedRegistry, SyncTool,
 };
 
 /// Everything a verified call needs, shared by every connection of every transport.
+/// How a job came to be enqueued, beyond its tool, client and arguments.
+#[derive(Debug, Clone, Default)]
+pub struct JobCall {
+    /// The signed envelope's nonce, committed with the job.
+    pub nonce: Option<NonceRecord>,
+    /// Answers given before the job existed (a tool's declared `ask`).
+    pub answers: Option<String>,
+    pub opts: JobOptions,
+    /// An idempotency key overriding the arguments' (a schedule's tick).
+    pub key: Option<String>,
+}
+
 pub struct App {
     auth: Authenticator,
     /// Swapped whole by a reload; shared with the embedded worker.
@@ -211,7 +223,36 @@ impl App {
         answers: Option<String>,
         opts: &JobOptions,
     ) -> Result<JobId, CallError> {
-        let req = t.validate(args)?;
+        let job = JobCall {
+            nonce,
+            answers,
+            opts: *opts,
+            key: None,
+        };
+        Ok(self.enqueue(t, client, args, now, job).await?.id().clone())
+    }
+
+    /// [`App::enqueue_job`], saying whether the job is new or the one its idempotency key
+    /// already names; `call.key` (the scheduler's tick) takes the place of the arguments'.
+    pub async fn enqueue(
+        &self,
+        t: &Arc<dyn JobTool>,
+        client: &ClientId,
+        args: &Object,
+        now: i64,
+        call: JobCall,
+    ) -> Result<Enqueued, CallError> {
+        let JobCall {
+            nonce,
+            answers,
+            opts,
+            key,
+        } = call;
+        let opts = &opts;
+        let mut req = t.validate(args)?;
+        if key.is_some() {
+            req.idempotency_key = key;
+        }
         let policy = t.policy();
         let bounds = FlowBounds {
             client_max_priority: self
@@ -282,7 +323,7 @@ impl App {
             .increment(1);
         tracing::Span::current().record("job_id", tracing::field::display(&enqueued.id().0));
         self.job_added.notify_waiters();
-        Ok(enqueued.id().clone())
+        Ok(enqueued)
     }
 
     /// A store failure as the caller sees it: `store_unavailable` when the database cannot

@@ -19,7 +19,8 @@
 //!   streams, bearer tokens), its state in `mcp::Mcp`. [`telemetry`]: the Prometheus
 //!   recorder and scrape endpoint.
 //! - [`http`]: the listener (accept loop, `http::overload` defences, drain), bounded body
-//!   reads, the SSE body; [`systemd`]: readiness, status, watchdog, socket activation.
+//!   reads, the SSE body; [`systemd`]: readiness, status, watchdog, socket activation;
+//!   [`scheduler`]: the loop that enqueues `[schedules]` ticks, one job per tick.
 //! - [`app`]: the transport-free core (`authenticate`, `admit_nonce`, `admit_call`,
 //!   `call_sync`, `enqueue_job`); [`worker`]: the `Worker` component (`Worker::build` →
 //!   `run_until_stopped`) and the loops `mcpq serve` embeds (claim, run-and-decide, complete,
@@ -59,6 +60,7 @@ pub mod limits;
 pub mod logging;
 pub mod mcp;
 pub mod ops;
+pub mod scheduler;
 pub mod server;
 pub mod store;
 pub mod systemd;

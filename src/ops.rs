@@ -15,9 +15,10 @@ use clap::{Args, Subcommand};
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
 use serde_json::{json, Value};
 
+use crate::config::schedules::ScheduleDef;
 use crate::jobs::{JobId, JobState};
 use crate::store::admin::{AdminStore, Change, JobFilter, JobSummary};
-use crate::store::{CancelOutcome, JobRecord, StoreError};
+use crate::store::{CancelOutcome, JobRecord, Store, StoreError};
 
 /// No job with that id.
 pub const EXIT_NOT_FOUND: u8 = 3;
@@ -529,5 +530,69 @@ pub async fn stats(store: &dyn AdminStore, json_out: bool) -> Result<ExitCode, S
         "throughput: {:.1} jobs/s over the last minute",
         finished_last_minute as f64 / 60.0
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A tick as `mcpq schedules list` shows it: in the schedule's zone, with its offset.
+fn zoned(s: &ScheduleDef, ms: i64) -> String {
+    use chrono::TimeZone;
+    s.zone
+        .timestamp_millis_opt(ms)
+        .single()
+        .map_or_else(|| "-".into(), |t| t.to_rfc3339())
+}
+
+/// `mcpq schedules list`: each `[schedules.NAME]`, its cron and zone, the last tick a daemon
+/// enqueued (from the store) and the next `next` runs.
+pub async fn schedules(
+    store: &dyn Store,
+    schedules: &[ScheduleDef],
+    next: usize,
+    json_out: bool,
+) -> Result<ExitCode, StoreError> {
+    let recorded: std::collections::HashMap<String, i64> =
+        store.schedule_ticks().await?.into_iter().collect();
+    let now = now_ms();
+    if json_out {
+        let v: Vec<Value> = schedules
+            .iter()
+            .map(|s| {
+                let last = recorded.get(&s.name).copied();
+                json!({
+                    "name": s.name, "cron": s.cron_text, "timezone": s.zone.name(),
+                    "tool": s.tool, "client": s.client,
+                    "last_tick_ms": last, "last_tick": last.map(|t| zoned(s, t)),
+                    "next_ms": s.upcoming(now, next),
+                    "next": s.upcoming(now, next).iter().map(|&t| zoned(s, t)).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        println!("{}", Value::Array(v));
+    } else {
+        let mut t = table(&[
+            "schedule",
+            "cron",
+            "timezone",
+            "tool",
+            "last tick",
+            "next runs",
+        ]);
+        for s in schedules {
+            let last = recorded
+                .get(&s.name)
+                .map_or_else(|| "-".into(), |&t| zoned(s, t));
+            let upcoming: Vec<String> =
+                s.upcoming(now, next).iter().map(|&t| zoned(s, t)).collect();
+            t.add_row(vec![
+                s.name.clone(),
+                s.cron_text.clone(),
+                s.zone.name().to_string(),
+                s.tool.clone(),
+                last,
+                upcoming.join("\n"),
+            ]);
+        }
+        println!("{t}");
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -18,7 +18,7 @@ const LAYERS: &[(u8, &[&str])] = &[
     (5, &["store"]),
     (6, &["limits", "tools"]),
     (7, &["app", "worker"]),
-    (8, &["http", "systemd"]),
+    (8, &["http", "systemd", "scheduler"]),
     (9, &["v1", "mcp", "telemetry"]),
     (10, &["server", "client"]),
     (11, &["ops", "backup", "bench"]),

@@ -1,4 +1,4 @@
-//! `mcpq jobs …` and `mcpq stats`: opens the store as the database's owner and hands it
+//! `mcpq jobs …`, `mcpq stats` and `mcpq schedules list`: opens the store as the database's owner and hands it
 //! to the operator's commands.
 //!
 //! It must not format anything: `crate::ops` prints the tables and JSON.
@@ -22,6 +22,18 @@ pub(super) async fn jobs(
 pub(super) async fn stats(settings: &Settings, json: bool) -> Result<ExitCode, AnyError> {
     let store = admin_store(settings).await?;
     let code = crate::ops::stats(store.admin().as_ref(), json).await?;
+    store.store().close().await;
+    Ok(code)
+}
+
+pub(super) async fn schedules(
+    settings: &Settings,
+    next: usize,
+    json: bool,
+) -> Result<ExitCode, AnyError> {
+    let store = admin_store(settings).await?;
+    let code =
+        crate::ops::schedules(store.store().as_ref(), &settings.schedules, next, json).await?;
     store.store().close().await;
     Ok(code)
 }

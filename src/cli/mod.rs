@@ -89,10 +89,29 @@ enum Command {
         #[command(subcommand)]
         command: bench::BenchCommand,
     },
+    /// Recurring jobs (`[schedules]`): `mcpq schedules list` shows each schedule, the last
+    /// tick enqueued and the next runs.
+    Schedules {
+        #[command(subcommand)]
+        command: SchedulesCommand,
+    },
     /// Moving between stores (SQLite, PostgreSQL).
     Store {
         #[command(subcommand)]
         command: StoreCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum SchedulesCommand {
+    /// Each schedule: cron, zone, tool, last tick enqueued, next runs.
+    List {
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// How many next runs to show.
+        #[arg(long, default_value_t = 3)]
+        next: usize,
     },
 }
 
@@ -204,6 +223,7 @@ impl Command {
             | Command::Keys { .. }
             | Command::Jobs { .. }
             | Command::Stats { .. }
+            | Command::Schedules { .. }
             | Command::Store { .. }
             | Command::Backup { .. } => Settings::load_without_secrets,
         }
@@ -241,6 +261,9 @@ async fn run(cli: Cli) -> Result<ExitCode, AnyError> {
         Command::Migrate => store::migrate(&settings).await?,
         Command::Jobs { command } => return jobs::jobs(&settings, command).await,
         Command::Stats { json } => return jobs::stats(&settings, json).await,
+        Command::Schedules {
+            command: SchedulesCommand::List { json, next },
+        } => return jobs::schedules(&settings, next.min(100), json).await,
         Command::Backup { path } => store::backup(&settings, &path).await?,
         Command::Bench { command } => bench::bench(settings, cli.config, command).await?,
         Command::Store {

@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 use super::secrets::{load_secret, redact, require_secret, token_hash};
 use super::{
-    prompts, resources, strict, tool_table, ClientKeys, ClientSettings, ConfigError,
+    prompts, resources, schedules, strict, tool_table, ClientKeys, ClientSettings, ConfigError,
     DatabaseSettings, JobSettings, LimitSettings, LogSettings, McpSettings, MetricsSettings,
     PostgresSettings, Secret, ServerSettings, Settings, ToolDef, WorkerSettings, DEFAULT_TOML,
 };
@@ -102,6 +102,8 @@ impl Settings {
         let mut s = Settings::from_raw(raw, tool_table::load(file)?)?;
         s.resources = resources::load(file)?;
         s.prompts = prompts::load(file)?;
+        s.schedules = schedules::load(file)?;
+        schedules::check_clients(&s.schedules, &s.clients)?;
         Ok(s)
     }
 
@@ -124,6 +126,7 @@ impl Settings {
         let mut s = Settings::from_raw_checked(raw, tool_table::load(file)?, false)?;
         s.resources = resources::load(file)?;
         s.prompts = prompts::load(file)?;
+        s.schedules = schedules::load(file)?;
         Ok(s)
     }
 
@@ -161,12 +164,13 @@ impl Settings {
         merged.remove("tools");
         merged.remove("resources");
         merged.remove("prompts");
+        merged.remove("schedules");
         if let Some(f) = file {
             let text = std::fs::read_to_string(f)
                 .map_err(|e| ConfigError::Invalid(format!("cannot read {}: {e}", f.display())))?;
             let doc: toml::Table = toml::from_str(&text)
                 .map_err(|e| ConfigError::Invalid(format!("{}: {e}", f.display())))?;
-            for section in ["tools", "resources", "prompts"] {
+            for section in ["tools", "resources", "prompts", "schedules"] {
                 if let Some(t) = doc.get(section) {
                     merged.insert(section.into(), t.clone());
                 }
@@ -219,6 +223,7 @@ impl Settings {
             tools,
             resources: Vec::new(),
             prompts: Vec::new(),
+            schedules: Vec::new(),
             log: raw.log,
             limits: raw.limits,
             mcp: raw.mcp,

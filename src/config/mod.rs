@@ -5,8 +5,8 @@
 //! how secrets are loaded (inline or from files), and the start-up safety
 //! checks (no development keys off loopback, no short secrets). The settings of each
 //! section are in `sections` (the database's in `database`), loading and validation in
-//! `load`, secrets in `secrets`, the safety checks in `safety`; `[tools]`, `[resources]`
-//! and `[prompts]` each have a file of their own.
+//! `load`, secrets in `secrets`, the safety checks in `safety`; `[tools]`, `[resources]`,
+//! `[prompts]` and `[schedules]` each have a file of their own.
 //!
 //! It must not open sockets or databases; it only describes them. It imports only
 //! foundation modules (`json`, `jobs`, `asks`), never what it configures.
@@ -19,6 +19,7 @@ mod load;
 pub mod prompts;
 pub mod resources;
 mod safety;
+pub mod schedules;
 mod secrets;
 mod sections;
 mod strict;
@@ -68,6 +69,8 @@ pub struct Settings {
     pub resources: Vec<resources::ResourceDef>,
     /// Prompt templates served at `/mcp` (`[prompts.NAME]`).
     pub prompts: Vec<prompts::PromptDef>,
+    /// Recurring jobs (`[schedules.NAME]`, docs/FLOW.md).
+    pub schedules: Vec<schedules::ScheduleDef>,
     pub log: LogSettings,
     pub metrics: MetricsSettings,
     pub limits: LimitSettings,

@@ -35,7 +35,7 @@ const CLIENT_KEYS: &[&str] = &[
 ];
 
 /// Sections whose tables are keyed by a name the operator chooses.
-const NAMED: &[&str] = &["clients", "tools", "resources", "prompts"];
+const NAMED: &[&str] = &["clients", "tools", "resources", "prompts", "schedules"];
 
 fn known() -> BTreeMap<String, BTreeSet<String>> {
     let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
@@ -110,8 +110,9 @@ pub fn check_file(text: &str, file: &Path) -> Result<(), ConfigError> {
             )));
         };
         match section.as_str() {
-            // Checked by config::tool_table, config::resources and config::prompts, table by table.
-            "tools" | "resources" | "prompts" => {}
+            // Checked by config::tool_table, config::resources, config::prompts and
+            // config::schedules, table by table.
+            "tools" | "resources" | "prompts" | "schedules" => {}
             "clients" => {
                 for (id, client) in keys {
                     let toml::Value::Table(ck) = client else {

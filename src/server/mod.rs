@@ -1,6 +1,6 @@
 //! The daemon assembled: binds the listener (or takes systemd's), opens the store, builds
 //! the core (`app`) and its two transports (`v1`, `mcp`) behind one router, and runs them
-//! with the embedded worker and the maintenance task until the shutdown token fires.
+//! with the embedded worker, the maintenance task and the scheduler until the shutdown token fires.
 //!
 //! Built and run apart (`Server::build` → `local_addr` → `run_until_stopped`) so tests
 //! can bind port 0.
@@ -141,6 +141,10 @@ impl Server {
             app.clock().clone(),
             workers_stop.clone(),
         ));
+        background.spawn(
+            crate::scheduler::Scheduler::new(app.clone(), settings.schedules.clone())
+                .run(workers_stop.clone()),
+        );
         if settings.server.embedded_workers > 0 {
             let opts = WorkerOptions::from_settings(&settings, settings.server.embedded_workers);
             let parts = WorkerParts {

@@ -578,6 +578,16 @@ pub trait Store: Send + Sync + 'static {
     /// Workers holding leases and the latest expiry among their leases (metrics).
     fn lease_holders(&self) -> BoxFuture<'_, Result<Vec<(String, i64)>, StoreError>>;
 
+    /// Every schedule's last enqueued tick (ms), by name (`[schedules]`, docs/FLOW.md).
+    fn schedule_ticks(&self) -> BoxFuture<'_, Result<Vec<(String, i64)>, StoreError>>;
+
+    /// Records that schedule `name` enqueued its ticks up to `tick_ms`; never moves back.
+    fn record_tick<'a>(
+        &'a self,
+        name: &'a str,
+        tick_ms: i64,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+
     /// Counts of unfinished jobs by state and tool; reads only unfinished rows.
     fn queue_stats(&self, now: i64) -> BoxFuture<'_, Result<QueueStats, StoreError>>;
 

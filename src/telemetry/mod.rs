@@ -79,6 +79,10 @@ fn describe() {
         "Calls refused before any tool ran, by reason (error code)."
     );
     describe_counter!(JOBS_ENQUEUED, "Jobs accepted (durable), by tool.");
+    describe_counter!(
+        SCHEDULE_JOBS,
+        "Jobs a schedule enqueued (one per tick across all daemons), by schedule."
+    );
     describe_gauge!(
         JOBS,
         "Unfinished jobs by state (queued, running, in_doubt) and tool."

@@ -8,6 +8,7 @@ pub const REQUESTS: &str = "mcpq_requests_total";
 pub const REQUEST_SECONDS: &str = "mcpq_request_duration_seconds";
 pub const AUTH_FAILURES: &str = "mcpq_auth_failures_total";
 pub const JOBS_ENQUEUED: &str = "mcpq_jobs_enqueued_total";
+pub const SCHEDULE_JOBS: &str = "mcpq_schedule_jobs_enqueued_total";
 pub const JOBS: &str = "mcpq_jobs";
 pub const OLDEST_QUEUED: &str = "mcpq_oldest_queued_job_age_seconds";
 pub const TOOL_PAUSED: &str = "mcpq_tool_paused";

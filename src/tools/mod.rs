@@ -369,7 +369,28 @@ impl Registry {
         }
         r.resources = settings.resources.clone();
         r.prompts = settings.prompts.clone();
+        r.check_schedules(&settings.schedules)?;
         Ok(r)
+    }
+
+    /// Each `[schedules.NAME]` names a job tool and gives it arguments its schema accepts
+    /// (checked once, at start, so a tick never enqueues a job that would be refused).
+    fn check_schedules(
+        &self,
+        schedules: &[crate::config::schedules::ScheduleDef],
+    ) -> Result<(), ConfigError> {
+        for s in schedules {
+            let bad = |m: String| ConfigError::Invalid(format!("schedules.{}: {m}", s.name));
+            let Some(t) = self.job_tool(&s.tool) else {
+                return Err(bad(format!("tool {:?} is not a job tool", s.tool)));
+            };
+            let Json::Object(args) = Json::from_serde(&s.arguments) else {
+                return Err(bad("arguments must be a table".into()));
+            };
+            t.validate(&args)
+                .map_err(|e| bad(format!("arguments refused by {}: {e}", s.tool)))?;
+        }
+        Ok(())
     }
 
     /// The configured prompt templates, in name order.

@@ -71,6 +71,8 @@ pub(crate) mod sql {
     pub const PAUSE_TOOL: &str = include_str!("sql/pause_tool.sql");
     pub const RESUME_TOOL: &str = include_str!("sql/resume_tool.sql");
     pub const PAUSED_TOOLS: &str = include_str!("sql/paused_tools.sql");
+    pub const SCHEDULE_TICKS: &str = include_str!("sql/schedule_ticks.sql");
+    pub const RECORD_TICK: &str = include_str!("sql/record_tick.sql");
     pub const LIVE_NONCES: &str = include_str!("sql/live_nonces.sql");
     pub const PRUNE_JOBS: &str = include_str!("sql/prune_jobs.sql");
     pub const EXPIRE_WAITING: &str = include_str!("sql/expire_waiting.sql");
@@ -624,6 +626,29 @@ impl Store for PgStore {
                 .fetch_one(&self.inner.pool)
                 .await?;
             Ok(n as u64)
+        })
+    }
+
+    fn schedule_ticks(&self) -> BoxFuture<'_, Result<Vec<(String, i64)>, StoreError>> {
+        Box::pin(async move {
+            let rows = sqlx::query(sql::SCHEDULE_TICKS)
+                .fetch_all(&self.inner.pool)
+                .await?;
+            rows.iter()
+                .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+                .collect()
+        })
+    }
+
+    fn record_tick<'a>(
+        &'a self,
+        name: &'a str,
+        tick_ms: i64,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            let q = sqlx::query(sql::RECORD_TICK).bind(name).bind(tick_ms);
+            q.execute(&self.inner.pool).await?;
+            Ok(())
         })
     }
 

@@ -66,6 +66,8 @@ pub(crate) mod sql {
     pub const PAUSE_TOOL: &str = include_str!("sql/pause_tool.sql");
     pub const RESUME_TOOL: &str = include_str!("sql/resume_tool.sql");
     pub const PAUSED_TOOLS: &str = include_str!("sql/paused_tools.sql");
+    pub const SCHEDULE_TICKS: &str = include_str!("sql/schedule_ticks.sql");
+    pub const RECORD_TICK: &str = include_str!("sql/record_tick.sql");
     pub const LEASE_HOLDERS: &str = include_str!("sql/lease_holders.sql");
     pub const COUNT_QUEUED: &str = include_str!("sql/count_queued.sql");
     pub const ADMIN_LIST: &str = include_str!("sql/admin_list.sql");
@@ -419,6 +421,32 @@ impl Store for SqliteStore {
                 .fetch_one(&self.inner.read)
                 .await?;
             Ok(n as u64)
+        })
+    }
+
+    fn schedule_ticks(&self) -> BoxFuture<'_, Result<Vec<(String, i64)>, StoreError>> {
+        Box::pin(async move {
+            let rows = sqlx::query(sql::SCHEDULE_TICKS)
+                .fetch_all(&self.inner.read)
+                .await?;
+            rows.iter()
+                .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+                .collect()
+        })
+    }
+
+    fn record_tick<'a>(
+        &'a self,
+        name: &'a str,
+        tick_ms: i64,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            let q = sqlx::query(sql::RECORD_TICK).bind(name).bind(tick_ms);
+            let mut conn = self.inner.writer.lock().await;
+            q.execute(&mut *conn).await?;
+            drop(conn);
+            self.inner.durability.wait().await?;
+            Ok(())
         })
     }
 
