@@ -1,9 +1,9 @@
 //! `/mcp` as an OAuth 2.1 resource server, against the real binary: an authorization
 //! server's metadata and JWKS served by the test (keys generated here, published and
 //! rotated at will, fetches counted), and every way an access token is refused, with the
-//! status and `WWW-Authenticate` a client sees. The full flow with a real authorization
-//! server and the Python SDK's OAuth client is `tests/oauth_flow.py` (see
-//! `an_sdk_client_signs_in_at_a_real_authorization_server`).
+//! status and `WWW-Authenticate` a client sees. Then the whole flow with a real
+//! authorization server (`oidc-provider`, tests/fixtures/oidc, installed by .ci/run) and the
+//! Python `mcp` SDK's OAuth client (tests/oauth_flow.py), from the 401 to a tools/call.
 
 mod common;
 
@@ -446,4 +446,126 @@ async fn an_unknown_key_refetches_once_and_a_rotation_is_picked_up_without_resta
         },
     )
     .await;
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `oidc-provider` on `port`, granting `granted` for `resource`; killed on drop.
+async fn oidc_provider(
+    port: u16,
+    resource: &str,
+    granted: &str,
+    supported: &str,
+) -> tokio::process::Child {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/oidc");
+    assert!(
+        dir.join("node_modules/oidc-provider").exists(),
+        "the OAuth flow test needs oidc-provider: (cd tests/fixtures/oidc && npm ci), as .ci/run does"
+    );
+    let mut child = tokio::process::Command::new("node")
+        .arg("provider.mjs")
+        .current_dir(&dir)
+        .env("PORT", port.to_string())
+        .env("MCPQ_RESOURCE", resource)
+        .env("MCPQ_SCOPES", granted)
+        .env("MCPQ_SCOPES_SUPPORTED", supported)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("node (Node.js 20+) runs tests/fixtures/oidc/provider.mjs");
+    let mut lines =
+        tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(child.stdout.take().unwrap()));
+    let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+        .await
+        .expect("the provider started in time")
+        .unwrap()
+        .expect("the provider printed its issuer");
+    assert_eq!(line, format!("issuer http://127.0.0.1:{port}"));
+    // Keep reading: a provider writing to a closed pipe would die.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    child
+}
+
+#[tokio::test]
+async fn an_sdk_client_signs_in_at_a_real_authorization_server() {
+    let python = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python3");
+    assert!(
+        python.exists(),
+        "the OAuth flow test needs .venv with mcp==2.3.0 (bash .ci/run creates it)"
+    );
+    let (mcp_port, as_port) = (free_port(), free_port());
+    let resource = format!("http://127.0.0.1:{mcp_port}/mcp");
+    let issuer = format!("http://127.0.0.1:{as_port}");
+    let env = TestEnv::new(&format!(
+        "[oauth]\nmcp_auth = \"oauth\"\nresource = \"{resource}\"\nissuers = [\"{issuer}\"]\n"
+    ))
+    .set("MCPQ__SERVER__LISTEN", &format!("127.0.0.1:{mcp_port}"));
+    let d = env.spawn_daemon().await;
+    // The provider lets clients ask for what mcpq advertises, and grants one tool and tasks.
+    let meta: Value = reqwest::get(format!(
+        "{}/.well-known/oauth-protected-resource/mcp",
+        d.url()
+    ))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let supported: Vec<&str> = meta["scopes_supported"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    let _provider = oidc_provider(
+        as_port,
+        &resource,
+        "tools:call:batch_sum tools:tasks",
+        &supported.join(" "),
+    )
+    .await;
+    let out = tokio::time::timeout(
+        Duration::from_secs(120),
+        tokio::process::Command::new(&python)
+            .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/oauth_flow.py"))
+            .arg(&resource)
+            .arg("alice")
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("the flow finished in time")
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        d.proc.logs()
+    );
+    let seen: Value = serde_json::from_str(stdout.trim()).unwrap();
+    // The SDK asked for mcpq's resource (RFC 8707) with PKCE ...
+    assert_eq!(
+        seen["steps"][0]["authorize"]["resource"],
+        resource.as_str(),
+        "{seen}"
+    );
+    assert_eq!(
+        seen["steps"][0]["authorize"]["code_challenge_method"],
+        "S256"
+    );
+    // ... got a JWT access token for it, and mcpq let it see and call only what was granted.
+    let claims = &seen["token_claims"];
+    assert_eq!(claims["aud"], resource.as_str(), "{seen}");
+    assert_eq!(claims["iss"], issuer.as_str());
+    assert_eq!(claims["sub"], "alice");
+    assert_eq!(seen["tools"], json!(["batch_sum"]), "{seen}");
+    assert_eq!(seen["batch_sum"], json!({"count": 3, "total": 6.5}));
 }

@@ -1,8 +1,8 @@
 //! The signing keys of the accepted issuers: fetched (a JWKS URL, a file, or the URL an
 //! issuer's metadata names), parsed once into verification keys, and refreshed when a token
 //! names a key id not in the set (a rotation) — at most once per `jwks_min_refresh_secs`,
-//! so a flood of forged `kid`s costs one fetch, not one per request — or when older than
-//! `jwks_max_age_secs`.
+//! so a flood of forged `kid`s costs one fetch, not one per request (after a failed fetch,
+//! once per [`RETRY_AFTER_FAILURE`] at most) — or when older than `jwks_max_age_secs`.
 //!
 //! It must not validate tokens (`oauth` does) or accept a symmetric key: `oct` keys and
 //! keys marked `"use": "enc"` are dropped at parse.
@@ -66,6 +66,9 @@ pub fn parse(doc: &Value) -> Result<KeySet, String> {
     Ok(set)
 }
 
+/// After a failed fetch, the next is allowed this soon (still never per request).
+const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(2);
+
 /// Where one issuer's keys are read from, once resolved.
 #[derive(Clone)]
 enum Location {
@@ -76,6 +79,9 @@ enum Location {
 struct State {
     set: Arc<KeySet>,
     fetched: Option<Instant>,
+    /// The last fetch failed: the next may come sooner (an authorization server that was
+    /// down at our start must not lock tokens out for a whole refresh interval).
+    failed: bool,
     location: Option<Location>,
 }
 
@@ -106,6 +112,7 @@ impl Jwks {
             state: tokio::sync::Mutex::new(State {
                 set: Arc::new(KeySet::default()),
                 fetched: None,
+                failed: false,
                 location: None,
             }),
             min_refresh,
@@ -124,7 +131,12 @@ impl Jwks {
     pub async fn refreshed(&self, missing: bool) -> Arc<KeySet> {
         let mut st = self.state.lock().await;
         let age = st.fetched.map(|t| t.elapsed());
-        let allowed = age.is_none_or(|a| a >= self.min_refresh);
+        let interval = if st.failed {
+            self.min_refresh.min(RETRY_AFTER_FAILURE)
+        } else {
+            self.min_refresh
+        };
+        let allowed = age.is_none_or(|a| a >= interval);
         let due = age.is_none_or(|a| a >= self.max_age);
         if !(due || (missing && allowed)) {
             return st.set.clone();
@@ -132,6 +144,7 @@ impl Jwks {
         st.fetched = Some(Instant::now());
         match self.fetch(&mut st).await {
             Ok(set) => {
+                st.failed = false;
                 let set = Arc::new(set);
                 st.set = set.clone();
                 self.current.store(set.clone());
@@ -140,11 +153,43 @@ impl Jwks {
                 set
             }
             Err(e) => {
+                st.failed = true;
                 tracing::warn!(issuer = %self.issuer, error = %e, "cannot refresh signing keys");
                 metrics::counter!(crate::telemetry::names::OAUTH_JWKS_FETCHES, "outcome" => "error")
                     .increment(1);
                 st.set.clone()
             }
+        }
+    }
+
+    /// Fetches until a fetch succeeds, backing off from 0.5 s to 30 s: run in the
+    /// background at start, so keys of an authorization server that comes up after mcpq are
+    /// there before its first token is.
+    pub async fn load_eventually(&self) {
+        let mut wait = Duration::from_millis(500);
+        loop {
+            {
+                let mut st = self.state.lock().await;
+                if st.fetched.is_some() && !st.failed {
+                    return;
+                }
+                st.fetched = Some(Instant::now());
+                match self.fetch(&mut st).await {
+                    Ok(set) => {
+                        st.failed = false;
+                        let set = Arc::new(set);
+                        st.set = set.clone();
+                        self.current.store(set);
+                        return;
+                    }
+                    Err(e) => {
+                        st.failed = true;
+                        tracing::warn!(issuer = %self.issuer, error = %e, retry_in = ?wait, "cannot fetch signing keys yet");
+                    }
+                }
+            }
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(Duration::from_secs(30));
         }
     }
 

@@ -104,12 +104,11 @@ impl OAuth {
         &self.settings
     }
 
-    /// Fetches every issuer's keys once, so the first token does not wait for them. A
-    /// failure is logged and retried when a token needs the keys.
+    /// Fetches every issuer's keys until they are loaded (see
+    /// [`jwks::Jwks::load_eventually`]), so the first token does not wait for them.
     pub async fn warm_up(&self) {
-        for (_, j) in &self.keys {
-            j.refreshed(false).await;
-        }
+        let loads = self.keys.iter().map(|(_, j)| j.load_eventually());
+        futures_util::future::join_all(loads).await;
     }
 
     /// The grant of a valid access token.
