@@ -88,6 +88,30 @@ impl OAuthSettings {
     pub fn static_tokens(&self) -> bool {
         self.mcp_auth != McpAuth::Oauth
     }
+
+    /// The URLs signing keys would be fetched from over plain HTTP from another machine
+    /// (whoever is on the path could then sign tokens): refused off loopback.
+    pub fn plain_http_key_sources(&self) -> Vec<String> {
+        if !self.enabled() {
+            return Vec::new();
+        }
+        let fetched: Vec<&String> = match &self.jwks {
+            JwksSource::Url(u) => vec![u],
+            JwksSource::File(_) => Vec::new(),
+            JwksSource::Discover => self.issuers.iter().collect(),
+        };
+        fetched
+            .into_iter()
+            .filter(|u| {
+                u.strip_prefix("http://").is_some_and(|rest| {
+                    let host = rest.split('/').next().unwrap_or("");
+                    let host = host.rsplit_once(':').map_or(host, |(h, _)| h);
+                    !matches!(host, "127.0.0.1" | "localhost" | "[::1]")
+                })
+            })
+            .cloned()
+            .collect()
+    }
 }
 
 fn invalid(m: String) -> ConfigError {
@@ -215,6 +239,13 @@ mod tests {
         r.algorithms = vec!["none".into()];
         assert!(check(r.clone()).is_err());
         r.algorithms = vec!["ES256".into()];
+        let mut plain = r.clone();
+        plain.issuers = vec!["http://as.example".into(), "http://127.0.0.1:9".into()];
+        plain.algorithms = vec!["ES256".into()];
+        assert_eq!(
+            check(plain).unwrap().plain_http_key_sources(),
+            vec!["http://as.example".to_string()]
+        );
         r.jwks_url = "https://as.example/jwks".into();
         r.jwks_file = "/etc/jwks.json".into();
         assert!(check(r).unwrap_err().to_string().contains("one at most"));
