@@ -231,8 +231,19 @@ impl App {
             capped: policy.concurrency.is_some(),
             input_responses: answers,
         };
+        let id = job.id.clone();
         let enqueued = self.store.enqueue(job).await.map_err(|e| match e {
             StoreError::Replayed => CallError::ReplayedNonce,
+            // Committed, but whether it reached the disk is unknown until a restart reads
+            // the file: the caller must not assume either way.
+            StoreError::NotDurable => self.store_error(
+                "enqueue",
+                StoreError::OutcomeUnknown(format!(
+                    "the commit could not be made durable (a WAL fsync failed), so job {} may \
+                     or may not exist once the daemon restarts: poll it before calling again",
+                    id.0
+                )),
+            ),
             e => self.store_error("enqueue", e),
         })?;
         metrics::counter!(crate::telemetry::names::JOBS_ENQUEUED, "tool" => t.name().to_string())

@@ -246,7 +246,7 @@ pub enum CallError {
     QueueFull(u64, u64),
     /// The store cannot take the call now and nothing was committed: retry with a new
     /// envelope (docs/PROTOCOL.md, "Retrying").
-    #[error("{0}; nothing was committed, retry with a new envelope")]
+    #[error("{0}")]
     StoreUnavailable(String),
     #[error("internal error (reference {0})")]
     Internal(String),

@@ -121,6 +121,19 @@ async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
     .await
 }
 
+/// The whole HTTP answer (status line, headers, body) to a raw request.
+async fn raw_text(addr: std::net::SocketAddr, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(request).await.unwrap();
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf))
+        .await
+        .expect("answer in time")
+        .unwrap();
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
 /// Calls `start_long_task` with a large payload (so every commit grows the WAL) until the
 /// store refuses one; returns the ids of the accepted jobs.
 async fn enqueue_until_refused(client: &mut Client) -> (Vec<String>, String) {
@@ -215,6 +228,35 @@ async fn full_disk_answers_store_unavailable_and_serves_again_once_space_is_free
     let (code, body) = get(d.addr, "/readyz").await;
     assert_eq!(code, 503, "{body}");
     assert!(body.contains("database unreachable for"), "{body}");
+    // The same on /mcp: JSON-RPC -32000 store_unavailable, HTTP 503, Retry-After.
+    let (headers, body) = modern_request(
+        "dev-only-mcp-token-00000000000000000000000000000000",
+        "tools/call",
+        serde_json::json!({"name": "start_long_task", "arguments": {"seconds": 1}}),
+        serde_json::json!({}),
+    );
+    let mut req = format!(
+        "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nAccept: application/json, text/event-stream\r\n\
+         Content-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(&body);
+    let text = raw_text(d.addr, req.as_bytes()).await;
+    assert!(text.starts_with("HTTP/1.1 503"), "{text}");
+    assert!(
+        text.to_ascii_lowercase().contains("retry-after: 1\r\n"),
+        "{text}"
+    );
+    assert!(text.contains(r#""code":-32000"#), "{text}");
+    assert!(
+        text.contains("store_unavailable: the disk is full"),
+        "{text}"
+    );
     let (_, metrics) = get(d.metrics.expect("metrics"), "/metrics").await;
     assert!(metrics.contains("mcpq_store_up 0"), "{metrics}");
     // The job that was running finishes meanwhile: its completion cannot be written, and is

@@ -181,9 +181,7 @@ impl McpError {
                 "too_many_questions: this client has {n} pending questions unanswered \
                  (mcp.max_pending_questions_per_client = {cap}); answer or abandon them first"
             ),
-            McpError::StoreUnavailable(m) => {
-                format!("store_unavailable: {m}; nothing was committed, retry the request")
-            }
+            McpError::StoreUnavailable(m) => format!("store_unavailable: {m}"),
             McpError::Internal(r) => format!("internal error (reference {r})"),
         }
     }

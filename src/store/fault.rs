@@ -16,9 +16,12 @@ use crate::envelope::CallError;
 /// for an availability fault, noted in `status` and logged through the repeat collapser;
 /// otherwise `internal`, logged in full with the reference the caller gets.
 pub fn call_error(status: &StoreStatus, site: &'static str, e: StoreError) -> CallError {
-    match status.unavailable(site, &e) {
-        Some(why) => CallError::StoreUnavailable(why),
-        None => CallError::internal(site, &e),
+    match (status.unavailable(site, &e), &e) {
+        (Some(why), StoreError::OutcomeUnknown(_)) => CallError::StoreUnavailable(why),
+        (Some(why), _) => CallError::StoreUnavailable(format!(
+            "{why}; nothing was committed, send the call again"
+        )),
+        (None, _) => CallError::internal(site, &e),
     }
 }
 
@@ -28,7 +31,7 @@ impl StoreError {
     pub fn unavailable(&self) -> Option<String> {
         match self {
             StoreError::Database(e) => sqlx_unavailable(e).map(str::to_string),
-            StoreError::Unavailable(why) => Some(why.clone()),
+            StoreError::Unavailable(why) | StoreError::OutcomeUnknown(why) => Some(why.clone()),
             StoreError::Closed => Some("the store is shutting down".into()),
             StoreError::NotDurable => Some(
                 "a WAL fsync failed, so this process acknowledges no further writes until it is \

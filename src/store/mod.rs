@@ -85,6 +85,10 @@ pub enum StoreError {
     /// The database cannot take this now and nothing was written (see [`fault`]).
     #[error("{0}")]
     Unavailable(String),
+    /// The database went away while a write was in flight and did not come back in time to
+    /// say whether it committed; the text names what may exist.
+    #[error("{0}")]
+    OutcomeUnknown(String),
 }
 
 /// A job to create, with the nonce of the call that creates it (committed together).

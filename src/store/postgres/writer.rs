@@ -265,7 +265,7 @@ async fn resolve(link: &mut Link, ops: &mut Vec<CommitOp>, lost: Option<i32>, wh
     let Some((jobs, nonces)) = found else {
         resolved("unresolved");
         fail(ops, |op| match op {
-            CommitOp::Job(j, _) => StoreError::Unavailable(format!(
+            CommitOp::Job(j, _) => StoreError::OutcomeUnknown(format!(
                 "{why}, and the outcome of the commit could not be learned within {} s: job {} may \
                  exist (poll it before calling again)",
                 RESOLVE_FOR.as_secs(),
