@@ -7,6 +7,7 @@
 
 mod common;
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -67,43 +68,101 @@ impl Key {
     }
 }
 
-/// The test's authorization server: RFC 8414 metadata and a JWKS that the test changes.
+/// The test's authorization server: RFC 8414 metadata, a JWKS that the test changes, and
+/// an RFC 7662 introspection endpoint answering from a table of opaque tokens.
 struct AuthServer {
     issuer: String,
     jwks: Arc<Mutex<Value>>,
     jwks_fetches: Arc<AtomicUsize>,
+    /// Opaque token → the introspection answer (inactive when absent).
+    opaque: Arc<Mutex<HashMap<String, Value>>>,
+    introspections: Arc<AtomicUsize>,
+}
+
+/// The credentials mcpq introspects with (HTTP Basic).
+const INTROSPECTION_BASIC: &str = "Basic bWNwcTppbnRyb3NwZWN0aW9uLXNlY3JldA=="; // mcpq:introspection-secret
+
+#[derive(Clone)]
+struct AsState {
+    iss: String,
+    jwks: Arc<Mutex<Value>>,
+    fetches: Arc<AtomicUsize>,
+    opaque: Arc<Mutex<HashMap<String, Value>>>,
+    introspections: Arc<AtomicUsize>,
+}
+
+async fn as_answer(st: AsState, req: hyper::Request<hyper::body::Incoming>) -> (u16, Value) {
+    use http_body_util::BodyExt;
+    let iss = &st.iss;
+    match req.uri().path() {
+        "/.well-known/oauth-authorization-server" => (
+            200,
+            json!({"issuer": iss, "jwks_uri": format!("{iss}/jwks"),
+                   "introspection_endpoint": format!("{iss}/introspect")}),
+        ),
+        "/jwks" => {
+            st.fetches.fetch_add(1, Ordering::SeqCst);
+            (200, st.jwks.lock().unwrap().clone())
+        }
+        "/introspect" => {
+            st.introspections.fetch_add(1, Ordering::SeqCst);
+            let basic = req
+                .headers()
+                .get("authorization")
+                .map(|v| v.to_str().unwrap().to_string());
+            if basic.as_deref() != Some(INTROSPECTION_BASIC) {
+                return (401, json!({"error": "invalid_client"}));
+            }
+            let body = req.into_body().collect().await.unwrap().to_bytes();
+            let form: HashMap<String, String> =
+                reqwest::Url::parse(&format!("http://x/?{}", String::from_utf8_lossy(&body)))
+                    .unwrap()
+                    .query_pairs()
+                    .into_owned()
+                    .collect();
+            let token = form.get("token").cloned().unwrap_or_default();
+            let answer = st.opaque.lock().unwrap().get(&token).cloned();
+            (200, answer.unwrap_or_else(|| json!({"active": false})))
+        }
+        _ => (404, Value::Null),
+    }
 }
 
 async fn auth_server() -> AuthServer {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let issuer = format!("http://{}", listener.local_addr().unwrap());
-    let jwks = Arc::new(Mutex::new(json!({"keys": []})));
-    let fetches = Arc::new(AtomicUsize::new(0));
-    let (doc, count, iss) = (jwks.clone(), fetches.clone(), issuer.clone());
+    let st = AsState {
+        iss: issuer.clone(),
+        jwks: Arc::new(Mutex::new(json!({"keys": []}))),
+        fetches: Arc::new(AtomicUsize::new(0)),
+        opaque: Arc::new(Mutex::new(HashMap::new())),
+        introspections: Arc::new(AtomicUsize::new(0)),
+    };
+    let server = AuthServer {
+        issuer,
+        jwks: st.jwks.clone(),
+        jwks_fetches: st.fetches.clone(),
+        opaque: st.opaque.clone(),
+        introspections: st.introspections.clone(),
+    };
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 return;
             };
-            let (doc, count, iss) = (doc.clone(), count.clone(), iss.clone());
-            let svc = hyper::service::service_fn(move |req: hyper::Request<_>| {
-                let body = match req.uri().path() {
-                    "/.well-known/oauth-authorization-server" => {
-                        json!({"issuer": iss, "jwks_uri": format!("{iss}/jwks")})
-                    }
-                    "/jwks" => {
-                        count.fetch_add(1, Ordering::SeqCst);
-                        doc.lock().unwrap().clone()
-                    }
-                    _ => Value::Null,
-                };
-                let status = if body.is_null() { 404 } else { 200 };
-                let r = hyper::Response::builder()
-                    .status(status)
-                    .header("content-type", "application/json")
-                    .body(Full::new(Bytes::from(body.to_string())))
-                    .unwrap();
-                async move { Ok::<_, Infallible>(r) }
+            let st = st.clone();
+            let svc = hyper::service::service_fn(move |req| {
+                let st = st.clone();
+                async move {
+                    let (status, body) = as_answer(st, req).await;
+                    Ok::<_, Infallible>(
+                        hyper::Response::builder()
+                            .status(status)
+                            .header("content-type", "application/json")
+                            .body(Full::new(Bytes::from(body.to_string())))
+                            .unwrap(),
+                    )
+                }
             });
             tokio::spawn(
                 hyper::server::conn::http1::Builder::new()
@@ -111,11 +170,7 @@ async fn auth_server() -> AuthServer {
             );
         }
     });
-    AuthServer {
-        issuer,
-        jwks,
-        jwks_fetches: fetches,
-    }
+    server
 }
 
 impl AuthServer {
@@ -568,4 +623,62 @@ async fn an_sdk_client_signs_in_at_a_real_authorization_server() {
     assert_eq!(claims["sub"], "alice");
     assert_eq!(seen["tools"], json!(["batch_sum"]), "{seen}");
     assert_eq!(seen["batch_sum"], json!({"count": 3, "total": 6.5}));
+}
+
+#[tokio::test]
+async fn opaque_tokens_are_introspected_and_the_answers_cached() {
+    let auth = auth_server().await;
+    let now = now_ms() / 1000;
+    {
+        let mut t = auth.opaque.lock().unwrap();
+        t.insert(
+            "opaque-alice".into(),
+            json!({"active": true, "iss": auth.issuer, "aud": RESOURCE, "sub": "alice",
+                   "scope": "tools:call:batch_sum", "exp": now + 600, "client_id": "c"}),
+        );
+        t.insert(
+            "opaque-elsewhere".into(),
+            json!({"active": true, "iss": auth.issuer, "aud": "http://other.test/mcp",
+                   "sub": "alice", "scope": "tools:call:*", "exp": now + 600}),
+        );
+    }
+    let secrets = tempfile::tempdir().unwrap();
+    let secret = secrets.path().join("introspection.secret");
+    std::fs::write(&secret, "introspection-secret\n").unwrap();
+    let env = TestEnv::new(&format!(
+        "[oauth]\nmcp_auth = \"oauth\"\nresource = \"{RESOURCE}\"\nissuers = [\"{iss}\"]\n\
+         introspection_url = \"{iss}/introspect\"\nintrospection_client_id = \"mcpq\"\n\
+         introspection_secret_file = \"{secret}\"\n",
+        iss = auth.issuer,
+        secret = secret.display(),
+    ));
+    let d = env.spawn_daemon().await;
+    let r = mcp(&d, Some("opaque-alice"), "tools/list", json!({})).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(tool_names(&r), vec!["batch_sum"]);
+    let asked = auth.introspections.load(Ordering::SeqCst);
+    assert_eq!(asked, 1);
+    // Cached: the next call asks nothing.
+    let r = mcp(
+        &d,
+        Some("opaque-alice"),
+        "tools/call",
+        json!({"name": "batch_sum", "arguments": {"numbers": [2]}}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(auth.introspections.load(Ordering::SeqCst), asked);
+    // Inactive (unknown, revoked) and other resources' tokens are refused; a refusal is
+    // cached as well, so repeating a bad token does not reach the server again.
+    for (token, why) in [
+        ("opaque-revoked", "token not active"),
+        ("opaque-elsewhere", "token is for another resource"),
+    ] {
+        for _ in 0..3 {
+            let r = mcp(&d, Some(token), "tools/list", json!({})).await;
+            assert_eq!(r.status, 401, "{token}");
+            assert!(r.challenge.contains(why), "{token}: {}", r.challenge);
+        }
+    }
+    assert_eq!(auth.introspections.load(Ordering::SeqCst), asked + 2);
 }

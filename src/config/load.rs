@@ -222,7 +222,7 @@ impl Settings {
             log: raw.log,
             limits: raw.limits,
             mcp: raw.mcp,
-            oauth: super::oauth::check(raw.oauth)?,
+            oauth: super::oauth::check(raw.oauth, secrets)?,
             metrics: MetricsSettings {
                 listen: optional_addr(&raw.metrics.listen, "metrics.listen")?,
                 worker_listen: optional_addr(&raw.metrics.worker_listen, "metrics.worker_listen")?,

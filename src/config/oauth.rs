@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use super::ConfigError;
+use super::{ConfigError, Secret};
 
 /// Which credentials `/mcp` accepts.
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
@@ -49,11 +49,24 @@ pub(super) struct RawOAuth {
     clock_skew_secs: u64,
     jwks_min_refresh_secs: u64,
     jwks_max_age_secs: u64,
+    introspection_url: String,
+    introspection_client_id: String,
+    introspection_secret_file: String,
+    introspection_cache_secs: u64,
     required_scopes: Vec<String>,
     client_claim: String,
     client_prefix: String,
     tool_scope_prefix: String,
     tasks_scope: String,
+}
+
+/// Where and as whom opaque tokens are introspected (RFC 7662).
+#[derive(Debug, Clone)]
+pub struct Introspection {
+    pub url: String,
+    pub client_id: String,
+    pub secret: Secret,
+    pub cache_secs: u64,
 }
 
 /// `[oauth]` as checked.
@@ -71,6 +84,8 @@ pub struct OAuthSettings {
     pub clock_skew_secs: u64,
     pub jwks_min_refresh_secs: u64,
     pub jwks_max_age_secs: u64,
+    /// RFC 7662 introspection of opaque tokens, when configured.
+    pub introspection: Option<Introspection>,
     pub required_scopes: Vec<String>,
     pub client_claim: String,
     pub client_prefix: String,
@@ -89,17 +104,19 @@ impl OAuthSettings {
         self.mcp_auth != McpAuth::Oauth
     }
 
-    /// The URLs signing keys would be fetched from over plain HTTP from another machine
-    /// (whoever is on the path could then sign tokens): refused off loopback.
+    /// The URLs signing keys (or introspection answers) would be fetched from over plain
+    /// HTTP from another machine (whoever is on the path could then sign tokens, or vouch
+    /// for any): refused off loopback.
     pub fn plain_http_key_sources(&self) -> Vec<String> {
         if !self.enabled() {
             return Vec::new();
         }
-        let fetched: Vec<&String> = match &self.jwks {
+        let mut fetched: Vec<&String> = match &self.jwks {
             JwksSource::Url(u) => vec![u],
             JwksSource::File(_) => Vec::new(),
             JwksSource::Discover => self.issuers.iter().collect(),
         };
+        fetched.extend(self.introspection.as_ref().map(|i| &i.url));
         fetched
             .into_iter()
             .filter(|u| {
@@ -137,10 +154,11 @@ pub fn from_toml(v: toml::Value) -> Result<OAuthSettings, ConfigError> {
     let raw: RawOAuth = v
         .try_into()
         .map_err(|e: toml::de::Error| invalid(format!(" {e}")))?;
-    check(raw)
+    check(raw, false)
 }
 
-pub(super) fn check(raw: RawOAuth) -> Result<OAuthSettings, ConfigError> {
+/// `secrets`: read the introspection secret (not for commands that never verify).
+pub(super) fn check(raw: RawOAuth, secrets: bool) -> Result<OAuthSettings, ConfigError> {
     for a in &raw.algorithms {
         if !ASYMMETRIC.contains(&a.as_str()) {
             return Err(invalid(format!(
@@ -178,6 +196,31 @@ pub(super) fn check(raw: RawOAuth) -> Result<OAuthSettings, ConfigError> {
             return Err(invalid("client_claim must name a claim".into()));
         }
     }
+    let introspection = match raw.introspection_url.trim() {
+        "" => None,
+        url => {
+            check_url("introspection_url", url)?;
+            let file = Some(PathBuf::from(raw.introspection_secret_file.trim()))
+                .filter(|p| !p.as_os_str().is_empty());
+            let secret = if secrets && enabled {
+                super::secrets::load_secret(&None, &file, "oauth.introspection")?.ok_or_else(
+                    || {
+                        invalid(
+                            "introspection_secret_file is required with introspection_url".into(),
+                        )
+                    },
+                )?
+            } else {
+                Secret::new(Vec::new())
+            };
+            Some(Introspection {
+                url: url.to_string(),
+                client_id: raw.introspection_client_id.clone(),
+                secret,
+                cache_secs: raw.introspection_cache_secs,
+            })
+        }
+    };
     let audiences = if raw.audiences.is_empty() {
         vec![raw.resource.clone()]
     } else {
@@ -193,6 +236,7 @@ pub(super) fn check(raw: RawOAuth) -> Result<OAuthSettings, ConfigError> {
         clock_skew_secs: raw.clock_skew_secs,
         jwks_min_refresh_secs: raw.jwks_min_refresh_secs,
         jwks_max_age_secs: raw.jwks_max_age_secs.max(raw.jwks_min_refresh_secs),
+        introspection,
         required_scopes: raw.required_scopes,
         client_claim: raw.client_claim,
         client_prefix: raw.client_prefix,
@@ -212,7 +256,7 @@ mod tests {
 
     #[test]
     fn the_default_is_static_tokens_only() {
-        let s = check(raw()).unwrap();
+        let s = check(raw(), false).unwrap();
         assert!(!s.enabled());
         assert!(s.static_tokens());
         assert_eq!(s.jwks, JwksSource::Discover);
@@ -222,32 +266,38 @@ mod tests {
     fn an_enabled_section_needs_a_resource_an_issuer_and_asymmetric_algorithms() {
         let mut r = raw();
         r.mcp_auth = McpAuth::Oauth;
-        assert!(check(r.clone())
+        assert!(check(r.clone(), false)
             .unwrap_err()
             .to_string()
             .contains("resource"));
         r.resource = "https://mcp.example/mcp".into();
-        assert!(check(r.clone())
+        assert!(check(r.clone(), false)
             .unwrap_err()
             .to_string()
             .contains("issuers"));
         r.issuers = vec!["https://as.example".into()];
-        let s = check(r.clone()).unwrap();
+        let s = check(r.clone(), false).unwrap();
         assert_eq!(s.audiences, vec!["https://mcp.example/mcp".to_string()]);
         r.algorithms = vec!["HS256".into()];
-        assert!(check(r.clone()).unwrap_err().to_string().contains("HS256"));
+        assert!(check(r.clone(), false)
+            .unwrap_err()
+            .to_string()
+            .contains("HS256"));
         r.algorithms = vec!["none".into()];
-        assert!(check(r.clone()).is_err());
+        assert!(check(r.clone(), false).is_err());
         r.algorithms = vec!["ES256".into()];
         let mut plain = r.clone();
         plain.issuers = vec!["http://as.example".into(), "http://127.0.0.1:9".into()];
         plain.algorithms = vec!["ES256".into()];
         assert_eq!(
-            check(plain).unwrap().plain_http_key_sources(),
+            check(plain, false).unwrap().plain_http_key_sources(),
             vec!["http://as.example".to_string()]
         );
         r.jwks_url = "https://as.example/jwks".into();
         r.jwks_file = "/etc/jwks.json".into();
-        assert!(check(r).unwrap_err().to_string().contains("one at most"));
+        assert!(check(r, false)
+            .unwrap_err()
+            .to_string()
+            .contains("one at most"));
     }
 }

@@ -3,15 +3,18 @@
 //! ([`jwks`]), `iss`, `aud` (this resource, RFC 8707), `exp`/`nbf` with the configured skew,
 //! the required scopes — and turned into a [`Grant`]: the mcpq client id the configured
 //! claim names (so isolation, limits, queue caps and audit work as for a static token) and
-//! the scopes that decide which tools it sees and calls ([`scopes`]). Also the Protected
+//! the scopes that decide which tools it sees and calls ([`scopes`]). Opaque tokens, when
+//! configured, are asked about at the issuer's introspection endpoint ([`introspect`]). Also the Protected
 //! Resource Metadata document (RFC 9728) and the `WWW-Authenticate` challenges.
 //!
 //! A token that passed is remembered (by its SHA-256, never the token) until it expires or
-//! for at most [`CACHE_SECS`], so a client's next calls cost a hash and a map look-up, not a
+//! for at most [`CACHE_SECS`] (introspected ones, and their refusals, for
+//! `introspection_cache_secs`), so a client's next calls cost a hash and a map look-up, not a
 //! signature verification.
 //!
 //! It must not know HTTP requests or JSON-RPC: `mcp` asks it about a token and answers.
 
+pub mod introspect;
 pub mod jwks;
 pub mod scopes;
 
@@ -50,10 +53,12 @@ pub struct OAuth {
     keys: Vec<(Option<String>, Arc<jwks::Jwks>)>,
     policy: Arc<ScopePolicy>,
     cache: Mutex<TokenCache>,
+    http: reqwest::Client,
 }
 
-/// Validated tokens by SHA-256: until when (unix seconds) to trust them, and their grant.
-type TokenCache = HashMap<[u8; 32], (i64, Arc<Grant>)>;
+/// Tokens by SHA-256: until when (unix seconds) the answer holds, and the answer (refusals
+/// only for introspected tokens).
+type TokenCache = HashMap<[u8; 32], (i64, Result<Arc<Grant>, Refusal>)>;
 
 impl OAuth {
     pub fn new(settings: &OAuthSettings) -> Result<OAuth, String> {
@@ -79,7 +84,7 @@ impl OAuth {
                 let what = settings.issuers.join(", ");
                 vec![(
                     None,
-                    Arc::new(jwks::Jwks::new(other.clone(), what, http, min, max)),
+                    Arc::new(jwks::Jwks::new(other.clone(), what, http.clone(), min, max)),
                 )]
             }
         };
@@ -97,6 +102,7 @@ impl OAuth {
                 tasks_scope: settings.tasks_scope.clone(),
             }),
             cache: Mutex::new(HashMap::new()),
+            http,
         })
     }
 
@@ -114,19 +120,34 @@ impl OAuth {
     /// The grant of a valid access token.
     pub async fn validate(&self, token: &str, now_secs: i64) -> Result<Arc<Grant>, Refusal> {
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        if let Some(g) = self.cached(&digest, now_secs) {
-            return Ok(g);
+        if let Some(answer) = self.cached(&digest, now_secs) {
+            return answer;
         }
-        let header = jsonwebtoken::decode_header(token)
-            .map_err(|_| Refusal::Invalid("not a JWS access token with an accepted algorithm"))?;
-        if !self.algorithms.contains(&header.alg) {
-            return Err(Refusal::Invalid("signing algorithm not accepted"));
-        }
-        let issuer = unverified_issuer(token).ok_or(Refusal::Invalid("no issuer"))?;
-        if !self.settings.issuers.contains(&issuer) {
-            return Err(Refusal::Invalid("issuer not trusted"));
-        }
-        let claims = self.verify(token, &header, &issuer).await?;
+        let (claims, hold_secs) = match jsonwebtoken::decode_header(token) {
+            Ok(header) => (self.check_jwt(token, &header).await?, CACHE_SECS),
+            Err(_) => match &self.settings.introspection {
+                Some(cfg) => {
+                    let expect = introspect::Expect {
+                        issuers: &self.settings.issuers,
+                        audiences: &self.settings.audiences,
+                        skew: self.settings.clock_skew_secs as i64,
+                    };
+                    let hold = cfg.cache_secs as i64;
+                    match introspect::introspect(&self.http, cfg, token, &expect, now_secs).await {
+                        Ok(c) => (c, hold),
+                        Err(r) => {
+                            self.remember(digest, now_secs + hold, Err(r.clone()), now_secs);
+                            return Err(r);
+                        }
+                    }
+                }
+                None => {
+                    return Err(Refusal::Invalid(
+                        "not a JWS access token with an accepted algorithm",
+                    ))
+                }
+            },
+        };
         let grant = self.grant(&claims)?;
         for s in &self.settings.required_scopes {
             if !grant.scopes.contains(s) {
@@ -135,15 +156,29 @@ impl OAuth {
                 ));
             }
         }
-        let exp = claims.get("exp").and_then(Value::as_i64).unwrap_or(0);
+        let until = match claims.get("exp").and_then(Value::as_i64) {
+            Some(exp) => exp.min(now_secs + hold_secs),
+            None => now_secs + hold_secs,
+        };
         let grant = Arc::new(grant);
-        self.remember(
-            digest,
-            exp.min(now_secs + CACHE_SECS),
-            grant.clone(),
-            now_secs,
-        );
+        self.remember(digest, until, Ok(grant.clone()), now_secs);
         Ok(grant)
+    }
+
+    /// A JWT: an accepted algorithm, a trusted issuer, then its signature and claims.
+    async fn check_jwt(
+        &self,
+        token: &str,
+        header: &jsonwebtoken::Header,
+    ) -> Result<Map<String, Value>, Refusal> {
+        if !self.algorithms.contains(&header.alg) {
+            return Err(Refusal::Invalid("signing algorithm not accepted"));
+        }
+        let issuer = unverified_issuer(token).ok_or(Refusal::Invalid("no issuer"))?;
+        if !self.settings.issuers.contains(&issuer) {
+            return Err(Refusal::Invalid("issuer not trusted"));
+        }
+        self.verify(token, header, &issuer).await
     }
 
     fn source(&self, issuer: &str) -> Option<&Arc<jwks::Jwks>> {
@@ -223,14 +258,20 @@ impl OAuth {
         })
     }
 
-    fn cached(&self, digest: &[u8; 32], now_secs: i64) -> Option<Arc<Grant>> {
+    fn cached(&self, digest: &[u8; 32], now_secs: i64) -> Option<Result<Arc<Grant>, Refusal>> {
         let map = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         map.get(digest)
             .filter(|(until, _)| *until > now_secs)
             .map(|(_, g)| g.clone())
     }
 
-    fn remember(&self, digest: [u8; 32], until: i64, grant: Arc<Grant>, now_secs: i64) {
+    fn remember(
+        &self,
+        digest: [u8; 32],
+        until: i64,
+        answer: Result<Arc<Grant>, Refusal>,
+        now_secs: i64,
+    ) {
         let mut map = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         if map.len() >= CACHE_CAP {
             map.retain(|_, (u, _)| *u > now_secs);
@@ -238,7 +279,7 @@ impl OAuth {
                 map.clear();
             }
         }
-        map.insert(digest, (until, grant));
+        map.insert(digest, (until, answer));
     }
 
     /// The URL of this resource's metadata (RFC 9728 §3.1: the well-known segment goes
