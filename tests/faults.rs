@@ -121,6 +121,37 @@ async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
     .await
 }
 
+/// A datagram socket in the role of systemd's `NOTIFY_SOCKET`, collecting every message.
+struct Notifications {
+    path: PathBuf,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Notifications {
+    fn listen(dir: &Path) -> Notifications {
+        let path = dir.join("notify.sock");
+        let sock = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = seen.clone();
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 4096];
+            while let Ok(n) = sock.recv(&mut buf) {
+                let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+                sink.lock().unwrap().push(msg);
+            }
+        });
+        Notifications { path, seen }
+    }
+
+    fn count(&self) -> usize {
+        self.seen.lock().unwrap().len()
+    }
+
+    fn since(&self, mark: usize) -> Vec<String> {
+        self.seen.lock().unwrap()[mark..].to_vec()
+    }
+}
+
 /// The whole HTTP answer (status line, headers, body) to a raw request.
 async fn raw_text(addr: std::net::SocketAddr, request: &[u8]) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -184,12 +215,17 @@ async fn full_disk_answers_store_unavailable_and_serves_again_once_space_is_free
     }
     let env = TestEnv::new("");
     let disk = tmpfs(env.dir.path(), "24m");
+    // The service manager's side: what the daemon says in STATUS= and whether it keeps its
+    // watchdog pings while the store is down.
+    let notify = Notifications::listen(env.dir.path());
     let env = env
         .set(
             "MCPQ__DATABASE__PATH",
             disk.dir.join("mcpq.db").to_str().unwrap(),
         )
-        .set("RUST_LOG", "info");
+        .set("RUST_LOG", "info")
+        .set("NOTIFY_SOCKET", notify.path.to_str().unwrap())
+        .set("WATCHDOG_USEC", "400000");
     let d = env.spawn_daemon().await;
     let mut client = env.client(&d).await;
     // A job running while the disk fills: its completion must wait for space, not vanish.
@@ -259,6 +295,19 @@ async fn full_disk_answers_store_unavailable_and_serves_again_once_space_is_free
     );
     let (_, metrics) = get(d.metrics.expect("metrics"), "/metrics").await;
     assert!(metrics.contains("mcpq_store_up 0"), "{metrics}");
+    let mark = notify.count();
+    eventually(
+        Duration::from_secs(10),
+        "STATUS= says the database is unreachable",
+        || async {
+            notify.since(mark).iter().any(|m| {
+                m.contains("STATUS=")
+                    && m.contains("database unreachable for")
+                    && m.contains("WATCHDOG=1")
+            })
+        },
+    )
+    .await;
     // The job that was running finishes meanwhile: its completion cannot be written, and is
     // retried rather than dropped.
     eventually(
@@ -290,6 +339,18 @@ async fn full_disk_answers_store_unavailable_and_serves_again_once_space_is_free
     all_done(&mut client, &ids).await;
     let (_, metrics) = get(d.metrics.unwrap(), "/metrics").await;
     assert!(metrics.contains("mcpq_store_up 1"), "{metrics}");
+    let mark = notify.count();
+    eventually(
+        Duration::from_secs(10),
+        "STATUS= back to the queue's summary",
+        || async {
+            notify
+                .since(mark)
+                .iter()
+                .any(|m| m.contains("STATUS=") && !m.contains("unreachable"))
+        },
+    )
+    .await;
 
     let log = d.proc.logs();
     assert_eq!(log.matches("store unreachable").count(), 1, "{log}");
