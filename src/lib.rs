@@ -33,9 +33,10 @@
 //!   process's view of its store: up or down since when, the probe while down).
 //! - [`auth`]: key table, constant-time signature checks, the nonce set; [`logging`]: text or
 //!   JSON log lines with each request's and job's fields; `logging::repeats` collapses
-//!   repeated faults into one summary line per interval.
+//!   repeated faults into one summary line per interval; [`oauth`]: OAuth access tokens
+//!   for `/mcp` (JWT validation, signing keys, the scope model, RFC 9728 metadata).
 //! - [`config`]: layered settings and secrets; `[tools]` (`config::tool_table`),
-//!   `[resources]`, `[prompts]`.
+//!   `[resources]`, `[prompts]`, `[oauth]`.
 //! - [`jobs`]: the job state machine and retry policy, pure.
 //! - [`envelope`]: the `mcp/0.1` wire contract (envelopes, responses, error codes, HMAC
 //!   signing); [`asks`]: a tool's questions to its client (`InputRequiredResult`), checked.
@@ -58,6 +59,7 @@ pub mod json;
 pub mod limits;
 pub mod logging;
 pub mod mcp;
+pub mod oauth;
 pub mod ops;
 pub mod server;
 pub mod store;

@@ -30,6 +30,7 @@ struct RawSettings {
     metrics: RawMetrics,
     limits: LimitSettings,
     mcp: McpSettings,
+    oauth: super::oauth::RawOAuth,
 }
 
 #[derive(Debug, Deserialize, Clone)]
@@ -221,6 +222,7 @@ impl Settings {
             log: raw.log,
             limits: raw.limits,
             mcp: raw.mcp,
+            oauth: super::oauth::check(raw.oauth, secrets)?,
             metrics: MetricsSettings {
                 listen: optional_addr(&raw.metrics.listen, "metrics.listen")?,
                 worker_listen: optional_addr(&raw.metrics.worker_listen, "metrics.worker_listen")?,

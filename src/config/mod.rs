@@ -5,8 +5,8 @@
 //! how secrets are loaded (inline or from files), and the start-up safety
 //! checks (no development keys off loopback, no short secrets). The settings of each
 //! section are in `sections` (the database's in `database`), loading and validation in
-//! `load`, secrets in `secrets`, the safety checks in `safety`; `[tools]`, `[resources]`
-//! and `[prompts]` each have a file of their own.
+//! `load`, secrets in `secrets`, the safety checks in `safety`; `[tools]`, `[resources]`,
+//! `[prompts]` and `[oauth]` each have a file of their own.
 //!
 //! It must not open sockets or databases; it only describes them. It imports only
 //! foundation modules (`json`, `jobs`, `asks`), never what it configures.
@@ -16,6 +16,7 @@ use std::path::PathBuf;
 
 mod database;
 mod load;
+pub mod oauth;
 pub mod prompts;
 pub mod resources;
 mod safety;
@@ -72,4 +73,6 @@ pub struct Settings {
     pub metrics: MetricsSettings,
     pub limits: LimitSettings,
     pub mcp: McpSettings,
+    /// `[oauth]`: OAuth access tokens at `/mcp`.
+    pub oauth: oauth::OAuthSettings,
 }

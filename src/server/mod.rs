@@ -68,10 +68,23 @@ impl Server {
         let store = crate::store::open::open(&settings).await?.store();
         let app = Arc::new(App::new(&settings, store.clone(), clock)?);
         app.restore_nonces().await?;
+        let oauth = if settings.oauth.enabled() {
+            let o = Arc::new(
+                crate::oauth::OAuth::new(&settings.oauth)
+                    .map_err(crate::config::ConfigError::Invalid)?,
+            );
+            // Keys fetched ahead of the first token, without holding up the start: a
+            // failure is retried when a token needs them.
+            let warm = o.clone();
+            tokio::spawn(async move { warm.warm_up().await });
+            Some(o)
+        } else {
+            None
+        };
         let router = Arc::new(Router {
             app: app.clone(),
             v1: V1::new(app.clone(), &settings),
-            mcp: Arc::new(Mcp::new(app.clone(), &settings, served)),
+            mcp: Arc::new(Mcp::new(app.clone(), &settings, served, oauth)),
         });
         Ok(Server {
             listener,

@@ -78,6 +78,10 @@ fn describe() {
         AUTH_FAILURES,
         "Calls refused before any tool ran, by reason (error code)."
     );
+    describe_counter!(
+        OAUTH_JWKS_FETCHES,
+        "Fetches of OAuth signing keys (JWKS), by outcome (ok, error)."
+    );
     describe_counter!(JOBS_ENQUEUED, "Jobs accepted (durable), by tool.");
     describe_gauge!(
         JOBS,
