@@ -586,6 +586,23 @@ async fn an_sdk_client_signs_in_at_a_real_authorization_server() {
         &supported.join(" "),
     )
     .await;
+    // mcpq started first, so its first key fetches failed; it keeps trying in the
+    // background. Wait for its keys, as an operator's readiness check would, rather than
+    // race the SDK's first token against that back-off.
+    let metrics = d.metrics.expect("the daemon serves metrics");
+    eventually(
+        Duration::from_secs(60),
+        "mcpq fetched the provider's keys",
+        || async {
+            let (_, text) = raw_http(
+                metrics,
+                b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+            )
+            .await;
+            text.contains(r#"mcpq_oauth_jwks_fetches_total{outcome="ok"}"#)
+        },
+    )
+    .await;
     let out = tokio::time::timeout(
         Duration::from_secs(120),
         tokio::process::Command::new(&python)

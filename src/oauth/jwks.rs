@@ -180,10 +180,14 @@ impl Jwks {
                         let set = Arc::new(set);
                         st.set = set.clone();
                         self.current.store(set);
+                        metrics::counter!(crate::telemetry::names::OAUTH_JWKS_FETCHES, "outcome" => "ok")
+                            .increment(1);
                         return;
                     }
                     Err(e) => {
                         st.failed = true;
+                        metrics::counter!(crate::telemetry::names::OAUTH_JWKS_FETCHES, "outcome" => "error")
+                            .increment(1);
                         tracing::warn!(issuer = %self.issuer, error = %e, retry_in = ?wait, "cannot fetch signing keys yet");
                     }
                 }
