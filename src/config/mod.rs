@@ -27,8 +27,8 @@ pub mod tool_table;
 pub use database::{redact_url, Backend, DatabaseSettings, PostgresSettings, Synchronous};
 pub use secrets::{credentials_path, Secret};
 pub use sections::{
-    ClientKeys, ClientSettings, JobSettings, LimitSettings, LogFormat, LogSettings, McpSettings,
-    MetricsSettings, ServerSettings, WorkerSettings,
+    ClientKeys, ClientSettings, ConsoleSettings, JobSettings, LimitSettings, LogFormat,
+    LogSettings, McpSettings, MetricsSettings, Operator, Role, ServerSettings, WorkerSettings,
 };
 pub use tool_table::ToolDef;
 
@@ -72,4 +72,5 @@ pub struct Settings {
     pub metrics: MetricsSettings,
     pub limits: LimitSettings,
     pub mcp: McpSettings,
+    pub console: ConsoleSettings,
 }

@@ -7,6 +7,7 @@
 //!
 //! It must not format anything for people: `crate::admin` does.
 
+pub use super::browse::{Bucket, JobQuery, JobRow, Sort};
 use super::{
     state_of, BoxFuture, CancelOutcome, JobRecord, QueueStats, Resolution, Store, StoreError,
 };
@@ -97,6 +98,27 @@ pub trait AdminStore: Send + Sync {
     fn purge(&self, before: i64) -> BoxFuture<'_, Result<u64, StoreError>>;
 
     fn activity(&self, now: i64, since: i64) -> BoxFuture<'_, Result<Activity, StoreError>>;
+
+    /// The console's list: one page of the jobs `q` matches, in its order after its cursor.
+    fn browse<'a>(&'a self, q: &'a JobQuery) -> BoxFuture<'a, Result<Vec<JobRow>, StoreError>>;
+
+    /// How many jobs `q` matches (its cursor and limit ignored).
+    fn browse_count<'a>(&'a self, q: &'a JobQuery) -> BoxFuture<'a, Result<u64, StoreError>>;
+
+    /// Every job by (tool, state, count).
+    fn counts(&self) -> BoxFuture<'_, Result<Vec<(String, JobState, u64)>, StoreError>>;
+
+    /// Jobs enqueued and finished since `since`, in buckets `width` ms wide:
+    /// (bucket index, `enqueued` or the final state, count); see [`super::browse::buckets`].
+    fn series(
+        &self,
+        since: i64,
+        width: i64,
+    ) -> BoxFuture<'_, Result<Vec<(i64, String, i64)>, StoreError>>;
+
+    /// Jobs finished since `since` by (tool, final state, count).
+    fn recent(&self, since: i64)
+        -> BoxFuture<'_, Result<Vec<(String, JobState, u64)>, StoreError>>;
 }
 
 /// What an unchanged job is: its state, or not found.
