@@ -101,6 +101,7 @@ impl Access {
     pub fn start(&self, name: String, role: Role, now_ms: i64) -> String {
         let mut id = [0u8; 32];
         rand::thread_rng().fill_bytes(&mut id);
+        let cookie = hex::encode(id);
         let mut binding = [0u8; 32];
         rand::thread_rng().fill_bytes(&mut binding);
         let expires_ms = now_ms + self.settings.session_ttl_secs as i64 * 1000;
@@ -117,9 +118,9 @@ impl Access {
                 expires_ms,
                 binding,
             };
-            s.insert(hash(&id), session);
+            s.insert(hash(cookie.as_bytes()), session);
         }
-        hex::encode(id)
+        cookie
     }
 
     pub fn end(&self, cookie: Option<&str>) {

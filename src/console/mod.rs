@@ -301,19 +301,19 @@ fn percent_decode(s: &str) -> String {
         .unwrap_or_default()
 }
 
-/// A browser's POST to sign in comes from our own pages: an `Origin` naming another host is
-/// refused (login CSRF), as is `Sec-Fetch-Site: cross-site`.
+/// A browser's POST to sign in comes from our own pages: `Sec-Fetch-Site` other than
+/// `same-origin` (or `none`, typed by hand), or an `Origin` naming another host, is refused
+/// (login CSRF). A client that sends neither (not a browser) is not a CSRF vector.
 fn same_origin(h: &hyper::HeaderMap) -> bool {
-    let host = h
-        .get(hyper::header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let origin_ok = match h.get(hyper::header::ORIGIN).and_then(|v| v.to_str().ok()) {
+    let text = |name: &str| h.get(name).and_then(|v| v.to_str().ok());
+    if let Some(site) = text("sec-fetch-site") {
+        return matches!(site, "same-origin" | "none");
+    }
+    let host = text("host").unwrap_or("");
+    match text("origin") {
         None => true,
         Some(o) => o.split_once("://").map(|(_, rest)| rest) == Some(host),
-    };
-    let site = h.get("sec-fetch-site").and_then(|v| v.to_str().ok());
-    origin_ok && site != Some("cross-site")
+    }
 }
 
 async fn read_form(req: Request<Incoming>) -> Result<Vec<(String, String)>, ConsoleError> {
@@ -333,7 +333,7 @@ fn secure_headers(r: &mut HttpResponse) {
         ("content-security-policy", CSP),
         ("x-frame-options", "DENY"),
         ("x-content-type-options", "nosniff"),
-        ("referrer-policy", "no-referrer"),
+        ("referrer-policy", "same-origin"),
         ("cache-control", "no-store"),
     ] {
         h.insert(HeaderName::from_static(k), HeaderValue::from_static(v));

@@ -59,7 +59,7 @@ pub fn page(title: &str, who: Option<&Who>, body: Markup) -> Markup {
             head {
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
-                meta name="referrer" content="no-referrer";
+                meta name="referrer" content="same-origin";
                 title { (title) " · mcpq console" }
                 link rel="stylesheet" href="/ui/static/console.css";
                 script src="/ui/static/console.js" defer {}
@@ -175,8 +175,8 @@ pub fn overview_body(o: &Overview) -> Markup {
         p.legend { span.enq { "enqueued" } " " span.ok { "succeeded" } " " span.bad { "failed" } }
         h2 { "Workers" }
         @if o.workers.is_empty() { p { "No worker holds a job." } } @else {
-            table #workers { thead { tr { th { "worker" } th { "last heartbeat" } } }
-                tbody { @for (w, ago) in &o.workers { tr { td { (w) } td { (age(*ago)) " ago" } } } } }
+            div.scroll { table #workers { thead { tr { th { "worker" } th { "last heartbeat" } } }
+                tbody { @for (w, ago) in &o.workers { tr { td { (w) } td { (age(*ago)) " ago" } } } } } }
         }
         h2 { "Failing tools" }
         @if o.failing.is_empty() { p { "None: no tool failed every job in the last 15 minutes." } } @else {
