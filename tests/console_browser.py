@@ -126,6 +126,7 @@ def as_read_write(d):
     scripts = d.execute_script(
         "return Array.from(document.scripts).map(s => s.getAttribute('src'))")
     check(scripts == ["/ui/static/console.js"], f"only the console's script: {scripts}")
+    d.execute_script("document.getElementById('history').scrollIntoView()")
     shot(d, "job-failed")
 
     # Retry it; watch it complete without a reload.

@@ -168,7 +168,7 @@ mod tests {
         let q = filter(&p).unwrap();
         assert_eq!(q.state, Some(JobState::Failed));
         assert_eq!(q.tool.as_deref(), Some("a b"));
-        assert_eq!(q.created_from, Some(1_764_585_000_000));
+        assert_eq!(q.created_from, Some(1_796_121_000_000));
         assert_eq!(q.after, Some((5, 4)));
         let again = filter(&pairs(encode(&filter_pairs(&q)).as_bytes())).unwrap();
         assert_eq!(again, JobQuery { after: None, ..q });

@@ -7,7 +7,7 @@
 //!
 //! It must not format anything for people: `crate::admin` does.
 
-pub use super::browse::{Bucket, JobQuery, JobRow, Sort};
+pub use super::browse::{Bucket, JobQuery, JobRow, SeriesRows, Sort, ToolStateCounts};
 use super::{
     state_of, BoxFuture, CancelOutcome, JobRecord, QueueStats, Resolution, Store, StoreError,
 };
@@ -106,19 +106,14 @@ pub trait AdminStore: Send + Sync {
     fn browse_count<'a>(&'a self, q: &'a JobQuery) -> BoxFuture<'a, Result<u64, StoreError>>;
 
     /// Every job by (tool, state, count).
-    fn counts(&self) -> BoxFuture<'_, Result<Vec<(String, JobState, u64)>, StoreError>>;
+    fn counts(&self) -> BoxFuture<'_, Result<ToolStateCounts, StoreError>>;
 
     /// Jobs enqueued and finished since `since`, in buckets `width` ms wide:
     /// (bucket index, `enqueued` or the final state, count); see [`super::browse::buckets`].
-    fn series(
-        &self,
-        since: i64,
-        width: i64,
-    ) -> BoxFuture<'_, Result<Vec<(i64, String, i64)>, StoreError>>;
+    fn series(&self, since: i64, width: i64) -> BoxFuture<'_, Result<SeriesRows, StoreError>>;
 
     /// Jobs finished since `since` by (tool, final state, count).
-    fn recent(&self, since: i64)
-        -> BoxFuture<'_, Result<Vec<(String, JobState, u64)>, StoreError>>;
+    fn recent(&self, since: i64) -> BoxFuture<'_, Result<ToolStateCounts, StoreError>>;
 }
 
 /// What an unchanged job is: its state, or not found.

@@ -201,6 +201,11 @@ pub fn recent_sql(dialect: Dialect) -> String {
     )
 }
 
+/// (tool, state, count) rows.
+pub type ToolStateCounts = Vec<(String, JobState, u64)>;
+/// [`series_sql`]'s rows: (bucket index, kind, count).
+pub type SeriesRows = Vec<(i64, String, i64)>;
+
 /// One point of the activity series.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Bucket {

@@ -8,10 +8,10 @@ use sqlx::Row;
 
 use super::rows::records_from_json;
 use super::{sql, SqliteStore};
-use crate::jobs::{JobId, JobState};
+use crate::jobs::JobId;
 use crate::store::admin::{
     add_activity_rows, cancel_outcome, fail_in_doubt, unchanged, Activity, AdminStore, Change,
-    JobFilter, JobQuery, JobRow, JobSummary,
+    JobFilter, JobQuery, JobRow, JobSummary, SeriesRows, ToolStateCounts,
 };
 use crate::store::{state_of, BoxFuture, CancelOutcome, JobRecord, Store, StoreError};
 
@@ -158,22 +158,15 @@ impl AdminStore for SqliteStore {
         Box::pin(self.browse_count_rows(q))
     }
 
-    fn counts(&self) -> BoxFuture<'_, Result<Vec<(String, JobState, u64)>, StoreError>> {
+    fn counts(&self) -> BoxFuture<'_, Result<ToolStateCounts, StoreError>> {
         Box::pin(self.count_rows())
     }
 
-    fn series(
-        &self,
-        since: i64,
-        width: i64,
-    ) -> BoxFuture<'_, Result<Vec<(i64, String, i64)>, StoreError>> {
+    fn series(&self, since: i64, width: i64) -> BoxFuture<'_, Result<SeriesRows, StoreError>> {
         Box::pin(self.series_rows(since, width))
     }
 
-    fn recent(
-        &self,
-        since: i64,
-    ) -> BoxFuture<'_, Result<Vec<(String, JobState, u64)>, StoreError>> {
+    fn recent(&self, since: i64) -> BoxFuture<'_, Result<ToolStateCounts, StoreError>> {
         Box::pin(self.recent_rows(since))
     }
 }
