@@ -294,3 +294,65 @@ async fn console_settings_are_strict() {
     assert_eq!(code, 1);
     assert!(err.contains("at least one [operators.NAME]"), "{err}");
 }
+
+/// `mcpq ui --listen` serves the console alone, on the same store as the daemon.
+#[tokio::test]
+async fn mcpq_ui_serves_the_console_alone() {
+    use tokio::io::AsyncBufReadExt;
+    let env = TestEnv::new(&config());
+    let d = env.spawn_daemon().await;
+    let mut c = env.client(&d).await;
+    let failed = job_id(&c.call("flaky_ui", args("{}")).await.unwrap());
+    poll_until_finished(&mut c, &failed, Duration::from_secs(30)).await;
+    let mut ui = tokio::process::Command::new(BIN)
+        .arg("--config")
+        .arg(&env.config)
+        .args(["ui", "--listen", "127.0.0.1:0"])
+        .envs(env.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn mcpq ui");
+    let mut lines = tokio::io::BufReader::new(ui.stdout.take().unwrap()).lines();
+    let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+        .await
+        .expect("mcpq ui started in time")
+        .unwrap()
+        .expect("a line");
+    let addr: std::net::SocketAddr = line
+        .strip_prefix("console on http://")
+        .and_then(|r| r.strip_suffix("/ui/"))
+        .unwrap_or_else(|| panic!("unexpected {line:?}"))
+        .parse()
+        .unwrap();
+    let body = format!("token={RW_TOKEN}");
+    let login = format!(
+        "POST /ui/login HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let (status, text) = http(addr, &login).await;
+    assert_eq!(status, 303, "{text}");
+    let session = text
+        .lines()
+        .find_map(|l| l.strip_prefix("set-cookie: "))
+        .and_then(|c| c.split(';').next())
+        .expect("a session cookie")
+        .to_string();
+    let get = format!(
+        "GET /ui/jobs/{failed} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nCookie: {session}\r\n\r\n"
+    );
+    let (status, text) = http(addr, &get).await;
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("the upstream exploded"), "{text}");
+    assert!(
+        text.contains("&lt;script&gt;window.__pwned = 2&lt;/script&gt;"),
+        "escaped: {text}"
+    );
+    let (status, _) = http(
+        addr,
+        "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status, 404, "the console alone");
+    ui.kill().await.ok();
+}
