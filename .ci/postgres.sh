@@ -63,3 +63,26 @@ END $$;
 SQL
 PGPASSWORD=mcpq_ci psql -X -At -h 127.0.0.1 -p "$port" -U mcpq_ci mcpq_ci -c \
   "SELECT 'PostgreSQL ' || current_setting('server_version') || ', synchronous_commit=' || current_setting('synchronous_commit') || ', fsync=' || current_setting('fsync')"
+
+# A second cluster, `faults`, that tests/faults_pg.rs stops and starts (a database outage
+# under load) without disturbing the tests sharing `main`. Same role and database.
+faults_port=${MCPQ_PG_FAULTS_PORT:-5433}
+if ! pg_lsclusters -h | awk -v v="$version" '$1 == v && $2 == "faults"' | grep -q .; then
+    as_root pg_createcluster --port "$faults_port" "$version" faults >/dev/null
+fi
+if ! pg_lsclusters -h | awk -v v="$version" '$1 == v && $2 == "faults" {print $4}' | grep -q online; then
+    as_root pg_ctlcluster --skip-systemctl-redirect "$version" faults start
+fi
+for _ in $(seq 1 50); do
+    pg_isready -q -h 127.0.0.1 -p "$faults_port" && break
+    sleep 0.2
+done
+as_root su postgres -c "psql -X -q -v ON_ERROR_STOP=1 -p $faults_port" <<'SQL'
+DO $$ BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'mcpq_ci') THEN
+    CREATE ROLE mcpq_ci LOGIN PASSWORD 'mcpq_ci';
+  END IF;
+END $$;
+SELECT 'CREATE DATABASE mcpq_ci OWNER mcpq_ci' WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = 'mcpq_ci')\gexec
+SQL
+echo "fault cluster: $version/faults on port $faults_port"

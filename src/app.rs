@@ -7,6 +7,7 @@
 //! It must not know HTTP, envelopes on the wire or JSON-RPC: `v1` and `mcp` turn requests
 //! into these calls and their outcomes into answers. It must not run jobs (`worker` does).
 
+use crate::store::fault::call_error;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -156,7 +157,7 @@ impl App {
         match self.store.admit_nonce(nonce, now).await {
             Ok(true) => Ok(()),
             Ok(false) => Err(CallError::ReplayedNonce),
-            Err(e) => Err(internal(e)),
+            Err(e) => Err(self.store_error("nonce commit", e)),
         }
     }
 
@@ -211,7 +212,7 @@ impl App {
             .limits
             .admit_job(&client.0, now, self.store.as_ref())
             .await
-            .map_err(internal)?;
+            .map_err(|e| self.store_error("queue cap count", e))?;
         if let Err(RetryAfterMs(ms)) = admitted {
             return Err(CallError::QueueFull(self.limits.max_queued(), ms));
         }
@@ -230,15 +231,32 @@ impl App {
             capped: policy.concurrency.is_some(),
             input_responses: answers,
         };
+        let id = job.id.clone();
         let enqueued = self.store.enqueue(job).await.map_err(|e| match e {
             StoreError::Replayed => CallError::ReplayedNonce,
-            e => internal(e),
+            // Committed, but whether it reached the disk is unknown until a restart reads
+            // the file: the caller must not assume either way.
+            StoreError::NotDurable => self.store_error(
+                "enqueue",
+                StoreError::OutcomeUnknown(format!(
+                    "the commit could not be made durable (a WAL fsync failed), so job {} may \
+                     or may not exist once the daemon restarts: poll it before calling again",
+                    id.0
+                )),
+            ),
+            e => self.store_error("enqueue", e),
         })?;
         metrics::counter!(crate::telemetry::names::JOBS_ENQUEUED, "tool" => t.name().to_string())
             .increment(1);
         tracing::Span::current().record("job_id", tracing::field::display(&enqueued.id().0));
         self.job_added.notify_waiters();
         Ok(enqueued.id().clone())
+    }
+
+    /// A store failure as the caller sees it: `store_unavailable` when the database cannot
+    /// take the call now, else `internal` (the detail goes to the log).
+    pub fn store_error(&self, site: &'static str, e: StoreError) -> CallError {
+        call_error(self.store.status(), site, e)
     }
 
     /// Forgets nonces past the window (the maintenance task calls it).
@@ -267,9 +285,4 @@ impl App {
         self.info.store(Arc::new(info));
         Ok(summary)
     }
-}
-
-/// A store failure as the caller sees it: an internal error (the detail goes to the log).
-pub fn internal(e: StoreError) -> CallError {
-    CallError::internal("store error", &e)
 }

@@ -244,9 +244,17 @@ pub enum CallError {
     RateLimited(u64),
     #[error("this client has {0} queued jobs, its cap; retry after {1} ms")]
     QueueFull(u64, u64),
+    /// The store cannot take the call now and nothing was committed: retry with a new
+    /// envelope (docs/PROTOCOL.md, "Retrying").
+    #[error("{0}")]
+    StoreUnavailable(String),
     #[error("internal error (reference {0})")]
     Internal(String),
 }
+
+/// How long a client should wait before retrying a `store_unavailable` call: long enough
+/// not to hammer a database that is restarting, short enough to notice it is back.
+pub const STORE_RETRY_AFTER_MS: u64 = 1000;
 
 impl CallError {
     /// An `internal` error for a cause the caller must not see: the cause is logged with a
@@ -286,6 +294,7 @@ impl CallError {
             CallError::ToolUnavailable(_) => "tool_unavailable",
             CallError::RateLimited(_) => "rate_limited",
             CallError::QueueFull(..) => "queue_full",
+            CallError::StoreUnavailable(_) => "store_unavailable",
             CallError::Internal(_) => "internal",
         }
     }
@@ -315,7 +324,9 @@ impl CallError {
             // The daemon fronts the tool: its failure is a bad gateway, its (or our)
             // momentary unavailability a 503 the caller may retry.
             CallError::ToolFailed(_) => 502,
-            CallError::Busy(_) | CallError::ToolUnavailable(_) => 503,
+            CallError::Busy(_) | CallError::ToolUnavailable(_) | CallError::StoreUnavailable(_) => {
+                503
+            }
             CallError::RateLimited(_) | CallError::QueueFull(..) => 429,
             CallError::Internal(_) => 500,
         }
@@ -325,6 +336,7 @@ impl CallError {
     pub fn retry_after_ms(&self) -> Option<u64> {
         match self {
             CallError::RateLimited(ms) | CallError::QueueFull(_, ms) => Some(*ms),
+            CallError::StoreUnavailable(_) => Some(STORE_RETRY_AFTER_MS),
             _ => None,
         }
     }

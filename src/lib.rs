@@ -29,9 +29,12 @@
 //!   [`limits`]: per-client call rate and queue cap.
 //! - [`store`]: the `Store` trait, the batching both drivers share, `store::sqlite` and
 //!   `store::postgres` mirrored file for file, `store::open` choosing one from
-//!   `database.url`, `store::admin` (the operator's trait), `store::copy`.
+//!   `database.url`, `store::admin` (the operator's trait), `store::copy`, `store::fault`
+//!   (which errors mean "the database cannot take this now") and `store::status` (this
+//!   process's view of its store: up or down since when, the probe while down).
 //! - [`auth`]: key table, constant-time signature checks, the nonce set; [`logging`]: text or
-//!   JSON log lines with each request's and job's fields.
+//!   JSON log lines with each request's and job's fields; `logging::repeats` collapses
+//!   repeated faults into one summary line per interval.
 //! - [`config`]: layered settings and secrets; `[tools]` (`config::tool_table`),
 //!   `[resources]`, `[prompts]`.
 //! - [`jobs`]: the job state machine and retry policy, pure.

@@ -78,7 +78,12 @@ pub fn json_response(status: u16, body: String) -> HttpResponse {
 }
 
 pub fn plain(status: u16, body: &'static str) -> HttpResponse {
-    let mut r = hyper::Response::new(Body::Full(Full::new(Bytes::from_static(body.as_bytes()))));
+    plain_text(status, Bytes::from_static(body.as_bytes()))
+}
+
+/// A plain-text answer whose text is made per request (a probe saying why it fails).
+pub fn plain_text(status: u16, body: impl Into<Bytes>) -> HttpResponse {
+    let mut r = hyper::Response::new(Body::Full(Full::new(body.into())));
     *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     r.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));

@@ -65,6 +65,9 @@ pub enum McpError {
     QueueFull(u64, u64),
     /// A 2025-11-25 client already has this many questions unanswered (the cap).
     TooManyQuestions(usize, usize),
+    /// The store cannot take the request now and nothing was committed (HTTP 503,
+    /// `Retry-After`): the client may send it again.
+    StoreUnavailable(String),
     Internal(String),
 }
 
@@ -101,6 +104,7 @@ impl McpError {
             McpError::RateLimited(_) | McpError::QueueFull(..) | McpError::TooManyQuestions(..) => {
                 429
             }
+            McpError::StoreUnavailable(_) => 503,
             McpError::Internal(_) => 500,
         }
     }
@@ -161,6 +165,7 @@ impl McpError {
                 "too_many_questions: this client has {n} pending questions unanswered \
                  (mcp.max_pending_questions_per_client = {cap}); answer or abandon them first"
             ),
+            McpError::StoreUnavailable(m) => format!("store_unavailable: {m}"),
             McpError::Internal(r) => format!("internal error (reference {r})"),
         }
     }
@@ -178,6 +183,10 @@ impl McpError {
             McpError::RateLimited(ms) | McpError::QueueFull(_, ms) => {
                 Some(json!({"retryAfterMs": ms}))
             }
+            McpError::StoreUnavailable(_) => Some(json!({
+                "retryAfterMs": crate::envelope::STORE_RETRY_AFTER_MS,
+                "reason": "store_unavailable"
+            })),
             _ => None,
         }
     }
@@ -185,6 +194,7 @@ impl McpError {
     pub fn retry_after_ms(&self) -> Option<u64> {
         match self {
             McpError::RateLimited(ms) | McpError::QueueFull(_, ms) => Some(*ms),
+            McpError::StoreUnavailable(_) => Some(crate::envelope::STORE_RETRY_AFTER_MS),
             _ => None,
         }
     }
@@ -211,6 +221,7 @@ impl From<crate::envelope::CallError> for McpError {
             C::RequestTimeout => McpError::RequestTimeout,
             C::MalformedJson(m) => McpError::Parse(m),
             C::Internal(r) => McpError::Internal(r),
+            C::StoreUnavailable(m) => McpError::StoreUnavailable(m),
             other => McpError::InvalidParams(other.wire()),
         }
     }

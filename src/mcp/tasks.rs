@@ -170,7 +170,7 @@ pub async fn get_job(call: &Call, id: &JobId) -> Result<JobRecord, McpError> {
         .store()
         .get_job(&call.client, id)
         .await
-        .map_err(store_error)?
+        .map_err(|e| store_error(call, e))?
         .ok_or_else(|| McpError::InvalidParams(format!("no task {:?}", id.0)))
 }
 
@@ -272,7 +272,7 @@ pub async fn tasks_update(call: &Call, params: &Value) -> Result<Value, McpError
         .store()
         .answer_input(&call.client, &id, &answers, now)
         .await
-        .map_err(store_error)?
+        .map_err(|e| store_error(call, e))?
     {
         AnswerOutcome::NotFound => Err(McpError::InvalidParams(format!("no task {:?}", id.0))),
         _ => Ok(json!({})),
@@ -287,7 +287,7 @@ pub async fn tasks_cancel(call: &Call, params: &Value) -> Result<Value, McpError
         .store()
         .cancel(&call.client, &id, now)
         .await
-        .map_err(store_error)?;
+        .map_err(|e| store_error(call, e))?;
     match (outcome, call.era) {
         (CancelOutcome::NotFound, _) => Err(McpError::InvalidParams(format!("no task {:?}", id.0))),
         // 2026-07-28: an acknowledgement, also for a task that already ended.
@@ -311,11 +311,8 @@ pub async fn tasks_cancel(call: &Call, params: &Value) -> Result<Value, McpError
     }
 }
 
-fn store_error(e: crate::store::StoreError) -> McpError {
-    match crate::envelope::CallError::internal("store error", &e) {
-        crate::envelope::CallError::Internal(r) => McpError::Internal(r),
-        other => McpError::Internal(other.wire()),
-    }
+fn store_error(call: &Call, e: crate::store::StoreError) -> McpError {
+    call.app().store_error("tasks: store", e).into()
 }
 
 /// `notifications/progress` for a held call.

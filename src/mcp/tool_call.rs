@@ -298,7 +298,9 @@ fn task_required(name: &str, era: Era) -> McpError {
 fn call_failure(e: crate::envelope::CallError) -> Result<CallPlan, McpError> {
     use crate::envelope::CallError as C;
     match e {
-        C::Internal(_) | C::RateLimited(_) | C::QueueFull(..) => Err(e.into()),
+        C::Internal(_) | C::RateLimited(_) | C::QueueFull(..) | C::StoreUnavailable(_) => {
+            Err(e.into())
+        }
         other => Ok(CallPlan::Done(tool_error(&other.wire(), None))),
     }
 }

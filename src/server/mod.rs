@@ -148,6 +148,10 @@ impl Server {
         let background = TaskTracker::new();
         let workers_stop = CancellationToken::new();
         let pruner = app.clone();
+        background.spawn(crate::store::status::watch(
+            store.clone(),
+            workers_stop.clone(),
+        ));
         background.spawn(worker::maintenance(
             store.clone(),
             Arc::new(move |now| pruner.prune_nonces(now)),

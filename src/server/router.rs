@@ -11,7 +11,7 @@ use hyper::{Method, Request};
 
 use crate::app::App;
 use crate::envelope::CallError;
-use crate::http::{plain, HttpResponse};
+use crate::http::{plain, plain_text, HttpResponse};
 use crate::mcp::Mcp;
 use crate::v1::V1;
 
@@ -23,18 +23,29 @@ pub struct Router {
 }
 
 impl Router {
+    /// Ready while the store answers: a store this process found down stays not ready until
+    /// its probe passes (`store::status`), so the answer does not flap with each request.
+    async fn ready(&self) -> HttpResponse {
+        let status = self.app.store().status();
+        if let Some(outage) = status.describe() {
+            return plain_text(503, format!("{outage}\n"));
+        }
+        match self.app.store().ping().await {
+            Ok(()) => plain(200, "ready\n"),
+            Err(e) => {
+                let why = status.fault("readiness check", &e);
+                let why = why.unwrap_or_else(|| e.to_string());
+                plain_text(503, format!("database unavailable ({why})\n"))
+            }
+        }
+    }
+
     pub async fn route(self: Arc<Self>, req: Request<Incoming>) -> HttpResponse {
         let path = req.uri().path();
         match (req.method(), path) {
             (_, "/mcp") => self.mcp.clone().handle(req).await,
             (&Method::GET, "/healthz") => plain(200, "ok\n"),
-            (&Method::GET, "/readyz") => match self.app.store().ping().await {
-                Ok(()) => plain(200, "ready\n"),
-                Err(e) => {
-                    tracing::warn!(error = %e, "readiness check failed");
-                    plain(503, "database unavailable\n")
-                }
-            },
+            (&Method::GET, "/readyz") => self.ready().await,
             (&Method::POST, "/v1/call") => self.v1.handle(req).await,
             (_, "/v1/call") => self.v1.error_response(CallError::MethodNotAllowed),
             _ => self.v1.error_response(CallError::NotFound),

@@ -16,9 +16,11 @@ mod batch;
 pub mod bench;
 pub mod browse;
 pub mod copy;
+pub mod fault;
 pub mod open;
 pub mod postgres;
 pub mod sqlite;
+pub mod status;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -81,6 +83,13 @@ pub enum StoreError {
     Replayed,
     #[error("{0}")]
     Config(String),
+    /// The database cannot take this now and nothing was written (see [`fault`]).
+    #[error("{0}")]
+    Unavailable(String),
+    /// The database went away while a write was in flight and did not come back in time to
+    /// say whether it committed; the text names what may exist.
+    #[error("{0}")]
+    OutcomeUnknown(String),
 }
 
 /// A job to create, with the nonce of the call that creates it (committed together).
@@ -398,6 +407,15 @@ pub enum CancelOutcome {
 pub trait Store: Send + Sync + 'static {
     /// Reachability check for `/readyz`.
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// What this process knows of the store's reachability ([`status`]).
+    fn status(&self) -> &std::sync::Arc<status::StoreStatus>;
+
+    /// Whether a store that was down takes writes again: a read and, where a read alone
+    /// cannot tell (SQLite on a full or read-only disk), a small write.
+    fn probe(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.ping()
+    }
 
     /// Persists nonces of sync calls (write-behind: returns once queued, see `flush`).
     fn record_nonce(&self, nonce: NonceRecord) -> BoxFuture<'_, Result<(), StoreError>>;

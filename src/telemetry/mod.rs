@@ -135,6 +135,21 @@ fn describe() {
         FSYNC_FAILURES,
         "Failed fsyncs (after one, no durable write is acknowledged)."
     );
+    describe_counter!(
+        FAULTS,
+        "Faults by site (store writes, reads, claims, heartbeats…); each counted exactly, \
+         though the log collapses repeats."
+    );
+    describe_gauge!(
+        STORE_UP,
+        "1 while this process reaches its store, 0 while it does not."
+    );
+    describe_counter!(STORE_OUTAGES, "Times this process lost its store.");
+    describe_counter!(
+        COMMITS_RESOLVED,
+        "Group commits whose outcome was unknown (connection lost in flight), resolved by \
+         looking the batch up, by outcome (committed, retried, unresolved)."
+    );
 }
 
 /// Sets the store gauges just before a scrape renders.
@@ -142,7 +157,7 @@ async fn refresh(store: &dyn Store, now_ms: i64, lease_ms: i64) {
     let stats = match store.queue_stats(now_ms).await {
         Ok(s) => s,
         Err(e) => {
-            tracing::warn!(error = %e, "metrics: the store did not answer");
+            crate::logging::repeats::fault("metrics refresh", &e);
             gauge!(DATABASE_UP).set(0.0);
             return;
         }

@@ -24,3 +24,7 @@ pub const FSYNC_FAILURES: &str = "mcpq_fsync_failures_total";
 pub const HELD_CALLS: &str = "mcpq_mcp_held_calls";
 pub const PENDING_QUESTIONS: &str = "mcpq_mcp_pending_questions";
 pub const LOG_LINES_DROPPED: &str = "mcpq_mcp_log_lines_dropped_total";
+pub const FAULTS: &str = "mcpq_faults_total";
+pub const STORE_UP: &str = "mcpq_store_up";
+pub const STORE_OUTAGES: &str = "mcpq_store_outages_total";
+pub const COMMITS_RESOLVED: &str = "mcpq_commits_resolved_total";

@@ -4,6 +4,7 @@ use super::poll_job::{job_id_arg, job_id_schema};
 use super::{CallCtx, Reply, SyncTool};
 use crate::envelope::CallError;
 use crate::json::{Json, Object};
+use crate::store::fault::call_error;
 use crate::store::{BoxFuture, CancelOutcome};
 
 pub struct CancelJob;
@@ -29,7 +30,7 @@ impl SyncTool for CancelJob {
                 .store
                 .cancel(ctx.client_id, &id, ctx.now_ms)
                 .await
-                .map_err(|e| CallError::internal("cancel_job: store write failed", &e))?;
+                .map_err(|e| call_error(ctx.store.status(), "cancel_job: store write", e))?;
             let state = match outcome {
                 CancelOutcome::Cancelled => "cancelled",
                 CancelOutcome::Requested => "cancelling",

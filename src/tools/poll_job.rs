@@ -1,6 +1,7 @@
 //! `poll_job {job_id}`: a job's state mapped onto the seed's status literals.
 //! Another client's job is indistinguishable from a missing one.
 
+use crate::store::fault::call_error;
 use serde_json::json;
 
 use super::{ArgReader, CallCtx, Reply, SyncTool};
@@ -130,7 +131,7 @@ impl SyncTool for PollJob {
                 .store
                 .get_job(ctx.client_id, &id)
                 .await
-                .map_err(|e| CallError::internal("poll_job: store read failed", &e))?;
+                .map_err(|e| call_error(ctx.store.status(), "poll_job: store read", e))?;
             describe(&job.ok_or(CallError::UnknownJob)?)
         })
     }

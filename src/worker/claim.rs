@@ -186,7 +186,14 @@ impl Claimer {
         filter: &ClaimFilter,
     ) -> (bool, Vec<ClaimedJob>) {
         // Ask a reader first: an idle worker must not take the write lock just to find nothing.
-        let due = self.store.has_due_jobs(claimed_at).await.unwrap_or(true);
+        let due = match self.store.has_due_jobs(claimed_at).await {
+            Ok(due) => due,
+            Err(e) => {
+                // Nothing to do until the store answers: back off (see `idle`).
+                self.store.status().fault("claim: due check", &e);
+                false
+            }
+        };
         if !due {
             return (due, Vec::new());
         }
@@ -198,8 +205,8 @@ impl Claimer {
         {
             Ok(c) => (due, c),
             Err(e) => {
-                tracing::warn!(error = %e, "claim failed; backing off");
-                (due, Vec::new())
+                self.store.status().fault("claim", &e);
+                (false, Vec::new())
             }
         }
     }
@@ -225,11 +232,17 @@ impl Claimer {
                 None => std::future::pending().await,
             }
         };
+        // While the store is down, claims wait for its probe rather than spin on errors.
+        let pause = if self.store.status().is_up() {
+            *backoff
+        } else {
+            (*backoff).max(crate::store::status::PROBE_EVERY)
+        };
         tokio::select! {
             _ = stop.cancelled() => return ControlFlow::Break(()),
             _ = notified => *backoff = Duration::from_millis(1),
             _ = hinted => *backoff = Duration::from_millis(1),
-            _ = tokio::time::sleep(*backoff) => *backoff = (*backoff * 2).min(self.opts.idle_backoff_max),
+            _ = tokio::time::sleep(pause) => *backoff = (*backoff * 2).min(self.opts.idle_backoff_max),
         }
         ControlFlow::Continue(())
     }
@@ -276,7 +289,7 @@ impl Claimer {
             match store.release(releases, clock.now_ms()).await {
                 Ok(n) => tracing::info!(jobs = n, "released jobs back to the queue"),
                 Err(e) => {
-                    tracing::error!(error = %e, "release failed; the jobs will be rescued when their leases expire")
+                    tracing::warn!(error = %e, "release failed; the jobs will be rescued when their leases expire")
                 }
             }
         }

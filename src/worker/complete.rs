@@ -28,10 +28,21 @@ pub(super) async fn complete_batches(
                 Err(_) => break,
             }
         }
+        let mut pause = Duration::from_millis(100);
+        let mut failed_before = false;
         loop {
             match store.complete(batch.clone(), clock.now_ms()).await {
                 Ok(applied) => {
-                    if applied.len() < batch.len() {
+                    if applied.len() < batch.len() && failed_before {
+                        // The failed try may have applied them (a connection lost after the
+                        // commit): fenced, the second write changes nothing and reports them
+                        // as not applied, which is not a lost lease.
+                        tracing::info!(
+                            not_applied = batch.len() - applied.len(),
+                            "completions retried after a store fault: applied by the earlier \
+                             try, or their lease was lost meanwhile"
+                        );
+                    } else if applied.len() < batch.len() {
                         tracing::warn!(
                             stale = batch.len() - applied.len(),
                             "completions skipped: lease was lost (fencing token changed)"
@@ -46,8 +57,13 @@ pub(super) async fn complete_batches(
                     break;
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "completion batch failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    // Retried until the store takes it (a full disk, a restarting server):
+                    // the outcome is already decided and must not be lost. A write that may
+                    // have applied is fenced, so applying it again changes nothing.
+                    store.status().fault("completion", &e);
+                    failed_before = true;
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(2));
                 }
             }
         }

@@ -41,7 +41,7 @@ pub(super) async fn heartbeats(
         let acks = match store.heartbeat(beats.clone(), now, opts.lease_ms).await {
             Ok(a) => a,
             Err(e) => {
-                tracing::warn!(error = %e, "heartbeat failed");
+                store.status().fault("heartbeat", &e);
                 continue;
             }
         };

@@ -38,7 +38,7 @@ pub async fn maintenance(
             _ = tick.tick() => {}
         }
         if let Err(e) = rescue_once(store.as_ref(), policy, clock.now_ms()).await {
-            tracing::warn!(error = %e, "lease rescue failed");
+            store.status().fault("lease rescue", &e);
         }
         if jobs.input_wait_secs > 0 {
             expire_waiting(store.as_ref(), jobs.input_wait_secs, clock.now_ms()).await;
@@ -53,7 +53,9 @@ pub async fn maintenance(
             {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(jobs = n, "pruned finished jobs past retention"),
-                Err(e) => tracing::warn!(error = %e, "prune failed"),
+                Err(e) => {
+                    store.status().fault("prune", &e);
+                }
             }
         }
     }
@@ -67,7 +69,9 @@ async fn expire_waiting(store: &dyn Store, wait_secs: u64, now: i64) {
     match store.expire_waiting(since, now, &reason).await {
         Ok(0) => {}
         Ok(n) => tracing::info!(jobs = n, "jobs waiting for input expired"),
-        Err(e) => tracing::warn!(error = %e, "expiring jobs waiting for input failed"),
+        Err(e) => {
+            store.status().fault("input expiry", &e);
+        }
     }
 }
 

@@ -188,6 +188,10 @@ impl Worker {
         let Worker { parts, jobs } = self;
         let store = parts.store.clone();
         let maint_stop = CancellationToken::new();
+        let watch = tokio::spawn(crate::store::status::watch(
+            store.clone(),
+            maint_stop.clone(),
+        ));
         let maint = tokio::spawn(maintenance(
             store.clone(),
             Arc::new(|_| {}),
@@ -203,6 +207,7 @@ impl Worker {
             .map_err(|e| WorkerError::Loop(e.to_string()))?;
         maint_stop.cancel();
         let _ = maint.await;
+        let _ = watch.await;
         store.close().await;
         Ok(())
     }

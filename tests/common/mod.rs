@@ -234,7 +234,12 @@ previous_secret = "{CLIENT2_PREVIOUS}"
 
     /// Starts `mcpq serve` and waits until it is listening.
     pub async fn spawn_daemon(&self) -> Daemon {
-        let (mut cmd, stderr_path) = self.command(&["serve"], "daemon.log");
+        self.spawn_daemon_logging_to("daemon.log").await
+    }
+
+    /// [`TestEnv::spawn_daemon`] with a log file of its own (several daemons in one test).
+    pub async fn spawn_daemon_logging_to(&self, log_name: &str) -> Daemon {
+        let (mut cmd, stderr_path) = self.command(&["serve"], log_name);
         let mut child = cmd.spawn().expect("spawn mcpq serve");
         let stdout = child.stdout.take().expect("stdout");
         let mut lines = BufReader::new(stdout).lines();

@@ -46,6 +46,9 @@ pub use open::{connect_options, migrate_only, migrator};
 pub(crate) mod sql {
     pub const ENQUEUE: &str = include_str!("sql/enqueue.sql");
     pub const FIND_IDEMPOTENT: &str = include_str!("sql/find_idempotent.sql");
+    pub const RESOLVE_JOBS: &str = include_str!("sql/resolve_jobs.sql");
+    pub const RESOLVE_NONCES: &str = include_str!("sql/resolve_nonces.sql");
+    pub const BACKEND_GONE: &str = include_str!("sql/backend_gone.sql");
     pub const GET_JOB: &str = include_str!("sql/get_job.sql");
     pub const GET_JOBS: &str = include_str!("sql/get_jobs.sql");
     pub const CANCEL: &str = include_str!("sql/cancel.sql");
@@ -88,6 +91,7 @@ struct Inner {
     jobs_added: Arc<Notify>,
     prune_batch: i64,
     stop: tokio_util::sync::CancellationToken,
+    status: Arc<status::StoreStatus>,
 }
 
 impl Drop for Inner {
@@ -230,6 +234,10 @@ impl Store for PgStore {
             sqlx::query("SELECT 1").execute(&self.inner.pool).await?;
             Ok(())
         })
+    }
+
+    fn status(&self) -> &Arc<status::StoreStatus> {
+        &self.inner.status
     }
 
     fn record_nonce(&self, nonce: NonceRecord) -> BoxFuture<'_, Result<(), StoreError>> {

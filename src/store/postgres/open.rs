@@ -15,6 +15,7 @@ use super::reader::{group_read, POLL_READERS};
 use super::writer::{group_commit, notify_loop, CHANNEL, MAX_BATCH};
 use super::{Inner, PgStore};
 use crate::config::PostgresSettings;
+use crate::store::status::StoreStatus;
 use crate::store::StoreError;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -104,6 +105,7 @@ impl PgStore {
         let rx = Arc::new(Mutex::new(rx));
         let stop = tokio_util::sync::CancellationToken::new();
         let jobs_added = Arc::new(Notify::new());
+        let status = StoreStatus::new();
         for _ in 0..pg.commit_connections.max(1) {
             let conn = tokio::time::timeout(timeout, PgConnection::connect_with(&opts))
                 .await
@@ -113,6 +115,7 @@ impl PgStore {
                 opts.clone(),
                 rx.clone(),
                 jobs_added.clone(),
+                status.clone(),
             ));
         }
         tokio::spawn(notify_loop(pool.clone(), jobs_added.clone(), stop.clone()));
@@ -140,6 +143,7 @@ impl PgStore {
                 jobs_added,
                 prune_batch: i64::from(pg.prune_batch.max(1)),
                 stop,
+                status,
             }),
         })
     }
@@ -176,7 +180,7 @@ async fn listen(
                 Ok(_) => notify.notify_waiters(),
                 Err(_) if stop.is_cancelled() => return,
                 Err(e) => {
-                    tracing::warn!(error = %e, "LISTEN connection lost; workers fall back to polling until it is back");
+                    crate::logging::repeats::fault("LISTEN connection (workers poll meanwhile)", &e);
                     tokio::select! {
                         _ = stop.cancelled() => return,
                         _ = tokio::time::sleep(Duration::from_secs(1)) => {}

@@ -15,7 +15,9 @@ use tokio::sync::{mpsc, oneshot, Mutex, Notify};
 use super::sql;
 use crate::auth::NonceRecord;
 use crate::jobs::JobId;
+use crate::logging::repeats;
 use crate::store::batch::take_batch;
+use crate::store::status::StoreStatus;
 use crate::store::{Enqueued, NewJob, StoreError};
 
 /// The channel `enqueue.sql` notifies after inserting jobs.
@@ -62,11 +64,13 @@ const NOTIFY_EVERY: Duration = Duration::from_millis(5);
 /// committers share the queue; while one waits for its commit, the next batch forms and
 /// another commits it (PostgreSQL flushes their WAL together).
 pub(super) async fn group_commit(
-    mut conn: PgConnection,
+    conn: PgConnection,
     opts: PgConnectOptions,
     rx: Arc<Mutex<mpsc::Receiver<CommitOp>>>,
     jobs_added: Arc<Notify>,
+    status: Arc<StoreStatus>,
 ) {
+    let mut link = Link::new(conn, opts).await;
     let mut ops = Vec::with_capacity(MAX_BATCH);
     loop {
         if !take_batch(&rx, &mut ops, MAX_BATCH).await {
@@ -75,8 +79,8 @@ pub(super) async fn group_commit(
         let started = std::time::Instant::now();
         let n = ops.len();
         let with_jobs = ops.iter().any(|op| matches!(op, CommitOp::Job(..)));
-        let failed = commit_batch(&mut conn, &mut ops).await;
-        if with_jobs && !failed {
+        let committed = commit_batch(&mut link, &mut ops, &status).await;
+        if with_jobs && committed {
             // A permit is kept if the notifier is busy: the wake-up is never lost, only merged.
             jobs_added.notify_one();
         }
@@ -88,15 +92,294 @@ pub(super) async fn group_commit(
             took_us = started.elapsed().as_micros() as u64,
             "group commit"
         );
-        if failed {
-            // The next batch gets a fresh connection, so a broken one cannot fail every
-            // later enqueue.
-            match PgConnection::connect_with(&opts).await {
-                Ok(fresh) => conn = fresh,
-                Err(e) => tracing::warn!(error = %e, "group commit: reconnect failed; will retry"),
+    }
+}
+
+/// A committer's connection and its backend's pid (to make sure a lost one is gone), or
+/// none while the server cannot be reached.
+struct Link {
+    conn: Option<(PgConnection, i32)>,
+    opts: PgConnectOptions,
+}
+
+impl Link {
+    async fn new(conn: PgConnection, opts: PgConnectOptions) -> Link {
+        let mut conn = conn;
+        let conn = match backend_pid(&mut conn).await {
+            Ok(pid) => Some((conn, pid)),
+            Err(_) => None,
+        };
+        Link { conn, opts }
+    }
+
+    /// The live connection, connecting first if the last one was lost.
+    async fn get(&mut self) -> Result<&mut PgConnection, sqlx::Error> {
+        if self.conn.is_none() {
+            let mut c = PgConnection::connect_with(&self.opts).await?;
+            let pid = backend_pid(&mut c).await?;
+            self.conn = Some((c, pid));
+        }
+        match &mut self.conn {
+            Some((c, _)) => Ok(c),
+            None => Err(sqlx::Error::PoolClosed),
+        }
+    }
+
+    /// Drops the connection; returns the pid of its backend.
+    fn lose(&mut self) -> Option<i32> {
+        self.conn.take().map(|(_, pid)| pid)
+    }
+}
+
+async fn backend_pid(conn: &mut PgConnection) -> Result<i32, sqlx::Error> {
+    sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(conn)
+        .await
+}
+
+/// What a failed statement says about its batch.
+enum Fate {
+    /// The server answered with an error, or the statement never left: nothing committed.
+    NotCommitted(String),
+    /// The connection was lost while the statement was in flight: it may have committed.
+    Unknown(String),
+    /// The statement itself is wrong: a bug, answered `internal`.
+    Bug,
+}
+
+fn fate(e: &sqlx::Error) -> Fate {
+    match (e, crate::store::fault::sqlx_unavailable(e)) {
+        (sqlx::Error::Database(_), Some(why)) => Fate::NotCommitted(why.into()),
+        (sqlx::Error::PoolClosed, Some(why)) => Fate::NotCommitted(why.into()),
+        (_, Some(why)) => Fate::Unknown(why.into()),
+        (_, None) => Fate::Bug,
+    }
+}
+
+/// How long the callers of a batch whose outcome is unknown may wait for it to be resolved
+/// (the server back, the lost backend gone) before they are told it could not be.
+const RESOLVE_FOR: Duration = Duration::from_secs(30);
+
+/// Writes one batch and answers every op in it; returns true if it committed.
+///
+/// A batch that certainly did not commit (the server refused it, or no connection could be
+/// had) is tried once more on a fresh connection, then answered `store_unavailable`. A batch
+/// whose connection was lost in flight is resolved, never guessed (see [`resolve`]).
+async fn commit_batch(link: &mut Link, ops: &mut Vec<CommitOp>, status: &StoreStatus) -> bool {
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let conn = match link.get().await {
+            Ok(conn) => conn,
+            Err(e) => {
+                // Nothing was sent: the batch certainly did not commit.
+                let why = crate::store::fault::sqlx_unavailable(&e)
+                    .unwrap_or("the database cannot be reached");
+                status.down(why);
+                repeats::fault("group commit: connect", &e);
+                fail(ops, |_| StoreError::Unavailable(why.to_string()));
+                return false;
+            }
+        };
+        let e = match run_batch(conn, ops).await {
+            Ok((outcome, dup)) => {
+                answer(ops, &dup, outcome);
+                status.up();
+                return true;
+            }
+            Err(e) => e,
+        };
+        let lost = link.lose();
+        match fate(&e) {
+            Fate::Bug => {
+                tracing::error!(error = %e, "group commit failed; its callers get an internal error");
+                fail(ops, |_| StoreError::Commit(e.to_string()));
+                return false;
+            }
+            Fate::NotCommitted(why) => {
+                repeats::fault("group commit", &e);
+                // A session the server ended between batches fails the next statement on
+                // it: the retry on a fresh connection is the normal recovery, not an outage.
+                if tries < 2 {
+                    continue;
+                }
+                status.down(&why);
+                fail(ops, |_| StoreError::Unavailable(why.clone()));
+                return false;
+            }
+            Fate::Unknown(why) => {
+                status.down(&why);
+                repeats::fault("group commit", &e);
+                return resolve(link, ops, lost, &why).await;
             }
         }
     }
+}
+
+/// Writes a batch; returns what its statement did and which ops were in-batch replays.
+async fn run_batch(
+    conn: &mut PgConnection,
+    ops: &[CommitOp],
+) -> Result<(BatchOutcome, Vec<bool>), sqlx::Error> {
+    let Batch {
+        now,
+        keys,
+        expiries,
+        dup,
+        cols,
+    } = batch_of(ops);
+    if keys.is_empty() && cols.id.is_empty() {
+        return Ok(((HashSet::new(), HashSet::new(), HashMap::new()), dup));
+    }
+    let outcome = write_batch(conn, keys, expiries, now, cols, ops, &dup).await?;
+    Ok((outcome, dup))
+}
+
+/// Resolves a batch whose connection was lost in flight: on a fresh connection, makes sure
+/// the lost backend is gone (so its transaction can no longer commit), then looks the
+/// batch's jobs up. A job found was committed: its caller hears `accepted`. The rest did not
+/// commit and are written again, except calls whose nonce is now held (it may be theirs):
+/// those are told to retry with a new envelope. If the server cannot be reached for
+/// [`RESOLVE_FOR`], every caller hears that the outcome is unknown, with its job id.
+async fn resolve(link: &mut Link, ops: &mut Vec<CommitOp>, lost: Option<i32>, why: &str) -> bool {
+    let deadline = tokio::time::Instant::now() + RESOLVE_FOR;
+    let mut pause = Duration::from_millis(50);
+    let found = loop {
+        let attempt = async {
+            let conn = link.get().await?;
+            if let Some(pid) = lost {
+                wait_gone(conn, pid, deadline).await?;
+            }
+            look_up(conn, ops).await
+        };
+        match attempt.await {
+            Ok(found) => break Some(found),
+            Err(_) if tokio::time::Instant::now() < deadline => {
+                link.lose();
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(1));
+            }
+            Err(_) => break None,
+        }
+    };
+    let Some((jobs, nonces)) = found else {
+        resolved("unresolved");
+        fail(ops, |op| match op {
+            CommitOp::Job(j, _) => StoreError::OutcomeUnknown(format!(
+                "{why}, and the outcome of the commit could not be learned within {} s: job {} may \
+                 exist (poll it before calling again)",
+                RESOLVE_FOR.as_secs(),
+                j.id.0
+            )),
+            _ => StoreError::Unavailable(why.to_string()),
+        });
+        return false;
+    };
+    let mut again = Vec::new();
+    for op in ops.drain(..) {
+        match op {
+            CommitOp::Job(j, reply) if jobs.contains(&j.id.0) => {
+                resolved("committed");
+                let _ = reply.send(Ok(Enqueued::Created(j.id.clone())));
+            }
+            CommitOp::Job(j, reply)
+                if j.nonce
+                    .as_ref()
+                    .is_some_and(|n| nonces.contains(&n.key.0[..])) =>
+            {
+                let _ = reply.send(Err(StoreError::Unavailable(why.to_string())));
+            }
+            CommitOp::Nonce(n, _, reply) if nonces.contains(&n.key.0[..]) => {
+                let _ = reply.send(Err(StoreError::Unavailable(why.to_string())));
+            }
+            op => again.push(op),
+        }
+    }
+    if again.is_empty() {
+        return true;
+    }
+    resolved("retried");
+    let outcome = match link.get().await {
+        Ok(conn) => run_batch(conn, &again).await,
+        Err(e) => Err(e),
+    };
+    match outcome {
+        Ok((outcome, dup)) => {
+            answer(&mut again, &dup, outcome);
+            true
+        }
+        Err(e) => {
+            link.lose();
+            let why = crate::store::fault::sqlx_unavailable(&e).unwrap_or("the commit failed");
+            fail(&mut again, |_| StoreError::Unavailable(why.to_string()));
+            false
+        }
+    }
+}
+
+fn resolved(outcome: &'static str) {
+    metrics::counter!(crate::telemetry::names::COMMITS_RESOLVED, "outcome" => outcome).increment(1);
+}
+
+/// Waits until the backend `pid` has ended, ending it if PostgreSQL still runs it.
+async fn wait_gone(
+    conn: &mut PgConnection,
+    pid: i32,
+    deadline: tokio::time::Instant,
+) -> Result<(), sqlx::Error> {
+    loop {
+        let still = sqlx::query(sql::BACKEND_GONE)
+            .bind(pid)
+            .fetch_all(&mut *conn)
+            .await?;
+        if still.is_empty() {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(sqlx::Error::PoolTimedOut);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The batch's job ids that exist and its nonce keys that are held.
+async fn look_up(
+    conn: &mut PgConnection,
+    ops: &[CommitOp],
+) -> Result<(HashSet<String>, HashSet<Vec<u8>>), sqlx::Error> {
+    let mut ids = Vec::new();
+    let mut keys = Vec::new();
+    let mut now = i64::MAX;
+    for op in ops {
+        match op {
+            CommitOp::Job(j, _) => {
+                ids.push(j.id.0.clone());
+                if let Some(n) = &j.nonce {
+                    keys.push(n.key.0.to_vec());
+                    now = now.min(j.created_at);
+                }
+            }
+            CommitOp::Nonce(n, at, _) => {
+                keys.push(n.key.0.to_vec());
+                now = now.min(*at);
+            }
+            CommitOp::Flush(_) => {}
+        }
+    }
+    let jobs = sqlx::query_scalar::<_, String>(sql::RESOLVE_JOBS)
+        .bind(ids)
+        .fetch_all(&mut *conn)
+        .await?
+        .into_iter()
+        .collect();
+    let nonces = sqlx::query_scalar::<_, Vec<u8>>(sql::RESOLVE_NONCES)
+        .bind(keys)
+        .bind(now)
+        .fetch_all(&mut *conn)
+        .await?
+        .into_iter()
+        .collect();
+    Ok((jobs, nonces))
 }
 
 /// The columns of `enqueue.sql`, one array each.
@@ -125,33 +408,6 @@ struct Batch {
     /// Per op: its nonce is a second copy within the batch (a replay of the first).
     dup: Vec<bool>,
     cols: JobColumns,
-}
-
-/// Writes one batch and answers every op in it; returns true if the statement failed.
-async fn commit_batch(conn: &mut PgConnection, ops: &mut Vec<CommitOp>) -> bool {
-    let Batch {
-        now,
-        keys,
-        expiries,
-        dup,
-        cols,
-    } = batch_of(ops);
-    let outcome = if keys.is_empty() && cols.id.is_empty() {
-        Ok((HashSet::new(), HashSet::new(), HashMap::new()))
-    } else {
-        write_batch(conn, keys, expiries, now, cols, ops, &dup).await
-    };
-    match outcome {
-        Ok(outcome) => {
-            answer(ops, &dup, outcome);
-            false
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "group commit failed; its callers get an internal error");
-            fail(ops, &e.to_string());
-            true
-        }
-    }
 }
 
 fn batch_of(ops: &[CommitOp]) -> Batch {
@@ -215,15 +471,16 @@ fn batch_of(ops: &[CommitOp]) -> Batch {
     }
 }
 
-/// Every caller of a batch whose statement failed hears why.
-fn fail(ops: &mut Vec<CommitOp>, msg: &str) {
+/// Every caller of a batch that failed hears why (`err` makes each one's error).
+fn fail(ops: &mut Vec<CommitOp>, err: impl Fn(&CommitOp) -> StoreError) {
     for op in ops.drain(..) {
+        let e = err(&op);
         match op {
             CommitOp::Job(_, reply) => {
-                let _ = reply.send(Err(StoreError::Commit(msg.to_string())));
+                let _ = reply.send(Err(e));
             }
             CommitOp::Nonce(_, _, reply) => {
-                let _ = reply.send(Err(StoreError::Commit(msg.to_string())));
+                let _ = reply.send(Err(e));
             }
             CommitOp::Flush(reply) => {
                 let _ = reply.send(());

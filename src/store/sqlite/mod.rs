@@ -85,6 +85,7 @@ struct Inner {
     nonces: PendingNonces,
     lookups: mpsc::Sender<Lookup>,
     durability: Durability,
+    status: Arc<status::StoreStatus>,
 }
 
 /// SQLite implementation of [`Store`]. Cheap to clone.
@@ -145,6 +146,26 @@ impl Store for SqliteStore {
                 return Err(StoreError::NotDurable);
             }
             sqlx::query("SELECT 1").execute(&self.inner.read).await?;
+            Ok(())
+        })
+    }
+
+    fn status(&self) -> &Arc<status::StoreStatus> {
+        &self.inner.status
+    }
+
+    /// A read, then a write of the header page through the writer connection: after a full
+    /// disk or a read-only remount, reads work long before writes do.
+    fn probe(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            self.ping().await?;
+            let mut writer = self.inner.writer.lock().await;
+            let v: i64 = sqlx::query_scalar("PRAGMA user_version")
+                .fetch_one(&mut *writer)
+                .await?;
+            sqlx::query(&format!("PRAGMA user_version = {v}"))
+                .execute(&mut *writer)
+                .await?;
             Ok(())
         })
     }
@@ -211,7 +232,7 @@ impl Store for SqliteStore {
                 .map_err(|_| StoreError::Closed)?;
             match rx.await {
                 Ok(Ok(e)) => Ok(e),
-                Ok(Err(msg)) => Err(StoreError::Commit(msg)),
+                Ok(Err(e)) => Err(e),
                 Err(_) => Err(StoreError::Closed),
             }
         })

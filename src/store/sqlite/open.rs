@@ -14,6 +14,7 @@ use super::reader::group_read;
 use super::writer::{group_commit, spawn_writer_thread, Durability, PendingNonces, MAX_BATCH};
 use super::{Inner, SqliteStore};
 use crate::config::{DatabaseSettings, Synchronous};
+use crate::store::status::StoreStatus;
 use crate::store::{Store, StoreError};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -150,11 +151,13 @@ impl SqliteStore {
         let (tx, rx) = mpsc::channel(MAX_BATCH * 4);
         let durability = Durability::new(db);
         let nonces = PendingNonces::default();
+        let status = StoreStatus::new();
         spawn_writer_thread(group_commit(
             writer.clone(),
             rx,
             nonces.clone(),
             durability.clone(),
+            status.clone(),
         ))?;
         let (lookups, lookup_rx) = mpsc::channel(MAX_BATCH * 4);
         let lookup_rx = Arc::new(Mutex::new(lookup_rx));
@@ -172,6 +175,7 @@ impl SqliteStore {
                 nonces,
                 lookups,
                 durability,
+                status,
             }),
         })
     }

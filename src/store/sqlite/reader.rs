@@ -48,10 +48,10 @@ pub(super) async fn group_read(
         if let Err(e) = &rows {
             // This group's callers get an internal error; the next group gets a fresh
             // connection, so a broken one cannot fail every later poll.
-            tracing::warn!(error = %e, "group read failed; reconnecting");
+            crate::logging::repeats::fault("group read", &e);
             match SqliteConnection::connect_with(&opts).await {
                 Ok(fresh) => conn = fresh,
-                Err(e) => tracing::warn!(error = %e, "group read: reconnect failed; will retry"),
+                Err(e) => crate::logging::repeats::fault("group read: reconnect", &e),
             }
         }
         let found = rows

@@ -14,6 +14,8 @@ use super::sql;
 use crate::auth::NonceRecord;
 use crate::config::{DatabaseSettings, Synchronous};
 use crate::jobs::JobId;
+use crate::logging::repeats;
+use crate::store::status::StoreStatus;
 use crate::store::{Enqueued, NewJob, StoreError};
 
 pub(super) const MAX_BATCH: usize = 4096;
@@ -21,7 +23,7 @@ pub(super) const MAX_BATCH: usize = 4096;
 pub(super) enum WriteOp {
     /// Nonces were added to an empty [`PendingNonces`]: commit them within the linger time.
     NoncesPending,
-    Job(Box<NewJob>, oneshot::Sender<Result<Enqueued, String>>),
+    Job(Box<NewJob>, oneshot::Sender<Result<Enqueued, StoreError>>),
     Flush(oneshot::Sender<()>),
 }
 
@@ -189,6 +191,7 @@ pub(super) async fn group_commit(
     mut rx: mpsc::Receiver<WriteOp>,
     pending: PendingNonces,
     durability: Durability,
+    status: Arc<StoreStatus>,
 ) {
     let mut ops = Vec::with_capacity(MAX_BATCH);
     loop {
@@ -217,7 +220,7 @@ pub(super) async fn group_commit(
             }
         }
         let mut conn = writer.lock().await;
-        commit_batch(&mut conn, &mut ops, &pending, &durability).await;
+        commit_batch(&mut conn, &mut ops, &pending, &durability, &status).await;
     }
 }
 
@@ -226,6 +229,7 @@ async fn commit_batch(
     ops: &mut Vec<WriteOp>,
     pending: &PendingNonces,
     durability: &Durability,
+    status: &StoreStatus,
 ) {
     let mut nonces = NoncePack::default();
     for n in take_nonces(pending) {
@@ -260,12 +264,26 @@ async fn commit_batch(
         took_us = started.elapsed().as_micros() as u64,
         "group commit"
     );
-    let mut failure = None;
+    // SQLite is local: a failed statement rolled back, so the outcome is always known.
+    let mut failure: Option<Box<dyn Fn() -> StoreError + Send>> = None;
     let mut results = match outcome {
-        Ok(r) => r.into_iter(),
+        Ok(r) => {
+            status.up();
+            r.into_iter()
+        }
         Err(e) => {
-            tracing::error!(error = %e, "group commit failed; its callers get an internal error");
-            failure = Some(e.to_string());
+            failure = Some(match crate::store::fault::sqlx_unavailable(&e) {
+                Some(why) => {
+                    status.down(why);
+                    repeats::fault("group commit", &e);
+                    Box::new(move || StoreError::Unavailable(why.to_string()))
+                }
+                None => {
+                    tracing::error!(error = %e, "group commit failed; its callers get an internal error");
+                    let msg = format!("the batch was rolled back: {e}");
+                    Box::new(move || StoreError::Commit(msg.clone()))
+                }
+            });
             Vec::new().into_iter()
         }
     };
@@ -275,11 +293,9 @@ async fn commit_batch(
         match op {
             WriteOp::NoncesPending => {}
             WriteOp::Job(_, reply) => {
-                let r = results.next().ok_or_else(|| {
-                    format!(
-                        "the batch was rolled back: {}",
-                        failure.as_deref().unwrap_or("unknown error")
-                    )
+                let r = results.next().ok_or_else(|| match &failure {
+                    Some(f) => f(),
+                    None => StoreError::Commit("the batch was rolled back".into()),
                 });
                 job_replies.push((reply, r));
             }
@@ -295,7 +311,7 @@ async fn commit_batch(
             let r = if durable {
                 r
             } else {
-                Err("the commit could not be made durable (fsync failed)".to_string())
+                Err(StoreError::NotDurable)
             };
             let _ = reply.send(r);
         }

@@ -10,6 +10,8 @@
 //! It must not decide what is logged: modules log, and never secrets or payloads (args,
 //! results); `tests/auth.rs` greps both formats for the keys.
 
+pub mod repeats;
+
 use std::fmt;
 
 use serde_json::{Map, Value};
@@ -21,10 +23,25 @@ use tracing_subscriber::registry::LookupSpan;
 
 use crate::config::{LogFormat, LogSettings};
 
+/// sqlx's pool warns once per dead pooled connection and per slow acquire: during a
+/// database outage that is a line per connection per retry, which `repeats` cannot collapse.
+/// mcpq reports those faults itself (collapsed), so the pool's own warnings are silenced
+/// unless the filter names sqlx.
+fn quiet_pool(filter: &str) -> String {
+    if filter.contains("sqlx") {
+        filter.to_string()
+    } else {
+        format!("{filter},sqlx_core::pool=error,sqlx::pool=error")
+    }
+}
+
 /// Installs the global subscriber. `RUST_LOG`, when set, wins over `log.level`.
 pub fn init(settings: &LogSettings) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&settings.level))
+    let wanted = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| settings.level.clone());
+    let filter = tracing_subscriber::EnvFilter::try_new(quiet_pool(&wanted))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
