@@ -356,3 +356,107 @@ async fn mcpq_ui_serves_the_console_alone() {
     assert_eq!(status, 404, "the console alone");
     ui.kill().await.ok();
 }
+
+/// The settings the test's processes run with (the file plus the environment's store).
+fn store_settings(env: &TestEnv) -> mcpq::config::Settings {
+    let mut s = env.settings();
+    s.database.path = env.db_path();
+    if let Some((url, schema)) = &env.pg {
+        s.database.url = url.clone();
+        s.postgres.schema = schema.clone();
+    }
+    s
+}
+
+/// The console's list pages through every matching job exactly once, in order, with either
+/// sort and any filter (keyset: each page starts after the last row of the one before).
+async fn pages_cover_every_job_once(env: TestEnv) {
+    use mcpq::store::admin::{JobQuery, Sort};
+    let d = env.spawn_daemon().await;
+    let mut c1 = env.client(&d).await;
+    let mut c2 = mcpq::client::Client::connect(env.client2_settings(&d, CLIENT2_CURRENT))
+        .await
+        .unwrap();
+    let mut all = Vec::new();
+    for i in 0..30 {
+        let c = if i % 3 == 0 { &mut c2 } else { &mut c1 };
+        let r = c
+            .call("hold", args(&format!(r#"{{"n":"needle-{i}"}}"#)))
+            .await
+            .unwrap();
+        all.push(job_id(&r));
+    }
+    let admin = mcpq::store::open::open(&store_settings(&env))
+        .await
+        .unwrap()
+        .admin();
+    let walk = |q: JobQuery| {
+        let admin = admin.clone();
+        async move {
+            let mut q = q;
+            let mut seen = Vec::new();
+            loop {
+                let page = admin.browse(&q).await.unwrap();
+                seen.extend(page.iter().map(|r| r.job.id.0.clone()));
+                match page.last() {
+                    Some(last) if page.len() == q.limit => q.after = Some((last.key, last.seq)),
+                    _ => return seen,
+                }
+            }
+        }
+    };
+    let newest_first: Vec<String> = all.iter().rev().cloned().collect();
+    for sort in [Sort::Created, Sort::Updated] {
+        let q = JobQuery {
+            tool: Some("hold".into()),
+            sort,
+            limit: 7,
+            ..JobQuery::default()
+        };
+        let seen = walk(q.clone()).await;
+        let mut sorted = seen.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), 30, "{sort:?}: every job once");
+        if sort == Sort::Created {
+            assert_eq!(seen, newest_first);
+        }
+        assert_eq!(admin.browse_count(&q).await.unwrap(), 30);
+    }
+    let client2: Vec<String> = newest_first
+        .iter()
+        .filter(|id| all.iter().position(|x| x == *id).unwrap() % 3 == 0)
+        .cloned()
+        .collect();
+    let q = JobQuery {
+        client: Some(CLIENT2.into()),
+        limit: 4,
+        ..JobQuery::default()
+    };
+    assert_eq!(walk(q).await, client2);
+    let q = JobQuery {
+        text: Some("needle-17\"".into()),
+        limit: 4,
+        ..JobQuery::default()
+    };
+    assert_eq!(walk(q).await, vec![all[17].clone()]);
+    let q = JobQuery {
+        id: Some(all[5].clone()),
+        limit: 4,
+        ..JobQuery::default()
+    };
+    assert_eq!(walk(q).await, vec![all[5].clone()]);
+}
+
+#[tokio::test]
+async fn pages_cover_every_job_once_on_sqlite() {
+    pages_cover_every_job_once(TestEnv::new(&config())).await;
+}
+
+#[tokio::test]
+async fn pages_cover_every_job_once_on_postgres() {
+    let Some(env) = TestEnv::postgres(&config()) else {
+        return;
+    };
+    pages_cover_every_job_once(env).await;
+}
