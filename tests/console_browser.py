@@ -120,6 +120,8 @@ def as_read_write(d):
     tail = d.find_element(By.CSS_SELECTOR, "#history pre.stderr").text
     check("<script>window.__pwned = 2</script> the upstream exploded" in tail,
           f"the stderr tail shows as text: {tail!r}")
+    worker = d.find_element(By.CSS_SELECTOR, "#history td.worker").text
+    check(worker not in ("", "–"), f"the attempt names its worker: {worker!r}")
     check("<script>window.__pwned = 1</script>" in d.find_element(By.ID, "args").text,
           "the arguments show as text")
     check(d.execute_script("return window.__pwned === undefined"), "no markup from a job ran")

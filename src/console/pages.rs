@@ -147,12 +147,13 @@ fn history(r: &JobRecord) -> Markup {
     html! {
         h2 { "Attempts and history" }
         @if events.is_empty() { p { "No failed attempt and no operator change." } }
-        div.scroll { table #history { thead { tr { th { "attempt" } th { "at" } th { "event" } th { "exit" } th { "stderr tail" } } }
+        div.scroll { table #history { thead { tr { th { "attempt" } th { "at" } th { "worker" } th { "event" } th { "exit" } th { "stderr tail" } } }
         tbody { @for e in &events {
             @let text = e["error"].as_str().unwrap_or_default();
             @let (msg, exit, tail) = split_error(text);
             tr.operator[text.starts_with("operator")] {
-                td { (e["attempt"]) } td { (time(e["at"].as_i64())) } td { (msg) }
+                td { (e["attempt"]) } td { (time(e["at"].as_i64())) }
+                td.worker { (e["worker"].as_str().unwrap_or("–")) } td { (msg) }
                 td { (exit.unwrap_or("–")) } td { @if let Some(t) = tail { pre.stderr { (t) } } }
             }
         } } } }

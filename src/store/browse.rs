@@ -4,8 +4,8 @@
 //! reads as text).
 //!
 //! The list's SQL names only the conditions a filter sets, so each query can use the index
-//! that fits it (`migrations/*/0008_console.sql`, `0004_console.sql`): `(state, tool, seq)`,
-//! `(client_id, seq)`, the activity expression, `created_at`.
+//! that fits it (`migrations/sqlite/0008_console.sql`, `migrations/postgres/0004_console.sql`),
+//! and none of them can take the claim's or the enqueue cap's place.
 //!
 //! It must not run anything: the drivers bind [`Param`]s and execute.
 
@@ -62,6 +62,10 @@ pub enum Dialect {
     Postgres,
 }
 
+/// The states of `jobs_console_finished`, whose WHERE is [`FINISHED_TERM`] word for word.
+const FINISHED: [&str; 3] = ["succeeded", "failed", "cancelled"];
+pub const FINISHED_TERM: &str = "state IN ('succeeded', 'failed', 'cancelled')";
+
 /// The activity key of [`Sort::Updated`]; the same expression as the index's.
 pub const ACTIVITY: &str = "COALESCE(finished_at, started_at, created_at)";
 
@@ -92,7 +96,14 @@ impl Builder {
                 b.conds.push(format!("{col} = {p}"));
             }
         };
-        eq(&mut b, "state", &q.state.map(|s| s.as_str().to_string()));
+        if let Some(s) = q.state {
+            // A literal (the enum's own names, never input): SQLite uses a partial index
+            // only for a WHERE it can match when the statement is prepared.
+            b.conds.push(format!("state = '{}'", s.as_str()));
+            if FINISHED.contains(&s.as_str()) {
+                b.conds.push(FINISHED_TERM.to_string());
+            }
+        }
         eq(&mut b, "tool", &q.tool);
         eq(&mut b, "client_id", &q.client);
         eq(&mut b, "id", &q.id);
@@ -169,8 +180,15 @@ pub fn count_sql(dialect: Dialect, q: &JobQuery) -> (String, Vec<Param>) {
     )
 }
 
-/// Every job by tool and state: (tool, state, count). Walks the `(state, tool, seq)` index.
-pub const COUNTS_SQL: &str = "SELECT tool, state, count(*) FROM jobs GROUP BY state, tool";
+/// Every job by tool and state: (tool, state, count). Each arm matches one partial index's
+/// WHERE (finished states: `jobs_console_finished`; the others: the claim's, the lease's,
+/// the in-doubt and input indexes), so none reads a table row.
+pub const COUNTS_SQL: &str = "\
+SELECT tool, state, count(*) FROM jobs WHERE state IN ('succeeded', 'failed', 'cancelled') GROUP BY state, tool \
+UNION ALL SELECT tool, 'queued', count(*) FROM jobs WHERE state = 'queued' GROUP BY tool \
+UNION ALL SELECT tool, 'running', count(*) FROM jobs WHERE state = 'running' GROUP BY tool \
+UNION ALL SELECT tool, 'in_doubt', count(*) FROM jobs WHERE state = 'in_doubt' GROUP BY tool \
+UNION ALL SELECT tool, 'input_required', count(*) FROM jobs WHERE state = 'input_required' GROUP BY tool";
 
 /// The activity series since a time, in buckets: (bucket start, kind, count), where kind is
 /// `enqueued` or a final state. Parameters: since, bucket width (both ms), twice each.
@@ -254,8 +272,14 @@ mod tests {
             ..JobQuery::default()
         };
         let (sql, params) = list_sql(Dialect::Sqlite, &q);
-        assert!(sql.contains("WHERE state = ?1 AND tool = ?2 ORDER BY seq DESC LIMIT ?3"));
-        assert_eq!(params.len(), 3);
+        assert!(
+            sql.contains(&format!(
+            "WHERE state = 'failed' AND {FINISHED_TERM} AND tool = ?1 ORDER BY seq DESC LIMIT ?2"
+        )),
+            "{sql}"
+        );
+        assert_eq!(params.len(), 2);
+        assert!(COUNTS_SQL.contains(FINISHED_TERM));
         assert!(!sql.to_lowercase().contains("offset"));
         let q = JobQuery {
             sort: Sort::Updated,
