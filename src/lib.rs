@@ -17,7 +17,8 @@
 //! - [`v1`]: `POST /v1/call`, the signed `mcp/0.1` pipeline. [`mcp`]: standard MCP at `/mcp`
 //!   (JSON-RPC, both protocol eras, tasks, multi-round calls and their 2025 bridge, log
 //!   streams, bearer tokens), its state in `mcp::Mcp`. [`telemetry`]: the Prometheus
-//!   recorder and scrape endpoint.
+//!   recorder and scrape endpoint. [`console`]: the operator's web console under `/ui/`
+//!   (on the metrics listener, or `mcpq ui`).
 //! - [`http`]: the listener (accept loop, `http::overload` defences, drain), bounded body
 //!   reads, the SSE body; [`systemd`]: readiness, status, watchdog, socket activation.
 //! - [`app`]: the transport-free core (`authenticate`, `admit_nonce`, `admit_call`,
@@ -52,6 +53,7 @@ pub mod cli;
 pub mod client;
 pub mod clock;
 pub mod config;
+pub mod console;
 pub mod envelope;
 pub mod http;
 pub mod jobs;

@@ -19,7 +19,7 @@ const LAYERS: &[(u8, &[&str])] = &[
     (6, &["limits", "tools"]),
     (7, &["app", "worker"]),
     (8, &["http", "systemd"]),
-    (9, &["v1", "mcp", "telemetry"]),
+    (9, &["v1", "mcp", "telemetry", "console"]),
     (10, &["server", "client"]),
     (11, &["ops", "backup", "bench"]),
     (12, &["cli"]),

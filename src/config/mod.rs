@@ -28,8 +28,8 @@ pub mod tool_table;
 pub use database::{redact_url, Backend, DatabaseSettings, PostgresSettings, Synchronous};
 pub use secrets::{credentials_path, Secret};
 pub use sections::{
-    ClientKeys, ClientSettings, JobSettings, LimitSettings, LogFormat, LogSettings, McpSettings,
-    MetricsSettings, ServerSettings, WorkerSettings,
+    ClientKeys, ClientSettings, ConsoleSettings, JobSettings, LimitSettings, LogFormat,
+    LogSettings, McpSettings, MetricsSettings, Operator, Role, ServerSettings, WorkerSettings,
 };
 pub use tool_table::ToolDef;
 
@@ -75,4 +75,5 @@ pub struct Settings {
     pub mcp: McpSettings,
     /// `[oauth]`: OAuth access tokens at `/mcp`.
     pub oauth: oauth::OAuthSettings,
+    pub console: ConsoleSettings,
 }

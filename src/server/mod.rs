@@ -49,6 +49,7 @@ pub struct Server {
     router: Arc<Router>,
     app: Arc<App>,
     store: Arc<dyn Store>,
+    admin: Arc<dyn crate::store::admin::AdminStore>,
     settings: Settings,
 }
 
@@ -65,7 +66,8 @@ impl Server {
         let listener = bind(&settings).await?;
         let served = listener.local_addr().unwrap_or(settings.server.listen);
         settings.check_safe_to_serve_on(served)?;
-        let store = crate::store::open::open(&settings).await?.store();
+        let opened = crate::store::open::open(&settings).await?;
+        let (store, admin) = (opened.store(), opened.admin());
         let app = Arc::new(App::new(&settings, store.clone(), clock)?);
         app.restore_nonces().await?;
         let oauth = if settings.oauth.enabled() {
@@ -91,6 +93,7 @@ impl Server {
             router,
             app,
             store,
+            admin,
             settings,
         })
     }
@@ -111,7 +114,21 @@ impl Server {
             store: self.store.clone(),
             clock: self.app.clock().clone(),
             lease_ms: self.settings.jobs.lease_ms,
+            console: self.console(),
         }
+    }
+
+    /// The operator's console for the metrics listener, when `[console]` is enabled.
+    fn console(&self) -> Option<crate::http::Handler> {
+        let at = self.settings.metrics.listen?;
+        let console = crate::console::Console::new(
+            &self.settings,
+            self.admin.clone(),
+            self.store.clone(),
+            self.app.clock().clone(),
+            at,
+        )?;
+        Some(crate::console::handler(console))
     }
 
     /// A handle that applies a new configuration's client keys and tools to this server.
@@ -136,6 +153,7 @@ impl Server {
             app,
             store,
             settings,
+            ..
         } = self;
         tracing::info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
             server_id = %settings.server.id, db = %settings.database.display(), "serving");
