@@ -17,7 +17,8 @@
 //! - [`v1`]: `POST /v1/call`, the signed `mcp/0.1` pipeline. [`mcp`]: standard MCP at `/mcp`
 //!   (JSON-RPC, both protocol eras, tasks, multi-round calls and their 2025 bridge, log
 //!   streams, bearer tokens), its state in `mcp::Mcp`. [`telemetry`]: the Prometheus
-//!   recorder and scrape endpoint.
+//!   recorder and scrape endpoint. [`console`]: the operator's web console under `/ui/`
+//!   (on the metrics listener, or `mcpq ui`).
 //! - [`http`]: the listener (accept loop, `http::overload` defences, drain), bounded body
 //!   reads, the SSE body; [`systemd`]: readiness, status, watchdog, socket activation;
 //!   [`scheduler`]: the loop that enqueues `[schedules]` ticks, one job per tick.
@@ -34,9 +35,10 @@
 //!   process's view of its store: up or down since when, the probe while down).
 //! - [`auth`]: key table, constant-time signature checks, the nonce set; [`logging`]: text or
 //!   JSON log lines with each request's and job's fields; `logging::repeats` collapses
-//!   repeated faults into one summary line per interval.
+//!   repeated faults into one summary line per interval; [`oauth`]: OAuth access tokens
+//!   for `/mcp` (JWT validation, signing keys, the scope model, RFC 9728 metadata).
 //! - [`config`]: layered settings and secrets; `[tools]` (`config::tool_table`),
-//!   `[resources]`, `[prompts]`.
+//!   `[resources]`, `[prompts]`, `[oauth]`.
 //! - [`jobs`]: the job state machine and retry policy, pure.
 //! - [`envelope`]: the `mcp/0.1` wire contract (envelopes, responses, error codes, HMAC
 //!   signing); [`asks`]: a tool's questions to its client (`InputRequiredResult`), checked.
@@ -52,6 +54,7 @@ pub mod cli;
 pub mod client;
 pub mod clock;
 pub mod config;
+pub mod console;
 pub mod envelope;
 pub mod http;
 pub mod jobs;
@@ -59,6 +62,7 @@ pub mod json;
 pub mod limits;
 pub mod logging;
 pub mod mcp;
+pub mod oauth;
 pub mod ops;
 pub mod scheduler;
 pub mod server;

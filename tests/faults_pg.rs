@@ -47,6 +47,17 @@ fn pg_ctl(version: &str, name: &str, action: &[&str]) {
     assert!(st.success(), "pg_ctlcluster {action:?}");
 }
 
+/// Starts the cluster when dropped, so a failed run does not leave it stopped.
+struct Restart(String, String);
+
+impl Drop for Restart {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("pg_ctlcluster")
+            .args(["--skip-systemctl-redirect", &self.0, &self.1, "start"])
+            .output();
+    }
+}
+
 async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
     raw_http(
         addr,
@@ -175,11 +186,12 @@ async fn a_database_outage_under_load_loses_nothing_and_answers_only_accepted_or
     .await;
     let before = [&d1.proc, &d2.proc, &w1, &w2].map(|p| warn_lines(&p.logs()));
 
-    // The server away for 10 s.
+    // The server away for 10 s (and started again even if an assertion fails meanwhile).
+    let _restart = Restart(version.clone(), name.clone());
     pg_ctl(&version, &name, &["stop", "-m", "fast"]);
     let (code, body) = get(d1.addr, "/readyz").await;
     assert_eq!(code, 503, "{body}");
-    eventually(Duration::from_secs(5), "readyz says how long", || async {
+    eventually(Duration::from_secs(10), "readyz says how long", || async {
         get(d2.addr, "/readyz")
             .await
             .1

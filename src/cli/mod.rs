@@ -20,6 +20,7 @@ mod keys;
 mod lifecycle;
 mod serve;
 mod store;
+mod ui;
 mod worker;
 
 #[derive(Parser)]
@@ -94,6 +95,13 @@ enum Command {
     Schedules {
         #[command(subcommand)]
         command: SchedulesCommand,
+    },
+    /// The operator's web console alone (docs/CONSOLE.md), for a host without `mcpq serve`;
+    /// `mcpq serve` serves it on its metrics address.
+    Ui {
+        /// Address to serve /ui/ on (e.g. 127.0.0.1:9188).
+        #[arg(long)]
+        listen: std::net::SocketAddr,
     },
     /// Moving between stores (SQLite, PostgreSQL).
     Store {
@@ -225,6 +233,7 @@ impl Command {
             | Command::Stats { .. }
             | Command::Schedules { .. }
             | Command::Store { .. }
+            | Command::Ui { .. }
             | Command::Backup { .. } => Settings::load_without_secrets,
         }
     }
@@ -269,6 +278,7 @@ async fn run(cli: Cli) -> Result<ExitCode, AnyError> {
         Command::Store {
             command: StoreCommand::Copy { from, to },
         } => store::copy(&settings, &from, &to).await?,
+        Command::Ui { listen } => ui::ui(settings, listen).await?,
     }
     Ok(ExitCode::SUCCESS)
 }

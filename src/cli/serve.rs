@@ -16,6 +16,9 @@ pub(super) async fn serve(
     loader: Loader,
 ) -> Result<(), AnyError> {
     let settings_metrics = settings.metrics.clone();
+    if settings.console.enabled && settings_metrics.listen.is_none() {
+        return Err("console.enabled: the console is served on metrics.listen, which is off (\"\"); set it, or run `mcpq ui --listen ADDR`".into());
+    }
     let server = Server::build(settings).await?;
     let stop = shutdown_on_signals()?;
     let reloader = server.reloader();

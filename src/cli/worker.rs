@@ -30,6 +30,7 @@ pub(super) async fn worker(
             store: worker.store(),
             clock: worker.clock(),
             lease_ms: settings.jobs.lease_ms,
+            console: None,
         };
         let (bound, _) =
             crate::telemetry::serve(at, scrape, settings.metrics.max_connections, stop.clone())

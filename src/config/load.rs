@@ -12,8 +12,9 @@ use serde::Deserialize;
 use super::secrets::{load_secret, redact, require_secret, token_hash};
 use super::{
     prompts, resources, schedules, strict, tool_table, ClientKeys, ClientSettings, ConfigError,
-    DatabaseSettings, JobSettings, LimitSettings, LogSettings, McpSettings, MetricsSettings,
-    PostgresSettings, Secret, ServerSettings, Settings, ToolDef, WorkerSettings, DEFAULT_TOML,
+    ConsoleSettings, DatabaseSettings, JobSettings, LimitSettings, LogSettings, McpSettings,
+    MetricsSettings, Operator, PostgresSettings, Role, Secret, ServerSettings, Settings, ToolDef,
+    WorkerSettings, DEFAULT_TOML,
 };
 
 #[derive(Debug, Deserialize, Clone)]
@@ -30,6 +31,25 @@ struct RawSettings {
     metrics: RawMetrics,
     limits: LimitSettings,
     mcp: McpSettings,
+    oauth: super::oauth::RawOAuth,
+    console: RawConsole,
+    #[serde(default)]
+    operators: BTreeMap<String, RawOperator>,
+}
+
+#[derive(Debug, Deserialize, Clone)]
+struct RawConsole {
+    enabled: bool,
+    proxy_header: String,
+    session_ttl_secs: u64,
+    refresh_ms: u64,
+}
+
+#[derive(Debug, Deserialize, Clone, Default)]
+struct RawOperator {
+    token_sha256: Option<String>,
+    token_file: Option<PathBuf>,
+    role: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Clone)]
@@ -200,6 +220,7 @@ impl Settings {
         };
         let clients = client_keys(&raw.clients)?;
         let client = client_side(&raw.client)?;
+        let console = console(&raw.console, &raw.operators)?;
         let s = Settings {
             server: ServerSettings {
                 id: raw.server.id,
@@ -227,6 +248,8 @@ impl Settings {
             log: raw.log,
             limits: raw.limits,
             mcp: raw.mcp,
+            oauth: super::oauth::check(raw.oauth, secrets)?,
+            console,
             metrics: MetricsSettings {
                 listen: optional_addr(&raw.metrics.listen, "metrics.listen")?,
                 worker_listen: optional_addr(&raw.metrics.worker_listen, "metrics.worker_listen")?,
@@ -312,6 +335,51 @@ fn client_keys(
         );
     }
     Ok(clients)
+}
+
+/// `[console]` and its `[operators.NAME]`.
+fn console(
+    raw: &RawConsole,
+    operators: &BTreeMap<String, RawOperator>,
+) -> Result<ConsoleSettings, ConfigError> {
+    let mut out = ConsoleSettings {
+        enabled: raw.enabled,
+        proxy_header: Some(raw.proxy_header.trim().to_string()).filter(|h| !h.is_empty()),
+        session_ttl_secs: raw.session_ttl_secs.max(60),
+        refresh_ms: raw.refresh_ms.max(500),
+        operators: BTreeMap::new(),
+    };
+    if let Some(h) = &out.proxy_header {
+        if hyper::header::HeaderName::from_bytes(h.as_bytes()).is_err() {
+            return Err(ConfigError::Invalid(format!(
+                "console.proxy_header {h:?} is not a valid header name"
+            )));
+        }
+    }
+    for (name, o) in operators {
+        let what = format!("operators.{name}");
+        let role = o.role.as_deref().unwrap_or("");
+        let role = Role::parse(role).ok_or_else(|| {
+            ConfigError::Invalid(format!(
+                "{what}.role must be \"read-only\" or \"read-write\", not {role:?}"
+            ))
+        })?;
+        let token = token_hash(&o.token_sha256, &o.token_file, &format!("{what}.token"))?;
+        if token.is_none() && out.proxy_header.is_none() {
+            return Err(ConfigError::Invalid(format!(
+                "{what}: no token_sha256 or token_file (and no console.proxy_header to vouch for it)"
+            )));
+        }
+        let token_hashes = token.into_iter().collect();
+        out.operators
+            .insert(name.clone(), Operator { token_hashes, role });
+    }
+    if out.enabled && out.operators.is_empty() {
+        return Err(ConfigError::Invalid(
+            "console.enabled needs at least one [operators.NAME] (see docs/CONSOLE.md)".into(),
+        ));
+    }
+    Ok(out)
 }
 
 /// `[client]`: how `mcpq call` and `mcpq bench` reach a daemon.

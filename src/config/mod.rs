@@ -6,7 +6,7 @@
 //! checks (no development keys off loopback, no short secrets). The settings of each
 //! section are in `sections` (the database's in `database`), loading and validation in
 //! `load`, secrets in `secrets`, the safety checks in `safety`; `[tools]`, `[resources]`,
-//! `[prompts]` and `[schedules]` each have a file of their own.
+//! `[prompts]`, `[schedules]` and `[oauth]` each have a file of their own.
 //!
 //! It must not open sockets or databases; it only describes them. It imports only
 //! foundation modules (`json`, `jobs`, `asks`), never what it configures.
@@ -16,6 +16,7 @@ use std::path::PathBuf;
 
 mod database;
 mod load;
+pub mod oauth;
 pub mod prompts;
 pub mod resources;
 mod safety;
@@ -28,8 +29,8 @@ pub mod tool_table;
 pub use database::{redact_url, Backend, DatabaseSettings, PostgresSettings, Synchronous};
 pub use secrets::{credentials_path, Secret};
 pub use sections::{
-    ClientKeys, ClientSettings, JobSettings, LimitSettings, LogFormat, LogSettings, McpSettings,
-    MetricsSettings, ServerSettings, WorkerSettings,
+    ClientKeys, ClientSettings, ConsoleSettings, JobSettings, LimitSettings, LogFormat,
+    LogSettings, McpSettings, MetricsSettings, Operator, Role, ServerSettings, WorkerSettings,
 };
 pub use tool_table::ToolDef;
 
@@ -75,4 +76,7 @@ pub struct Settings {
     pub metrics: MetricsSettings,
     pub limits: LimitSettings,
     pub mcp: McpSettings,
+    /// `[oauth]`: OAuth access tokens at `/mcp`.
+    pub oauth: oauth::OAuthSettings,
+    pub console: ConsoleSettings,
 }

@@ -1,5 +1,6 @@
 //! The start-up safety checks: the development keys and token published in
-//! `config/default.toml` are refused off loopback, and so is an anonymous `/mcp` client.
+//! `config/default.toml` are refused off loopback, and so are an anonymous `/mcp` client
+//! and OAuth signing keys fetched over plain HTTP from another host.
 //!
 //! It must not load settings: it checks loaded ones.
 
@@ -45,6 +46,14 @@ impl Settings {
             return Err(ConfigError::Invalid(format!(
                 "refusing to listen on non-loopback {addr} with mcp.anonymous_client set: \
                  unauthenticated /mcp requests are for loopback only"
+            )));
+        }
+        let plain = self.oauth.plain_http_key_sources();
+        if !plain.is_empty() {
+            return Err(ConfigError::Invalid(format!(
+                "refusing to listen on non-loopback {addr} while OAuth signing keys come over \
+                 plain HTTP from {}: use https",
+                plain.join(", ")
             )));
         }
         let dev = Settings::development_secrets();

@@ -123,3 +123,45 @@ pub struct ClientSettings {
     pub secret: Secret,
     pub server_secret: Secret,
 }
+
+/// What a console operator may do (`[operators.NAME] role`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    ReadOnly,
+    ReadWrite,
+}
+
+impl Role {
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "read-only" => Some(Role::ReadOnly),
+            "read-write" => Some(Role::ReadWrite),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::ReadOnly => "read-only",
+            Role::ReadWrite => "read-write",
+        }
+    }
+}
+
+/// One `[operators.NAME]`: the SHA-256 of its live console tokens and its role.
+#[derive(Debug, Clone)]
+pub struct Operator {
+    pub token_hashes: Vec<[u8; 32]>,
+    pub role: Role,
+}
+
+/// The operator's web console (`crate::console`); `enabled = false` is off.
+#[derive(Debug, Clone, Default)]
+pub struct ConsoleSettings {
+    pub enabled: bool,
+    /// A trusted proxy's header naming the operator; `None` is no proxy.
+    pub proxy_header: Option<String>,
+    pub session_ttl_secs: u64,
+    pub refresh_ms: u64,
+    pub operators: std::collections::BTreeMap<String, Operator>,
+}

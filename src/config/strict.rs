@@ -35,7 +35,17 @@ const CLIENT_KEYS: &[&str] = &[
 ];
 
 /// Sections whose tables are keyed by a name the operator chooses.
-const NAMED: &[&str] = &["clients", "tools", "resources", "prompts", "schedules"];
+const NAMED: &[&str] = &[
+    "clients",
+    "tools",
+    "resources",
+    "prompts",
+    "operators",
+    "schedules",
+];
+
+/// The keys of one `[operators.NAME]` table (the console's).
+const OPERATOR_KEYS: &[&str] = &["token_sha256", "token_file", "role"];
 
 fn known() -> BTreeMap<String, BTreeSet<String>> {
     let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
@@ -94,6 +104,34 @@ fn unknown_section(
     ConfigError::Invalid(format!("unknown section [{section}] in {at}{hint}"))
 }
 
+/// The tables of a section keyed by names (`[clients.ID]`, `[operators.NAME]`), each with
+/// only `allowed` keys.
+fn check_named(
+    tables: &toml::Table,
+    section: &str,
+    allowed: &[&str],
+    at: &str,
+) -> Result<(), ConfigError> {
+    for (id, t) in tables {
+        let toml::Value::Table(keys) = t else {
+            return Err(ConfigError::Invalid(format!(
+                "{at}: {section}.{id} must be a table ([{section}.{id}])"
+            )));
+        };
+        for k in keys.keys() {
+            if !allowed.contains(&k.as_str()) {
+                let hint = suggestion(k, allowed.iter().copied(), |c| {
+                    format!("{section}.{id}.{c}")
+                });
+                return Err(ConfigError::Invalid(format!(
+                    "unknown setting {section}.{id}.{k} in {at}{hint}"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Refuses an unknown section or key in the TOML text of `file`.
 pub fn check_file(text: &str, file: &Path) -> Result<(), ConfigError> {
     let at = file.display().to_string();
@@ -113,25 +151,8 @@ pub fn check_file(text: &str, file: &Path) -> Result<(), ConfigError> {
             // Checked by config::tool_table, config::resources, config::prompts and
             // config::schedules, table by table.
             "tools" | "resources" | "prompts" | "schedules" => {}
-            "clients" => {
-                for (id, client) in keys {
-                    let toml::Value::Table(ck) = client else {
-                        return Err(ConfigError::Invalid(format!(
-                            "{at}: clients.{id} must be a table ([clients.{id}])"
-                        )));
-                    };
-                    for k in ck.keys() {
-                        if !CLIENT_KEYS.contains(&k.as_str()) {
-                            let hint = suggestion(k, CLIENT_KEYS.iter().copied(), |c| {
-                                format!("clients.{id}.{c}")
-                            });
-                            return Err(ConfigError::Invalid(format!(
-                                "unknown setting clients.{id}.{k} in {at}{hint}"
-                            )));
-                        }
-                    }
-                }
-            }
+            "clients" => check_named(keys, "clients", CLIENT_KEYS, &at)?,
+            "operators" => check_named(keys, "operators", OPERATOR_KEYS, &at)?,
             s if known.contains_key(s) => {
                 for k in keys.keys() {
                     if !known[s].contains(k) {
@@ -160,11 +181,16 @@ pub fn check_env(vars: impl Iterator<Item = (String, String)>) -> Result<(), Con
                     return Err(unknown_key(&known, section, key, &at));
                 }
             }
-            [section, _id, key] if section == "clients" => {
-                if !CLIENT_KEYS.contains(&key.as_str()) {
-                    let hint = suggestion(key, CLIENT_KEYS.iter().copied(), |c| c.to_uppercase());
+            [section, _id, key] if section == "clients" || section == "operators" => {
+                let (allowed, what) = if section == "clients" {
+                    (CLIENT_KEYS, "a client")
+                } else {
+                    (OPERATOR_KEYS, "an operator")
+                };
+                if !allowed.contains(&key.as_str()) {
+                    let hint = suggestion(key, allowed.iter().copied(), |c| c.to_uppercase());
                     return Err(ConfigError::Invalid(format!(
-                        "unknown setting in {at}: a client has no key {key}{hint}"
+                        "unknown setting in {at}: {what} has no key {key}{hint}"
                     )));
                 }
             }

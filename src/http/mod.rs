@@ -23,6 +23,16 @@ pub use self::sse::SseBody;
 
 pub type HttpResponse = hyper::Response<Body>;
 
+/// A handler another module hands to a listener it does not know (the console on the
+/// metrics listener).
+pub type Handler = std::sync::Arc<
+    dyn Fn(
+            Request<Incoming>,
+        ) -> std::pin::Pin<Box<dyn std::future::Future<Output = HttpResponse> + Send>>
+        + Send
+        + Sync,
+>;
+
 /// A response body: whole (every answer of `/v1/call`), or server-sent events fed by a
 /// task (a held `/mcp` call streaming progress).
 pub enum Body {

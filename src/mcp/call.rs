@@ -34,6 +34,8 @@ pub struct Call {
     /// The transport (and through it the core) this request came in on.
     pub mcp: Arc<Mcp>,
     pub client: ClientId,
+    /// What an OAuth access token allows; `None` for a static token (everything).
+    pub grant: Option<Arc<crate::oauth::Grant>>,
     pub era: Era,
     pub wants_tasks: bool,
     /// The client capabilities a 2026-07-28 request declared; `None` in 2025-11-25.
@@ -55,5 +57,28 @@ impl Call {
     /// The shared core.
     pub fn app(&self) -> &App {
         &self.mcp.app
+    }
+
+    /// The request may see and call `tool`.
+    pub fn may_call(&self, tool: &str) -> bool {
+        self.grant.as_ref().is_none_or(|g| g.can_call(tool))
+    }
+
+    /// Refuses (403 `insufficient_scope`) a call of a tool the token's scopes do not cover.
+    pub fn check_tool_scope(&self, tool: &str) -> Result<(), McpError> {
+        match &self.grant {
+            Some(g) if !g.can_call(tool) => Err(self.mcp.insufficient_scope(g.scope_for(tool))),
+            _ => Ok(()),
+        }
+    }
+
+    /// Refuses (403) a tasks method to a token without the tasks scope.
+    pub fn check_tasks_scope(&self) -> Result<(), McpError> {
+        match &self.grant {
+            Some(g) if !g.can_use_tasks() => {
+                Err(self.mcp.insufficient_scope(g.policy.tasks_scope.clone()))
+            }
+            _ => Ok(()),
+        }
     }
 }

@@ -14,7 +14,7 @@ use crate::tools::{TaskSupport, Tool};
 pub fn list_tools(call: &Call) -> Value {
     let registry = call.app().registry();
     let mut tools: Vec<Value> = Vec::new();
-    for t in registry.iter() {
+    for t in registry.iter().filter(|t| call.may_call(t.name())) {
         let (name, description, input, output, job, task_support) = match t {
             Tool::Sync(s) => (
                 s.name(),
@@ -58,7 +58,12 @@ pub fn list_tools(call: &Call) -> Value {
     if call.era == Era::Modern {
         // Tools change only with a reload; a client may keep the list a minute.
         r["ttlMs"] = json!(60_000);
-        r["cacheScope"] = json!("public");
+        // A list filtered by an access token's scopes is that token's alone.
+        r["cacheScope"] = json!(if call.grant.is_some() {
+            "private"
+        } else {
+            "public"
+        });
     }
     r
 }

@@ -37,6 +37,7 @@ fn progress_token(params: &Value) -> Option<Value> {
 pub struct Request<'a> {
     pub head: hyper::Request<()>,
     pub client: String,
+    pub grant: Option<Arc<crate::oauth::Grant>>,
     pub method: &'a str,
     pub id: &'a Value,
     pub params: Value,
@@ -122,6 +123,7 @@ async fn dispatch(mcp: Arc<Mcp>, r: &Request<'_>, era: Era) -> Result<Reply, Mcp
     let call = Call {
         mcp: mcp.clone(),
         client: crate::envelope::ClientId(r.client.clone()),
+        grant: r.grant.clone(),
         era,
         wants_tasks,
         capabilities,
@@ -137,6 +139,9 @@ async fn dispatch(mcp: Arc<Mcp>, r: &Request<'_>, era: Era) -> Result<Reply, Mcp
             json!({"extensions": { TASKS_EXTENSION: {} }}),
         )
     };
+    if method.starts_with("tasks/") {
+        call.check_tasks_scope()?;
+    }
     let result = match (era, method) {
         (Era::Legacy, "initialize") => {
             let asked = params
@@ -160,10 +165,9 @@ async fn dispatch(mcp: Arc<Mcp>, r: &Request<'_>, era: Era) -> Result<Reply, Mcp
         (_, "resources/read") => catalog::read_resource(&call, params)?,
         (_, "prompts/get") => catalog::get_prompt(&call, params)?,
         (_, "tools/call") => {
-            tracing::Span::current().record(
-                "tool",
-                params.get("name").and_then(Value::as_str).unwrap_or(""),
-            );
+            let tool = params.get("name").and_then(Value::as_str).unwrap_or("");
+            tracing::Span::current().record("tool", tool);
+            call.check_tool_scope(tool)?;
             return call_tool(&call, id, params, accepts).await;
         }
         (Era::Modern, "tasks/get" | "tasks/cancel" | "tasks/update") if !wants_tasks => {

@@ -52,8 +52,17 @@ pub enum McpError {
     UnknownMethod(String, bool),
     /// A header that must agree with the body does not (`Mcp-Method`, `Mcp-Name`).
     HeaderMismatch(String),
-    /// No bearer token, or none of a client's live ones.
-    Unauthorized,
+    /// No bearer token, or none of a client's live ones, or an access token refused
+    /// (`why`); `challenge` is the `WWW-Authenticate` value (RFC 6750, RFC 9728).
+    Unauthorized {
+        challenge: String,
+        why: Option<&'static str>,
+    },
+    /// A valid access token without the scope this request needs (RFC 6750 §3.1).
+    InsufficientScope {
+        scope: String,
+        challenge: String,
+    },
     /// A browser page of another origin, or a Host this server is not (DNS rebinding).
     ForbiddenOrigin(String),
     MethodNotAllowed,
@@ -94,7 +103,8 @@ impl McpError {
             | McpError::RequestState(_)
             | McpError::NotFound(..) => 200,
             McpError::ToolOutput(_) => 500,
-            McpError::Unauthorized => 401,
+            McpError::Unauthorized { .. } => 401,
+            McpError::InsufficientScope { .. } => 403,
             McpError::ForbiddenOrigin(_) => 403,
             McpError::MethodNotAllowed => 405,
             McpError::NotAcceptable(_) => 406,
@@ -146,7 +156,13 @@ impl McpError {
                 supported.join(", ")
             ),
             McpError::HeaderMismatch(m) => format!("header mismatch: {m}"),
-            McpError::Unauthorized => "unauthorized: a valid bearer token is required".into(),
+            McpError::Unauthorized { why: None, .. } => {
+                "unauthorized: a valid bearer token is required".into()
+            }
+            McpError::Unauthorized { why: Some(w), .. } => format!("unauthorized: {w}"),
+            McpError::InsufficientScope { scope, .. } => {
+                format!("insufficient_scope: this needs the scope {scope:?}")
+            }
             McpError::ForbiddenOrigin(m) => format!("forbidden: {m}"),
             McpError::MethodNotAllowed => {
                 "method not allowed: POST JSON-RPC messages to this endpoint".into()

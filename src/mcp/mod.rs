@@ -7,7 +7,9 @@
 //! headers checked against the body, `resultType` on every result) and **2025-11-25**
 //! (`initialize`, `notifications/initialized`, `ping`). Authentication is a bearer token
 //! per client ([`crate::auth::Authenticator::bearer`]), the same client identity as the
-//! signed envelope, so a job started here is that client's on `/v1/call` too. Every limit
+//! signed envelope, so a job started here is that client's on `/v1/call` too; or, with
+//! `[oauth]`, an OAuth access token ([`crate::oauth`]) whose client id flows the same way
+//! and whose scopes decide which tools the request sees and calls. Every limit
 //! of `/v1/call` holds: body cap and timeout, strict JSON, rate and queue limits.
 //!
 //! Layout: `http` (who gets in: method, Host/Origin, token, accepted types), `era` (which
@@ -52,6 +54,7 @@ use self::reply::{accepted, fail};
 use crate::app::App;
 use crate::config::Settings;
 use crate::http::HttpResponse;
+use crate::oauth::{Grant, OAuth, Refusal};
 
 pub use self::era::era_of;
 
@@ -91,11 +94,27 @@ pub struct Mcp {
     request_state_key: Vec<u8>,
     max_body: usize,
     body_timeout: Duration,
+    /// Access tokens, when `[oauth]` accepts them at `/mcp`.
+    oauth: Option<Arc<OAuth>>,
+    /// `[clients.ID]` tokens are accepted.
+    static_tokens: bool,
 }
+
+/// Who a request is: the client id, and for an access token what its scopes allow (a
+/// static token or the anonymous client may do everything).
+pub type Principal = (String, Option<Arc<Grant>>);
+
+/// The challenge of a static-token-only `/mcp`.
+const STATIC_CHALLENGE: &str = r#"Bearer realm="mcpq", error="invalid_token""#;
 
 impl Mcp {
     /// `served`: the address the daemon's listener is bound to (its Origin defaults).
-    pub fn new(app: Arc<App>, settings: &Settings, served: std::net::SocketAddr) -> Mcp {
+    pub fn new(
+        app: Arc<App>,
+        settings: &Settings,
+        served: std::net::SocketAddr,
+        oauth: Option<Arc<OAuth>>,
+    ) -> Mcp {
         Mcp {
             app,
             origin_policy: http::OriginPolicy::new(
@@ -117,7 +136,60 @@ impl Mcp {
             },
             max_body: settings.server.max_body_bytes,
             body_timeout: Duration::from_millis(settings.server.body_timeout_ms),
+            oauth,
+            static_tokens: settings.oauth.static_tokens(),
         }
+    }
+
+    /// The OAuth validator, when `/mcp` takes access tokens.
+    pub fn oauth(&self) -> Option<&Arc<OAuth>> {
+        self.oauth.as_ref()
+    }
+
+    /// The Protected Resource Metadata (RFC 9728) if `path` is one of its well-known paths.
+    pub fn resource_metadata(&self, path: &str) -> Option<HttpResponse> {
+        let oauth = self.oauth.as_ref()?;
+        if !oauth.metadata_paths().iter().any(|p| p == path) {
+            return None;
+        }
+        let tools: Vec<String> = self
+            .app
+            .registry()
+            .iter()
+            .map(|t| t.name().to_string())
+            .collect();
+        Some(crate::http::json_response(
+            200,
+            oauth.metadata(&tools).to_string(),
+        ))
+    }
+
+    fn refused(&self, refusal: Option<Refusal>) -> McpError {
+        let Some(oauth) = &self.oauth else {
+            return McpError::Unauthorized {
+                challenge: STATIC_CHALLENGE.into(),
+                why: None,
+            };
+        };
+        let challenge = oauth.challenge(refusal.as_ref());
+        match refusal {
+            Some(Refusal::InsufficientScope(scope)) => {
+                McpError::InsufficientScope { scope, challenge }
+            }
+            Some(Refusal::Invalid(why)) => McpError::Unauthorized {
+                challenge,
+                why: Some(why),
+            },
+            None => McpError::Unauthorized {
+                challenge,
+                why: None,
+            },
+        }
+    }
+
+    /// The 403 for a grant that lacks `scope`.
+    pub fn insufficient_scope(&self, scope: String) -> McpError {
+        self.refused(Some(Refusal::InsufficientScope(scope)))
     }
 
     /// The key that seals multi-round calls' `requestState` (`input`).
@@ -125,30 +197,47 @@ impl Mcp {
         &self.request_state_key
     }
 
-    /// Who a request is: its bearer token's client, or with no credentials at all the
-    /// configured anonymous client, if any (loopback only).
-    fn client_of(&self, headers: &hyper::HeaderMap) -> Option<String> {
-        match http::bearer(headers) {
-            Some(token) => self.app.bearer_client(token),
-            None if !headers.contains_key(hyper::header::AUTHORIZATION) => {
-                Some(self.anonymous_client.clone()).filter(|c| !c.is_empty())
+    /// Who a request is: its static bearer token's client, its access token's grant, or
+    /// with no credentials at all the configured anonymous client, if any (loopback only).
+    async fn client_of(&self, headers: &hyper::HeaderMap) -> Result<Principal, McpError> {
+        let Some(token) = http::bearer(headers) else {
+            if !headers.contains_key(hyper::header::AUTHORIZATION)
+                && !self.anonymous_client.is_empty()
+            {
+                return Ok((self.anonymous_client.clone(), None));
             }
-            None => None,
+            return Err(self.refused(None));
+        };
+        if self.static_tokens {
+            if let Some(c) = self.app.bearer_client(token) {
+                return Ok((c, None));
+            }
+        }
+        let Some(oauth) = &self.oauth else {
+            return Err(self.refused(None));
+        };
+        let now_secs = self.app.now_ms().div_euclid(1000);
+        match oauth.validate(token, now_secs).await {
+            Ok(grant) => Ok((grant.client.clone(), Some(grant))),
+            Err(r) => Err(self.refused(Some(r))),
         }
     }
 
     /// Who gets in, before the body is read: method, Host/Origin, token, content type,
     /// accepted response types.
-    fn admit(&self, req: &Request<Incoming>) -> Result<(String, http::Accepts), McpError> {
+    async fn admit(&self, req: &Request<Incoming>) -> Result<(Principal, http::Accepts), McpError> {
         if req.method() != Method::POST {
             return Err(McpError::MethodNotAllowed);
         }
         self.origin_policy.check(req.headers())?;
-        let Some(client) = self.client_of(req.headers()) else {
-            metrics::counter!(crate::telemetry::names::AUTH_FAILURES, "reason" => "bad_token")
+        let client = self.client_of(req.headers()).await.inspect_err(|e| {
+            let reason = match e {
+                McpError::InsufficientScope { .. } => "insufficient_scope",
+                _ => "bad_token",
+            };
+            metrics::counter!(crate::telemetry::names::AUTH_FAILURES, "reason" => reason)
                 .increment(1);
-            return Err(McpError::Unauthorized);
-        };
+        })?;
         if !crate::http::json_content_type(req) {
             return Err(McpError::UnsupportedMediaType);
         }
@@ -166,7 +255,7 @@ impl Mcp {
     /// Serves one request to `/mcp`.
     pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> HttpResponse {
         let null = Value::Null;
-        let (client, accepts) = match self.admit(&req) {
+        let ((client, grant), accepts) = match self.admit(&req).await {
             Ok(a) => a,
             Err(e) => return fail(&e, &null),
         };
@@ -215,6 +304,7 @@ impl Mcp {
         let request = dispatch::Request {
             head,
             client,
+            grant,
             method,
             id: &id,
             params: obj.get("params").cloned().unwrap_or_else(|| json!({})),

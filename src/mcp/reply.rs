@@ -24,11 +24,13 @@ pub(super) fn respond(status: u16, message: &Value, retry_after_ms: Option<u64>)
 
 pub(super) fn fail(e: &McpError, id: &Value) -> HttpResponse {
     let mut r = respond(e.http_status(), &e.to_jsonrpc(id), e.retry_after_ms());
-    if matches!(e, McpError::Unauthorized) {
-        r.headers_mut().insert(
-            HeaderName::from_static("www-authenticate"),
-            HeaderValue::from_static(r#"Bearer realm="mcpq", error="invalid_token""#),
-        );
+    if let McpError::Unauthorized { challenge, .. }
+    | McpError::InsufficientScope { challenge, .. } = e
+    {
+        if let Ok(v) = HeaderValue::from_str(challenge) {
+            r.headers_mut()
+                .insert(HeaderName::from_static("www-authenticate"), v);
+        }
     }
     if matches!(e, McpError::MethodNotAllowed) {
         r.headers_mut()

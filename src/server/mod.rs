@@ -49,6 +49,7 @@ pub struct Server {
     router: Arc<Router>,
     app: Arc<App>,
     store: Arc<dyn Store>,
+    admin: Arc<dyn crate::store::admin::AdminStore>,
     settings: Settings,
 }
 
@@ -65,19 +66,34 @@ impl Server {
         let listener = bind(&settings).await?;
         let served = listener.local_addr().unwrap_or(settings.server.listen);
         settings.check_safe_to_serve_on(served)?;
-        let store = crate::store::open::open(&settings).await?.store();
+        let opened = crate::store::open::open(&settings).await?;
+        let (store, admin) = (opened.store(), opened.admin());
         let app = Arc::new(App::new(&settings, store.clone(), clock)?);
         app.restore_nonces().await?;
+        let oauth = if settings.oauth.enabled() {
+            let o = Arc::new(
+                crate::oauth::OAuth::new(&settings.oauth)
+                    .map_err(crate::config::ConfigError::Invalid)?,
+            );
+            // Keys fetched ahead of the first token, without holding up the start: a
+            // failure is retried when a token needs them.
+            let warm = o.clone();
+            tokio::spawn(async move { warm.warm_up().await });
+            Some(o)
+        } else {
+            None
+        };
         let router = Arc::new(Router {
             app: app.clone(),
             v1: V1::new(app.clone(), &settings),
-            mcp: Arc::new(Mcp::new(app.clone(), &settings, served)),
+            mcp: Arc::new(Mcp::new(app.clone(), &settings, served, oauth)),
         });
         Ok(Server {
             listener,
             router,
             app,
             store,
+            admin,
             settings,
         })
     }
@@ -98,7 +114,21 @@ impl Server {
             store: self.store.clone(),
             clock: self.app.clock().clone(),
             lease_ms: self.settings.jobs.lease_ms,
+            console: self.console(),
         }
+    }
+
+    /// The operator's console for the metrics listener, when `[console]` is enabled.
+    fn console(&self) -> Option<crate::http::Handler> {
+        let at = self.settings.metrics.listen?;
+        let console = crate::console::Console::new(
+            &self.settings,
+            self.admin.clone(),
+            self.store.clone(),
+            self.app.clock().clone(),
+            at,
+        )?;
+        Some(crate::console::handler(console))
     }
 
     /// A handle that applies a new configuration's client keys and tools to this server.
@@ -123,6 +153,7 @@ impl Server {
             app,
             store,
             settings,
+            ..
         } = self;
         tracing::info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
             server_id = %settings.server.id, db = %settings.database.display(), "serving");

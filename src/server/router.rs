@@ -1,4 +1,5 @@
-//! Which transport answers a request: `/mcp` to standard MCP, `POST /v1/call` to the
+//! Which transport answers a request: `/mcp` (and with `[oauth]` its Protected Resource
+//! Metadata under `/.well-known/oauth-protected-resource`) to standard MCP, `POST /v1/call` to the
 //! signed pipeline, the two probes (`/healthz`, `/readyz`), and a signed `/v1/call`-style
 //! refusal for anything else.
 //!
@@ -44,6 +45,12 @@ impl Router {
         let path = req.uri().path();
         match (req.method(), path) {
             (_, "/mcp") => self.mcp.clone().handle(req).await,
+            (&Method::GET, p) if p.starts_with("/.well-known/oauth-protected-resource") => {
+                match self.mcp.resource_metadata(p) {
+                    Some(r) => r,
+                    None => self.v1.error_response(CallError::NotFound),
+                }
+            }
             (&Method::GET, "/healthz") => plain(200, "ok\n"),
             (&Method::GET, "/readyz") => self.ready().await,
             (&Method::POST, "/v1/call") => self.v1.handle(req).await,

@@ -7,6 +7,7 @@
 //!
 //! It must not format anything for people: `crate::admin` does.
 
+pub use super::browse::{Bucket, JobQuery, JobRow, SeriesRows, Sort, ToolStateCounts};
 use super::{
     state_of, BoxFuture, CancelOutcome, JobRecord, QueueStats, Resolution, Store, StoreError,
 };
@@ -97,6 +98,22 @@ pub trait AdminStore: Send + Sync {
     fn purge(&self, before: i64) -> BoxFuture<'_, Result<u64, StoreError>>;
 
     fn activity(&self, now: i64, since: i64) -> BoxFuture<'_, Result<Activity, StoreError>>;
+
+    /// The console's list: one page of the jobs `q` matches, in its order after its cursor.
+    fn browse<'a>(&'a self, q: &'a JobQuery) -> BoxFuture<'a, Result<Vec<JobRow>, StoreError>>;
+
+    /// How many jobs `q` matches (its cursor and limit ignored).
+    fn browse_count<'a>(&'a self, q: &'a JobQuery) -> BoxFuture<'a, Result<u64, StoreError>>;
+
+    /// Every job by (tool, state, count).
+    fn counts(&self) -> BoxFuture<'_, Result<ToolStateCounts, StoreError>>;
+
+    /// Jobs enqueued and finished since `since`, in buckets `width` ms wide:
+    /// (bucket index, `enqueued` or the final state, count); see [`super::browse::buckets`].
+    fn series(&self, since: i64, width: i64) -> BoxFuture<'_, Result<SeriesRows, StoreError>>;
+
+    /// Jobs finished since `since` by (tool, final state, count).
+    fn recent(&self, since: i64) -> BoxFuture<'_, Result<ToolStateCounts, StoreError>>;
 
     /// Stops (`paused`) or restarts claims of `tool`'s jobs by every worker on the store;
     /// queued jobs stay queued, running ones finish. Returns whether anything changed.

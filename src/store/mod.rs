@@ -14,6 +14,7 @@
 pub mod admin;
 mod batch;
 pub mod bench;
+pub mod browse;
 pub mod copy;
 pub mod fault;
 pub mod open;

@@ -6,7 +6,7 @@
 //! It must not retry or answer anything itself: callers decide what a fault means for their
 //! request; this only remembers that it happened.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -19,10 +19,18 @@ use crate::telemetry::names;
 /// How often a down store is probed (and the log's repeat summaries flushed).
 pub const PROBE_EVERY: Duration = Duration::from_secs(1);
 
+/// After the store comes back, how long faults of operations begun during the outage are
+/// not taken for a new one.
+pub const SETTLE: Duration = Duration::from_secs(6);
+
 pub struct StoreStatus {
     origin: Instant,
     /// 0 while up; else 1 + the ms since `origin` at which the outage began.
     down_since: AtomicU64,
+    /// 1 + the ms since `origin` at which the last outage ended (0: none yet).
+    up_since: AtomicU64,
+    /// A fault came soon after an outage ended: the next probe decides whether it is a new one.
+    suspect: AtomicBool,
     reason: Mutex<String>,
 }
 
@@ -32,6 +40,8 @@ impl StoreStatus {
         Arc::new(StoreStatus {
             origin: Instant::now(),
             down_since: AtomicU64::new(0),
+            up_since: AtomicU64::new(0),
+            suspect: AtomicBool::new(false),
             reason: Mutex::new(String::new()),
         })
     }
@@ -57,9 +67,26 @@ impl StoreStatus {
         Some(why)
     }
 
-    /// Marks the store down (logged once per outage).
+    /// Marks the store down (logged once per outage). A fault within [`SETTLE`] of the store
+    /// coming back is most likely an operation that started while it was down (a pool
+    /// acquire that waited out its timeout): it only makes the next probe (within a second)
+    /// decide, so a late fault does not log a new outage and a real one is still seen.
     pub fn down(&self, why: &str) {
         let at = self.origin.elapsed().as_millis() as u64 + 1;
+        let back = self.up_since.load(Ordering::Acquire);
+        if self.is_up() && back != 0 && at.saturating_sub(back) < SETTLE.as_millis() as u64 {
+            self.suspect.store(true, Ordering::Release);
+            return;
+        }
+        self.mark_down(why, at);
+    }
+
+    /// Whether a fault since the last call asked for a probe (see [`down`](Self::down)).
+    fn take_suspect(&self) -> bool {
+        self.suspect.swap(false, Ordering::AcqRel)
+    }
+
+    fn mark_down(&self, why: &str, at: u64) {
         if self
             .down_since
             .compare_exchange(0, at, Ordering::AcqRel, Ordering::Acquire)
@@ -86,7 +113,9 @@ impl StoreStatus {
             return;
         }
         metrics::gauge!(names::STORE_UP).set(1.0);
-        let lasted = self.origin.elapsed().as_millis() as u64 + 1 - since;
+        let now = self.origin.elapsed().as_millis() as u64 + 1;
+        self.up_since.store(now, Ordering::Release);
+        let lasted = now - since;
         repeats::flush_all();
         tracing::info!(
             outage_ms = lasted,
@@ -132,16 +161,23 @@ pub async fn watch(store: Arc<dyn Store>, stop: CancellationToken) {
             _ = tick.tick() => {}
         }
         repeats::flush();
-        if store.status().is_up() {
+        let status = store.status();
+        if status.is_up() && !status.take_suspect() {
             continue;
         }
-        let probe = tokio::time::timeout(PROBE_EVERY * 2, store.probe()).await;
-        match probe {
-            Ok(Ok(())) => store.status().up(),
+        let at = status.origin.elapsed().as_millis() as u64 + 1;
+        match tokio::time::timeout(PROBE_EVERY * 2, store.probe()).await {
+            Ok(Ok(())) => status.up(),
             Ok(Err(e)) => {
-                store.status().fault("store probe", &e);
+                if let Some(why) = e.unavailable() {
+                    status.mark_down(&why, at);
+                }
+                repeats::fault("store probe", &e);
             }
-            Err(_) => repeats::fault("store probe", &"timed out"),
+            Err(_) => {
+                status.mark_down("the database did not answer in time", at);
+                repeats::fault("store probe", &"timed out");
+            }
         }
     }
 }
@@ -167,5 +203,10 @@ mod tests {
         assert!(line.ends_with("(the disk is full)"), "{line}");
         s.up();
         assert!(s.is_up() && s.outage().is_none());
+        // A late fault of an operation begun during the outage is not a new one by itself:
+        // it asks the next probe.
+        s.down("a pool acquire that timed out");
+        assert!(s.is_up());
+        assert!(s.take_suspect() && !s.take_suspect());
     }
 }

@@ -78,6 +78,10 @@ fn describe() {
         AUTH_FAILURES,
         "Calls refused before any tool ran, by reason (error code)."
     );
+    describe_counter!(
+        OAUTH_JWKS_FETCHES,
+        "Fetches of OAuth signing keys (JWKS), by outcome (ok, error)."
+    );
     describe_counter!(JOBS_ENQUEUED, "Jobs accepted (durable), by tool.");
     describe_counter!(
         SCHEDULE_JOBS,
@@ -240,6 +244,8 @@ pub struct Scrape {
     pub store: Arc<dyn Store>,
     pub clock: Arc<dyn crate::clock::Clock>,
     pub lease_ms: i64,
+    /// What answers `/ui/…` on this listener (the console), if anything.
+    pub console: Option<crate::http::Handler>,
 }
 
 /// Binds `addr` and serves `GET /metrics` until `stop` fires. Returns the bound address.
@@ -315,9 +321,9 @@ async fn answer(
     bound: SocketAddr,
     handle: &PrometheusHandle,
     scrape: &Scrape,
-) -> Response<Full<Bytes>> {
+) -> crate::http::HttpResponse {
     let reply = |status: StatusCode, body: String| {
-        let mut r = Response::new(Full::new(Bytes::from(body)));
+        let mut r = Response::new(crate::http::Body::Full(Full::new(Bytes::from(body))));
         *r.status_mut() = status;
         r.headers_mut().insert(
             hyper::header::CONTENT_TYPE,
@@ -340,6 +346,13 @@ async fn answer(
             reply(StatusCode::OK, handle.render())
         }
         (_, "/metrics") => reply(StatusCode::METHOD_NOT_ALLOWED, "GET only\n".into()),
+        (_, p) if p == "/ui" || p.starts_with("/ui/") => match &scrape.console {
+            Some(console) => console(req).await,
+            None => reply(
+                StatusCode::NOT_FOUND,
+                "the console is off ([console] enabled = false)\n".into(),
+            ),
+        },
         _ => reply(StatusCode::NOT_FOUND, "see /metrics\n".into()),
     }
 }

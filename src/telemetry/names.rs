@@ -7,6 +7,7 @@
 pub const REQUESTS: &str = "mcpq_requests_total";
 pub const REQUEST_SECONDS: &str = "mcpq_request_duration_seconds";
 pub const AUTH_FAILURES: &str = "mcpq_auth_failures_total";
+pub const OAUTH_JWKS_FETCHES: &str = "mcpq_oauth_jwks_fetches_total";
 pub const JOBS_ENQUEUED: &str = "mcpq_jobs_enqueued_total";
 pub const SCHEDULE_JOBS: &str = "mcpq_schedule_jobs_enqueued_total";
 pub const JOBS: &str = "mcpq_jobs";

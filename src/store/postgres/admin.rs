@@ -10,7 +10,7 @@ use super::{sql, PgStore};
 use crate::jobs::JobId;
 use crate::store::admin::{
     add_activity_rows, cancel_outcome, fail_in_doubt, unchanged, Activity, AdminStore, Change,
-    JobFilter, JobSummary, PausedTool,
+    JobFilter, JobQuery, JobRow, JobSummary, PausedTool, SeriesRows, ToolStateCounts,
 };
 use crate::store::{BoxFuture, CancelOutcome, JobRecord, Store, StoreError};
 
@@ -175,5 +175,25 @@ impl AdminStore for PgStore {
             add_activity_rows(&mut out, &rows)?;
             Ok(out)
         })
+    }
+
+    fn browse<'a>(&'a self, q: &'a JobQuery) -> BoxFuture<'a, Result<Vec<JobRow>, StoreError>> {
+        Box::pin(self.browse_rows(q))
+    }
+
+    fn browse_count<'a>(&'a self, q: &'a JobQuery) -> BoxFuture<'a, Result<u64, StoreError>> {
+        Box::pin(self.browse_count_rows(q))
+    }
+
+    fn counts(&self) -> BoxFuture<'_, Result<ToolStateCounts, StoreError>> {
+        Box::pin(self.count_rows())
+    }
+
+    fn series(&self, since: i64, width: i64) -> BoxFuture<'_, Result<SeriesRows, StoreError>> {
+        Box::pin(self.series_rows(since, width))
+    }
+
+    fn recent(&self, since: i64) -> BoxFuture<'_, Result<ToolStateCounts, StoreError>> {
+        Box::pin(self.recent_rows(since))
     }
 }

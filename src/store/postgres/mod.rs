@@ -21,6 +21,7 @@
 
 mod admin;
 mod bench;
+mod browse;
 mod copy;
 mod open;
 mod reader;
@@ -272,6 +273,19 @@ impl Store for PgStore {
 
     fn status(&self) -> &Arc<status::StoreStatus> {
         &self.inner.status
+    }
+
+    /// On a connection of its own: the pool would wait out its acquire timeout retrying a
+    /// server that refuses connections, where a fresh connect fails (or succeeds) at once.
+    fn probe(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            use sqlx::Connection;
+            let opts = self.inner.pool.connect_options();
+            let mut conn = sqlx::PgConnection::connect_with(&opts).await?;
+            sqlx::query("SELECT 1").execute(&mut conn).await?;
+            let _ = conn.close().await;
+            Ok(())
+        })
     }
 
     fn record_nonce(&self, nonce: NonceRecord) -> BoxFuture<'_, Result<(), StoreError>> {

@@ -24,6 +24,7 @@
 
 mod admin;
 mod bench;
+mod browse;
 mod copy;
 mod open;
 mod reader;

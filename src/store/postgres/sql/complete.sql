@@ -26,7 +26,8 @@ SET state = CASE WHEN c.state = 'input_required' AND jobs.cancel_requested THEN 
     cancel_requested = CASE WHEN c.state = 'queued' THEN jobs.cancel_requested ELSE false END,
     errors = CASE WHEN c.error IS NULL THEN jobs.errors
                   ELSE jobs.errors || jsonb_build_array(jsonb_build_object(
-                      'attempt', jobs.attempt, 'at', $7::int8, 'error', c.error)) END
+                      'attempt', jobs.attempt, 'at', $7::int8, 'error', c.error,
+                      'worker', jobs.lease_owner)) END
 FROM unnest($1::text[], $2::int8[], $3::text[], $4::text[], $5::text[], $6::int8[], $9::text[],
             $10::text[], $11::text[])
      AS c(id, fence, state, result, error, run_at, expect, requests, rstate)

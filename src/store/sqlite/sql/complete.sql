@@ -13,7 +13,7 @@ SET state = c.state,
     -- heartbeat still reports it (as `release` does); a finished job no longer needs it.
     cancel_requested = CASE WHEN c.state = 'queued' THEN jobs.cancel_requested ELSE 0 END,
     errors = CASE WHEN c.error IS NULL THEN jobs.errors
-                  ELSE json_insert(jobs.errors, '$[#]', json_object('attempt', jobs.attempt, 'at', ?2, 'error', c.error)) END
+                  ELSE json_insert(jobs.errors, '$[#]', json_object('attempt', jobs.attempt, 'at', ?2, 'error', c.error, 'worker', jobs.lease_owner)) END
 FROM (SELECT value ->> 0 AS id, value ->> 1 AS fence, value ->> 2 AS state,
              value ->> 3 AS result, value ->> 4 AS error, value ->> 5 AS run_at
       FROM json_each(?1)) AS c

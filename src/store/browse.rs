@@ -1,0 +1,318 @@
+//! Browsing jobs for the operator's console: the filtered, keyset-paginated list (never
+//! `OFFSET`), its count, the per-tool and per-state counts and the activity series, as SQL
+//! built once here for both drivers (they differ only in placeholders and in how `errors`
+//! reads as text).
+//!
+//! The list's SQL names only the conditions a filter sets, so each query can use the index
+//! that fits it (`migrations/sqlite/0008_console.sql`, `migrations/postgres/0004_console.sql`),
+//! and none of them can take the claim's or the enqueue cap's place.
+//!
+//! It must not run anything: the drivers bind [`Param`]s and execute.
+
+use crate::jobs::JobState;
+
+use super::admin::JobSummary;
+
+/// How the list is ordered, newest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Sort {
+    /// By creation (the row's sequence, which follows creation).
+    #[default]
+    Created,
+    /// By the last change of state: finished, else started, else created.
+    Updated,
+}
+
+/// Which jobs the console lists: every condition given holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobQuery {
+    pub state: Option<JobState>,
+    pub tool: Option<String>,
+    pub client: Option<String>,
+    /// Created at or after / before (ms since the epoch).
+    pub created_from: Option<i64>,
+    pub created_to: Option<i64>,
+    /// A substring of the arguments or of the error history.
+    pub text: Option<String>,
+    pub id: Option<String>,
+    pub sort: Sort,
+    /// The cursor: the sort key and sequence of the last row of the previous page.
+    pub after: Option<(i64, i64)>,
+    pub limit: usize,
+}
+
+/// One line of the console's list, with its cursor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobRow {
+    pub job: JobSummary,
+    pub seq: i64,
+    pub key: i64,
+}
+
+/// A value to bind, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Param {
+    Text(String),
+    Int(i64),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+/// The states of `jobs_console_finished`, whose WHERE is [`FINISHED_TERM`] word for word.
+const FINISHED: [&str; 3] = ["succeeded", "failed", "cancelled"];
+pub const FINISHED_TERM: &str = "state IN ('succeeded', 'failed', 'cancelled')";
+
+/// The activity key of [`Sort::Updated`]; the same expression as the index's.
+pub const ACTIVITY: &str = "COALESCE(finished_at, started_at, created_at)";
+
+struct Builder {
+    dialect: Dialect,
+    conds: Vec<String>,
+    params: Vec<Param>,
+}
+
+impl Builder {
+    fn bind(&mut self, p: Param) -> String {
+        self.params.push(p);
+        match self.dialect {
+            Dialect::Sqlite => format!("?{}", self.params.len()),
+            Dialect::Postgres => format!("${}", self.params.len()),
+        }
+    }
+
+    fn filter(dialect: Dialect, q: &JobQuery) -> Builder {
+        let mut b = Builder {
+            dialect,
+            conds: Vec::new(),
+            params: Vec::new(),
+        };
+        let eq = |b: &mut Builder, col: &str, v: &Option<String>| {
+            if let Some(v) = v {
+                let p = b.bind(Param::Text(v.clone()));
+                b.conds.push(format!("{col} = {p}"));
+            }
+        };
+        if let Some(s) = q.state {
+            // A literal (the enum's own names, never input): SQLite uses a partial index
+            // only for a WHERE it can match when the statement is prepared.
+            b.conds.push(format!("state = '{}'", s.as_str()));
+            if FINISHED.contains(&s.as_str()) {
+                b.conds.push(FINISHED_TERM.to_string());
+            }
+        }
+        eq(&mut b, "tool", &q.tool);
+        eq(&mut b, "client_id", &q.client);
+        eq(&mut b, "id", &q.id);
+        if let Some(t) = q.created_from {
+            let p = b.bind(Param::Int(t));
+            b.conds.push(format!("created_at >= {p}"));
+        }
+        if let Some(t) = q.created_to {
+            let p = b.bind(Param::Int(t));
+            b.conds.push(format!("created_at < {p}"));
+        }
+        if let Some(text) = &q.text {
+            let p = b.bind(Param::Text(text.clone()));
+            b.conds.push(match dialect {
+                Dialect::Sqlite => format!("(instr(args, {p}) > 0 OR instr(errors, {p}) > 0)"),
+                Dialect::Postgres => {
+                    format!("(strpos(args, {p}) > 0 OR strpos(errors::text, {p}) > 0)")
+                }
+            });
+        }
+        b
+    }
+
+    fn where_clause(&self) -> String {
+        if self.conds.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", self.conds.join(" AND "))
+        }
+    }
+}
+
+/// The list's page: the SQL and its parameters. Columns: id, client_id, tool, state,
+/// attempt, max_attempts, created_at, started_at, finished_at, lease_owner, run_at, seq, key.
+pub fn list_sql(dialect: Dialect, q: &JobQuery) -> (String, Vec<Param>) {
+    let mut b = Builder::filter(dialect, q);
+    let key = match q.sort {
+        Sort::Created => "seq",
+        Sort::Updated => ACTIVITY,
+    };
+    if let Some((k, seq)) = q.after {
+        match q.sort {
+            Sort::Created => {
+                let p = b.bind(Param::Int(seq));
+                b.conds.push(format!("seq < {p}"));
+            }
+            Sort::Updated => {
+                let pk = b.bind(Param::Int(k));
+                let ps = b.bind(Param::Int(seq));
+                b.conds
+                    .push(format!("({key} < {pk} OR ({key} = {pk} AND seq < {ps}))"));
+            }
+        }
+    }
+    let order = match q.sort {
+        Sort::Created => "seq DESC".to_string(),
+        Sort::Updated => format!("{key} DESC, seq DESC"),
+    };
+    let limit = b.bind(Param::Int(q.limit.clamp(1, 1000) as i64));
+    let sql = format!(
+        "SELECT id, client_id, tool, state, attempt, max_attempts, created_at, started_at, \
+         finished_at, lease_owner, run_at, seq, {key} FROM jobs {} ORDER BY {order} LIMIT {limit}",
+        b.where_clause()
+    );
+    (sql, b.params)
+}
+
+/// How many jobs match (the cursor and limit ignored): one column.
+pub fn count_sql(dialect: Dialect, q: &JobQuery) -> (String, Vec<Param>) {
+    let b = Builder::filter(dialect, q);
+    (
+        format!("SELECT count(*) FROM jobs {}", b.where_clause()),
+        b.params,
+    )
+}
+
+/// Every job by tool and state: (tool, state, count). Each arm matches one partial index's
+/// WHERE (finished states: `jobs_console_finished`; the others: the claim's, the lease's,
+/// the in-doubt and input indexes), so none reads a table row.
+pub const COUNTS_SQL: &str = "\
+SELECT tool, state, count(*) FROM jobs WHERE state IN ('succeeded', 'failed', 'cancelled') GROUP BY state, tool \
+UNION ALL SELECT tool, 'queued', count(*) FROM jobs WHERE state = 'queued' GROUP BY tool \
+UNION ALL SELECT tool, 'running', count(*) FROM jobs WHERE state = 'running' GROUP BY tool \
+UNION ALL SELECT tool, 'in_doubt', count(*) FROM jobs WHERE state = 'in_doubt' GROUP BY tool \
+UNION ALL SELECT tool, 'input_required', count(*) FROM jobs WHERE state = 'input_required' GROUP BY tool";
+
+/// The activity series since a time, in buckets: (bucket start, kind, count), where kind is
+/// `enqueued` or a final state. Parameters: since, bucket width (both ms), twice each.
+pub fn series_sql(dialect: Dialect) -> String {
+    let (s, w, s2, w2) = match dialect {
+        Dialect::Sqlite => ("?1", "?2", "?1", "?2"),
+        Dialect::Postgres => ("$1", "$2", "$1", "$2"),
+    };
+    format!(
+        "SELECT (created_at - {s}) / {w}, 'enqueued', count(*) FROM jobs \
+         WHERE created_at >= {s} GROUP BY 1 \
+         UNION ALL \
+         SELECT (finished_at - {s2}) / {w2}, state, count(*) FROM jobs \
+         WHERE finished_at IS NOT NULL AND finished_at >= {s2} GROUP BY 1, 2"
+    )
+}
+
+/// Jobs finished since a time, by tool and final state: (tool, state, count). One
+/// parameter: since (ms). Walks the `finished_at` index.
+pub fn recent_sql(dialect: Dialect) -> String {
+    let s = match dialect {
+        Dialect::Sqlite => "?1",
+        Dialect::Postgres => "$1",
+    };
+    format!(
+        "SELECT tool, state, count(*) FROM jobs WHERE finished_at IS NOT NULL \
+         AND finished_at >= {s} GROUP BY tool, state"
+    )
+}
+
+/// (tool, state, count) rows.
+pub type ToolStateCounts = Vec<(String, JobState, u64)>;
+/// [`series_sql`]'s rows: (bucket index, kind, count).
+pub type SeriesRows = Vec<(i64, String, i64)>;
+
+/// One point of the activity series.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bucket {
+    /// Start of the bucket (ms since the epoch).
+    pub start: i64,
+    pub enqueued: u64,
+    pub succeeded: u64,
+    pub failed: u64,
+}
+
+/// The rows of [`series_sql`] as `n` consecutive buckets from `since`.
+pub fn buckets(rows: &[(i64, String, i64)], since: i64, width: i64, n: usize) -> Vec<Bucket> {
+    let mut out: Vec<Bucket> = (0..n)
+        .map(|i| Bucket {
+            start: since + i as i64 * width,
+            enqueued: 0,
+            succeeded: 0,
+            failed: 0,
+        })
+        .collect();
+    for (i, kind, count) in rows {
+        let Some(b) = usize::try_from(*i).ok().and_then(|i| out.get_mut(i)) else {
+            continue;
+        };
+        let count = (*count).max(0) as u64;
+        match kind.as_str() {
+            "enqueued" => b.enqueued += count,
+            "succeeded" => b.succeeded += count,
+            "failed" | "in_doubt" => b.failed += count,
+            _ => {}
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_conditions_given_are_in_the_sql() {
+        let q = JobQuery {
+            state: Some(JobState::Failed),
+            tool: Some("t".into()),
+            limit: 50,
+            ..JobQuery::default()
+        };
+        let (sql, params) = list_sql(Dialect::Sqlite, &q);
+        assert!(
+            sql.contains(&format!(
+            "WHERE state = 'failed' AND {FINISHED_TERM} AND tool = ?1 ORDER BY seq DESC LIMIT ?2"
+        )),
+            "{sql}"
+        );
+        assert_eq!(params.len(), 2);
+        assert!(COUNTS_SQL.contains(FINISHED_TERM));
+        assert!(!sql.to_lowercase().contains("offset"));
+        let q = JobQuery {
+            sort: Sort::Updated,
+            after: Some((10, 5)),
+            text: Some("x".into()),
+            limit: 5,
+            ..JobQuery::default()
+        };
+        let (sql, params) = list_sql(Dialect::Postgres, &q);
+        assert!(sql.contains("strpos(errors::text, $1)"), "{sql}");
+        assert!(sql.contains(&format!(
+            "({ACTIVITY} < $2 OR ({ACTIVITY} = $2 AND seq < $3))"
+        )));
+        assert_eq!(
+            params,
+            vec![
+                Param::Text("x".into()),
+                Param::Int(10),
+                Param::Int(5),
+                Param::Int(5)
+            ]
+        );
+    }
+
+    #[test]
+    fn buckets_ignore_rows_out_of_range() {
+        let rows = vec![
+            (0, "enqueued".to_string(), 3),
+            (1, "failed".to_string(), 2),
+            (9, "succeeded".to_string(), 1),
+            (-1, "succeeded".to_string(), 1),
+        ];
+        let b = buckets(&rows, 1000, 10, 2);
+        assert_eq!((b[0].enqueued, b[1].failed, b[1].start), (3, 2, 1010));
+    }
+}
