@@ -52,6 +52,15 @@ fn action_buttons(scope: &str) -> Markup {
     }
 }
 
+/// A capped count as shown: "10000+" past the cap.
+fn shown(total: u64) -> String {
+    if total > crate::store::browse::COUNT_CAP {
+        format!("{}+", crate::store::browse::COUNT_CAP)
+    } else {
+        total.to_string()
+    }
+}
+
 pub fn jobs(who: &Who, q: &JobQuery, rows: &[JobRow], total: u64) -> Markup {
     let next = rows.last().filter(|_| rows.len() >= q.limit).map(|r| {
         let mut p = filter_pairs(q);
@@ -61,12 +70,17 @@ pub fn jobs(who: &Who, q: &JobQuery, rows: &[JobRow], total: u64) -> Markup {
     let body = html! {
         h1 { "Jobs" }
         (filter_form(q))
-        p #total { (total) " matching" }
+        p #total { (shown(total)) " matching"
+            @if q.text.is_some() && q.created_from.is_none() && q.created_to.is_none() {
+                " (the text search looked at the newest "
+                (crate::store::browse::TEXT_SEARCH_WINDOW) " jobs; give a time range to search older ones)"
+            }
+        }
         form #jobs-form method="post" action="/ui/act" {
             @if who.can_write() {
                 (csrf(who)) (hidden_filter(q))
                 div.actions #selected-actions { "Selected: " (action_buttons("selected")) }
-                div.actions #all-actions { "All " (total) " matching: " (action_buttons("all")) }
+                div.actions #all-actions { "All " (shown(total)) " matching: " (action_buttons("all")) }
             }
             div.scroll { table #jobs { thead { tr {
                 @if who.can_write() { th { input type="checkbox" data-select-all="id" aria-label="select all"; } }

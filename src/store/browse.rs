@@ -116,6 +116,13 @@ impl Builder {
             b.conds.push(format!("created_at < {p}"));
         }
         if let Some(text) = &q.text {
+            if q.created_from.is_none() && q.created_to.is_none() {
+                // A substring search is a scan: bounded to the newest jobs unless a time
+                // range bounds it (then the created_at index does).
+                b.conds.push(format!(
+                    "seq > (SELECT coalesce(max(seq), 0) FROM jobs) - {TEXT_SEARCH_WINDOW}"
+                ));
+            }
             let p = b.bind(Param::Text(text.clone()));
             b.conds.push(match dialect {
                 Dialect::Sqlite => format!("(instr(args, {p}) > 0 OR instr(errors, {p}) > 0)"),
@@ -171,11 +178,22 @@ pub fn list_sql(dialect: Dialect, q: &JobQuery) -> (String, Vec<Param>) {
     (sql, b.params)
 }
 
-/// How many jobs match (the cursor and limit ignored): one column.
+/// A text search without a time range looks at this many of the newest jobs.
+pub const TEXT_SEARCH_WINDOW: i64 = 200_000;
+
+/// Counts stop here ("10000+"): an exact count of a broad filter over a million rows costs
+/// a scan per page view, and nobody needs the exact figure past this.
+pub const COUNT_CAP: u64 = 10_000;
+
+/// How many jobs match (the cursor and limit ignored), up to [`COUNT_CAP`] + 1: one column.
 pub fn count_sql(dialect: Dialect, q: &JobQuery) -> (String, Vec<Param>) {
     let b = Builder::filter(dialect, q);
     (
-        format!("SELECT count(*) FROM jobs {}", b.where_clause()),
+        format!(
+            "SELECT count(*) FROM (SELECT 1 FROM jobs {} LIMIT {}) AS m",
+            b.where_clause(),
+            COUNT_CAP + 1
+        ),
         b.params,
     )
 }
