@@ -86,7 +86,13 @@ async fn fill_noop(store: &SqliteStore, n: usize) -> Result<(), StoreError> {
                 .opt_str(None)
                 .str(crate::store::BUILTIN_DEFINITION)
                 .int(CrashPolicy::Retry.code())
-                .int(0);
+                .int(0)
+                // input_responses, priority, boost, run_at, ckey (insert_jobs.sql's order)
+                .opt_str(None)
+                .int(0)
+                .int(0)
+                .int(now)
+                .opt_str(None);
         }
         let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
         sqlx::query(sql::INSERT_JOBS)
