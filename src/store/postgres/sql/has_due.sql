@@ -1,5 +1,7 @@
--- Whether any queued job is due (an idle worker asks before it takes a write lock). Paused
--- tools are not excluded here: a NOT IN of its own tipped the planner into a sequential scan
--- (every finished row, on every idle poll); a worker that finds only paused jobs due claims
--- nothing and backs off like an idle one.
-SELECT EXISTS (SELECT 1 FROM jobs WHERE state = 'queued' AND run_at - boost <= $1 AND run_at <= $1)
+-- Whether any queued job of a tool that is not paused is due (an idle worker asks before it
+-- takes a write lock). Ordered as jobs_queued with LIMIT 1, so the planner walks that index
+-- rather than guessing from the filters' selectivity; the paused list is one InitPlan.
+SELECT EXISTS (SELECT 1 FROM jobs
+               WHERE state = 'queued' AND run_at - boost <= $1 AND run_at <= $1
+                 AND tool <> ALL (ARRAY(SELECT tool FROM paused_tools))
+               ORDER BY run_at - boost, seq LIMIT 1)
