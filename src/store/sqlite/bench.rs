@@ -46,7 +46,7 @@ impl DrainBench for SqliteStore {
     fn queue_head_seq(&self) -> BoxFuture<'_, Result<Option<i64>, StoreError>> {
         Box::pin(async move {
             Ok(sqlx::query_scalar(
-                "SELECT seq FROM jobs WHERE state = 'queued' ORDER BY run_at, seq LIMIT 1",
+                "SELECT seq FROM jobs WHERE state = 'queued' ORDER BY run_at - boost, seq LIMIT 1",
             )
             .fetch_optional(&self.inner.read)
             .await?)
