@@ -155,14 +155,27 @@ async fn a_database_outage_under_load_loses_nothing_and_answers_only_accepted_or
     // A commit session's backend killed outright: PostgreSQL restarts every session (crash
     // recovery), and a batch sent on that connection meets a dead socket, so its outcome is
     // unknown: the daemon resolves it by lookup before answering.
-    let pids: Vec<i32> = sqlx::query_scalar(
-        "SELECT pid FROM pg_stat_activity WHERE usename = current_user \
-         AND pid <> pg_backend_pid() AND query LIKE '%INSERT INTO nonces AS o%'",
-    )
-    .fetch_all(&pool)
-    .await
-    .unwrap();
-    assert!(!pids.is_empty(), "the daemons' commit sessions are visible");
+    // Matched by its first line: pg_stat_activity keeps only the first 1 KiB of a statement
+    // (track_activity_query_size). A committer that reconnected shows its enqueue statement
+    // once it has committed a batch on the new connection.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let pids: Vec<i32> = loop {
+        let pids: Vec<i32> = sqlx::query_scalar(
+            "SELECT pid FROM pg_stat_activity WHERE usename = current_user \
+             AND pid <> pg_backend_pid() AND query LIKE '-- One group commit in one statement%'",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        if !pids.is_empty() {
+            break pids;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the daemons' commit sessions are visible"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     for pid in &pids {
         let _ = std::process::Command::new("kill")
             .args(["-9", &pid.to_string()])
