@@ -4,9 +4,11 @@
 # completion), spreads them over 8 tools, 20 clients and the finished states (1 in 50
 # failed, with an error text to search), then starts `mcpq ui` on it and times the first and
 # the next page of several filtered lists with curl, RUNS times each (median printed).
-# Stops only the process it started (by PID).
+# Stops only the process it started (by PID). With PGURL set, the same on PostgreSQL (in a
+# schema of its own, mcpq_console_bench, dropped first).
 #
 #   bash benches/console_list.sh [BIN] [N] [RUNS]
+#   PGURL=postgres://... bash benches/console_list.sh [BIN] [N] [RUNS]
 set -u
 BIN=${1:-target/release/mcpq}; N=${2:-1000000}; RUNS=${3:-5}
 W=${TMPDIR:-/tmp}/mcpq-console-bench; rm -rf "$W"; mkdir -p "$W"
@@ -21,9 +23,25 @@ role = "read-only"
 EOF
 export MCPQ__DATABASE__PATH=$W/m.db MCPQ__SERVER__BENCH_TOOLS=true MCPQ__METRICS__LISTEN= \
        MCPQ__LIMITS__MAX_QUEUED_PER_CLIENT=0 RUST_LOG=warn
+if [ -n "${PGURL:-}" ]; then
+  export MCPQ__DATABASE__URL=$PGURL MCPQ__POSTGRES__SCHEMA=mcpq_console_bench
+  psql -X -q "$PGURL" -c "DROP SCHEMA IF EXISTS mcpq_console_bench CASCADE" || exit 1
+fi
 echo "filling $N jobs" >&2
 "$BIN" --config "$W/mcpq.toml" bench drain -n "$N" -w 2 >&2 || exit 1
-sqlite3 "$W/m.db" <<'SQL'
+if [ -n "${PGURL:-}" ]; then
+  psql -X -q "$PGURL" <<'SQL'
+SET search_path = mcpq_console_bench;
+UPDATE jobs SET tool = 'tool_' || (seq % 8), client_id = 'client-' || lpad((seq % 20)::text, 3, '0');
+UPDATE jobs SET state = 'failed', result = NULL,
+  errors = jsonb_build_array(jsonb_build_object('attempt', 1, 'at', 0, 'error',
+    'tool_failed: exit 3; stderr: connection refused by upstream ' || seq))
+  WHERE seq % 50 = 0;
+UPDATE jobs SET state = 'cancelled' WHERE seq % 97 = 0;
+VACUUM ANALYZE jobs;
+SQL
+else
+  sqlite3 "$W/m.db" <<'SQL'
 UPDATE jobs SET tool = 'tool_' || (seq % 8), client_id = 'client-' || printf('%03d', seq % 20);
 UPDATE jobs SET state = 'failed', result = NULL,
   errors = '[{"attempt":1,"at":0,"error":"tool_failed: exit 3; stderr: connection refused by upstream ' || seq || '"}]'
@@ -31,6 +49,7 @@ UPDATE jobs SET state = 'failed', result = NULL,
 UPDATE jobs SET state = 'cancelled' WHERE seq % 97 = 0;
 ANALYZE;
 SQL
+fi
 "$BIN" --config "$W/mcpq.toml" ui --listen "127.0.0.1:$PORT" > /dev/null 2>> "$W/err" & pid=$!
 trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null' EXIT
 for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:$PORT/ui/login" && break; sleep 0.1; done

@@ -35,3 +35,58 @@ async fn e2e_bench_counts_only_jobs_that_really_finished() {
     .unwrap();
     assert_eq!((done, at_least_a_second), (40, 40));
 }
+
+/// `mcpq bench drain --mixed-priorities --keys K` fills what it says (every priority, `K`
+/// keys under the per-key limit) and its workers drain all of it.
+async fn shaped_drain_drains_every_job(env: TestEnv) {
+    let (code, out, err) = env
+        .run_with(
+            &[("MCPQ__SERVER__BENCH_TOOLS", "true")],
+            &[
+                "bench",
+                "drain",
+                "-n",
+                "1000",
+                "-w",
+                "1",
+                "--mixed-priorities",
+                "--keys",
+                "7",
+            ],
+        )
+        .await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("jobs/s overall (1000 jobs"), "{out}");
+    let q = "SELECT count(*), count(DISTINCT priority), count(DISTINCT ckey), \
+             sum(CASE WHEN state = 'succeeded' THEN 1 ELSE 0 END) FROM jobs WHERE tool = 'noop_keyed'";
+    let row: (i64, i64, i64, i64) = match env.pg {
+        None => sqlx::query_as(q).fetch_one(&db(&env.db_path()).await).await,
+        Some(_) => sqlx::query_as(q).fetch_one(&env.pg_pool().await).await,
+    }
+    .unwrap();
+    // Priorities come in runs of 100 jobs, each run's from a hash: as many distinct ones as
+    // the fill's own rule gives, and more than one.
+    let shape = mcpq::store::bench::FillShape {
+        mixed_priorities: true,
+        aging_ms: 60_000,
+        keys: Some(7),
+    };
+    let mut priorities: Vec<i64> = (0..1000).map(|i| shape.row(i).priority).collect();
+    priorities.sort();
+    priorities.dedup();
+    assert!(priorities.len() > 1, "{priorities:?}");
+    assert_eq!(row, (1000, priorities.len() as i64, 7, 1000));
+}
+
+#[tokio::test]
+async fn shaped_drain_drains_every_job_on_sqlite() {
+    shaped_drain_drains_every_job(TestEnv::new("")).await;
+}
+
+#[tokio::test]
+async fn shaped_drain_drains_every_job_on_postgres() {
+    let Some(env) = TestEnv::postgres("") else {
+        return;
+    };
+    shaped_drain_drains_every_job(env).await;
+}

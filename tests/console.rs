@@ -386,6 +386,17 @@ async fn pages_cover_every_job_once(env: TestEnv) {
             .unwrap();
         all.push(job_id(&r));
     }
+    // Some finished (cancelled while queued: `hold` runs one at a time), so lists merge
+    // finished and unfinished jobs.
+    let cancelled = [3, 6, 10, 20, 25];
+    for i in cancelled {
+        let c = if i % 3 == 0 { &mut c2 } else { &mut c1 };
+        let r = c
+            .call("cancel_job", args(&format!(r#"{{"job_id":"{}"}}"#, all[i])))
+            .await
+            .unwrap();
+        assert!(r.ok, "cancel {i}: {r:?}");
+    }
     let admin = mcpq::store::open::open(&store_settings(&env))
         .await
         .unwrap()
@@ -414,6 +425,19 @@ async fn pages_cover_every_job_once(env: TestEnv) {
             ..JobQuery::default()
         };
         let seen = walk(q.clone()).await;
+        if sort == Sort::Updated {
+            let mut all_rows = admin
+                .browse(&JobQuery {
+                    limit: 100,
+                    ..q.clone()
+                })
+                .await
+                .unwrap();
+            let keys: Vec<(i64, i64)> = all_rows.iter().map(|r| (r.key, r.seq)).collect();
+            all_rows.sort_by(|a, b| (b.key, b.seq).cmp(&(a.key, a.seq)));
+            let sorted_keys: Vec<(i64, i64)> = all_rows.iter().map(|r| (r.key, r.seq)).collect();
+            assert_eq!(keys, sorted_keys, "newest change first");
+        }
         let mut sorted = seen.clone();
         sorted.sort();
         sorted.dedup();
@@ -433,7 +457,24 @@ async fn pages_cover_every_job_once(env: TestEnv) {
         limit: 4,
         ..JobQuery::default()
     };
-    assert_eq!(walk(q).await, client2);
+    assert_eq!(walk(q.clone()).await, client2);
+    assert_eq!(admin.browse_count(&q).await.unwrap(), 10);
+    let q = JobQuery {
+        state: Some(mcpq::jobs::JobState::Cancelled),
+        ..q
+    };
+    assert_eq!(walk(q.clone()).await, vec![all[6].clone(), all[3].clone()]);
+    assert_eq!(admin.browse_count(&q).await.unwrap(), 2);
+    let q = JobQuery {
+        sort: Sort::Updated,
+        state: None,
+        ..q
+    };
+    let mut seen = walk(q).await;
+    seen.sort();
+    let mut want = client2.clone();
+    want.sort();
+    assert_eq!(seen, want, "one client's jobs by last change, each once");
     let q = JobQuery {
         text: Some("needle-17\"".into()),
         limit: 4,

@@ -2845,8 +2845,8 @@ mod sqlite_only {
             "the capped claim does not use jobs_queued_tool: {plan:#?}"
         );
         assert!(
-            plan.iter().any(|d| d.contains("jobs_running_tool")),
-            "the capped claim counts running jobs without jobs_running_tool: {plan:#?}"
+            plan.iter().any(|d| d.contains("jobs_running_key")),
+            "the capped claim counts running jobs without jobs_running_key: {plan:#?}"
         );
         assert!(
             !plan.iter().any(|d| d.starts_with("SCAN jobs")),

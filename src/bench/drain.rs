@@ -9,19 +9,32 @@ use std::time::{Duration, Instant};
 
 use crate::clock::SystemClock;
 use crate::config::Settings;
-use crate::store::bench::DrainBench;
+use crate::store::bench::{DrainBench, FillShape};
 use crate::store::open::AnyStore;
 
 type AnyError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What `mcpq bench drain` runs.
+pub struct DrainRun {
+    pub jobs: usize,
+    pub workers: usize,
+    /// Afterwards, delete the finished jobs with the retention code.
+    pub prune_after: bool,
+    pub shape: FillShape,
+}
 
 /// Prefills no-op jobs, then times `workers` worker processes draining them.
 pub async fn drain(
     settings: Settings,
     config: Option<PathBuf>,
-    n: usize,
-    workers: usize,
-    prune_after: bool,
+    run: DrainRun,
 ) -> Result<(), AnyError> {
+    let DrainRun {
+        jobs: n,
+        workers,
+        prune_after,
+        shape,
+    } = run;
     if !settings.server.bench_tools {
         return Err(
             "bench drain needs server.bench_tools = true (the noop job tool) in the config".into(),
@@ -29,14 +42,20 @@ pub async fn drain(
     }
     let store = crate::store::open::open(&settings).await?;
     let t = Instant::now();
-    store.bench_fill_noop(n).await?;
-    println!("filled {n} noop jobs in {:.2}s", t.elapsed().as_secs_f64());
+    store.bench_fill_noop(n, shape).await?;
+    println!(
+        "filled {n} jobs ({shape:?}) in {:.2}s",
+        t.elapsed().as_secs_f64()
+    );
     let exe = std::env::current_exe()?;
     let start = Instant::now();
     let mut children = spawn_workers(&exe, config.as_ref(), workers)?;
     // Rate over the first `window` jobs (same work whatever the backlog), over the last
     // `window` (from when the queue's head passes them to the end), and overall.
     let window = n.min(20_000) as i64;
+    // Claims follow priority, not insertion order, so with mixed priorities the windows by
+    // sequence mean nothing, and probing them would take the database's time from the drain.
+    let window = if shape.mixed_priorities { 0 } else { window };
     let timing = follow(&store, n, window, start).await?;
     let elapsed = start.elapsed();
     for c in &mut children {
@@ -44,13 +63,20 @@ pub async fn drain(
     }
     let w = timing.window_elapsed.unwrap_or(elapsed);
     let last = elapsed.saturating_sub(timing.last_window_start.unwrap_or_default());
-    println!(
-        "drain: {:.0} jobs/s overall ({n} noop jobs, {workers} worker processes, {:.2}s); first {window} jobs at {:.0} jobs/s; last {window} at {:.0} jobs/s",
+    let overall = format!(
+        "drain: {:.0} jobs/s overall ({n} jobs, {workers} worker processes, {:.2}s)",
         n as f64 / elapsed.as_secs_f64(),
         elapsed.as_secs_f64(),
-        window as f64 / w.as_secs_f64(),
-        window as f64 / last.as_secs_f64().max(1e-3),
     );
+    if window == 0 {
+        println!("{overall}");
+    } else {
+        println!(
+            "{overall}; first {window} jobs at {:.0} jobs/s; last {window} at {:.0} jobs/s",
+            window as f64 / w.as_secs_f64(),
+            window as f64 / last.as_secs_f64().max(1e-3),
+        );
+    }
     if prune_after {
         let t = Instant::now();
         let now = crate::clock::Clock::now_ms(&SystemClock);
@@ -105,11 +131,12 @@ async fn follow(
     let mut last_window_start = None;
     loop {
         if window_elapsed.is_none()
-            && store.succeeded_in_range(first, first + window - 1).await? == window
+            && (window == 0 || store.succeeded_in_range(first, first + window - 1).await? == window)
         {
             window_elapsed = Some(start.elapsed());
         }
-        if last_window_start.is_none()
+        if window > 0
+            && last_window_start.is_none()
             && store
                 .queue_head_seq()
                 .await?

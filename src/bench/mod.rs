@@ -10,7 +10,7 @@ mod e2e;
 mod load;
 mod mcp;
 
-pub use drain::drain;
+pub use drain::{drain, DrainRun};
 pub use e2e::{e2e, E2eReport, REPOLL};
 pub use load::{sync_load, Report};
 pub use mcp::{mcp_load, McpLoad};

@@ -94,6 +94,12 @@ pub(super) enum BenchCommand {
         /// production does: repeated runs then measure a table after churn.
         #[arg(long)]
         prune_after: bool,
+        /// Priorities 0..=9 mixed evenly (each with its aging boost) instead of one priority.
+        #[arg(long)]
+        mixed_priorities: bool,
+        /// `noop_keyed` jobs over K keys (at most 2 running per key) instead of `noop`.
+        #[arg(long, value_name = "K")]
+        keys: Option<u32>,
     },
 }
 
@@ -175,7 +181,22 @@ pub(super) async fn bench(
             jobs,
             workers,
             prune_after,
-        } => crate::bench::drain(settings, config, jobs, workers, prune_after).await?,
+            mixed_priorities,
+            keys,
+        } => {
+            let shape = crate::store::bench::FillShape {
+                mixed_priorities,
+                aging_ms: settings.jobs.aging_secs as i64 * 1000,
+                keys,
+            };
+            let run = crate::bench::DrainRun {
+                jobs,
+                workers,
+                prune_after,
+                shape,
+            };
+            crate::bench::drain(settings, config, run).await?
+        }
     }
     Ok(())
 }

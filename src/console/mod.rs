@@ -9,6 +9,7 @@
 
 pub mod access;
 mod act;
+mod activity;
 mod pages;
 pub mod query;
 mod view;
@@ -51,6 +52,8 @@ pub struct Console {
     ttl_secs: u64,
     /// Cookies get `Secure` unless the console listens on loopback.
     secure: bool,
+    /// The overview's chart buckets and counts, kept between refreshes.
+    activity: activity::Activity,
 }
 
 impl Console {
@@ -76,6 +79,7 @@ impl Console {
             lease_ms: settings.jobs.lease_ms,
             ttl_secs: c.session_ttl_secs,
             secure: !bound.ip().is_loopback(),
+            activity: activity::Activity::default(),
         }))
     }
 
@@ -150,7 +154,9 @@ impl Console {
             }
             (&Method::POST, "/ui/act") => {
                 let form = read_form(req).await?;
-                self.act(&who, &form).await
+                let done = self.act(&who, &form).await;
+                self.activity.forget_counts();
+                done
             }
             _ => Err(ConsoleError::NotFound),
         }
@@ -188,8 +194,10 @@ impl Console {
             now - now % minute - 23 * 60 * minute,
         );
         let series = |since, width, n| async move {
-            let rows = self.admin.series(since, width).await.unwrap_or_default();
-            crate::store::browse::buckets(&rows, since, width, n)
+            self.activity
+                .series(self.admin.as_ref(), since, width, n, now)
+                .await
+                .unwrap_or_else(|_| crate::store::browse::buckets(&[], since, width, n))
         };
         let recent = self
             .admin
@@ -214,7 +222,11 @@ impl Console {
             .map(|(w, exp)| (w, now - (exp - self.lease_ms)))
             .collect();
         view::Overview {
-            counts: self.admin.counts().await.unwrap_or_default(),
+            counts: self
+                .activity
+                .counts(self.admin.as_ref(), now)
+                .await
+                .unwrap_or_default(),
             minutes: series(m0, minute, 60).await,
             hours: series(h0, 60 * minute, 24).await,
             oldest_wait_ms: stats.ok().and_then(|s| s.oldest_due_at).map(|at| now - at),

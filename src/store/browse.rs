@@ -146,34 +146,120 @@ impl Builder {
 /// The list's page: the SQL and its parameters. Columns: id, client_id, tool, state,
 /// attempt, max_attempts, created_at, started_at, finished_at, lease_owner, run_at, seq, key.
 pub fn list_sql(dialect: Dialect, q: &JobQuery) -> (String, Vec<Param>) {
-    let mut b = Builder::filter(dialect, q);
-    let key = match q.sort {
-        Sort::Created => "seq",
-        Sort::Updated => ACTIVITY,
-    };
-    if let Some((k, seq)) = q.after {
-        match q.sort {
-            Sort::Created => {
-                let p = b.bind(Param::Int(seq));
-                b.conds.push(format!("seq < {p}"));
-            }
-            Sort::Updated => {
-                let pk = b.bind(Param::Int(k));
-                let ps = b.bind(Param::Int(seq));
-                b.conds
-                    .push(format!("({key} < {pk} OR ({key} = {pk} AND seq < {ps}))"));
-            }
-        }
+    if q.sort == Sort::Created && q.client.is_none() {
+        list_by_seq(dialect, q)
+    } else {
+        list_merged(dialect, q)
     }
-    let order = match q.sort {
-        Sort::Created => "seq DESC".to_string(),
-        Sort::Updated => format!("{key} DESC, seq DESC"),
-    };
+}
+
+const LIST_COLUMNS: &str = "id, client_id, tool, state, attempt, max_attempts, created_at, \
+     started_at, finished_at, lease_owner, run_at, seq";
+
+/// Newest first by sequence, one statement: the filter's own index, or the table's.
+fn list_by_seq(dialect: Dialect, q: &JobQuery) -> (String, Vec<Param>) {
+    let mut b = Builder::filter(dialect, q);
+    if let Some((_, seq)) = q.after {
+        let p = b.bind(Param::Int(seq));
+        b.conds.push(format!("seq < {p}"));
+    }
     let limit = b.bind(Param::Int(q.limit.clamp(1, 1000) as i64));
     let sql = format!(
-        "SELECT id, client_id, tool, state, attempt, max_attempts, created_at, started_at, \
-         finished_at, lease_owner, run_at, seq, {key} FROM jobs {} ORDER BY {order} LIMIT {limit}",
+        "SELECT {LIST_COLUMNS}, seq FROM jobs {} ORDER BY seq DESC LIMIT {limit}",
         b.where_clause()
+    );
+    (sql, b.params)
+}
+
+/// The states that are not final, each with a partial index of its own (the claim's, the
+/// running jobs', the in-doubt and the input-required ones).
+const UNFINISHED: [&str; 4] = ["queued", "running", "in_doubt", "input_required"];
+
+/// One branch of a merged list or count: which rows (its WHERE head, matching an index's)
+/// and their sort key.
+struct Branch {
+    head: String,
+    key: &'static str,
+}
+
+/// The branches that together hold every job the filter can match, each exactly once.
+///
+/// Newest change first ([`Sort::Updated`]) has no index of its own (its key changes at
+/// every claim and completion, and such an index cost a quarter of the drain rate): finished
+/// jobs, whose last change is `finished_at`, walk `jobs_finished` backwards, so a page reads
+/// about as many rows as it shows; each unfinished state (last change: its start, else its
+/// creation) reads its own partial index and sorts those rows, in proportion to that
+/// state's backlog. `finished_at` is set exactly when a job reaches a final state.
+///
+/// One client's jobs by sequence: on PostgreSQL the client index holds finished jobs only
+/// (migrations/postgres/0006: an index entry per row version, and claims and completions
+/// write a new version), so finished jobs come from it and the unfinished states from
+/// their own indexes.
+fn branches(q: &JobQuery) -> Vec<Branch> {
+    let wanted = q.state.map(|s| s.as_str());
+    let updated = q.sort == Sort::Updated;
+    let mut out = Vec::new();
+    if wanted.is_none_or(|s| FINISHED.contains(&s)) {
+        out.push(if updated {
+            Branch {
+                head: "finished_at IS NOT NULL".into(),
+                key: "finished_at",
+            }
+        } else {
+            Branch {
+                head: FINISHED_TERM.into(),
+                key: "seq",
+            }
+        });
+    }
+    for s in UNFINISHED {
+        if wanted.is_none_or(|w| w == s) {
+            out.push(Branch {
+                head: format!("state = '{s}' AND finished_at IS NULL"),
+                key: if updated {
+                    "COALESCE(started_at, created_at)"
+                } else {
+                    "seq"
+                },
+            });
+        }
+    }
+    out
+}
+
+/// A page merged from [`branches`], each already in order and cut at the page's size.
+fn list_merged(dialect: Dialect, q: &JobQuery) -> (String, Vec<Param>) {
+    let mut b = Builder::filter(dialect, q);
+    let cursor = q.after.map(|(k, seq)| {
+        let pk = b.bind(Param::Int(k));
+        let ps = b.bind(Param::Int(seq));
+        (pk, ps)
+    });
+    let limit = b.bind(Param::Int(q.limit.clamp(1, 1000) as i64));
+    let parts: Vec<String> = branches(q)
+        .into_iter()
+        .enumerate()
+        .map(|(i, br)| {
+            let key = br.key;
+            let mut conds = vec![br.head];
+            conds.extend(b.conds.iter().cloned());
+            match &cursor {
+                Some((_, ps)) if key == "seq" => conds.push(format!("seq < {ps}")),
+                Some((pk, ps)) => {
+                    conds.push(format!("({key} < {pk} OR ({key} = {pk} AND seq < {ps}))"))
+                }
+                None => {}
+            }
+            format!(
+                "SELECT * FROM (SELECT {LIST_COLUMNS}, {key} AS k FROM jobs WHERE {} \
+                 ORDER BY {key} DESC, seq DESC LIMIT {limit}) AS b{i}",
+                conds.join(" AND ")
+            )
+        })
+        .collect();
+    let sql = format!(
+        "SELECT * FROM ({}) AS m ORDER BY k DESC, seq DESC LIMIT {limit}",
+        parts.join(" UNION ALL ")
     );
     (sql, b.params)
 }
@@ -188,6 +274,32 @@ pub const COUNT_CAP: u64 = 10_000;
 /// How many jobs match (the cursor and limit ignored), up to [`COUNT_CAP`] + 1: one column.
 pub fn count_sql(dialect: Dialect, q: &JobQuery) -> (String, Vec<Param>) {
     let b = Builder::filter(dialect, q);
+    if q.client.is_some() {
+        // The same branches as the list's, each counted up to the cap.
+        let parts: Vec<String> = branches(&JobQuery {
+            sort: Sort::Created,
+            ..q.clone()
+        })
+        .into_iter()
+        .enumerate()
+        .map(|(i, br)| {
+            let mut conds = vec![br.head];
+            conds.extend(b.conds.iter().cloned());
+            format!(
+                "SELECT count(*) AS n FROM (SELECT 1 FROM jobs WHERE {} LIMIT {}) AS c{i}",
+                conds.join(" AND "),
+                COUNT_CAP + 1
+            )
+        })
+        .collect();
+        return (
+            format!(
+                "SELECT CAST(sum(n) AS BIGINT) FROM ({}) AS m",
+                parts.join(" UNION ALL ")
+            ),
+            b.params,
+        );
+    }
     (
         format!(
             "SELECT count(*) FROM (SELECT 1 FROM jobs {} LIMIT {}) AS m",
@@ -308,9 +420,12 @@ mod tests {
         };
         let (sql, params) = list_sql(Dialect::Postgres, &q);
         assert!(sql.contains("strpos(errors::text, $1)"), "{sql}");
-        assert!(sql.contains(&format!(
-            "({ACTIVITY} < $2 OR ({ACTIVITY} = $2 AND seq < $3))"
-        )));
+        assert!(sql.contains("(finished_at < $2 OR (finished_at = $2 AND seq < $3))"));
+        assert!(
+            sql.contains("state = 'running' AND finished_at IS NULL"),
+            "{sql}"
+        );
+        assert_eq!(sql.matches(" UNION ALL ").count(), 4, "{sql}");
         assert_eq!(
             params,
             vec![
@@ -320,6 +435,21 @@ mod tests {
                 Param::Int(5)
             ]
         );
+        // A final state needs only the finished branch; an unfinished one only its own.
+        let failed = JobQuery {
+            sort: Sort::Updated,
+            state: Some(JobState::Failed),
+            limit: 5,
+            ..JobQuery::default()
+        };
+        let (sql, _) = list_sql(Dialect::Sqlite, &failed);
+        assert!(!sql.contains("UNION ALL") && sql.contains("finished_at IS NOT NULL"));
+        let queued = JobQuery {
+            state: Some(JobState::Queued),
+            ..failed
+        };
+        let (sql, _) = list_sql(Dialect::Sqlite, &queued);
+        assert!(!sql.contains("UNION ALL") && sql.contains("state = 'queued' AND"));
     }
 
     #[test]

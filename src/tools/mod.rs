@@ -302,6 +302,7 @@ const RESERVED: &[&str] = &[
     "batch_sum",
     "start_long_task",
     "noop",
+    "noop_keyed",
 ];
 
 /// Limits the built-in tools enforce on their arguments (not per-client limits:
@@ -338,6 +339,7 @@ impl Registry {
         }
         if bench_tools {
             r.add(Tool::Job(Arc::new(noop::Noop)));
+            r.add(Tool::Job(Arc::new(noop::NoopKeyed)));
         }
         r
     }

@@ -6,13 +6,13 @@ use sqlx::Connection;
 use super::rows::Rows;
 use super::{sql, SqliteStore};
 use crate::jobs::{CrashPolicy, JobId};
-use crate::store::bench::DrainBench;
+use crate::store::bench::{DrainBench, FillShape};
 use crate::store::{BoxFuture, StoreError};
 
 impl DrainBench for SqliteStore {
-    fn bench_fill_noop(&self, n: usize) -> BoxFuture<'_, Result<(), StoreError>> {
+    fn bench_fill_noop(&self, n: usize, shape: FillShape) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(async move {
-            fill_noop(self, n).await?;
+            fill_noop(self, n, shape).await?;
             self.checkpoint_truncate().await
         })
     }
@@ -42,11 +42,17 @@ impl DrainBench for SqliteStore {
         })
     }
 
-    /// The sequence number of the queue's head (the jobs_queued index's first entry).
+    /// The sequence number of the queue's head: the first of jobs_queued's two ranges
+    /// (uncapped and capped jobs), each read from its head.
     fn queue_head_seq(&self) -> BoxFuture<'_, Result<Option<i64>, StoreError>> {
         Box::pin(async move {
             Ok(sqlx::query_scalar(
-                "SELECT seq FROM jobs WHERE state = 'queued' ORDER BY run_at - boost, seq LIMIT 1",
+                "SELECT seq FROM (\
+                 SELECT * FROM (SELECT seq, run_at - boost AS k FROM jobs \
+                   WHERE state = 'queued' AND capped = 0 ORDER BY k, seq LIMIT 1) \
+                 UNION ALL SELECT * FROM (SELECT seq, run_at - boost AS k FROM jobs \
+                   WHERE state = 'queued' AND capped = 1 ORDER BY k, seq LIMIT 1)) \
+                 ORDER BY k, seq LIMIT 1",
             )
             .fetch_optional(&self.inner.read)
             .await?)
@@ -67,7 +73,7 @@ impl DrainBench for SqliteStore {
 }
 
 /// Inserts `n` no-op jobs directly (benchmark set-up only; bypasses the wire and nonces).
-async fn fill_noop(store: &SqliteStore, n: usize) -> Result<(), StoreError> {
+async fn fill_noop(store: &SqliteStore, n: usize, shape: FillShape) -> Result<(), StoreError> {
     let client = "bench";
     let now = crate::clock::Clock::now_ms(&crate::clock::SystemClock);
     let mut conn = store.inner.writer.lock().await;
@@ -75,24 +81,25 @@ async fn fill_noop(store: &SqliteStore, n: usize) -> Result<(), StoreError> {
     while left > 0 {
         let k = left.min(10_000);
         let mut rows = Rows::new();
-        for _ in 0..k {
+        for i in n - left..n - left + k {
+            let f = shape.row(i);
             rows.row()
                 .str(&JobId::generate().0)
                 .str(client)
-                .str("noop")
-                .str("{}")
+                .str(f.tool)
+                .str(&f.args)
                 .int(3)
                 .int(now)
                 .opt_str(None)
                 .str(crate::store::BUILTIN_DEFINITION)
                 .int(CrashPolicy::Retry.code())
-                .int(0)
+                .int(i64::from(f.capped))
                 // input_responses, priority, boost, run_at, ckey (insert_jobs.sql's order)
                 .opt_str(None)
-                .int(0)
-                .int(0)
+                .int(f.priority)
+                .int(f.boost)
                 .int(now)
-                .opt_str(None);
+                .opt_str(f.ckey.as_deref());
         }
         let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
         sqlx::query(sql::INSERT_JOBS)

@@ -2,11 +2,11 @@
 -- without a concurrency limit). SKIP LOCKED: concurrent claimers take different rows instead
 -- of queueing behind each other; the partial index keeps finished rows out of the walk.
 -- Order: `run_at - boost` (priority with aging, migration 0003), the jobs_queued index's
--- expression; `run_at <= now` skips scheduled jobs a boost brings into range early;
+-- expression, within its range of uncapped jobs (migration 0006); `run_at <= now` skips scheduled jobs a boost brings into range early;
 -- paused tools' jobs stay queued.
 WITH c AS (
     SELECT seq FROM jobs
-    WHERE state = 'queued' AND run_at - boost <= $2 AND run_at <= $2
+    WHERE state = 'queued' AND NOT capped AND run_at - boost <= $2 AND run_at <= $2
       -- Paused tools leave the list once per statement (an InitPlan): as a filter of its
       -- own, the NOT IN's guessed selectivity tipped the planner from this ordered index
       -- walk to a bitmap scan and sort of every queued row (59 ms a claim at 100k queued).

@@ -1,7 +1,7 @@
 -- ?5 = JSON array of `tool:definition` this worker has (of tools without a concurrency
 -- limit): a job accepted under any other definition is left for a worker that has it.
 -- Order: `run_at - boost` (priority with aging, migration 0007), walking the jobs_queued
--- index; `run_at <= now` skips scheduled jobs whose boost brings them into range early;
+-- index's range of uncapped jobs (migration 0010); `run_at <= now` skips scheduled jobs whose boost brings them into range early;
 -- paused tools' jobs stay queued (the subquery is evaluated once per statement).
 UPDATE jobs
 SET state = 'running', attempt = attempt + 1, fence = fence + 1,
@@ -9,7 +9,7 @@ SET state = 'running', attempt = attempt + 1, fence = fence + 1,
     progress = NULL -- progress belongs to an attempt
 WHERE seq IN (
     SELECT seq FROM jobs
-    WHERE state = 'queued' AND run_at - boost <= ?2 AND run_at <= ?2
+    WHERE state = 'queued' AND capped = 0 AND run_at - boost <= ?2 AND run_at <= ?2
       AND tool || ':' || def IN (SELECT value FROM json_each(?5))
       AND tool NOT IN (SELECT tool FROM paused_tools)
     ORDER BY run_at - boost, seq LIMIT ?3

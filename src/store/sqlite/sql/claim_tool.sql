@@ -6,7 +6,9 @@ SET state = 'running', attempt = attempt + 1, fence = fence + 1,
     lease_owner = ?1, lease_expires_at = ?2 + ?4, started_at = COALESCE(started_at, ?2),
     progress = NULL
 WHERE seq IN (
-    SELECT seq FROM jobs
+    -- Named: jobs_queued (capped first since migration 0010) would also serve, and walk
+    -- every capped tool's jobs.
+    SELECT seq FROM jobs INDEXED BY jobs_queued_tool
     WHERE state = 'queued' AND capped = 1 AND tool = ?5 AND run_at - boost <= ?2 AND run_at <= ?2
       AND def IN (SELECT value FROM json_each(?6))
       AND tool NOT IN (SELECT tool FROM paused_tools)

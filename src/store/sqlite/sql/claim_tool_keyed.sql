@@ -13,7 +13,7 @@ WHERE seq IN (
     FROM (
         SELECT seq, ckey, k, row_number() OVER (PARTITION BY ckey ORDER BY k, seq) AS rn
         FROM (
-            SELECT seq, ckey, run_at - boost AS k FROM jobs
+            SELECT seq, ckey, run_at - boost AS k FROM jobs INDEXED BY jobs_queued_tool
             WHERE state = 'queued' AND capped = 1 AND tool = ?5 AND run_at - boost <= ?2
               AND run_at <= ?2 AND def IN (SELECT value FROM json_each(?6))
               AND tool NOT IN (SELECT tool FROM paused_tools)
