@@ -434,7 +434,7 @@ async fn pages_cover_every_job_once(env: TestEnv) {
                 .await
                 .unwrap();
             let keys: Vec<(i64, i64)> = all_rows.iter().map(|r| (r.key, r.seq)).collect();
-            all_rows.sort_by(|a, b| (b.key, b.seq).cmp(&(a.key, a.seq)));
+            all_rows.sort_by_key(|r| std::cmp::Reverse((r.key, r.seq)));
             let sorted_keys: Vec<(i64, i64)> = all_rows.iter().map(|r| (r.key, r.seq)).collect();
             assert_eq!(keys, sorted_keys, "newest change first");
         }
