@@ -41,7 +41,6 @@ struct Receiver {
 
 impl Receiver {
     async fn start() -> Receiver {
-        let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("spans.jsonl");
         let mut child = tokio::process::Command::new(python())
             .arg(fixture("otlp_receiver.py"))
@@ -120,8 +119,7 @@ fn caller_context() -> (String, String, String) {
     (format!("00-{trace}-{span}-01"), trace, span)
 }
 
-fn tools(r: &Receiver, dir: &Path) -> String {
-    let _ = dir;
+fn tools(r: &Receiver) -> String {
     format!(
         "[tools.traced]\ndescription = \"traces itself\"\ncommand = [\"{py}\", \"{tool}\"]\n\
          env = {{ OTLP_TRACES_URL = \"http://127.0.0.1:{port}/v1/traces\" }}\n\n\
@@ -160,7 +158,7 @@ fn attempt_span(spans: &[Value], n: i64) -> Option<&Value> {
         .find(|s| s["name"] == "execute_tool traced" && s["attributes"]["mcpq.job.attempt"] == n)
 }
 
-fn tool_span(spans: &[Value], attempt: &str) -> Option<&Value> {
+fn tool_span<'a>(spans: &'a [Value], attempt: &str) -> Option<&'a Value> {
     spans
         .iter()
         .find(|s| s["name"] == "traced_tool work" && s["attributes"]["fixture.attempt"] == attempt)
@@ -278,8 +276,7 @@ async fn one_trace_across_a_worker_crash(env: TestEnv, r: &Receiver) {
 #[tokio::test]
 async fn a_job_whose_worker_dies_is_one_trace_from_the_call_to_the_tool() {
     let r = Receiver::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let env = traced_env(TestEnv::new(&tools(&r, dir.path())), &r, "http/protobuf");
+    let env = traced_env(TestEnv::new(&tools(&r)), &r, "http/protobuf");
     one_trace_across_a_worker_crash(env, &r).await;
     assert!(r.spans().iter().all(|s| s["protocol"] == "http/protobuf"));
 }
@@ -287,8 +284,7 @@ async fn a_job_whose_worker_dies_is_one_trace_from_the_call_to_the_tool() {
 #[tokio::test]
 async fn a_job_whose_worker_dies_is_one_trace_on_postgresql_too() {
     let r = Receiver::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let Some(env) = TestEnv::postgres(&tools(&r, dir.path())) else {
+    let Some(env) = TestEnv::postgres(&tools(&r)) else {
         return;
     };
     one_trace_across_a_worker_crash(traced_env(env, &r, "grpc"), &r).await;
@@ -331,8 +327,7 @@ async fn mcp_call(
 #[tokio::test]
 async fn mcp_takes_the_parent_from_params_meta_over_grpc_and_links_the_header() {
     let r = Receiver::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let env = traced_env(TestEnv::new(&tools(&r, dir.path())), &r, "grpc");
+    let env = traced_env(TestEnv::new(&tools(&r)), &r, "grpc");
     let daemon = env.spawn_daemon().await;
     let mut client = env.client(&daemon).await;
 
@@ -394,8 +389,7 @@ async fn mcp_takes_the_parent_from_params_meta_over_grpc_and_links_the_header() 
 #[tokio::test]
 async fn a_v1_sync_call_honours_the_callers_traceparent_and_hands_it_to_the_tool() {
     let r = Receiver::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let env = traced_env(TestEnv::new(&tools(&r, dir.path())), &r, "http/protobuf");
+    let env = traced_env(TestEnv::new(&tools(&r)), &r, "http/protobuf");
     let daemon = env.spawn_daemon().await;
     let mut client = env.client(&daemon).await;
     let (traceparent, trace_id, caller_span) = caller_context();
@@ -440,8 +434,7 @@ async fn a_v1_sync_call_honours_the_callers_traceparent_and_hands_it_to_the_tool
 #[tokio::test]
 async fn off_by_default_no_context_reaches_a_tool_or_the_store() {
     let r = Receiver::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let env = TestEnv::new(&tools(&r, dir.path()));
+    let env = TestEnv::new(&tools(&r));
     let daemon = env.spawn_daemon().await;
     let mut client = env.client(&daemon).await;
     let (traceparent, _, _) = caller_context();
