@@ -303,6 +303,10 @@ impl App {
             boost_ms: flow.boost_ms,
             run_at: flow.run_at,
             ckey,
+            // A sampled call's context goes with its job (docs/TRACING.md).
+            trace: crate::otel::current()
+                .filter(crate::otel::TraceHeaders::sampled)
+                .map(|h| h.to_stored()),
         };
         let id = job.id.clone();
         let enqueued = self.store.enqueue(job).await.map_err(|e| match e {

@@ -36,7 +36,9 @@
 //! - [`auth`]: key table, constant-time signature checks, the nonce set; [`logging`]: text or
 //!   JSON log lines with each request's and job's fields; `logging::repeats` collapses
 //!   repeated faults into one summary line per interval; [`oauth`]: OAuth access tokens
-//!   for `/mcp` (JWT validation, signing keys, the scope model, RFC 9728 metadata).
+//!   for `/mcp` (JWT validation, signing keys, the scope model, RFC 9728 metadata);
+//!   [`otel`]: OpenTelemetry traces (the exporter, W3C context, the spans of a call and its
+//!   job), off unless `[otel] enabled`.
 //! - [`config`]: layered settings and secrets; `[tools]` (`config::tool_table`),
 //!   `[resources]`, `[prompts]`, `[oauth]`.
 //! - [`jobs`]: the job state machine and retry policy, pure.
@@ -64,6 +66,7 @@ pub mod logging;
 pub mod mcp;
 pub mod oauth;
 pub mod ops;
+pub mod otel;
 pub mod scheduler;
 pub mod server;
 pub mod store;

@@ -14,7 +14,7 @@ const LAYERS: &[(u8, &[&str])] = &[
     (1, &["envelope", "asks"]),
     (2, &["jobs"]),
     (3, &["config"]),
-    (4, &["auth", "logging", "oauth"]),
+    (4, &["auth", "logging", "oauth", "otel"]),
     (5, &["store"]),
     (6, &["limits", "tools"]),
     (7, &["app", "worker"]),

@@ -87,6 +87,7 @@ fn new_job(client: &ClientId, created_at: i64, key: Option<&str>) -> NewJob {
         boost_ms: 0,
         run_at: created_at,
         ckey: None,
+        trace: None,
     }
 }
 
@@ -1757,6 +1758,70 @@ pub mod cases {
         assert!(!a.admit_nonce(again, T0 + 102).await.unwrap());
     }
 
+    /// docs/TRACING.md: a traced call's context is committed with its job (in a batch with
+    /// untraced and keyed jobs alike) and read back with the job's lease; an idempotent
+    /// repeat keeps the first call's context.
+    pub async fn trace_contexts_commit_with_their_jobs(fx: &dyn Fixture) {
+        let s = fx.store();
+        let alice = client("alice");
+        let ctx = |n: u8| format!("00-4bf92f3577b34da6a3ce929d0e0e47{n:02x}-00f067aa0ba902b7-01");
+        let traced = NewJob {
+            trace: Some(format!("{}\nvendor=1", ctx(1))),
+            ..new_job(&alice, T0, None)
+        };
+        let plain = new_job(&alice, T0, None);
+        let keyed = NewJob {
+            trace: Some(ctx(2)),
+            ..new_job(&alice, T0, Some("k"))
+        };
+        let again = NewJob {
+            trace: Some(ctx(3)),
+            ..new_job(&alice, T0 + 1, Some("k"))
+        };
+        let ids = [traced.id.clone(), plain.id.clone(), keyed.id.clone()];
+        let (a, b, c) = tokio::join!(s.enqueue(traced), s.enqueue(plain), s.enqueue(keyed));
+        for r in [a, b, c] {
+            assert!(matches!(r.unwrap(), Enqueued::Created(_)));
+        }
+        assert_eq!(
+            s.enqueue(again).await.unwrap(),
+            Enqueued::Existing(ids[2].clone())
+        );
+        let mut found = s.traced_jobs(&ids).await.unwrap();
+        found.sort_by(|x, y| x.context.cmp(&y.context));
+        let got: Vec<_> = found
+            .iter()
+            .map(|t| {
+                (
+                    t.id.clone(),
+                    t.tool.as_str(),
+                    t.context.clone(),
+                    t.lease_expires_at,
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (
+                    ids[0].clone(),
+                    "start_long_task",
+                    format!("{}\nvendor=1", ctx(1)),
+                    None
+                ),
+                (ids[2].clone(), "start_long_task", ctx(2), None),
+            ]
+        );
+        let claimed = s.claim("w", 10, T0 + 2, LEASE, &any()).await.unwrap();
+        assert_eq!(claimed.len(), 3);
+        let found = s.traced_jobs(&ids).await.unwrap();
+        assert_eq!(found.len(), 2);
+        assert!(found
+            .iter()
+            .all(|t| t.lease_expires_at == Some(T0 + 2 + LEASE)));
+        assert!(s.traced_jobs(&[]).await.unwrap().is_empty());
+    }
+
     pub async fn nonces_are_live_until_they_expire_and_then_pruned(fx: &dyn Fixture) {
         let s = fx.store();
         let s = &*s;
@@ -2626,6 +2691,7 @@ macro_rules! for_each_case {
             a_paused_tool_is_claimed_by_no_worker_until_resumed,
             a_limit_per_key_holds_across_claimers_and_spares_other_keys,
             a_start_rate_holds_across_claimers,
+            trace_contexts_commit_with_their_jobs,
         }
     };
 }

@@ -257,7 +257,29 @@ async fn run(cli: Cli) -> Result<ExitCode, AnyError> {
     }
     let loader = cli.command.loader();
     let settings = loader(cli.config.as_deref())?;
-    crate::logging::init(&settings.log);
+    // Traces only where calls and jobs run; every other command leaves them off.
+    let role = match &cli.command {
+        Command::Serve => Some("serve"),
+        Command::Worker { .. } => Some("worker"),
+        _ => None,
+    };
+    let otel = match role {
+        Some(role) => crate::otel::install(&settings.otel, role)?,
+        None => None,
+    };
+    let (extra, guard) = match otel {
+        Some((layer, guard)) => (Some((layer, crate::otel::TARGET)), Some(guard)),
+        None => (None, None),
+    };
+    crate::logging::init(&settings.log, extra);
+    let outcome = command(cli, settings, loader).await;
+    if let Some(guard) = guard {
+        guard.shutdown().await;
+    }
+    outcome
+}
+
+async fn command(cli: Cli, settings: Settings, loader: Loader) -> Result<ExitCode, AnyError> {
     match cli.command {
         Command::Serve => serve::serve(settings, cli.config, loader).await?,
         Command::Worker { concurrency } => {

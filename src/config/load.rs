@@ -13,8 +13,8 @@ use super::secrets::{load_secret, redact, require_secret, token_hash};
 use super::{
     prompts, resources, schedules, strict, tool_table, ClientKeys, ClientSettings, ConfigError,
     ConsoleSettings, DatabaseSettings, JobSettings, LimitSettings, LogSettings, McpSettings,
-    MetricsSettings, Operator, PostgresSettings, Role, Secret, ServerSettings, Settings, ToolDef,
-    WorkerSettings, DEFAULT_TOML,
+    MetricsSettings, Operator, OtelSettings, PostgresSettings, Role, Secret, ServerSettings,
+    Settings, ToolDef, WorkerSettings, DEFAULT_TOML,
 };
 
 #[derive(Debug, Deserialize, Clone)]
@@ -28,6 +28,7 @@ struct RawSettings {
     clients: BTreeMap<String, RawClient>,
     client: RawClientSide,
     log: LogSettings,
+    otel: OtelSettings,
     metrics: RawMetrics,
     limits: LimitSettings,
     mcp: McpSettings,
@@ -100,6 +101,24 @@ struct RawClientSide {
     secret_file: Option<PathBuf>,
     server_secret: Option<String>,
     server_secret_file: Option<PathBuf>,
+}
+
+/// `[otel]`'s values checked (the variables they defer to are read when tracing starts).
+fn check_otel(o: OtelSettings) -> Result<OtelSettings, ConfigError> {
+    if !(0.0..=1.0).contains(&o.sampling_ratio) {
+        return Err(ConfigError::Invalid(format!(
+            "otel.sampling_ratio {} is not between 0.0 and 1.0",
+            o.sampling_ratio
+        )));
+    }
+    if !matches!(o.protocol.as_str(), "" | "http/protobuf" | "grpc") {
+        return Err(ConfigError::Invalid(format!(
+            "otel.protocol {:?}: want \"http/protobuf\" or \"grpc\" (or \"\" for \
+             OTEL_EXPORTER_OTLP_PROTOCOL)",
+            o.protocol
+        )));
+    }
+    Ok(o)
 }
 
 /// An address, or `None` for "" (off).
@@ -246,6 +265,7 @@ impl Settings {
             prompts: Vec::new(),
             schedules: Vec::new(),
             log: raw.log,
+            otel: check_otel(raw.otel)?,
             limits: raw.limits,
             mcp: raw.mcp,
             oauth: super::oauth::check(raw.oauth, secrets)?,

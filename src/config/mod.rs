@@ -30,7 +30,8 @@ pub use database::{redact_url, Backend, DatabaseSettings, PostgresSettings, Sync
 pub use secrets::{credentials_path, Secret};
 pub use sections::{
     ClientKeys, ClientSettings, ConsoleSettings, JobSettings, LimitSettings, LogFormat,
-    LogSettings, McpSettings, MetricsSettings, Operator, Role, ServerSettings, WorkerSettings,
+    LogSettings, McpSettings, MetricsSettings, Operator, OtelSettings, Role, ServerSettings,
+    WorkerSettings,
 };
 pub use tool_table::ToolDef;
 
@@ -73,6 +74,8 @@ pub struct Settings {
     /// Recurring jobs (`[schedules.NAME]`, docs/FLOW.md).
     pub schedules: Vec<schedules::ScheduleDef>,
     pub log: LogSettings,
+    /// `[otel]`: traces (docs/TRACING.md).
+    pub otel: OtelSettings,
     pub metrics: MetricsSettings,
     pub limits: LimitSettings,
     pub mcp: McpSettings,

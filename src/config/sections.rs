@@ -1,5 +1,5 @@
 //! The settings of each section of the configuration (`[server]`, `[jobs]`, `[worker]`,
-//! `[client]`, `[clients.ID]`, `[log]`, `[metrics]`, `[limits]`, `[mcp]`), as the rest
+//! `[client]`, `[clients.ID]`, `[log]`, `[otel]`, `[metrics]`, `[limits]`, `[mcp]`), as the rest
 //! of the daemon reads them.
 //!
 //! It must not load or check anything: `load` builds these from the layered
@@ -38,6 +38,20 @@ pub struct MetricsSettings {
     pub client_labels: bool,
     /// Connections the metrics listener serves at once; more are closed unanswered.
     pub max_connections: usize,
+}
+
+/// `[otel]`: OpenTelemetry traces (docs/TRACING.md). Off unless `enabled`; an empty
+/// `endpoint`, `protocol` or `service_name` defers to the standard `OTEL_*` variables.
+#[derive(Debug, Deserialize, Clone)]
+pub struct OtelSettings {
+    pub enabled: bool,
+    /// The collector's URL (`http://host:4318` for OTLP/HTTP, `http://host:4317` for gRPC).
+    pub endpoint: String,
+    /// `http/protobuf` or `grpc`.
+    pub protocol: String,
+    /// The share of new traces kept, 0.0 to 1.0; a caller's sampled flag wins.
+    pub sampling_ratio: f64,
+    pub service_name: String,
 }
 
 /// How log lines are written (see `crate::logging`).

@@ -17,9 +17,13 @@ use std::fmt;
 use serde_json::{Map, Value};
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
+use tracing_subscriber::filter::filter_fn;
 use tracing_subscriber::fmt::format::{JsonFields, Writer};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
+use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{Layer, Registry};
 
 use crate::config::{LogFormat, LogSettings};
 
@@ -35,14 +39,22 @@ fn quiet_pool(filter: &str) -> String {
     }
 }
 
-/// Installs the global subscriber. `RUST_LOG`, when set, wins over `log.level`.
-pub fn init(settings: &LogSettings) {
+/// A layer to install beside the log lines (the trace exporter's), and the `tracing` target
+/// of its spans, which log lines leave out.
+pub type Extra = (Box<dyn Layer<Registry> + Send + Sync>, &'static str);
+
+/// Installs the global subscriber. `RUST_LOG`, when set, wins over `log.level`. `extra`:
+/// see [`Extra`]; without one the subscriber is exactly the log lines'.
+pub fn init(settings: &LogSettings, extra: Option<Extra>) {
     let wanted = std::env::var("RUST_LOG")
         .ok()
         .filter(|v| !v.is_empty())
         .unwrap_or_else(|| settings.level.clone());
     let filter = tracing_subscriber::EnvFilter::try_new(quiet_pool(&wanted))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    if let Some((layer, target)) = extra {
+        return init_layered(settings, filter, layer, target);
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -55,6 +67,34 @@ pub fn init(settings: &LogSettings) {
         // Colour codes only for a terminal.
         let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
         let _ = builder.with_ansi(ansi).try_init();
+    }
+}
+
+/// The log lines as a filtered layer beside `extra` (per-layer filters: each sees only
+/// what it asked for, so the exporter's spans neither pass `log.level` nor show in lines).
+fn init_layered(
+    settings: &LogSettings,
+    filter: tracing_subscriber::EnvFilter,
+    extra: Box<dyn Layer<Registry> + Send + Sync>,
+    target: &'static str,
+) {
+    let not_traces = filter_fn(move |m| m.target() != target);
+    let registry = Registry::default().with(extra);
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    if json_wanted(settings.format) {
+        let fmt = fmt
+            .fmt_fields(JsonFields::new())
+            .event_format(FlatJson)
+            .with_filter(filter)
+            .with_filter(not_traces);
+        let _ = registry.with(fmt).try_init();
+    } else {
+        let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+        let fmt = fmt
+            .with_ansi(ansi)
+            .with_filter(filter)
+            .with_filter(not_traces);
+        let _ = registry.with(fmt).try_init();
     }
 }
 

@@ -149,11 +149,13 @@ pub fn ask_over_stream(
     let (tx, body) = crate::http::SseBody::channel();
     let call = call.clone();
     let id = id.clone();
-    tokio::spawn(async move {
+    // A spawned task leaves the task-local trace context behind: it goes along by hand.
+    let trace = crate::otel::current();
+    tokio::spawn(crate::otel::scope(trace, async move {
         let result = rounds(&call, &tx, tool.as_ref(), &args, asked).await;
         let message = json!({"jsonrpc": "2.0", "id": id, "result": result});
         let _ = tx.send(crate::http::sse::sse_event(&message)).await;
-    });
+    }));
     Ok(super::reply::sse_response(body))
 }
 

@@ -18,6 +18,7 @@ use super::{
 };
 use super::{Era, Mcp, LEGACY};
 use crate::http::HttpResponse;
+use crate::otel::spans;
 
 enum Reply {
     Now(Value),
@@ -61,7 +62,20 @@ pub async fn serve(mcp: Arc<Mcp>, r: Request<'_>, message: &Value) -> HttpRespon
         tool = tracing::field::Empty,
         job_id = tracing::field::Empty,
     );
-    let outcome = tracing::Instrument::instrument(dispatch(mcp, &r, era), span).await;
+    // The trace's server span (when on) encloses the log span, which stays the current one.
+    let otel = crate::otel::enabled().then(|| request_span(&mcp, &r, label, version_header));
+    let logged = tracing::Instrument::instrument(dispatch(mcp, &r, era), span);
+    let outcome = match &otel {
+        None => logged.await,
+        Some(o) => {
+            let headers = spans::headers_of(o);
+            let outcome =
+                tracing::Instrument::instrument(crate::otel::scope(headers, logged), o.clone())
+                    .await;
+            end_request_span(o, &outcome);
+            outcome
+        }
+    };
     match outcome {
         Ok(Reply::Now(result)) => {
             metrics::counter!("mcpq_mcp_requests_total", "method" => label, "outcome" => "ok")
@@ -77,6 +91,60 @@ pub async fn serve(mcp: Arc<Mcp>, r: Request<'_>, message: &Value) -> HttpRespon
             metrics::counter!("mcpq_mcp_requests_total", "method" => label, "outcome" => "error")
                 .increment(1);
             fail(&e, r.id)
+        }
+    }
+}
+
+/// The request's server span (docs/TRACING.md): `{mcp.method.name} {tool}`, a child of the
+/// context in `params._meta` (as the MCP conventions say), else of the `traceparent`
+/// header; when both came, the header's is linked.
+fn request_span(
+    mcp: &Mcp,
+    r: &Request<'_>,
+    label: &str,
+    version_header: Option<&str>,
+) -> tracing::Span {
+    let meta = r.params.get("_meta");
+    let meta_str = |k: &str| meta.and_then(|m| m.get(k)).and_then(Value::as_str);
+    let headers = r.head.headers();
+    let header_str = |k: &str| headers.get(k).and_then(|v| v.to_str().ok());
+    let from_meta = crate::otel::remote(meta_str("traceparent"), meta_str("tracestate"));
+    let from_http = crate::otel::remote(header_str("traceparent"), header_str("tracestate"));
+    let (parent, link) = match from_meta {
+        Some(m) => (Some(m), from_http),
+        None => (from_http, None),
+    };
+    // Only a tool this server has names a span: clients choose the names they send.
+    let tool = (r.method == "tools/call")
+        .then(|| r.params.get("name").and_then(Value::as_str))
+        .flatten()
+        .filter(|t| mcp.app.tools().get(t).is_some());
+    let span = spans::request_span(label, tool, parent, link);
+    spans::set(&span, "mcpq.endpoint", "/mcp");
+    spans::set(&span, "mcpq.client.id", r.client.clone());
+    match r.id {
+        Value::String(s) => spans::set(&span, "jsonrpc.request.id", s.clone()),
+        Value::Number(n) => spans::set(&span, "jsonrpc.request.id", n.to_string()),
+        _ => {}
+    }
+    if let Some(v) = version_header {
+        spans::set(&span, "mcp.protocol.version", v.trim().to_string());
+    }
+    span
+}
+
+/// The outcome on the request's server span: `error.type` is the JSON-RPC error code, or
+/// `tool_error` for a tool result with `isError`.
+fn end_request_span(span: &tracing::Span, outcome: &Result<Reply, McpError>) {
+    match outcome {
+        Ok(Reply::Now(result)) if result.get("isError") == Some(&Value::Bool(true)) => {
+            spans::fail(span, "tool_error", "tool_error")
+        }
+        Ok(_) => {}
+        Err(e) => {
+            let code = e.code().to_string();
+            spans::set(span, "rpc.response.status_code", code.clone());
+            spans::fail(span, &code, &e.message());
         }
     }
 }

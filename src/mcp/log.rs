@@ -82,7 +82,9 @@ pub fn stream_sync_call(
     let (log_tx, mut log_rx) = mpsc::channel::<Object>(64);
     call.logs = Some(log_tx);
     let tool = params["name"].as_str().unwrap_or("").to_string();
-    tokio::spawn(async move {
+    // A spawned task leaves the task-local trace context behind: it goes along by hand.
+    let trace = crate::otel::current();
+    tokio::spawn(crate::otel::scope(trace, async move {
         // Never wait for the client here: a reader slower than the tool loses log lines
         // (counted), while the tool's timeout, kill and concurrency slot, polled in the
         // same `select!`, never depend on the client reading.
@@ -130,7 +132,7 @@ pub fn stream_sync_call(
             Err(e) => e.to_jsonrpc(&id),
         };
         let _ = tx.send(crate::http::sse::sse_event(&message)).await;
-    });
+    }));
     super::reply::sse_response(body)
 }
 

@@ -129,6 +129,19 @@ pub struct NewJob {
     pub run_at: i64,
     /// The concurrency key of a tool limited per key (docs/FLOW.md), else `None`.
     pub ckey: Option<String>,
+    /// The W3C context of the traced call that created it (`otel::TraceHeaders::to_stored`),
+    /// else `None`; only a batch with one takes the slower traced statement.
+    pub trace: Option<String>,
+}
+
+/// A job that carries a trace context (docs/TRACING.md), as its worker or rescuer needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TracedJob {
+    pub id: JobId,
+    pub tool: String,
+    /// `NewJob::trace` as stored.
+    pub context: String,
+    pub lease_expires_at: Option<i64>,
 }
 
 /// Result of an enqueue: a new job, or the existing one with the same idempotency key.
@@ -554,6 +567,12 @@ pub trait Store: Send + Sync + 'static {
         jobs: Vec<(JobId, i64)>,
         now: i64,
     ) -> BoxFuture<'_, Result<usize, StoreError>>;
+
+    /// The jobs among `ids` that carry a trace context (asked only while traces are on).
+    fn traced_jobs<'a>(
+        &'a self,
+        ids: &'a [JobId],
+    ) -> BoxFuture<'a, Result<Vec<TracedJob>, StoreError>>;
 
     /// Running jobs whose lease expired before `now`.
     fn expired_leases(

@@ -172,6 +172,7 @@ impl SyncTool for ConfigTool {
                 // group on drop; nothing else cancels a sync call.
                 ctx: JobCtx::new(CancellationToken::new()).with_logs(ctx.logs.clone()),
                 input: ctx.input,
+                trace: crate::otel::current(),
             };
             match inner.attempt(&inv).await {
                 Ok(out) if super::asks_for_input(&out) && ctx.input.is_none() => {
@@ -235,6 +236,7 @@ impl JobTool for ConfigTool {
                 timeout: inner.def.timeout,
                 input: meta.input.as_ref(),
                 ctx: ctx.clone(),
+                trace: crate::otel::current(),
             };
             // A question is the worker's to handle: the job waits for its answers.
             inner.attempt(&inv).await

@@ -21,6 +21,7 @@ use crate::http::{self, HttpResponse};
 use crate::jobs::JobOptions;
 use crate::json::{self, Json, Object};
 use crate::limits::RetryAfterMs;
+use crate::otel::spans;
 use crate::tools::Tool;
 
 /// A signed answer and, for a refusal to retry later, its `Retry-After`.
@@ -64,6 +65,16 @@ impl V1 {
         if !http::json_content_type(&req) {
             return self.error_response(CallError::UnsupportedMediaType);
         }
+        // The caller's W3C context: read only while traces are on.
+        let parent = if crate::otel::enabled() {
+            let h = req.headers();
+            crate::otel::remote(
+                h.get("traceparent").and_then(|v| v.to_str().ok()),
+                h.get("tracestate").and_then(|v| v.to_str().ok()),
+            )
+        } else {
+            None
+        };
         let declared = req
             .headers()
             .get(CONTENT_LENGTH)
@@ -80,7 +91,7 @@ impl V1 {
             Ok(b) => b,
             Err(e) => return self.error_response(e),
         };
-        http_answer(self.call(&body).await)
+        http_answer(self.call_traced(&body, parent).await)
     }
 
     /// A refusal before any envelope was read (wrong method, unknown path, bad body).
@@ -117,6 +128,12 @@ impl V1 {
 
     /// Handles one `POST /v1/call` body.
     pub async fn call(&self, body: &[u8]) -> Answer {
+        self.call_traced(body, None).await
+    }
+
+    /// [`V1::call`] under the caller's trace context `parent` (its `traceparent` header),
+    /// when traces are on.
+    async fn call_traced(&self, body: &[u8], parent: Option<crate::otel::SpanContext>) -> Answer {
         let t0 = std::time::Instant::now();
         let parsed = match json::parse(body) {
             Ok(v) => v,
@@ -150,17 +167,30 @@ impl V1 {
             client_id = tracing::field::Empty,
             job_id = tracing::field::Empty,
         );
-        let outcome = tracing::Instrument::instrument(
+        // The trace's server span (when on) encloses the log span, which stays the current
+        // one so the log fields are recorded where they always were.
+        let otel = crate::otel::enabled().then(|| self.request_span(&env, parent));
+        let headers = otel.as_ref().and_then(spans::headers_of);
+        let logged = tracing::Instrument::instrument(
             async {
-                let outcome = self.dispatch(&env).await;
+                let outcome = self.dispatch(&env, otel.as_ref()).await;
                 if let Err(e) = &outcome {
                     tracing::debug!(code = e.code(), "call refused");
                 }
                 outcome
             },
             span,
-        )
-        .await;
+        );
+        let outcome = match &otel {
+            None => logged.await,
+            Some(o) => {
+                let outcome =
+                    tracing::Instrument::instrument(crate::otel::scope(headers, logged), o.clone())
+                        .await;
+                end_request_span(o, &outcome);
+                outcome
+            }
+        };
         // A tool label only for tools that exist: clients choose the names they send.
         let known = self.app.tools().get(&env.tool).is_some();
         let code = match &outcome {
@@ -171,11 +201,33 @@ impl V1 {
         self.respond(env.request_id.clone(), outcome)
     }
 
-    async fn dispatch(&self, env: &Envelope) -> Result<(Status, Option<Object>), CallError> {
+    /// The call's server span (docs/TRACING.md): `tools/call {tool}` (a tool this server
+    /// has; otherwise `tools/call`, as client-chosen names must not name spans).
+    fn request_span(
+        &self,
+        env: &Envelope,
+        parent: Option<crate::otel::SpanContext>,
+    ) -> tracing::Span {
+        let known = self.app.tools().get(&env.tool).is_some();
+        let span =
+            spans::request_span(spans::TOOLS_CALL, known.then_some(&*env.tool), parent, None);
+        spans::set(&span, "mcpq.endpoint", "/v1/call");
+        spans::set(&span, "jsonrpc.request.id", env.request_id.clone());
+        span
+    }
+
+    async fn dispatch(
+        &self,
+        env: &Envelope,
+        otel: Option<&tracing::Span>,
+    ) -> Result<(Status, Option<Object>), CallError> {
         let app = &self.app;
         let now = app.now_ms();
         let nonce = app.authenticate(env, now)?;
         tracing::Span::current().record("client_id", tracing::field::display(&env.client_id));
+        if let Some(s) = otel {
+            spans::set(s, "mcpq.client.id", env.client_id.0.clone());
+        }
         // A job-creating call's nonce commits with its job; every other admitted nonce goes
         // to the store before the answer.
         if let Err(RetryAfterMs(ms)) = app.admit_call(&env.client_id.0, now) {
@@ -229,6 +281,20 @@ impl V1 {
                 }
             }
         }
+    }
+}
+
+/// The outcome on the call's server span: the job it created, or `error.type` (the wire
+/// code) and the ERROR status.
+fn end_request_span(span: &tracing::Span, outcome: &Result<(Status, Option<Object>), CallError>) {
+    match outcome {
+        Ok((_, Some(result))) => {
+            if let Some(Json::Str(id)) = result.get("job_id") {
+                spans::set(span, "mcpq.job.id", id.clone());
+            }
+        }
+        Ok(_) => {}
+        Err(e) => spans::fail(span, e.code(), e.code()),
     }
 }
 

@@ -20,7 +20,8 @@ use super::heartbeat::heartbeats;
 use super::inflight::{lock, Inflight, StopReason};
 use super::run::{tool_rules, Launcher, Release, ToolRules};
 use super::{WorkerOptions, WorkerParts};
-use crate::jobs::RetryPolicy;
+use crate::jobs::{JobId, RetryPolicy};
+use crate::otel::{spans, TraceHeaders};
 use crate::store::{ClaimFilter, ClaimedJob, Completion, Store};
 use crate::tools::{Registry, SharedRegistry};
 
@@ -61,6 +62,7 @@ pub async fn run(parts: WorkerParts, stop: CancellationToken) {
             release_tx,
             clock,
             default_retry: opts.retry,
+            worker: opts.id.as_str().into(),
         },
         store,
         registry,
@@ -147,6 +149,7 @@ impl Claimer {
             }
             snapshot.follow(&self.registry, opts.retry);
             let claimed_at = self.launcher.clock.now_ms();
+            let claim_began = crate::otel::enabled().then(std::time::SystemTime::now);
             let (due, claimed) = self.claim(free, claimed_at, &snapshot.filter).await;
             let filled = claimed.len() >= free;
             if due && !filled {
@@ -163,9 +166,14 @@ impl Claimer {
                 continue;
             }
             backoff = Duration::from_millis(1);
+            let mut traced = match claim_began {
+                Some(began) => self.traced(&claimed, began).await,
+                None => HashMap::new(),
+            };
             for job in claimed {
+                let trace = traced.remove(&job.id);
                 self.launcher
-                    .start(job, &snapshot.current, &snapshot.rules, claimed_at);
+                    .start(job, &snapshot.current, &snapshot.rules, claimed_at, trace);
             }
             if !filled && !opts.claim_interval.is_zero() {
                 // The queue had fewer jobs than free slots: let more arrive before the next
@@ -176,6 +184,34 @@ impl Claimer {
                 }
             }
         }
+    }
+
+    /// The claimed jobs' trace contexts (asked only while traces are on), and the claim's
+    /// span in their traces. A failed read costs the traces, never the jobs.
+    async fn traced(
+        &self,
+        claimed: &[ClaimedJob],
+        began: std::time::SystemTime,
+    ) -> HashMap<JobId, TraceHeaders> {
+        let ids: Vec<JobId> = claimed.iter().map(|j| j.id.clone()).collect();
+        let rows = match self.store.traced_jobs(&ids).await {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::debug!(error = %e, "trace contexts of claimed jobs");
+                return HashMap::new();
+            }
+        };
+        let traced: HashMap<JobId, TraceHeaders> = rows
+            .into_iter()
+            .filter_map(|t| TraceHeaders::from_stored(&t.context).map(|h| (t.id, h)))
+            .collect();
+        let contexts: Vec<TraceHeaders> = traced.values().cloned().collect();
+        let attrs = vec![
+            spans::attr("mcpq.batch.jobs", claimed.len() as i64),
+            spans::attr("mcpq.batch.asked", ids.len() as i64),
+        ];
+        spans::batch("mcpq.store.claim", began, &contexts, attrs);
+        traced
     }
 
     /// Claims up to `free` jobs; also says whether any job was due.

@@ -17,6 +17,8 @@ use super::run::outcome_label;
 use crate::clock::Clock;
 use crate::config::JobSettings;
 use crate::jobs::{AfterWorkerLost, CrashPolicy, JobId, RetryPolicy};
+use crate::otel::spans::JobTrace;
+use crate::otel::TraceHeaders;
 use crate::store::{Completion, ExpiredLease, Outcome, Store, StoreError};
 
 /// Rescues jobs whose worker vanished, prunes finished jobs past retention and expired nonces.
@@ -85,6 +87,24 @@ pub async fn rescue_once(
     if expired.is_empty() {
         return Ok(0);
     }
+    // Read before the rescue clears the leases: which of these jobs are traced.
+    let traced = if crate::otel::enabled() {
+        let ids: Vec<JobId> = expired.iter().map(|e| e.id.clone()).collect();
+        let attempts: HashMap<JobId, u32> =
+            expired.iter().map(|e| (e.id.clone(), e.attempt)).collect();
+        match store.traced_jobs(&ids).await {
+            Ok(t) => t
+                .into_iter()
+                .filter_map(|t| attempts.get(&t.id).map(|a| (t, *a)))
+                .collect(),
+            Err(e) => {
+                tracing::debug!(error = %e, "trace contexts of rescued jobs");
+                Vec::new()
+            }
+        }
+    } else {
+        Vec::new()
+    };
     let decisions: Vec<Completion> = expired
         .into_iter()
         .map(|e| rescue(e, &policy, now))
@@ -100,6 +120,21 @@ pub async fn rescue_once(
     }
     if !applied.is_empty() {
         tracing::info!(jobs = applied.len(), "rescued jobs with expired leases");
+    }
+    for (t, attempt) in traced {
+        let Some(context) = TraceHeaders::from_stored(&t.context) else {
+            continue;
+        };
+        if !applied.contains(&t.id) {
+            continue;
+        }
+        let outcome = kinds.get(&t.id).copied().unwrap_or("retry");
+        let job = JobTrace {
+            context: &context,
+            job_id: &t.id.0,
+            tool: &t.tool,
+        };
+        job.rescued(attempt, t.lease_expires_at.unwrap_or(now), now, outcome);
     }
     Ok(applied.len())
 }

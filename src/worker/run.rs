@@ -18,6 +18,8 @@ use super::inflight::{lock, Inflight, Running, Stop, StopReason};
 use crate::clock::Clock;
 use crate::jobs::{AfterFailure, CrashPolicy, JobId, RetryPolicy};
 use crate::json::{self, Json};
+use crate::otel::spans::{self, JobTrace};
+use crate::otel::TraceHeaders;
 use crate::store::{ClaimedJob, Completion, Outcome};
 use crate::tools::{JobCtx, JobError, JobMeta, Registry, Tool};
 
@@ -63,17 +65,21 @@ pub(super) struct Launcher {
     pub(super) clock: Arc<dyn Clock>,
     /// For a job whose tool this registry lacks.
     pub(super) default_retry: RetryPolicy,
+    /// This worker's id, on its spans.
+    pub(super) worker: Arc<str>,
 }
 
 impl Launcher {
     /// Starts one claimed job as a task of its own, with the registry snapshot it was
-    /// claimed under; it counts as running (and has its lease kept) from now on.
+    /// claimed under; it counts as running (and has its lease kept) from now on. `trace`:
+    /// the context of the call that created it, when traced (docs/TRACING.md).
     pub(super) fn start(
         &self,
         job: ClaimedJob,
         registry: &Arc<Registry>,
         rules: &HashMap<String, ToolRules>,
         claimed_at: i64,
+        trace: Option<TraceHeaders>,
     ) {
         let Ok(permit) = self.slots.clone().try_acquire_owned() else {
             // Cannot happen (we claimed at most the free slots), but never run unbounded.
@@ -116,6 +122,9 @@ impl Launcher {
             client_id = %job.client_id,
             attempt = job.attempt
         );
+        if let Some(t) = &trace {
+            job_trace(t, &job).wait(job.attempt, job.due_at, claimed_at, &self.worker);
+        }
         let tool_label = job.tool.clone();
         metrics::histogram!(crate::telemetry::names::START_DELAY, "tool" => tool_label.clone())
             .record((claimed_at - job.due_at).max(0) as f64 / 1000.0);
@@ -131,6 +140,7 @@ impl Launcher {
             release_tx: self.release_tx.clone(),
             inflight: self.inflight.clone(),
             clock: self.clock.clone(),
+            trace: trace.map(|t| (t, self.worker.clone())),
         };
         self.jobs
             .spawn(tracing::Instrument::instrument(attempt.run(), span));
@@ -150,6 +160,36 @@ struct Attempt {
     release_tx: mpsc::UnboundedSender<Release>,
     inflight: Inflight,
     clock: Arc<dyn Clock>,
+    /// The job's trace context and this worker's id, when traced.
+    trace: Option<(TraceHeaders, Arc<str>)>,
+}
+
+fn job_trace<'a>(t: &'a TraceHeaders, job: &'a ClaimedJob) -> JobTrace<'a> {
+    JobTrace {
+        context: t,
+        job_id: &job.id.0,
+        tool: &job.tool,
+    }
+}
+
+/// The attempt's span, once its outcome is known (`None`: the attempt span is not this
+/// worker's to write, as for a lost lease, which the rescuer writes).
+fn end_attempt(
+    trace: &Option<(TraceHeaders, Arc<str>)>,
+    job: &ClaimedJob,
+    began: Option<std::time::SystemTime>,
+    outcome: Option<&Outcome>,
+) {
+    let (Some((t, worker)), Some(outcome), Some(began)) = (trace, outcome, began) else {
+        return;
+    };
+    let label = outcome_label(outcome);
+    let error = match outcome {
+        Outcome::Succeeded { .. } | Outcome::AwaitInput { .. } => None,
+        Outcome::Cancelled { .. } => Some(("cancelled".to_string(), label.to_string())),
+        _ => Some(("tool_error".to_string(), label.to_string())),
+    };
+    job_trace(t, job).attempt(job.attempt, began, label, worker, error);
 }
 
 impl Attempt {
@@ -166,13 +206,24 @@ impl Attempt {
             release_tx,
             inflight,
             clock,
+            trace,
         } = self;
         let id = job.id.clone();
         let fence = job.fence;
         let running = metrics::gauge!(crate::telemetry::names::RUNNING);
         running.increment(1.0);
         let started = std::time::Instant::now();
-        let result = execute(&registry, ctx, &job).await;
+        let result = match &trace {
+            None => execute(&registry, ctx, &job).await,
+            Some((t, _)) => {
+                // The tool's context names this attempt's span (see `attempt_span_id`).
+                let own = spans::attempt_headers(t, &id.0, job.attempt);
+                crate::otel::scope(own, execute(&registry, ctx, &job)).await
+            }
+        };
+        let began = trace
+            .is_some()
+            .then(|| std::time::SystemTime::now() - started.elapsed());
         metrics::histogram!(crate::telemetry::names::RUN_SECONDS, "tool" => tool_label.clone())
             .record(started.elapsed().as_secs_f64());
         running.decrement(1.0);
@@ -190,20 +241,30 @@ impl Attempt {
                 // back to the queue without losing an attempt; the others get what
                 // their crash policy promises, as if the worker had died.
                 None => {
+                    end_attempt(&trace, &job, began, Some(&released()));
                     lock(&inflight).remove(&id);
                     let _ = release_tx.send((id, fence));
                 }
                 Some(outcome) => {
+                    end_attempt(&trace, &job, began, Some(&outcome));
                     let _ = done_tx.send(Completion { id, fence, outcome });
                 }
             },
             reason => {
                 let outcome = decide(result, reason, &job, rules.retry, clock.now_ms());
+                end_attempt(&trace, &job, began, Some(&outcome));
                 log_outcome(&outcome, clock.now_ms());
                 count_attempt(tool_label, outcome_label(&outcome));
                 let _ = done_tx.send(Completion { id, fence, outcome });
             }
         }
+    }
+}
+
+/// How a released attempt shows in its span: given back by this worker's shutdown.
+fn released() -> Outcome {
+    Outcome::Cancelled {
+        error: "released: the worker stopped; the job went back to the queue".into(),
     }
 }
 

@@ -26,6 +26,7 @@ mod copy;
 mod open;
 mod reader;
 mod rows;
+mod traces;
 mod writer;
 
 use std::sync::Arc;
@@ -65,7 +66,9 @@ pub(crate) mod sql {
     pub const HEARTBEAT: &str = include_str!("sql/heartbeat.sql");
     pub const COMPLETE: &str = include_str!("sql/complete.sql");
     pub const RELEASE: &str = include_str!("sql/release.sql");
+    pub const ENQUEUE_TRACED: &str = include_str!("sql/enqueue_traced.sql");
     pub const EXPIRED_LEASES: &str = include_str!("sql/expired_leases.sql");
+    pub const TRACED_JOBS: &str = include_str!("sql/traced_jobs.sql");
     pub const COUNT_QUEUED: &str = include_str!("sql/count_queued.sql");
     pub const LEASE_HOLDERS: &str = include_str!("sql/lease_holders.sql");
     pub const STATS: &str = include_str!("sql/stats.sql");
@@ -591,6 +594,13 @@ impl Store for PgStore {
                 .await?;
             Ok(r.rows_affected() as usize)
         })
+    }
+
+    fn traced_jobs<'a>(
+        &'a self,
+        ids: &'a [JobId],
+    ) -> BoxFuture<'a, Result<Vec<TracedJob>, StoreError>> {
+        Box::pin(traces::traced_jobs(&self.inner.pool, ids))
     }
 
     fn expired_leases(

@@ -16,6 +16,7 @@ use super::sql;
 use crate::auth::NonceRecord;
 use crate::jobs::JobId;
 use crate::logging::repeats;
+use crate::otel::{spans, TraceHeaders};
 use crate::store::batch::take_batch;
 use crate::store::status::StoreStatus;
 use crate::store::{Enqueued, NewJob, StoreError};
@@ -78,6 +79,17 @@ pub(super) async fn group_commit(
         }
         let started = std::time::Instant::now();
         let n = ops.len();
+        // The batch's traced calls, taken before `commit_batch` answers (and drains) them.
+        let traced: Vec<TraceHeaders> = if crate::otel::enabled() {
+            ops.iter()
+                .filter_map(|op| match op {
+                    CommitOp::Job(j, _) => j.trace.as_deref().and_then(TraceHeaders::from_stored),
+                    _ => None,
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         let with_jobs = ops.iter().any(|op| matches!(op, CommitOp::Job(..)));
         let committed = commit_batch(&mut link, &mut ops, &status).await;
         if with_jobs && committed {
@@ -87,12 +99,28 @@ pub(super) async fn group_commit(
         metrics::histogram!(crate::telemetry::names::BATCH_ROWS).record(n as f64);
         metrics::histogram!(crate::telemetry::names::COMMIT_SECONDS)
             .record(started.elapsed().as_secs_f64());
+        if crate::otel::enabled() {
+            commit_span(&traced, n, started);
+        }
         tracing::trace!(
             ops = n,
             took_us = started.elapsed().as_micros() as u64,
             "group commit"
         );
     }
+}
+
+/// `mcpq.store.commit` in the traces of the batch's traced calls (one span per batch).
+fn commit_span(traced: &[TraceHeaders], ops: usize, started: std::time::Instant) {
+    if traced.is_empty() {
+        return;
+    }
+    let start = std::time::SystemTime::now() - started.elapsed();
+    let attrs = vec![
+        spans::db_system("postgresql"),
+        spans::attr("mcpq.batch.ops", ops as i64),
+    ];
+    spans::batch("mcpq.store.commit", start, traced, attrs);
 }
 
 /// A committer's connection and its backend's pid (to make sure a lost one is gone), or
@@ -401,6 +429,9 @@ struct JobColumns {
     boost: Vec<i64>,
     run_at: Vec<i64>,
     ckey: Vec<Option<String>>,
+    /// Trace contexts (`enqueue_traced.sql` only, when `traced`).
+    trace: Vec<Option<String>>,
+    traced: bool,
 }
 
 /// What one batch writes: its nonces (each once) and its jobs' columns.
@@ -468,6 +499,8 @@ fn batch_of(ops: &[CommitOp]) -> Batch {
             cols.boost.push(j.boost_ms);
             cols.run_at.push(j.run_at);
             cols.ckey.push(j.ckey.clone());
+            cols.traced |= j.trace.is_some();
+            cols.trace.push(j.trace.clone());
         }
     }
     Batch {
@@ -546,7 +579,15 @@ async fn write_batch(
     ops: &[CommitOp],
     dup: &[bool],
 ) -> Result<BatchOutcome, sqlx::Error> {
-    let row = sqlx::query(sql::ENQUEUE)
+    // A batch with a traced call takes the statement that also writes trace contexts; every
+    // other batch the one it always took (docs/TRACING.md).
+    let traced = cols.traced;
+    let statement = if traced {
+        sql::ENQUEUE_TRACED
+    } else {
+        sql::ENQUEUE
+    };
+    let query = sqlx::query(statement)
         .bind(keys)
         .bind(expiries)
         .bind(now)
@@ -565,9 +606,13 @@ async fn write_batch(
         .bind(cols.priority)
         .bind(cols.boost)
         .bind(cols.run_at)
-        .bind(cols.ckey)
-        .fetch_one(&mut *conn)
-        .await?;
+        .bind(cols.ckey);
+    let query = if traced {
+        query.bind(cols.trace)
+    } else {
+        query
+    };
+    let row = query.fetch_one(&mut *conn).await?;
     let admitted: HashSet<Vec<u8>> = row.try_get::<Vec<Vec<u8>>, _>(0)?.into_iter().collect();
     let inserted: HashSet<String> = row.try_get::<Vec<String>, _>(1)?.into_iter().collect();
     // Jobs not inserted although their nonce was admitted: their idempotency key names a job

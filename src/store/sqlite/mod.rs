@@ -29,6 +29,7 @@ mod copy;
 mod open;
 mod reader;
 mod rows;
+mod traces;
 mod writer;
 
 use std::sync::Arc;
@@ -48,6 +49,7 @@ pub(crate) mod sql {
     pub const INSERT_NONCE_BATCH: &str = include_str!("sql/insert_nonce_batch.sql");
     pub const ENQUEUE_BATCH: &str = include_str!("sql/enqueue_batch.sql");
     pub const INSERT_JOBS: &str = include_str!("sql/insert_jobs.sql");
+    pub const TRACE_JOBS: &str = include_str!("sql/trace_jobs.sql");
     pub const FIND_IDEMPOTENT: &str = include_str!("sql/find_idempotent.sql");
     pub const GET_JOBS: &str = include_str!("sql/get_jobs.sql");
     pub const CANCEL_QUEUED: &str = include_str!("sql/cancel_queued.sql");
@@ -80,6 +82,7 @@ pub(crate) mod sql {
     pub const COMPLETE_ASK: &str = include_str!("sql/complete_ask.sql");
     pub const RELEASE: &str = include_str!("sql/release.sql");
     pub const EXPIRED_LEASES: &str = include_str!("sql/expired_leases.sql");
+    pub const TRACED_JOBS: &str = include_str!("sql/traced_jobs.sql");
     pub const PRUNE_JOBS: &str = include_str!("sql/prune_jobs.sql");
     pub const EXPIRE_WAITING: &str = include_str!("sql/expire_waiting.sql");
     pub const PRUNE_NONCES: &str = include_str!("sql/prune_nonces.sql");
@@ -644,6 +647,13 @@ impl Store for SqliteStore {
                 .await?;
             Ok(r.rows_affected() as usize)
         })
+    }
+
+    fn traced_jobs<'a>(
+        &'a self,
+        ids: &'a [JobId],
+    ) -> BoxFuture<'a, Result<Vec<TracedJob>, StoreError>> {
+        Box::pin(traces::traced_jobs(&self.inner.read, ids))
     }
 
     fn expired_leases(

@@ -15,6 +15,7 @@ use crate::auth::NonceRecord;
 use crate::config::{DatabaseSettings, Synchronous};
 use crate::jobs::JobId;
 use crate::logging::repeats;
+use crate::otel::{spans, TraceHeaders};
 use crate::store::status::StoreStatus;
 use crate::store::{Enqueued, NewJob, StoreError};
 
@@ -258,6 +259,9 @@ async fn commit_batch(
     metrics::histogram!(crate::telemetry::names::BATCH_ROWS).record(ops.len() as f64);
     metrics::histogram!(crate::telemetry::names::COMMIT_SECONDS)
         .record(started.elapsed().as_secs_f64());
+    if crate::otel::enabled() {
+        commit_span(ops, started);
+    }
     tracing::trace!(
         ops = ops.len(),
         jobs = job_count,
@@ -321,12 +325,39 @@ async fn commit_batch(
     }));
 }
 
+/// `mcpq.store.commit` in the traces of the batch's traced calls (one span per batch).
+fn commit_span(ops: &[WriteOp], started: std::time::Instant) {
+    let traced: Vec<_> = ops
+        .iter()
+        .filter_map(|op| match op {
+            WriteOp::Job(j, _) => j.trace.as_deref().and_then(TraceHeaders::from_stored),
+            _ => None,
+        })
+        .collect();
+    if traced.is_empty() {
+        return;
+    }
+    let jobs = ops
+        .iter()
+        .filter(|op| matches!(op, WriteOp::Job(..)))
+        .count();
+    let start = std::time::SystemTime::now() - started.elapsed();
+    let attrs = vec![
+        spans::db_system("sqlite"),
+        spans::attr("mcpq.batch.ops", ops.len() as i64),
+        spans::attr("mcpq.batch.jobs", jobs as i64),
+    ];
+    spans::batch("mcpq.store.commit", start, &traced, attrs);
+}
+
 /// Writes a batch. Returns one `Enqueued` per job op, in order.
 ///
 /// The common case (no idempotency keys) is one statement, one round trip: an insert into
 /// the `enqueue_batch` view, whose trigger stores nonces and jobs atomically. A batch with
 /// idempotency keys needs to know which inserts collided, so it takes the slower path: one
-/// `BEGIN IMMEDIATE` transaction with `ON CONFLICT DO NOTHING RETURNING id`.
+/// `BEGIN IMMEDIATE` transaction with `ON CONFLICT DO NOTHING RETURNING id`. So does a batch
+/// with a traced call (docs/TRACING.md), whose contexts are written in that transaction:
+/// with traces off the common case's statement is untouched.
 ///
 /// (A multi-statement string would also save round trips, but when one of its statements
 /// failed, sqlx-sqlite 0.8.6's worker thread panicked and every later write hung.)
@@ -336,9 +367,9 @@ async fn write_batch(
     jobs: Rows,
     ops: &[WriteOp],
 ) -> Result<Vec<Enqueued>, sqlx::Error> {
-    let keyed = ops
-        .iter()
-        .any(|op| matches!(op, WriteOp::Job(j, _) if j.idempotency_key.is_some()));
+    let keyed = ops.iter().any(
+        |op| matches!(op, WriteOp::Job(j, _) if j.idempotency_key.is_some() || j.trace.is_some()),
+    );
     if !keyed {
         let entries = (!nonces.is_empty()).then_some(nonces.bytes);
         sqlx::query(sql::ENQUEUE_BATCH)
@@ -373,6 +404,14 @@ async fn write_batch_keyed(
             .await?;
     }
     let mut out = Vec::new();
+    let mut traces = Rows::new();
+    for op in ops {
+        if let WriteOp::Job(j, _) = op {
+            if let Some(t) = &j.trace {
+                traces.row().str(&j.id.0).str(t);
+            }
+        }
+    }
     if jobs.count > 0 {
         let inserted: std::collections::HashSet<String> = sqlx::query(sql::INSERT_JOBS)
             .bind(jobs.finish())
@@ -404,6 +443,12 @@ async fn write_batch_keyed(
                 }
             }
         }
+    }
+    if traces.count > 0 {
+        sqlx::query(sql::TRACE_JOBS)
+            .bind(traces.finish())
+            .execute(&mut *tx)
+            .await?;
     }
     tx.commit().await?;
     Ok(out)

@@ -110,6 +110,17 @@ impl CommandRunner {
                 vars.push(("MCPQ_REQUEST_STATE", s));
             }
         }
+        if let Some(t) = &inv.trace {
+            // The call's context replaces any the daemon's own environment passed on.
+            envp.retain(|e| {
+                let b = e.as_bytes();
+                !b.starts_with(b"TRACEPARENT=") && !b.starts_with(b"TRACESTATE=")
+            });
+            vars.push(("TRACEPARENT", &t.traceparent));
+            if let Some(s) = &t.tracestate {
+                vars.push(("TRACESTATE", s));
+            }
+        }
         for (k, v) in vars {
             if let Ok(c) = CString::new(format!("{k}={v}")) {
                 envp.push(c);

@@ -88,6 +88,12 @@ impl HttpRunner {
         if let Some(id) = inv.job_id {
             req = req.header("Idempotency-Key", id).header("Mcpq-Job-Id", id);
         }
+        if let Some(t) = &inv.trace {
+            req = req.header("traceparent", t.traceparent.as_str());
+            if let Some(s) = &t.tracestate {
+                req = req.header("tracestate", s.as_str());
+            }
+        }
         if let Some(round) = inv.input {
             // JSON may hold any Unicode; header values travel as base64 of its UTF-8.
             use base64::Engine;

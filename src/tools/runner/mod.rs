@@ -47,6 +47,9 @@ pub struct Invocation<'a> {
     pub ctx: JobCtx,
     /// A standard MCP call's input round; `None` on `/v1/call`, for jobs and in 2025-11-25.
     pub input: Option<&'a InputRound>,
+    /// The W3C context of the call or attempt, when traced (docs/TRACING.md): a command
+    /// gets `TRACEPARENT`/`TRACESTATE`, an HTTP tool `traceparent`/`tracestate` headers.
+    pub trace: Option<crate::otel::TraceHeaders>,
 }
 
 #[derive(Debug, Clone)]
