@@ -84,6 +84,14 @@ fn describe() {
     );
     describe_counter!(JOBS_ENQUEUED, "Jobs accepted (durable), by tool.");
     describe_counter!(
+        WEBHOOK_DELIVERIES,
+        "Webhook delivery attempts, by outcome: ok, retrying (failed, will retry), failed (given up)."
+    );
+    describe_gauge!(
+        WEBHOOK_BACKLOG,
+        "Webhook events not yet delivered nor given up (the outbox, shared by every process)."
+    );
+    describe_counter!(
         SCHEDULE_JOBS,
         "Jobs a schedule enqueued (one per tick across all daemons), by schedule."
     );

@@ -401,6 +401,7 @@ struct JobColumns {
     boost: Vec<i64>,
     run_at: Vec<i64>,
     ckey: Vec<Option<String>>,
+    callback: Vec<Option<String>>,
 }
 
 /// What one batch writes: its nonces (each once) and its jobs' columns.
@@ -468,6 +469,7 @@ fn batch_of(ops: &[CommitOp]) -> Batch {
             cols.boost.push(j.boost_ms);
             cols.run_at.push(j.run_at);
             cols.ckey.push(j.ckey.clone());
+            cols.callback.push(j.callback.clone());
         }
     }
     Batch {
@@ -566,6 +568,7 @@ async fn write_batch(
         .bind(cols.boost)
         .bind(cols.run_at)
         .bind(cols.ckey)
+        .bind(cols.callback)
         .fetch_one(&mut *conn)
         .await?;
     let admitted: HashSet<Vec<u8>> = row.try_get::<Vec<Vec<u8>>, _>(0)?.into_iter().collect();

@@ -207,4 +207,11 @@ impl AdminStore for SqliteStore {
     fn recent(&self, since: i64) -> BoxFuture<'_, Result<ToolStateCounts, StoreError>> {
         Box::pin(self.recent_rows(since))
     }
+
+    fn webhook_deliveries<'a>(
+        &'a self,
+        job: &'a JobId,
+    ) -> BoxFuture<'a, Result<Vec<crate::store::outbox::WebhookDelivery>, StoreError>> {
+        Box::pin(self.hook_deliveries(job))
+    }
 }
