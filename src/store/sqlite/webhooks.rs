@@ -13,6 +13,7 @@ use crate::jobs::JobId;
 use crate::store::outbox::{DeliveryFate, DeliveryReport, OutboxEvent, WebhookDelivery};
 use crate::store::StoreError;
 
+pub(super) const DUE: &str = include_str!("sql/webhook_due.sql");
 pub(super) const CLAIM: &str = include_str!("sql/webhook_claim.sql");
 pub(super) const REPORT: &str = include_str!("sql/webhook_report.sql");
 pub(super) const BACKLOG: &str = include_str!("sql/webhook_backlog.sql");
@@ -44,6 +45,14 @@ impl SqliteStore {
         lease_ms: i64,
         limit: usize,
     ) -> Result<Vec<OutboxEvent>, StoreError> {
+        // An idle deliverer's poll stays off the write lock the other processes commit with.
+        let due: i64 = sqlx::query_scalar(DUE)
+            .bind(now)
+            .fetch_one(&self.inner.read)
+            .await?;
+        if due == 0 {
+            return Ok(Vec::new());
+        }
         let mut conn = self.inner.writer.lock().await;
         let rows = sqlx::query(CLAIM)
             .bind(owner)
