@@ -59,6 +59,9 @@ pub struct App {
     /// `[jobs]` priorities and schedules (docs/FLOW.md); a client's own maximum comes
     /// from its key table.
     flow: FlowBounds,
+    /// The clients' webhook allowlists and default callbacks (docs/WEBHOOKS.md); swapped by
+    /// a reload.
+    webhooks: ArcSwap<crate::config::webhooks::WebhookSettings>,
 }
 
 impl App {
@@ -103,6 +106,7 @@ impl App {
                 client_max_priority: settings.jobs.client_max_priority,
                 max_delay_ms: (settings.jobs.max_delay_secs as i64).saturating_mul(1000),
             },
+            webhooks: ArcSwap::from_pointee(settings.webhooks.clone()),
         })
     }
 
@@ -226,7 +230,7 @@ impl App {
         let job = JobCall {
             nonce,
             answers,
-            opts: *opts,
+            opts: opts.clone(),
             key: None,
         };
         Ok(self.enqueue(t, client, args, now, job).await?.id().clone())
@@ -250,6 +254,12 @@ impl App {
         } = call;
         let opts = &opts;
         let mut req = t.validate(args)?;
+        // Refused before anything is counted or written (docs/WEBHOOKS.md).
+        let callback = self
+            .webhooks
+            .load()
+            .callback_for(&client.0, opts.callback.as_deref())
+            .map_err(CallError::CallbackNotAllowed)?;
         if key.is_some() {
             req.idempotency_key = key;
         }
@@ -303,13 +313,24 @@ impl App {
             boost_ms: flow.boost_ms,
             run_at: flow.run_at,
             ckey,
+            callback,
             // A sampled call's context goes with its job (docs/TRACING.md).
             trace: crate::otel::current()
                 .filter(crate::otel::TraceHeaders::sampled)
                 .map(|h| h.to_stored()),
         };
+        let enqueued = self.commit_job(job).await?;
+        metrics::counter!(crate::telemetry::names::JOBS_ENQUEUED, "tool" => t.name().to_string())
+            .increment(1);
+        tracing::Span::current().record("job_id", tracing::field::display(&enqueued.id().0));
+        self.job_added.notify_waiters();
+        Ok(enqueued)
+    }
+
+    /// Hands `job` to the group commit, its failures as the caller sees them.
+    async fn commit_job(&self, job: NewJob) -> Result<Enqueued, CallError> {
         let id = job.id.clone();
-        let enqueued = self.store.enqueue(job).await.map_err(|e| match e {
+        self.store.enqueue(job).await.map_err(|e| match e {
             StoreError::Replayed => CallError::ReplayedNonce,
             // Committed, but whether it reached the disk is unknown until a restart reads
             // the file: the caller must not assume either way.
@@ -322,12 +343,7 @@ impl App {
                 )),
             ),
             e => self.store_error("enqueue", e),
-        })?;
-        metrics::counter!(crate::telemetry::names::JOBS_ENQUEUED, "tool" => t.name().to_string())
-            .increment(1);
-        tracing::Span::current().record("job_id", tracing::field::display(&enqueued.id().0));
-        self.job_added.notify_waiters();
-        Ok(enqueued)
+        })
     }
 
     /// A store failure as the caller sees it: `store_unavailable` when the database cannot
@@ -358,6 +374,7 @@ impl App {
             registry.iter().count()
         );
         self.auth.set_clients(settings.clients.clone());
+        self.webhooks.store(Arc::new(settings.webhooks.clone()));
         self.registry.store(Arc::new(registry));
         self.info.store(Arc::new(info));
         Ok(summary)

@@ -241,6 +241,9 @@ pub enum CallError {
     UnknownTool(String),
     #[error("{0}")]
     InvalidArgs(String),
+    /// The call's webhook callback URL is not in its client's allowlist (docs/WEBHOOKS.md).
+    #[error("{0}")]
+    CallbackNotAllowed(String),
     #[error("no job with that id for this client")]
     UnknownJob,
     #[error("{0}")]
@@ -301,6 +304,7 @@ impl CallError {
             CallError::ReplayedNonce => "replayed_nonce",
             CallError::UnknownTool(_) => "unknown_tool",
             CallError::InvalidArgs(_) => "invalid_args",
+            CallError::CallbackNotAllowed(_) => "callback_not_allowed",
             CallError::UnknownJob => "unknown_job",
             CallError::JobFailed(_) => "job_failed",
             CallError::JobCancelled => "job_cancelled",
@@ -328,7 +332,8 @@ impl CallError {
             | CallError::InvalidEnvelope(_)
             | CallError::UnsupportedVersion(_)
             | CallError::WrongServer(_)
-            | CallError::InvalidArgs(_) => 400,
+            | CallError::InvalidArgs(_)
+            | CallError::CallbackNotAllowed(_) => 400,
             CallError::StaleTimestamp(_)
             | CallError::FutureTimestamp(_)
             | CallError::UnknownClient(_)

@@ -277,20 +277,23 @@ pub const MAX_PRIORITY: u8 = 9;
 pub const SCHEDULE_PAST_TOLERANCE_MS: i64 = 300_000;
 
 /// What a call asked about when its job runs (`io.mcpq/job` in `/mcp` `_meta`, the `job`
-/// field of a `/v1/call` envelope): each `None` takes the default.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// field of a `/v1/call` envelope): each `None` takes the default. `callback` names where
+/// the job's outcome is POSTed (docs/WEBHOOKS.md); the client's allowlist is checked later.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct JobOptions {
     pub priority: Option<i64>,
     pub delay_ms: Option<i64>,
     pub not_before_ms: Option<i64>,
+    pub callback: Option<String>,
 }
 
 impl JobOptions {
-    /// Reads `{"priority": int, "delay_ms": int, "not_before_ms": int}` (every key
-    /// optional, no other key). The message names the offending key.
+    /// Reads `{"priority": int, "delay_ms": int, "not_before_ms": int, "callback": string}`
+    /// (every key optional, no other key). The message names the offending key.
     pub fn from_value(v: &serde_json::Value) -> Result<JobOptions, String> {
+        const KEYS: &str = "priority, delay_ms, not_before_ms, callback";
         let serde_json::Value::Object(o) = v else {
-            return Err("must be an object {priority, delay_ms, not_before_ms}".into());
+            return Err(format!("must be an object {{{KEYS}}}"));
         };
         let mut out = JobOptions::default();
         for (k, v) in o {
@@ -298,11 +301,12 @@ impl JobOptions {
                 "priority" => &mut out.priority,
                 "delay_ms" => &mut out.delay_ms,
                 "not_before_ms" => &mut out.not_before_ms,
-                _ => {
-                    return Err(format!(
-                        "unexpected key {k:?} (priority, delay_ms, not_before_ms)"
-                    ))
+                "callback" => {
+                    let url = v.as_str().ok_or("\"callback\" must be a string (a URL)")?;
+                    out.callback = Some(url.to_string());
+                    continue;
                 }
+                _ => return Err(format!("unexpected key {k:?} ({KEYS})")),
             };
             *slot = Some(
                 v.as_i64()

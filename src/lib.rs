@@ -27,7 +27,8 @@
 //!   `run_until_stopped`) and the loops `mcpq serve` embeds (claim, run-and-decide, complete,
 //!   heartbeats, maintenance), the health check both processes report.
 //! - [`tools`]: the registry, one file per built-in tool, `tools::runner` (command and HTTP);
-//!   [`limits`]: per-client call rate and queue cap.
+//!   [`limits`]: per-client call rate and queue cap; [`webhooks`]: the deliverer of
+//!   completion webhooks (outbox leases, Standard Webhooks signatures, address guard).
 //! - [`store`]: the `Store` trait, the batching both drivers share, `store::sqlite` and
 //!   `store::postgres` mirrored file for file, `store::open` choosing one from
 //!   `database.url`, `store::admin` (the operator's trait), `store::copy`, `store::fault`
@@ -74,4 +75,5 @@ pub mod systemd;
 pub mod telemetry;
 pub mod tools;
 pub mod v1;
+pub mod webhooks;
 pub mod worker;

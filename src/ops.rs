@@ -18,6 +18,7 @@ use serde_json::{json, Value};
 use crate::config::schedules::ScheduleDef;
 use crate::jobs::{JobId, JobState};
 use crate::store::admin::{AdminStore, Change, JobFilter, JobSummary};
+use crate::store::outbox::WebhookDelivery;
 use crate::store::{CancelOutcome, JobRecord, Store, StoreError};
 
 /// No job with that id.
@@ -273,6 +274,41 @@ fn print_record(r: &JobRecord) {
     println!("history:\n{h}");
 }
 
+/// A job's webhook events and their delivery (docs/WEBHOOKS.md), if it has any.
+fn print_webhooks(hooks: &[WebhookDelivery]) {
+    if hooks.is_empty() {
+        return;
+    }
+    let mut t = table(&[
+        "webhook id",
+        "event",
+        "delivery",
+        "attempts",
+        "last",
+        "last error",
+    ]);
+    for h in hooks {
+        let last = match (h.last_status, h.last_at) {
+            (Some(s), at) => format!("HTTP {s} at {}", time(at)),
+            (None, Some(at)) => format!("no answer at {}", time(Some(at))),
+            (None, None) => "-".into(),
+        };
+        let delivery = match h.next_at {
+            Some(at) if h.status == "pending" => format!("pending (next {})", time(Some(at))),
+            _ => h.status.to_string(),
+        };
+        t.add_row(vec![
+            h.webhook_id.clone(),
+            h.event.clone(),
+            delivery,
+            h.attempts.to_string(),
+            last,
+            h.last_error.clone().unwrap_or_else(|| "-".into()),
+        ]);
+    }
+    println!("webhooks ({}):\n{t}", hooks[0].url);
+}
+
 /// Prints `value` as JSON or `text`, and returns `code`.
 fn report(out: Output, value: Value, text: &str, code: u8) -> ExitCode {
     if out.json {
@@ -395,12 +431,16 @@ pub async fn jobs(store: &dyn AdminStore, cmd: JobsCommand) -> Result<ExitCode, 
         } => list(store, filter_of(state, client, tool, since, limit), out).await?,
         JobsCommand::Show { id, out } => match store.job(&JobId(id.clone())).await? {
             None => not_found(out, &id),
-            Some(r) if out.json => {
-                println!("{}", record_json(&r));
-                ExitCode::SUCCESS
-            }
             Some(r) => {
-                print_record(&r);
+                let hooks = store.webhook_deliveries(&r.id).await?;
+                if out.json {
+                    let mut v = record_json(&r);
+                    v["webhooks"] = json!(hooks);
+                    println!("{v}");
+                } else {
+                    print_record(&r);
+                    print_webhooks(&hooks);
+                }
                 ExitCode::SUCCESS
             }
         },

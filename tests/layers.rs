@@ -16,7 +16,7 @@ const LAYERS: &[(u8, &[&str])] = &[
     (3, &["config"]),
     (4, &["auth", "logging", "oauth", "otel"]),
     (5, &["store"]),
-    (6, &["limits", "tools"]),
+    (6, &["limits", "tools", "webhooks"]),
     (7, &["app", "worker"]),
     (8, &["http", "systemd", "scheduler"]),
     (9, &["v1", "mcp", "telemetry", "console"]),

@@ -88,6 +88,7 @@ fn new_job(client: &ClientId, created_at: i64, key: Option<&str>) -> NewJob {
         run_at: created_at,
         ckey: None,
         trace: None,
+        callback: None,
     }
 }
 
@@ -2655,6 +2656,145 @@ pub mod stats_cases {
     }
 }
 
+/// Completion webhooks' outbox (docs/WEBHOOKS.md): an event commits with the state change of
+/// a job that has a callback (and only of such a job), is leased to one deliverer at a time,
+/// taken again once a lease ran out, reported only by its lease holder, retried when due,
+/// and pruned with the jobs once done.
+pub mod webhook_cases {
+    use super::*;
+    use mcpq::store::outbox::{DeliveryFate, DeliveryReport};
+
+    fn report(seq: i64, fate: DeliveryFate) -> DeliveryReport {
+        DeliveryReport {
+            seq,
+            fate,
+            status: Some(503),
+            error: Some("HTTP 503".into()),
+        }
+    }
+
+    pub async fn webhook_events_commit_with_the_state_change_and_are_leased_once(fx: &dyn Fixture) {
+        let s = fx.store();
+        let s = s.as_ref();
+        let alice = client("alice");
+        let hooked = NewJob {
+            callback: Some("https://hooks.example.com/a".into()),
+            ..new_job(&alice, T0, None)
+        };
+        let (a, b) = (hooked.id.clone(), {
+            let plain = new_job(&alice, T0, None);
+            let id = plain.id.clone();
+            s.enqueue(hooked).await.unwrap();
+            s.enqueue(plain).await.unwrap();
+            id
+        });
+        // A scheduled job with a callback, cancelled before it runs: an event too.
+        let later = NewJob {
+            callback: Some("https://hooks.example.com/c".into()),
+            run_at: T0 + 1_000_000,
+            ..new_job(&alice, T0, None)
+        };
+        let c_id = later.id.clone();
+        s.enqueue(later).await.unwrap();
+        let claimed = s.claim("w", 10, T0 + 1, LEASE, &any()).await.unwrap();
+        assert_eq!(claimed.len(), 2);
+        let done: Vec<Completion> = claimed
+            .iter()
+            .map(|c| Completion {
+                id: c.id.clone(),
+                fence: c.fence,
+                outcome: succeeded(r#"{"ok":1}"#),
+            })
+            .collect();
+        s.complete(done, T0 + 2).await.unwrap();
+        assert_eq!(
+            s.cancel(&alice, &c_id, T0 + 3).await.unwrap(),
+            CancelOutcome::Cancelled
+        );
+        assert_eq!(s.webhook_backlog().await.unwrap(), 2);
+        let now = T0 + 10;
+        let mut ev = s.claim_webhooks("d1", now, LEASE, 10).await.unwrap();
+        ev.sort_by_key(|e| e.seq);
+        assert_eq!(ev.len(), 2, "{ev:?}");
+        let e = &ev[0];
+        assert_eq!((&e.job_id, e.state.as_str()), (&a, "succeeded"));
+        assert_eq!(e.url, "https://hooks.example.com/a");
+        assert_eq!(e.result.as_deref(), Some(r#"{"ok":1}"#));
+        assert_eq!((e.attempts, e.at), (0, T0 + 2));
+        assert_eq!((&ev[1].job_id, ev[1].state.as_str()), (&c_id, "cancelled"));
+        assert!(
+            ev.iter().all(|e| e.job_id != b),
+            "no event without a callback"
+        );
+        // Leased: nobody else takes them, and a report by someone else changes nothing.
+        assert!(s
+            .claim_webhooks("d2", now + 1, LEASE, 10)
+            .await
+            .unwrap()
+            .is_empty());
+        let stale = vec![report(e.seq, DeliveryFate::Delivered)];
+        assert_eq!(s.report_webhooks("d2", stale, now + 1).await.unwrap(), 0);
+        // d1 is killed; its lease runs out and d2 takes the events again.
+        let later = now + LEASE + 1;
+        let again = s.claim_webhooks("d2", later, LEASE, 10).await.unwrap();
+        assert_eq!(again.len(), 2);
+        let late = vec![report(e.seq, DeliveryFate::Delivered)];
+        assert_eq!(s.report_webhooks("d1", late, later).await.unwrap(), 0);
+        let retry = DeliveryFate::Retry {
+            next_at: later + 500,
+        };
+        let reports = vec![
+            report(e.seq, retry),
+            report(ev[1].seq, DeliveryFate::GaveUp),
+        ];
+        assert_eq!(s.report_webhooks("d2", reports, later).await.unwrap(), 2);
+        assert_eq!(s.webhook_backlog().await.unwrap(), 1);
+        // Not due before its back-off; then due, with its attempt counted.
+        assert!(s
+            .claim_webhooks("d3", later + 499, LEASE, 10)
+            .await
+            .unwrap()
+            .is_empty());
+        let due = s
+            .claim_webhooks("d3", later + 500, LEASE, 10)
+            .await
+            .unwrap();
+        assert_eq!((due.len(), due[0].seq, due[0].attempts), (1, e.seq, 1));
+        let ok = DeliveryReport {
+            seq: e.seq,
+            fate: DeliveryFate::Delivered,
+            status: Some(200),
+            error: None,
+        };
+        assert_eq!(
+            s.report_webhooks("d3", vec![ok], later + 600)
+                .await
+                .unwrap(),
+            1
+        );
+        assert_eq!(s.webhook_backlog().await.unwrap(), 0);
+        let shown = fx.admin().webhook_deliveries(&a).await.unwrap();
+        assert_eq!(shown.len(), 1);
+        assert_eq!((shown[0].status, shown[0].attempts), ("delivered", 2));
+        assert_eq!(shown[0].last_status, Some(200));
+        let gave_up = fx.admin().webhook_deliveries(&c_id).await.unwrap();
+        assert_eq!(
+            (gave_up[0].status, gave_up[0].last_status),
+            ("failed", Some(503))
+        );
+        assert_eq!(shown[0].webhook_id, e.webhook_id());
+        // Retention: done events go with the jobs.
+        s.prune(later + 601, later + 601).await.unwrap();
+        assert!(fx.admin().webhook_deliveries(&a).await.unwrap().is_empty());
+        assert!(fx
+            .admin()
+            .webhook_deliveries(&c_id)
+            .await
+            .unwrap()
+            .is_empty());
+    }
+}
+
 /// Declares one test per conformance case by calling `$m!($factory; case, case, ...)`.
 macro_rules! for_each_case {
     ($m:ident, $factory:path) => {
@@ -2692,6 +2832,7 @@ macro_rules! for_each_case {
             a_limit_per_key_holds_across_claimers_and_spares_other_keys,
             a_start_rate_holds_across_claimers,
             trace_contexts_commit_with_their_jobs,
+            webhook_events_commit_with_the_state_change_and_are_leased_once,
         }
     };
 }
@@ -2705,7 +2846,7 @@ macro_rules! conformance {
                 // `None`: the backend is not available here (and may be skipped, see its module).
                 let Some(fx) = $factory().await else { return };
                 #[allow(unused_imports)]
-                use $crate::{cases::*, flow_cases::*, input_cases::*, stats_cases::*};
+                use $crate::{cases::*, flow_cases::*, input_cases::*, stats_cases::*, webhook_cases::*};
                 $case(&fx).await;
             }
         )*

@@ -226,8 +226,9 @@ impl Command {
             | Command::Call { .. }
             | Command::Bench { .. }
             | Command::Config { .. } => Settings::load,
-            Command::Worker { .. }
-            | Command::Migrate
+            // A worker signs webhook deliveries: it reads those secrets only.
+            Command::Worker { .. } => Settings::load_for_worker,
+            Command::Migrate
             | Command::Keys { .. }
             | Command::Jobs { .. }
             | Command::Stats { .. }

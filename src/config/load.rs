@@ -36,6 +36,7 @@ struct RawSettings {
     console: RawConsole,
     #[serde(default)]
     operators: BTreeMap<String, RawOperator>,
+    webhooks: super::webhooks::RawDelivery,
 }
 
 #[derive(Debug, Deserialize, Clone)]
@@ -90,6 +91,8 @@ struct RawClient {
     previous_secret: Option<String>,
     previous_secret_file: Option<PathBuf>,
     max_priority: Option<u8>,
+    /// `[clients.ID.webhooks]` (docs/WEBHOOKS.md).
+    webhooks: Option<super::webhooks::RawClientHooks>,
 }
 
 #[derive(Debug, Deserialize, Clone)]
@@ -151,10 +154,27 @@ impl Settings {
     /// operator's shell no access to them. Every secret in the result is empty and
     /// `clients` holds no keys.
     pub fn load_without_secrets(file: Option<&Path>) -> Result<Settings, ConfigError> {
+        Settings::load_lean(file, false)
+    }
+
+    /// [`Settings::load_without_secrets`], but with the webhook signing secrets
+    /// (`[clients.ID.webhooks]`): what `mcpq worker` needs, as it delivers webhooks.
+    pub fn load_for_worker(file: Option<&Path>) -> Result<Settings, ConfigError> {
+        Settings::load_lean(file, true)
+    }
+
+    fn load_lean(file: Option<&Path>, webhook_secrets: bool) -> Result<Settings, ConfigError> {
         let mut raw: RawSettings = Settings::merged(file)?.try_deserialize()?;
         raw.server.secret = Some(String::new());
         raw.server.secret_file = None;
-        raw.clients.clear();
+        // Only the clients' webhooks stay (their allowlists, and their secrets if asked).
+        for c in raw.clients.values_mut() {
+            let hooks = c.webhooks.take();
+            *c = RawClient {
+                webhooks: hooks,
+                ..RawClient::default()
+            };
+        }
         let c = &mut raw.client;
         (
             c.secret,
@@ -162,7 +182,15 @@ impl Settings {
             c.server_secret,
             c.server_secret_file,
         ) = (None, None, None, None);
+        let hooks: BTreeMap<_, _> = raw
+            .clients
+            .iter()
+            .map(|(id, c)| (id.clone(), c.webhooks.clone()))
+            .collect();
         let mut s = Settings::from_raw_checked(raw, tool_table::load(file)?, false)?;
+        if webhook_secrets {
+            s.webhooks.clients = super::webhooks::client_hooks(&hooks, true)?;
+        }
         s.resources = resources::load(file)?;
         s.prompts = prompts::load(file)?;
         s.schedules = schedules::load(file)?;
@@ -237,7 +265,20 @@ impl Settings {
         } else {
             Secret::new(Vec::new())
         };
-        let clients = client_keys(&raw.clients)?;
+        let clients = if secrets {
+            client_keys(&raw.clients)?
+        } else {
+            BTreeMap::new()
+        };
+        let hooks: BTreeMap<String, Option<super::webhooks::RawClientHooks>> = raw
+            .clients
+            .iter()
+            .map(|(id, c)| (id.clone(), c.webhooks.clone()))
+            .collect();
+        let webhooks = super::webhooks::WebhookSettings {
+            delivery: super::webhooks::delivery(&raw.webhooks)?,
+            clients: super::webhooks::client_hooks(&hooks, secrets)?,
+        };
         let client = client_side(&raw.client)?;
         let console = console(&raw.console, &raw.operators)?;
         let s = Settings {
@@ -270,6 +311,7 @@ impl Settings {
             mcp: raw.mcp,
             oauth: super::oauth::check(raw.oauth, secrets)?,
             console,
+            webhooks,
             metrics: MetricsSettings {
                 listen: optional_addr(&raw.metrics.listen, "metrics.listen")?,
                 worker_listen: optional_addr(&raw.metrics.worker_listen, "metrics.worker_listen")?,

@@ -25,6 +25,7 @@ mod secrets;
 mod sections;
 mod strict;
 pub mod tool_table;
+pub mod webhooks;
 
 pub use database::{redact_url, Backend, DatabaseSettings, PostgresSettings, Synchronous};
 pub use secrets::{credentials_path, Secret};
@@ -79,6 +80,8 @@ pub struct Settings {
     pub metrics: MetricsSettings,
     pub limits: LimitSettings,
     pub mcp: McpSettings,
+    /// `[webhooks]` and the clients' `[clients.ID.webhooks]` (docs/WEBHOOKS.md).
+    pub webhooks: webhooks::WebhookSettings,
     /// `[oauth]`: OAuth access tokens at `/mcp`.
     pub oauth: oauth::OAuthSettings,
     pub console: ConsoleSettings,

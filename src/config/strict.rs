@@ -32,6 +32,8 @@ const CLIENT_KEYS: &[&str] = &[
     "previous_secret",
     "previous_secret_file",
     "max_priority",
+    // A table of its own, its keys checked when it is read (config::webhooks).
+    "webhooks",
 ];
 
 /// Sections whose tables are keyed by a name the operator chooses.

@@ -259,13 +259,14 @@ impl Console {
             .job(&JobId(id))
             .await?
             .ok_or(ConsoleError::NotFound)?;
+        let hooks = self.admin.webhook_deliveries(&r.id).await?;
         let now = self.clock.now_ms();
         Ok(html(
             200,
             if fragment {
-                pages::job_body(who, &r, now)
+                pages::job_body(who, &r, &hooks, now)
             } else {
-                pages::job(who, &r, now, self.refresh_ms)
+                pages::job(who, &r, &hooks, now, self.refresh_ms)
             },
         ))
     }

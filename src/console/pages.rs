@@ -14,6 +14,7 @@ use super::view::{self, badge, csrf, enc, page, time, STATES};
 use crate::config::tool_table::{Mode, Target};
 use crate::config::ToolDef;
 use crate::store::admin::{JobQuery, JobRow, Sort};
+use crate::store::outbox::WebhookDelivery;
 use crate::store::JobRecord;
 
 fn filter_form(q: &JobQuery) -> Markup {
@@ -174,8 +175,27 @@ fn history(r: &JobRecord) -> Markup {
     }
 }
 
+/// The job's webhook events and their delivery (docs/WEBHOOKS.md), if it has any.
+fn webhooks(hooks: &[WebhookDelivery]) -> Markup {
+    html! {
+        @if !hooks.is_empty() {
+            h2 { "Webhooks" }
+            div.scroll { table #webhooks { thead { tr { th { "webhook id" } th { "event" } th { "delivery" } th { "attempts" } th { "last answer" } th { "last error" } } }
+            tbody { @for h in hooks {
+                tr {
+                    td { code { (h.webhook_id) } } td { (h.event) }
+                    td.delivery data-status=(h.status) { (h.status) @if let (Some(at), "pending") = (h.next_at, h.status) { " · next " (time(Some(at))) } }
+                    td { (h.attempts) }
+                    td { @match h.last_status { Some(s) => { "HTTP " (s) }, None => "–" } " " (time(h.last_at)) }
+                    td { (h.last_error.clone().unwrap_or_default()) }
+                }
+            } } } }
+        }
+    }
+}
+
 /// The part of the job page that refreshes itself.
-pub fn job_body(who: &Who, r: &JobRecord, now_ms: i64) -> Markup {
+pub fn job_body(who: &Who, r: &JobRecord, hooks: &[WebhookDelivery], now_ms: i64) -> Markup {
     use crate::jobs::JobState as S;
     let id = &r.id.0;
     html! {
@@ -216,16 +236,23 @@ pub fn job_body(who: &Who, r: &JobRecord, now_ms: i64) -> Markup {
         h2 { "Arguments" } pre #args { (pretty(Some(&r.args))) }
         @if r.result.is_some() { h2 { "Result" } pre #result { (pretty(r.result.as_deref())) } }
         (history(r))
+        (webhooks(hooks))
     }
 }
 
-pub fn job(who: &Who, r: &JobRecord, now_ms: i64, refresh_ms: u64) -> Markup {
+pub fn job(
+    who: &Who,
+    r: &JobRecord,
+    hooks: &[WebhookDelivery],
+    now_ms: i64,
+    refresh_ms: u64,
+) -> Markup {
     page(
         &r.id.0,
         Some(who),
         html! {
             h1 { "Job " code { (r.id.0) } }
-            div #live data-refresh={ "/ui/fragment/jobs/" (enc(&r.id.0)) } data-every=(refresh_ms) { (job_body(who, r, now_ms)) }
+            div #live data-refresh={ "/ui/fragment/jobs/" (enc(&r.id.0)) } data-every=(refresh_ms) { (job_body(who, r, hooks, now_ms)) }
         },
     )
 }

@@ -304,9 +304,11 @@ fn task_required(name: &str, era: Era) -> McpError {
 fn call_failure(e: crate::envelope::CallError) -> Result<CallPlan, McpError> {
     use crate::envelope::CallError as C;
     match e {
-        C::Internal(_) | C::RateLimited(_) | C::QueueFull(..) | C::StoreUnavailable(_) => {
-            Err(e.into())
-        }
+        C::Internal(_)
+        | C::RateLimited(_)
+        | C::QueueFull(..)
+        | C::StoreUnavailable(_)
+        | C::CallbackNotAllowed(_) => Err(e.into()),
         other => Ok(CallPlan::Done(tool_error(&other.wire(), None))),
     }
 }

@@ -24,6 +24,7 @@ use crate::http::listener::{self, ConnectionLimits};
 use crate::mcp::Mcp;
 use crate::store::{Store, StoreError};
 use crate::v1::V1;
+use crate::webhooks::Deliverer;
 use crate::worker::{self, WorkerOptions, WorkerParts};
 
 use self::router::Router;
@@ -186,6 +187,20 @@ impl Server {
                 wake: Some(app.job_added()),
             };
             background.spawn(worker::run(parts, workers_stop.clone()));
+            // The embedded worker delivers webhooks too (docs/WEBHOOKS.md).
+            let owner = format!("{}:{}:webhooks", settings.server.id, std::process::id());
+            match Deliverer::new(
+                &settings.webhooks,
+                store.clone(),
+                owner,
+                app.clock().clone(),
+            ) {
+                Ok(Some(d)) => {
+                    background.spawn(d.run(workers_stop.clone()));
+                }
+                Ok(None) => {}
+                Err(e) => tracing::error!(error = %e, "webhooks are not delivered by this daemon"),
+            }
         }
 
         let limits = ConnectionLimits {

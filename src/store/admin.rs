@@ -126,6 +126,12 @@ pub trait AdminStore: Send + Sync {
     ) -> BoxFuture<'a, Result<bool, StoreError>>;
 
     fn paused_tools(&self) -> BoxFuture<'_, Result<Vec<PausedTool>, StoreError>>;
+
+    /// A job's webhook events and their delivery, oldest first (docs/WEBHOOKS.md).
+    fn webhook_deliveries<'a>(
+        &'a self,
+        job: &'a JobId,
+    ) -> BoxFuture<'a, Result<Vec<super::outbox::WebhookDelivery>, StoreError>>;
 }
 
 /// One line of `mcpq jobs paused`.

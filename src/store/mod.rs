@@ -18,6 +18,7 @@ pub mod browse;
 pub mod copy;
 pub mod fault;
 pub mod open;
+pub mod outbox;
 pub mod postgres;
 pub mod sqlite;
 pub mod status;
@@ -132,6 +133,9 @@ pub struct NewJob {
     /// The W3C context of the traced call that created it (`otel::TraceHeaders::to_stored`),
     /// else `None`; only a batch with one takes the slower traced statement.
     pub trace: Option<String>,
+    /// Where the job's outcomes are POSTed (docs/WEBHOOKS.md), already checked against its
+    /// client's allowlist; `None` for most jobs.
+    pub callback: Option<String>,
 }
 
 /// A job that carries a trace context (docs/TRACING.md), as its worker or rescuer needs it.
@@ -611,7 +615,8 @@ pub trait Store: Send + Sync + 'static {
     /// Counts of unfinished jobs by state and tool; reads only unfinished rows.
     fn queue_stats(&self, now: i64) -> BoxFuture<'_, Result<QueueStats, StoreError>>;
 
-    /// Deletes finished jobs that finished before `before`, and expired nonces.
+    /// Deletes finished jobs that finished before `before`, webhook events delivered (or
+    /// given up) before it, and expired nonces.
     fn prune(&self, finished_before: i64, now: i64) -> BoxFuture<'_, Result<u64, StoreError>>;
 
     /// Fails, with `reason`, the jobs that have waited for their client's input since
@@ -622,6 +627,27 @@ pub trait Store: Send + Sync + 'static {
         now: i64,
         reason: &'a str,
     ) -> BoxFuture<'a, Result<u64, StoreError>>;
+
+    /// Leases up to `limit` webhook events due at `now` (not done, lease free or expired) to
+    /// `owner` until `now + lease_ms` (docs/WEBHOOKS.md).
+    fn claim_webhooks<'a>(
+        &'a self,
+        owner: &'a str,
+        now: i64,
+        lease_ms: i64,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<outbox::OutboxEvent>, StoreError>>;
+
+    /// Applies delivery reports of events `owner` still holds; returns how many applied.
+    fn report_webhooks<'a>(
+        &'a self,
+        owner: &'a str,
+        reports: Vec<outbox::DeliveryReport>,
+        now: i64,
+    ) -> BoxFuture<'a, Result<usize, StoreError>>;
+
+    /// Webhook events not yet delivered nor given up (the backlog gauge).
+    fn webhook_backlog(&self) -> BoxFuture<'_, Result<u64, StoreError>>;
 
     /// Fires when another process may have enqueued jobs (a hint: workers poll as well).
     fn wakeups(&self) -> Option<std::sync::Arc<tokio::sync::Notify>> {

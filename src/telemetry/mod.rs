@@ -64,6 +64,18 @@ pub fn install() -> Result<PrometheusHandle, String> {
     Ok(handle)
 }
 
+/// Completion webhooks' metrics (docs/WEBHOOKS.md).
+fn describe_webhooks() {
+    describe_counter!(
+        WEBHOOK_DELIVERIES,
+        "Webhook delivery attempts, by outcome: ok, retrying (failed, will retry), failed (given up)."
+    );
+    describe_gauge!(
+        WEBHOOK_BACKLOG,
+        "Webhook events not yet delivered nor given up (the outbox, shared by every process)."
+    );
+}
+
 fn describe() {
     describe_counter!(
         REQUESTS,
@@ -83,6 +95,7 @@ fn describe() {
         "Fetches of OAuth signing keys (JWKS), by outcome (ok, error)."
     );
     describe_counter!(JOBS_ENQUEUED, "Jobs accepted (durable), by tool.");
+    describe_webhooks();
     describe_counter!(
         SCHEDULE_JOBS,
         "Jobs a schedule enqueued (one per tick across all daemons), by schedule."

@@ -31,3 +31,5 @@ pub const FAULTS: &str = "mcpq_faults_total";
 pub const STORE_UP: &str = "mcpq_store_up";
 pub const STORE_OUTAGES: &str = "mcpq_store_outages_total";
 pub const COMMITS_RESOLVED: &str = "mcpq_commits_resolved_total";
+pub const WEBHOOK_DELIVERIES: &str = "mcpq_webhook_deliveries_total";
+pub const WEBHOOK_BACKLOG: &str = "mcpq_webhook_outbox_backlog";

@@ -17,6 +17,8 @@
 //! - `inflight`: the running-jobs table those share, and why a job was stopped (`StopReason`).
 //! - `health`: the health check `mcpq serve` and `mcpq worker` both report.
 //!
+//! A worker process also runs the webhook deliverer (`crate::webhooks`) beside its loop.
+//!
 //! It must not speak HTTP or know about signatures; transitions are decided with
 //! [`crate::jobs`] and applied through [`Store`].
 
@@ -113,6 +115,8 @@ pub enum WorkerError {
 pub struct Worker {
     parts: WorkerParts,
     jobs: JobSettings,
+    /// Delivers completion webhooks beside the job loop, if any client has them.
+    deliverer: Option<crate::webhooks::Deliverer>,
 }
 
 impl Worker {
@@ -140,6 +144,12 @@ impl Worker {
         ));
         // Ready once the database answers a read (the first claim can be made).
         store.has_due_jobs(0).await?;
+        let deliverer = crate::webhooks::Deliverer::new(
+            &settings.webhooks,
+            store.clone(),
+            format!("{}:webhooks", opts.id),
+            clock.clone(),
+        )?;
         Ok(Worker {
             parts: WorkerParts {
                 store,
@@ -149,6 +159,7 @@ impl Worker {
                 wake: None,
             },
             jobs: settings.jobs.clone(),
+            deliverer,
         })
     }
 
@@ -185,7 +196,11 @@ impl Worker {
     /// Claims and runs jobs until `shutdown` fires, then finishes or releases them within
     /// the grace period, stops maintenance and closes the store.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), WorkerError> {
-        let Worker { parts, jobs } = self;
+        let Worker {
+            parts,
+            jobs,
+            deliverer,
+        } = self;
         let store = parts.store.clone();
         let maint_stop = CancellationToken::new();
         let watch = tokio::spawn(crate::store::status::watch(
@@ -199,6 +214,7 @@ impl Worker {
             parts.clock.clone(),
             maint_stop.clone(),
         ));
+        let hooks = deliverer.map(|d| tokio::spawn(d.run(maint_stop.clone())));
         // On a runtime thread, not on main's `block_on`: the loop spawns every job,
         // and a spawn from outside the runtime goes through the shared queue and
         // wakes a parked thread each time.
@@ -207,6 +223,9 @@ impl Worker {
             .map_err(|e| WorkerError::Loop(e.to_string()))?;
         maint_stop.cancel();
         let _ = maint.await;
+        if let Some(h) = hooks {
+            let _ = h.await;
+        }
         let _ = watch.await;
         store.close().await;
         Ok(())

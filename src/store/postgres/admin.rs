@@ -196,4 +196,11 @@ impl AdminStore for PgStore {
     fn recent(&self, since: i64) -> BoxFuture<'_, Result<ToolStateCounts, StoreError>> {
         Box::pin(self.recent_rows(since))
     }
+
+    fn webhook_deliveries<'a>(
+        &'a self,
+        job: &'a JobId,
+    ) -> BoxFuture<'a, Result<Vec<crate::store::outbox::WebhookDelivery>, StoreError>> {
+        Box::pin(self.hook_deliveries(job))
+    }
 }

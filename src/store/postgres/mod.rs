@@ -27,6 +27,7 @@ mod open;
 mod reader;
 mod rows;
 mod traces;
+mod webhooks;
 mod writer;
 
 use std::sync::Arc;
@@ -714,6 +715,29 @@ impl Store for PgStore {
         })
     }
 
+    fn claim_webhooks<'a>(
+        &'a self,
+        owner: &'a str,
+        now: i64,
+        lease_ms: i64,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<outbox::OutboxEvent>, StoreError>> {
+        Box::pin(self.claim_hooks(owner, now, lease_ms, limit))
+    }
+
+    fn report_webhooks<'a>(
+        &'a self,
+        owner: &'a str,
+        reports: Vec<outbox::DeliveryReport>,
+        now: i64,
+    ) -> BoxFuture<'a, Result<usize, StoreError>> {
+        Box::pin(self.report_hooks(owner, reports, now))
+    }
+
+    fn webhook_backlog(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(self.hook_backlog())
+    }
+
     fn prune(&self, finished_before: i64, now: i64) -> BoxFuture<'_, Result<u64, StoreError>> {
         Box::pin(async move {
             let batch = self.inner.prune_batch;
@@ -741,6 +765,7 @@ impl Store for PgStore {
                     break;
                 }
             }
+            self.prune_hooks(finished_before).await?;
             Ok(jobs)
         })
     }

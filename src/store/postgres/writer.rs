@@ -429,6 +429,7 @@ struct JobColumns {
     boost: Vec<i64>,
     run_at: Vec<i64>,
     ckey: Vec<Option<String>>,
+    callback: Vec<Option<String>>,
     /// Trace contexts (`enqueue_traced.sql` only, when `traced`).
     trace: Vec<Option<String>>,
     traced: bool,
@@ -499,6 +500,7 @@ fn batch_of(ops: &[CommitOp]) -> Batch {
             cols.boost.push(j.boost_ms);
             cols.run_at.push(j.run_at);
             cols.ckey.push(j.ckey.clone());
+            cols.callback.push(j.callback.clone());
             cols.traced |= j.trace.is_some();
             cols.trace.push(j.trace.clone());
         }
@@ -606,7 +608,8 @@ async fn write_batch(
         .bind(cols.priority)
         .bind(cols.boost)
         .bind(cols.run_at)
-        .bind(cols.ckey);
+        .bind(cols.ckey)
+        .bind(cols.callback);
     let query = if traced {
         query.bind(cols.trace)
     } else {

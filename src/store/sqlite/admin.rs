@@ -4,7 +4,7 @@
 //!
 //! It must not be reachable from a request: only `crate::admin` holds an `AdminStore`.
 
-use sqlx::Row;
+use sqlx::{Connection, Row};
 
 use super::rows::records_from_json;
 use super::{sql, SqliteStore};
@@ -68,12 +68,17 @@ impl AdminStore for SqliteStore {
     ) -> BoxFuture<'a, Result<CancelOutcome, StoreError>> {
         Box::pin(async move {
             let mut conn = self.inner.writer.lock().await;
+            let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
             let row = sqlx::query(sql::ADMIN_CANCEL)
                 .bind(&id.0)
                 .bind(now)
                 .bind(format!("operator: cancelled by {by}"))
-                .fetch_optional(&mut *conn)
+                .fetch_optional(&mut *tx)
                 .await?;
+            if row.is_some() {
+                super::webhooks::record_events(&mut tx, std::slice::from_ref(&id.0)).await?;
+            }
+            tx.commit().await?;
             drop(conn);
             let state = match row {
                 Some(r) => {
@@ -206,5 +211,12 @@ impl AdminStore for SqliteStore {
 
     fn recent(&self, since: i64) -> BoxFuture<'_, Result<ToolStateCounts, StoreError>> {
         Box::pin(self.recent_rows(since))
+    }
+
+    fn webhook_deliveries<'a>(
+        &'a self,
+        job: &'a JobId,
+    ) -> BoxFuture<'a, Result<Vec<crate::store::outbox::WebhookDelivery>, StoreError>> {
+        Box::pin(self.hook_deliveries(job))
     }
 }

@@ -30,6 +30,7 @@ mod open;
 mod reader;
 mod rows;
 mod traces;
+mod webhooks;
 mod writer;
 
 use std::sync::Arc;
@@ -174,21 +175,25 @@ impl SqliteStore {
         }
         let (finished, asked) = completions_json(&done);
         let mut conn = self.inner.writer.lock().await;
+        // One transaction: the outcomes and, for jobs with a callback, their webhook events.
+        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
         let mut rows = sqlx::query(sql::COMPLETE)
             .bind(finished)
             .bind(now)
             .bind(only_expired as i64)
-            .fetch_all(&mut *conn)
+            .fetch_all(&mut *tx)
             .await?;
         if let Some(asked) = asked {
             rows.extend(
                 sqlx::query(sql::COMPLETE_ASK)
                     .bind(asked)
                     .bind(now)
-                    .fetch_all(&mut *conn)
+                    .fetch_all(&mut *tx)
                     .await?,
             );
         }
+        webhooks::record_events(&mut tx, &webhooks::hooked(&rows)).await?;
+        tx.commit().await?;
         drop(conn);
         // A finished job's outcome is what polls report: make it durable before the worker
         // forgets the job (a completion lost to a power cut would otherwise be rescued as
@@ -330,6 +335,7 @@ impl Store for SqliteStore {
                 .fetch_optional(&mut *tx)
                 .await?;
             let outcome = if q.is_some() {
+                webhooks::record_events(&mut tx, std::slice::from_ref(&id.0)).await?;
                 CancelOutcome::Cancelled
             } else if sqlx::query(sql::CANCEL_RUNNING)
                 .bind(&id.0)
@@ -566,13 +572,18 @@ impl Store for SqliteStore {
         Box::pin(async move {
             let (state, entry) = resolution.transition(by);
             let mut conn = self.inner.writer.lock().await;
+            let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
             let row = sqlx::query(sql::RESOLVE_IN_DOUBT)
                 .bind(&id.0)
                 .bind(state)
                 .bind(now)
                 .bind(entry)
-                .fetch_optional(&mut *conn)
+                .fetch_optional(&mut *tx)
                 .await?;
+            if row.is_some() {
+                webhooks::record_events(&mut tx, std::slice::from_ref(&id.0)).await?;
+            }
+            tx.commit().await?;
             drop(conn);
             if row.is_some() {
                 self.inner.durability.wait().await?;
@@ -699,14 +710,40 @@ impl Store for SqliteStore {
     ) -> BoxFuture<'a, Result<u64, StoreError>> {
         Box::pin(async move {
             let mut conn = self.inner.writer.lock().await;
-            Ok(sqlx::query(sql::EXPIRE_WAITING)
+            let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+            let rows = sqlx::query(sql::EXPIRE_WAITING)
                 .bind(waiting_since)
                 .bind(now)
                 .bind(reason)
-                .execute(&mut *conn)
-                .await?
-                .rows_affected())
+                .fetch_all(&mut *tx)
+                .await?;
+            webhooks::record_events(&mut tx, &webhooks::hooked(&rows)).await?;
+            tx.commit().await?;
+            Ok(rows.len() as u64)
         })
+    }
+
+    fn claim_webhooks<'a>(
+        &'a self,
+        owner: &'a str,
+        now: i64,
+        lease_ms: i64,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<outbox::OutboxEvent>, StoreError>> {
+        Box::pin(self.claim_hooks(owner, now, lease_ms, limit))
+    }
+
+    fn report_webhooks<'a>(
+        &'a self,
+        owner: &'a str,
+        reports: Vec<outbox::DeliveryReport>,
+        now: i64,
+    ) -> BoxFuture<'a, Result<usize, StoreError>> {
+        Box::pin(self.report_hooks(owner, reports, now))
+    }
+
+    fn webhook_backlog(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(self.hook_backlog())
     }
 
     fn prune(&self, finished_before: i64, now: i64) -> BoxFuture<'_, Result<u64, StoreError>> {
@@ -721,6 +758,8 @@ impl Store for SqliteStore {
                 .bind(now)
                 .execute(&mut *conn)
                 .await?;
+            drop(conn);
+            self.prune_hooks(finished_before).await?;
             Ok(jobs)
         })
     }

@@ -97,7 +97,8 @@ impl Rows {
 }
 
 /// `[id, client, tool, args, max_attempts, created_at, idempotency_key, def, on_crash,
-/// capped, input_responses, priority, boost, run_at, ckey]` (migrations 0006, 0007).
+/// capped, input_responses, priority, boost, run_at, ckey, callback?]` (migrations 0006,
+/// 0007, 0010).
 pub(super) fn push_job(rows: &mut Rows, j: &NewJob) {
     rows.row()
         .str(&j.id.0)
@@ -115,6 +116,10 @@ pub(super) fn push_job(rows: &mut Rows, j: &NewJob) {
         .int(j.boost_ms)
         .int(j.run_at)
         .opt_str(j.ckey.as_deref());
+    // The callback (migration 0012) only when there is one: a shorter row reads NULL.
+    if let Some(url) = &j.callback {
+        rows.str(url);
+    }
 }
 
 /// Nonce records packed for one `nonce_batches` row: 16-byte digest + big-endian i64 expiry each.

@@ -1,4 +1,4 @@
--- enqueue.sql with the jobs' trace contexts ($20, migration 0008), for a batch that holds a
+-- enqueue.sql with the jobs' trace contexts ($21, migration 0007), for a batch that holds a
 -- traced call (docs/TRACING.md); enqueue.sql stays as it was for every other batch. Keep the
 -- two alike.
 -- One group commit in one statement (autocommit): the batch's nonces, then its jobs.
@@ -10,7 +10,8 @@
 -- $4.. one array per job column; $14 the job's nonce key (NULL for a /mcp call); $15 its
 --    input_responses (answers given before the job existed, usually NULL); $16 priority,
 --    $17 boost (ms), $18 run_at (the not-before time; created_at unless scheduled), $19 ckey
---    (the concurrency key of a tool limited per key, else NULL). A job whose
+--    (the concurrency key of a tool limited per key, else NULL), $20 callback (the webhook
+--    URL, docs/WEBHOOKS.md, usually NULL). A job whose
 --    nonce was not admitted (another daemon admitted it first: a replay) is not inserted; a
 --    job whose idempotency key names an existing job is not inserted either (ON CONFLICT).
 -- Returns the admitted nonce keys and the inserted job ids; the caller tells the rest apart.
@@ -22,14 +23,14 @@ WITH n AS (
 ), j AS (
     INSERT INTO jobs (id, client_id, tool, args, state, max_attempts, run_at, idempotency_key,
                       created_at, def, on_crash, capped, input_responses, priority, boost, ckey,
-                      trace_context)
+                      callback, trace_context)
     SELECT t.id, t.client, t.tool, t.args, 'queued', t.max, t.run_at, t.key, t.at, t.def, t.crash,
-           t.capped, t.answers, t.priority, t.boost, t.ckey, t.trace
+           t.capped, t.answers, t.priority, t.boost, t.ckey, t.callback, t.trace
     FROM unnest($4::text[], $5::text[], $6::text[], $7::text[], $8::int4[], $9::int8[],
                 $10::text[], $11::text[], $12::int2[], $13::bool[], $14::bytea[], $15::text[],
-                $16::int2[], $17::int8[], $18::int8[], $19::text[], $20::text[])
+                $16::int2[], $17::int8[], $18::int8[], $19::text[], $20::text[], $21::text[])
          AS t(id, client, tool, args, max, at, key, def, crash, capped, nonce, answers, priority,
-              boost, run_at, ckey, trace)
+              boost, run_at, ckey, callback, trace)
     WHERE t.nonce IS NULL OR t.nonce IN (SELECT key FROM n)
     ORDER BY t.at
     ON CONFLICT DO NOTHING

@@ -19,4 +19,5 @@ FROM (SELECT value ->> 0 AS id, value ->> 1 AS fence, value ->> 2 AS state,
       FROM json_each(?1)) AS c
 WHERE jobs.id = c.id AND jobs.fence = c.fence AND jobs.state = 'running'
   AND (?3 = 0 OR jobs.lease_expires_at < ?2)
-RETURNING jobs.id
+-- The callback flag: only a batch with a job that has one writes webhook events.
+RETURNING jobs.id, jobs.callback IS NOT NULL

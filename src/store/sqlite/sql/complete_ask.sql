@@ -19,4 +19,4 @@ FROM (SELECT value ->> 0 AS id, value ->> 1 AS fence, value ->> 2 AS input_reque
              value ->> 3 AS request_state
       FROM json_each(?1)) AS c
 WHERE jobs.id = c.id AND jobs.fence = c.fence AND jobs.state = 'running'
-RETURNING jobs.id
+RETURNING jobs.id, jobs.callback IS NOT NULL

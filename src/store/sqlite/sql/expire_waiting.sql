@@ -9,3 +9,4 @@ SET state = 'failed',
     request_state = NULL,
     errors = json_insert(errors, '$[#]', json_object('attempt', attempt, 'at', ?2, 'error', ?3))
 WHERE state = 'input_required' AND run_at < ?1
+RETURNING id, callback IS NOT NULL
