@@ -87,6 +87,7 @@ fn new_job(client: &ClientId, created_at: i64, key: Option<&str>) -> NewJob {
         boost_ms: 0,
         run_at: created_at,
         ckey: None,
+        audit: None,
     }
 }
 

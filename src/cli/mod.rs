@@ -76,6 +76,12 @@ enum Command {
         #[command(subcommand)]
         command: crate::ops::JobsCommand,
     },
+    /// The audit trail (docs/AUDIT.md): `verify` checks its hash chain, `export` writes
+    /// records as JSON lines.
+    Audit {
+        #[command(subcommand)]
+        command: crate::audit::cli::AuditCommand,
+    },
     /// Queue depth by state and tool, oldest wait, running per worker, last minute's
     /// throughput.
     Stats {
@@ -230,6 +236,7 @@ impl Command {
             | Command::Migrate
             | Command::Keys { .. }
             | Command::Jobs { .. }
+            | Command::Audit { .. }
             | Command::Stats { .. }
             | Command::Schedules { .. }
             | Command::Store { .. }
@@ -269,6 +276,7 @@ async fn run(cli: Cli) -> Result<ExitCode, AnyError> {
         Command::Keys { .. } | Command::Config { .. } => {}
         Command::Migrate => store::migrate(&settings).await?,
         Command::Jobs { command } => return jobs::jobs(&settings, command).await,
+        Command::Audit { command } => return jobs::audit(&settings, command).await,
         Command::Stats { json } => return jobs::stats(&settings, json).await,
         Command::Schedules {
             command: SchedulesCommand::List { json, next },

@@ -33,6 +33,7 @@ struct RawSettings {
     mcp: McpSettings,
     oauth: super::oauth::RawOAuth,
     console: RawConsole,
+    audit: super::AuditSettings,
     #[serde(default)]
     operators: BTreeMap<String, RawOperator>,
 }
@@ -250,6 +251,7 @@ impl Settings {
             mcp: raw.mcp,
             oauth: super::oauth::check(raw.oauth, secrets)?,
             console,
+            audit: raw.audit,
             metrics: MetricsSettings {
                 listen: optional_addr(&raw.metrics.listen, "metrics.listen")?,
                 worker_listen: optional_addr(&raw.metrics.worker_listen, "metrics.worker_listen")?,

@@ -51,6 +51,8 @@ pub struct Console {
     ttl_secs: u64,
     /// Cookies get `Secure` unless the console listens on loopback.
     secure: bool,
+    /// Record actions in the audit trail (`[audit] enabled`).
+    audit: bool,
 }
 
 impl Console {
@@ -76,6 +78,7 @@ impl Console {
             lease_ms: settings.jobs.lease_ms,
             ttl_secs: c.session_ttl_secs,
             secure: !bound.ip().is_loopback(),
+            audit: settings.audit.enabled,
         }))
     }
 

@@ -12,6 +12,7 @@
 //! and fenced.
 
 pub mod admin;
+pub mod audit;
 mod batch;
 pub mod bench;
 pub mod browse;
@@ -129,6 +130,9 @@ pub struct NewJob {
     pub run_at: i64,
     /// The concurrency key of a tool limited per key (docs/FLOW.md), else `None`.
     pub ckey: Option<String>,
+    /// The call's audit record (docs/AUDIT.md), committed with the job (its outcome and
+    /// job id are set by the store from what the commit did); `None` when audit is off.
+    pub audit: Option<Box<crate::audit::Entry>>,
 }
 
 /// Result of an enqueue: a new job, or the existing one with the same idempotency key.
@@ -603,6 +607,20 @@ pub trait Store: Send + Sync + 'static {
         now: i64,
         reason: &'a str,
     ) -> BoxFuture<'a, Result<u64, StoreError>>;
+
+    /// Appends audit records behind: they join the next group commit (with the jobs and
+    /// nonces committing then), sealed onto the chain there; nothing waits for them.
+    fn audit(&self, entries: Vec<crate::audit::Entry>);
+
+    /// Deletes audit records older than `before` (at most `limit` of them), moving the
+    /// chain's checkpoint to the last one deleted and appending a `prune` record; returns
+    /// how many were deleted.
+    fn prune_audit(
+        &self,
+        before: i64,
+        limit: i64,
+        now: i64,
+    ) -> BoxFuture<'_, Result<u64, StoreError>>;
 
     /// Fires when another process may have enqueued jobs (a hint: workers poll as well).
     fn wakeups(&self) -> Option<std::sync::Arc<tokio::sync::Notify>> {

@@ -84,6 +84,18 @@ fn describe() {
     );
     describe_counter!(JOBS_ENQUEUED, "Jobs accepted (durable), by tool.");
     describe_counter!(
+        AUDIT_RECORDS,
+        "Audit records handed to the store, by kind (call, refusal, operator, reload)."
+    );
+    describe_counter!(
+        AUDIT_COALESCED,
+        "Refusals folded into another record of the same second (docs/AUDIT.md)."
+    );
+    describe_counter!(
+        AUDIT_LOST,
+        "Audit records written behind that were lost with a failed commit."
+    );
+    describe_counter!(
         SCHEDULE_JOBS,
         "Jobs a schedule enqueued (one per tick across all daemons), by schedule."
     );

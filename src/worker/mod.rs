@@ -196,6 +196,7 @@ impl Worker {
             store.clone(),
             Arc::new(|_| {}),
             jobs,
+            None,
             parts.clock.clone(),
             maint_stop.clone(),
         ));

@@ -20,6 +20,7 @@
 //! It must not decide job transitions (see `jobs`) or know about HTTP.
 
 mod admin;
+mod audit;
 mod bench;
 mod browse;
 mod copy;
@@ -79,6 +80,13 @@ pub(crate) mod sql {
     pub const EXPIRE_WAITING: &str = include_str!("sql/expire_waiting.sql");
     pub const PRUNE_NONCES: &str = include_str!("sql/prune_nonces.sql");
     pub const ADMIN_LIST: &str = include_str!("sql/admin_list.sql");
+    pub const AUDIT_HEAD: &str = include_str!("sql/audit_head.sql");
+    pub const AUDIT_HEAD_LOCK: &str = include_str!("sql/audit_head_lock.sql");
+    pub const AUDIT_APPEND: &str = include_str!("sql/audit_append.sql");
+    pub const AUDIT_PAGE: &str = include_str!("sql/audit_page.sql");
+    pub const AUDIT_PRUNE_POINT: &str = include_str!("sql/audit_prune_point.sql");
+    pub const AUDIT_PRUNE: &str = include_str!("sql/audit_prune.sql");
+    pub const AUDIT_CHECKPOINT: &str = include_str!("sql/audit_checkpoint.sql");
     pub const ADMIN_CANCEL: &str = include_str!("sql/admin_cancel.sql");
     pub const ADMIN_RETRY: &str = include_str!("sql/admin_retry.sql");
     pub const ADMIN_ACTIVITY: &str = include_str!("sql/admin_activity.sql");
@@ -733,6 +741,29 @@ impl Store for PgStore {
             }
             Ok(jobs)
         })
+    }
+
+    fn audit(&self, entries: Vec<crate::audit::Entry>) {
+        if entries.is_empty() {
+            return;
+        }
+        if let Err(mpsc::error::TrySendError::Full(op)) =
+            self.inner.tx.try_send(CommitOp::Audit(entries))
+        {
+            let tx = self.inner.tx.clone();
+            tokio::spawn(async move {
+                let _ = tx.send(op).await;
+            });
+        }
+    }
+
+    fn prune_audit(
+        &self,
+        before: i64,
+        limit: i64,
+        now: i64,
+    ) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(self.prune_audit_now(before, limit, now))
     }
 
     fn wakeups(&self) -> Option<Arc<Notify>> {

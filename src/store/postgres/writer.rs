@@ -13,6 +13,7 @@ use sqlx::{Connection, PgConnection, Row};
 use tokio::sync::{mpsc, oneshot, Mutex, Notify};
 
 use super::sql;
+use crate::audit::{self, Entry, Head};
 use crate::auth::NonceRecord;
 use crate::jobs::JobId;
 use crate::logging::repeats;
@@ -31,6 +32,9 @@ pub(super) enum CommitOp {
     /// another caller had it.
     Nonce(NonceRecord, i64, oneshot::Sender<Result<bool, StoreError>>),
     Flush(oneshot::Sender<()>),
+    /// Audit records written behind (docs/AUDIT.md): sealed onto the chain in the batch's
+    /// transaction; nobody waits for them.
+    Audit(Vec<Entry>),
 }
 
 /// Sends `NOTIFY mcpq_jobs` after enqueues commit, at most once per [`NOTIFY_EVERY`]: one
@@ -217,6 +221,11 @@ async fn commit_batch(link: &mut Link, ops: &mut Vec<CommitOp>, status: &StoreSt
 }
 
 /// Writes a batch; returns what its statement did and which ops were in-batch replays.
+///
+/// A batch with audit records is one transaction: the enqueue statement, then the lock on
+/// the chain's head row (`audit_head_lock.sql`), the records sealed onto it (the jobs' with
+/// what the statement did to each) and the head moved. The lock is taken after the enqueue
+/// so a head holder never waits for a row another committer holds.
 async fn run_batch(
     conn: &mut PgConnection,
     ops: &[CommitOp],
@@ -228,11 +237,155 @@ async fn run_batch(
         dup,
         cols,
     } = batch_of(ops);
-    if keys.is_empty() && cols.id.is_empty() {
-        return Ok(((HashSet::new(), HashSet::new(), HashMap::new()), dup));
+    let audited = ops.iter().any(|op| match op {
+        CommitOp::Audit(_) => true,
+        CommitOp::Job(j, _) => j.audit.is_some(),
+        _ => false,
+    });
+    let empty = keys.is_empty() && cols.id.is_empty();
+    if !audited {
+        if empty {
+            return Ok(((HashSet::new(), HashSet::new(), HashMap::new()), dup));
+        }
+        let outcome = write_batch(conn, keys, expiries, now, cols, ops, &dup).await?;
+        return Ok((outcome, dup));
     }
-    let outcome = write_batch(conn, keys, expiries, now, cols, ops, &dup).await?;
+    let mut tx = conn.begin().await?;
+    let outcome = if empty {
+        (HashSet::new(), HashSet::new(), HashMap::new())
+    } else {
+        write_batch(&mut tx, keys, expiries, now, cols, ops, &dup).await?
+    };
+    let start = lock_head(&mut tx).await?;
+    append_locked(&mut tx, &start, audit_entries(ops, &dup, &outcome)).await?;
+    tx.commit().await?;
     Ok((outcome, dup))
+}
+
+/// The batch's audit records in commit order: each job's that the statement created (or
+/// found by its idempotency key), then those written behind. A job refused as a replay has
+/// none here: its caller's refusal is recorded instead.
+fn audit_entries(ops: &[CommitOp], dup: &[bool], outcome: &BatchOutcome) -> Vec<Entry> {
+    let (admitted, inserted, existing) = outcome;
+    let mut out = Vec::new();
+    for (i, op) in ops.iter().enumerate() {
+        match op {
+            CommitOp::Job(j, _) => {
+                let Some(e) = &j.audit else { continue };
+                let nonce_ok = match &j.nonce {
+                    Some(n) => !dup[i] && admitted.contains(&n.key.0[..]),
+                    None => true,
+                };
+                let done = if !nonce_ok {
+                    continue;
+                } else if inserted.contains(&j.id.0) {
+                    Enqueued::Created(j.id.clone())
+                } else if let Some(id) = j
+                    .idempotency_key
+                    .as_ref()
+                    .and_then(|k| existing.get(&(j.client_id.0.clone(), k.clone())))
+                {
+                    Enqueued::Existing(JobId(id.clone()))
+                } else {
+                    continue;
+                };
+                out.push(crate::store::audit::job_entry(e, &done));
+            }
+            CommitOp::Audit(entries) => out.extend(entries.iter().cloned()),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Locks the chain's head row for the rest of the transaction and reads it.
+pub(super) async fn lock_head(tx: &mut PgConnection) -> Result<Head, sqlx::Error> {
+    let r = sqlx::query(sql::AUDIT_HEAD_LOCK)
+        .fetch_one(&mut *tx)
+        .await?;
+    Ok(Head {
+        seq: r.try_get(0)?,
+        digest: r.try_get(1)?,
+    })
+}
+
+/// Seals `entries` onto `start` (the head this transaction locked) and writes them with the
+/// new head; returns it.
+pub(super) async fn append_locked(
+    tx: &mut PgConnection,
+    start: &Head,
+    entries: Vec<Entry>,
+) -> Result<Head, sqlx::Error> {
+    if entries.is_empty() {
+        return Ok(start.clone());
+    }
+    let (sealed, end) = audit::seal(start, entries);
+    let mut c = RecordColumns::default();
+    for r in sealed {
+        c.push(r);
+    }
+    sqlx::query(sql::AUDIT_APPEND)
+        .bind(c.seq)
+        .bind(c.at)
+        .bind(c.kind)
+        .bind(c.actor)
+        .bind(c.tool)
+        .bind(c.args_digest)
+        .bind(c.args)
+        .bind(c.outcome)
+        .bind(c.count)
+        .bind(c.request_id)
+        .bind(c.job_id)
+        .bind(c.trace_id)
+        .bind(c.detail)
+        .bind(c.prev)
+        .bind(c.digest)
+        .bind(end.seq)
+        .bind(&end.digest)
+        .execute(&mut *tx)
+        .await?;
+    Ok(end)
+}
+
+/// `audit_append.sql`'s columns, one array each.
+#[derive(Default)]
+struct RecordColumns {
+    seq: Vec<i64>,
+    at: Vec<i64>,
+    kind: Vec<String>,
+    actor: Vec<String>,
+    tool: Vec<Option<String>>,
+    args_digest: Vec<Option<String>>,
+    args: Vec<Option<String>>,
+    outcome: Vec<String>,
+    count: Vec<i32>,
+    request_id: Vec<Option<String>>,
+    job_id: Vec<Option<String>>,
+    trace_id: Vec<Option<String>>,
+    detail: Vec<Option<String>>,
+    prev: Vec<String>,
+    digest: Vec<String>,
+}
+
+impl RecordColumns {
+    fn push(&mut self, r: audit::Record) {
+        let e = r.entry;
+        self.seq.push(r.seq);
+        self.at.push(e.at);
+        self.kind.push(e.kind.as_str().to_string());
+        self.actor.push(e.actor);
+        self.tool.push(e.tool);
+        self.args_digest.push(e.args_digest);
+        self.args.push(e.args);
+        self.outcome.push(e.outcome);
+        self.count.push(i32::try_from(e.count).unwrap_or(i32::MAX));
+        self.request_id.push(e.request_id);
+        self.job_id.push(e.job_id);
+        self.trace_id.push(e.trace_id);
+        self.detail.push(e.detail);
+        self.prev.push(r.prev);
+        self.digest.push(r.digest);
+    }
 }
 
 /// Resolves a batch whose connection was lost in flight: on a fresh connection, makes sure
@@ -275,9 +428,12 @@ async fn resolve(link: &mut Link, ops: &mut Vec<CommitOp>, lost: Option<i32>, wh
         });
         return false;
     };
+    // Records written behind committed with the batch if any of its jobs or nonces did.
+    let committed = !jobs.is_empty() || !nonces.is_empty();
     let mut again = Vec::new();
     for op in ops.drain(..) {
         match op {
+            CommitOp::Audit(_) if committed => {}
             CommitOp::Job(j, reply) if jobs.contains(&j.id.0) => {
                 resolved("committed");
                 let _ = reply.send(Ok(Enqueued::Created(j.id.clone())));
@@ -363,7 +519,7 @@ async fn look_up(
                 keys.push(n.key.0.to_vec());
                 now = now.min(*at);
             }
-            CommitOp::Flush(_) => {}
+            CommitOp::Flush(_) | CommitOp::Audit(_) => {}
         }
     }
     let jobs = sqlx::query_scalar::<_, String>(sql::RESOLVE_JOBS)
@@ -437,7 +593,7 @@ fn batch_of(ops: &[CommitOp]) -> Batch {
         let nonce = match op {
             CommitOp::Job(j, _) => j.nonce.as_ref(),
             CommitOp::Nonce(n, _, _) => Some(n),
-            CommitOp::Flush(_) => None,
+            CommitOp::Flush(_) | CommitOp::Audit(_) => None,
         };
         if let Some(n) = nonce {
             if seen.insert(n.key.0) {
@@ -493,8 +649,15 @@ fn fail(ops: &mut Vec<CommitOp>, err: impl Fn(&CommitOp) -> StoreError) {
             CommitOp::Flush(reply) => {
                 let _ = reply.send(());
             }
+            CommitOp::Audit(entries) => lost(entries.len(), &e),
         }
     }
+}
+
+/// Audit records written behind that a failed batch took with it (docs/AUDIT.md).
+fn lost(n: usize, e: &StoreError) {
+    metrics::counter!(crate::telemetry::names::AUDIT_LOST).increment(n as u64);
+    tracing::warn!(records = n, error = %e, "audit records written behind were lost with their batch");
 }
 
 /// Answers every op of a committed batch from what its statement returned.
@@ -504,6 +667,7 @@ fn answer(ops: &mut Vec<CommitOp>, dup: &[bool], (admitted, inserted, existing):
             CommitOp::Flush(reply) => {
                 let _ = reply.send(());
             }
+            CommitOp::Audit(_) => {}
             CommitOp::Nonce(n, _, reply) => {
                 let _ = reply.send(Ok(!dup[i] && admitted.contains(&n.key.0[..])));
             }

@@ -23,6 +23,7 @@
 //! It must not decide job transitions (see `jobs`) or know about HTTP.
 
 mod admin;
+mod audit;
 mod bench;
 mod browse;
 mod copy;
@@ -84,6 +85,12 @@ pub(crate) mod sql {
     pub const EXPIRE_WAITING: &str = include_str!("sql/expire_waiting.sql");
     pub const PRUNE_NONCES: &str = include_str!("sql/prune_nonces.sql");
     pub const LIVE_NONCES: &str = include_str!("sql/live_nonces.sql");
+    pub const ENQUEUE_AUDITED: &str = include_str!("sql/enqueue_audited.sql");
+    pub const AUDIT_HEAD: &str = include_str!("sql/audit_head.sql");
+    pub const AUDIT_PAGE: &str = include_str!("sql/audit_page.sql");
+    pub const AUDIT_PRUNE_POINT: &str = include_str!("sql/audit_prune_point.sql");
+    pub const AUDIT_PRUNE: &str = include_str!("sql/audit_prune.sql");
+    pub const AUDIT_CHECKPOINT: &str = include_str!("sql/audit_checkpoint.sql");
 }
 
 /// One capped tool's share of a claim: who claims, when, and how many more it may take.
@@ -148,6 +155,8 @@ struct Inner {
     writer: Arc<Mutex<SqliteConnection>>,
     tx: mpsc::Sender<WriteOp>,
     nonces: PendingNonces,
+    /// Audit records written behind (sync calls, refusals, reloads) for the next commit.
+    audit: writer::PendingAudit,
     lookups: mpsc::Sender<Lookup>,
     durability: Durability,
     status: Arc<status::StoreStatus>,
@@ -697,6 +706,31 @@ impl Store for SqliteStore {
                 .await?
                 .rows_affected())
         })
+    }
+
+    fn audit(&self, entries: Vec<crate::audit::Entry>) {
+        if entries.is_empty() {
+            return;
+        }
+        let first = {
+            let mut pending = self.inner.audit.lock().unwrap_or_else(|p| p.into_inner());
+            let first = pending.is_empty();
+            pending.extend(entries);
+            first
+        };
+        // A full queue means a commit is coming anyway; it takes the buffer.
+        if first {
+            let _ = self.inner.tx.try_send(WriteOp::NoncesPending);
+        }
+    }
+
+    fn prune_audit(
+        &self,
+        before: i64,
+        limit: i64,
+        now: i64,
+    ) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(self.prune_audit_now(before, limit, now))
     }
 
     fn prune(&self, finished_before: i64, now: i64) -> BoxFuture<'_, Result<u64, StoreError>> {

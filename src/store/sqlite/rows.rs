@@ -117,6 +117,27 @@ pub(super) fn push_job(rows: &mut Rows, j: &NewJob) {
         .opt_str(j.ckey.as_deref());
 }
 
+/// A sealed audit record as `enqueue_audited.sql`'s positional row (migration 0011).
+pub(super) fn push_record(rows: &mut Rows, r: &crate::audit::Record) {
+    let e = &r.entry;
+    rows.row()
+        .int(r.seq)
+        .int(e.at)
+        .str(e.kind.as_str())
+        .str(&e.actor)
+        .opt_str(e.tool.as_deref())
+        .opt_str(e.args_digest.as_deref())
+        .opt_str(e.args.as_deref())
+        .str(&e.outcome)
+        .int(i64::from(e.count))
+        .opt_str(e.request_id.as_deref())
+        .opt_str(e.job_id.as_deref())
+        .opt_str(e.trace_id.as_deref())
+        .opt_str(e.detail.as_deref())
+        .str(&r.prev)
+        .str(&r.digest);
+}
+
 /// Nonce records packed for one `nonce_batches` row: 16-byte digest + big-endian i64 expiry each.
 #[derive(Default)]
 pub(super) struct NoncePack {
