@@ -135,7 +135,7 @@ async fn records_and_tamper_evidence(env: TestEnv) {
         .unwrap();
     assert!(ok.ok, "{}", ok.raw);
     let job = job_id(
-        &c1.call("start_long_task", args(r#"{"seconds":30}"#))
+        &c1.call("start_long_task", args(r#"{"seconds":20}"#))
             .await
             .unwrap(),
     );

@@ -108,6 +108,8 @@ struct Inner {
     prune_batch: i64,
     stop: tokio_util::sync::CancellationToken,
     status: Arc<status::StoreStatus>,
+    /// Audit ops written behind and not yet committed (`writer::InFlight`).
+    audit_inflight: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Drop for Inner {
@@ -747,9 +749,8 @@ impl Store for PgStore {
         if entries.is_empty() {
             return;
         }
-        if let Err(mpsc::error::TrySendError::Full(op)) =
-            self.inner.tx.try_send(CommitOp::Audit(entries))
-        {
+        let op = CommitOp::Audit(entries, writer::InFlight::new(&self.inner.audit_inflight));
+        if let Err(mpsc::error::TrySendError::Full(op)) = self.inner.tx.try_send(op) {
             let tx = self.inner.tx.clone();
             tokio::spawn(async move {
                 let _ = tx.send(op).await;
@@ -773,6 +774,17 @@ impl Store for PgStore {
     fn close(&self) -> BoxFuture<'_, ()> {
         Box::pin(async move {
             let _ = self.flush().await;
+            // Records written behind may sit in another committer's batch than the flush.
+            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+            while self
+                .inner
+                .audit_inflight
+                .load(std::sync::atomic::Ordering::SeqCst)
+                > 0
+                && tokio::time::Instant::now() < deadline
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
             self.inner.stop.cancel();
             self.inner.pool.close().await;
         })

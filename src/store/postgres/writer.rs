@@ -33,8 +33,25 @@ pub(super) enum CommitOp {
     Nonce(NonceRecord, i64, oneshot::Sender<Result<bool, StoreError>>),
     Flush(oneshot::Sender<()>),
     /// Audit records written behind (docs/AUDIT.md): sealed onto the chain in the batch's
-    /// transaction; nobody waits for them.
-    Audit(Vec<Entry>),
+    /// transaction; nobody waits for them but `close` (until every [`InFlight`] is gone).
+    Audit(Vec<Entry>, InFlight),
+}
+
+/// One audit op not yet committed or dropped: `close` waits until none is left, since its
+/// flush is answered by whichever committer takes it, maybe before another commits these.
+pub(super) struct InFlight(Arc<std::sync::atomic::AtomicUsize>);
+
+impl InFlight {
+    pub(super) fn new(count: &Arc<std::sync::atomic::AtomicUsize>) -> InFlight {
+        count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        InFlight(count.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 /// Sends `NOTIFY mcpq_jobs` after enqueues commit, at most once per [`NOTIFY_EVERY`]: one
@@ -238,7 +255,7 @@ async fn run_batch(
         cols,
     } = batch_of(ops);
     let audited = ops.iter().any(|op| match op {
-        CommitOp::Audit(_) => true,
+        CommitOp::Audit(..) => true,
         CommitOp::Job(j, _) => j.audit.is_some(),
         _ => false,
     });
@@ -291,7 +308,7 @@ fn audit_entries(ops: &[CommitOp], dup: &[bool], outcome: &BatchOutcome) -> Vec<
                 };
                 out.push(crate::store::audit::job_entry(e, &done));
             }
-            CommitOp::Audit(entries) => out.extend(entries.iter().cloned()),
+            CommitOp::Audit(entries, _) => out.extend(entries.iter().cloned()),
             _ => {}
         }
     }
@@ -433,7 +450,7 @@ async fn resolve(link: &mut Link, ops: &mut Vec<CommitOp>, lost: Option<i32>, wh
     let mut again = Vec::new();
     for op in ops.drain(..) {
         match op {
-            CommitOp::Audit(_) if committed => {}
+            CommitOp::Audit(..) if committed => {}
             CommitOp::Job(j, reply) if jobs.contains(&j.id.0) => {
                 resolved("committed");
                 let _ = reply.send(Ok(Enqueued::Created(j.id.clone())));
@@ -519,7 +536,7 @@ async fn look_up(
                 keys.push(n.key.0.to_vec());
                 now = now.min(*at);
             }
-            CommitOp::Flush(_) | CommitOp::Audit(_) => {}
+            CommitOp::Flush(_) | CommitOp::Audit(..) => {}
         }
     }
     let jobs = sqlx::query_scalar::<_, String>(sql::RESOLVE_JOBS)
@@ -593,7 +610,7 @@ fn batch_of(ops: &[CommitOp]) -> Batch {
         let nonce = match op {
             CommitOp::Job(j, _) => j.nonce.as_ref(),
             CommitOp::Nonce(n, _, _) => Some(n),
-            CommitOp::Flush(_) | CommitOp::Audit(_) => None,
+            CommitOp::Flush(_) | CommitOp::Audit(..) => None,
         };
         if let Some(n) = nonce {
             if seen.insert(n.key.0) {
@@ -649,7 +666,7 @@ fn fail(ops: &mut Vec<CommitOp>, err: impl Fn(&CommitOp) -> StoreError) {
             CommitOp::Flush(reply) => {
                 let _ = reply.send(());
             }
-            CommitOp::Audit(entries) => lost(entries.len(), &e),
+            CommitOp::Audit(entries, _) => lost(entries.len(), &e),
         }
     }
 }
@@ -667,7 +684,7 @@ fn answer(ops: &mut Vec<CommitOp>, dup: &[bool], (admitted, inserted, existing):
             CommitOp::Flush(reply) => {
                 let _ = reply.send(());
             }
-            CommitOp::Audit(_) => {}
+            CommitOp::Audit(..) => {}
             CommitOp::Nonce(n, _, reply) => {
                 let _ = reply.send(Ok(!dup[i] && admitted.contains(&n.key.0[..])));
             }
