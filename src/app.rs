@@ -305,20 +305,7 @@ impl App {
             return Err(CallError::QueueFull(self.limits.max_queued(), ms));
         }
         let capped = policy.is_capped();
-        let audit = if self.audit.enabled() {
-            let mut canonical = String::new();
-            crate::json::write_object_except(args, None, &mut canonical);
-            let facts = CallFacts {
-                via: if via.is_empty() { "schedule" } else { via },
-                client: &client.0,
-                tool: t.name(),
-                args: Some(&canonical),
-                request_id: &request_id,
-            };
-            self.audit.job_entry(now, &facts)
-        } else {
-            None
-        };
+        let audit = self.job_audit(via, client, t.name(), args, now, &request_id);
         let job = NewJob {
             id: JobId::generate(),
             client_id: client.clone(),
@@ -358,6 +345,31 @@ impl App {
         tracing::Span::current().record("job_id", tracing::field::display(&enqueued.id().0));
         self.job_added.notify_waiters();
         Ok(enqueued)
+    }
+
+    /// The audit record an accepted job carries into its commit (`None` with audit off).
+    fn job_audit(
+        &self,
+        via: &'static str,
+        client: &ClientId,
+        tool: &str,
+        args: &Object,
+        now: i64,
+        request_id: &str,
+    ) -> Option<Box<crate::audit::Entry>> {
+        if !self.audit.enabled() {
+            return None;
+        }
+        let mut canonical = String::new();
+        crate::json::write_object_except(args, None, &mut canonical);
+        let facts = CallFacts {
+            via: if via.is_empty() { "schedule" } else { via },
+            client: &client.0,
+            tool,
+            args: Some(&canonical),
+            request_id,
+        };
+        self.audit.job_entry(now, &facts)
     }
 
     /// A store failure as the caller sees it: `store_unavailable` when the database cannot

@@ -392,26 +392,12 @@ fn change_outcome(c: &Change, done: &'static str) -> &'static str {
 }
 
 /// `mcpq jobs …`. Every change is recorded in the audit trail when `audit` is on
-/// (docs/AUDIT.md), after it is made.
+/// (docs/AUDIT.md), after it is made ([`change`]).
 pub async fn jobs(
     store: &dyn AdminStore,
     cmd: JobsCommand,
     audit: bool,
 ) -> Result<ExitCode, StoreError> {
-    let by = operator();
-    let record = |verb: &'static str, job: Option<String>, target: Option<String>, outcome| {
-        let by = by.clone();
-        async move {
-            let a = Action {
-                by: &by,
-                verb,
-                job: job.as_deref(),
-                target,
-                outcome,
-            };
-            record_action(store, audit, now_ms(), a).await
-        }
-    };
     Ok(match cmd {
         JobsCommand::List {
             state,
@@ -432,6 +418,63 @@ pub async fn jobs(
                 ExitCode::SUCCESS
             }
         },
+        JobsCommand::Paused { out } => paused(store, out).await?,
+        cmd => change(store, cmd, audit).await?,
+    })
+}
+
+/// `mcpq jobs pause|resume TOOL`, recorded (`audit`: on, and by whom).
+async fn pause(
+    store: &dyn AdminStore,
+    tool: &str,
+    paused: bool,
+    out: Output,
+    (audit, by): (bool, &str),
+) -> Result<ExitCode, StoreError> {
+    let changed = store.set_paused(tool, paused, now_ms(), by).await?;
+    let (verb, outcome, text) = match (paused, changed) {
+        (true, true) => ("jobs.pause", "paused", "paused"),
+        (true, false) => ("jobs.pause", "unchanged", "was already paused"),
+        (false, true) => ("jobs.resume", "resumed", "resumed"),
+        (false, false) => ("jobs.resume", "unchanged", "was not paused"),
+    };
+    let a = Action {
+        by,
+        verb,
+        job: None,
+        target: Some(tool.to_string()),
+        outcome,
+    };
+    record_action(store, audit, now_ms(), a).await?;
+    Ok(report(
+        out,
+        json!({"tool": tool, "paused": paused, "changed": changed}),
+        &format!("{tool}: {text}"),
+        0,
+    ))
+}
+
+/// The commands of `mcpq jobs` that change something, each recorded.
+async fn change(
+    store: &dyn AdminStore,
+    cmd: JobsCommand,
+    audit: bool,
+) -> Result<ExitCode, StoreError> {
+    let by = operator();
+    let record = |verb: &'static str, job: Option<String>, target: Option<String>, outcome| {
+        let by = by.clone();
+        async move {
+            let a = Action {
+                by: &by,
+                verb,
+                job: job.as_deref(),
+                target,
+                outcome,
+            };
+            record_action(store, audit, now_ms(), a).await
+        }
+    };
+    Ok(match cmd {
         JobsCommand::Cancel { id, out } => {
             let c = store
                 .admin_cancel(&JobId(id.clone()), now_ms(), &by)
@@ -479,35 +522,8 @@ pub async fn jobs(
             .await?;
             change_report(out, &id, c, "failed")
         }
-        JobsCommand::Pause { tool, out } => {
-            let changed = store.set_paused(&tool, true, now_ms(), &by).await?;
-            let outcome = if changed { "paused" } else { "unchanged" };
-            record("jobs.pause", None, Some(tool.clone()), outcome).await?;
-            let text = if changed {
-                "paused"
-            } else {
-                "was already paused"
-            };
-            report(
-                out,
-                json!({"tool": tool, "paused": true, "changed": changed}),
-                &format!("{tool}: {text}"),
-                0,
-            )
-        }
-        JobsCommand::Resume { tool, out } => {
-            let changed = store.set_paused(&tool, false, now_ms(), &by).await?;
-            let outcome = if changed { "resumed" } else { "unchanged" };
-            record("jobs.resume", None, Some(tool.clone()), outcome).await?;
-            let text = if changed { "resumed" } else { "was not paused" };
-            report(
-                out,
-                json!({"tool": tool, "paused": false, "changed": changed}),
-                &format!("{tool}: {text}"),
-                0,
-            )
-        }
-        JobsCommand::Paused { out } => paused(store, out).await?,
+        JobsCommand::Pause { tool, out } => pause(store, &tool, true, out, (audit, &by)).await?,
+        JobsCommand::Resume { tool, out } => pause(store, &tool, false, out, (audit, &by)).await?,
         JobsCommand::Purge { older_than, out } => {
             let n = store.purge(ago(older_than)).await?;
             let age = humantime::format_duration(older_than).to_string();
@@ -519,6 +535,9 @@ pub async fn jobs(
                 &format!("purged {n} finished job(s) older than {age}"),
                 0,
             )
+        }
+        JobsCommand::List { .. } | JobsCommand::Show { .. } | JobsCommand::Paused { .. } => {
+            ExitCode::SUCCESS
         }
     })
 }

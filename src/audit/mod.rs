@@ -193,6 +193,24 @@ pub fn seal(head: &Head, entries: Vec<Entry>) -> (Vec<Record>, Head) {
     (out, Head { seq, digest: prev })
 }
 
+/// [`seal`] without building records: `each` gets every entry's seq, `prev` and digest in
+/// order (the SQLite writer writes its rows straight from them). Returns the new head.
+pub fn seal_with(
+    head: &Head,
+    entries: &[Entry],
+    mut each: impl FnMut(i64, &Entry, &str, &str),
+) -> Head {
+    let mut seq = head.seq;
+    let mut prev = head.digest.clone();
+    for e in entries {
+        seq += 1;
+        let digest = digest_of(seq, e, &prev);
+        each(seq, e, &prev, &digest);
+        prev = digest;
+    }
+    Head { seq, digest: prev }
+}
+
 /// Where and why a chain is broken.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Broken {

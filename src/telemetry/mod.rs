@@ -64,6 +64,22 @@ pub fn install() -> Result<PrometheusHandle, String> {
     Ok(handle)
 }
 
+/// The audit trail's metrics (docs/AUDIT.md).
+fn describe_audit() {
+    describe_counter!(
+        AUDIT_RECORDS,
+        "Audit records handed to the store, by kind (call, refusal, operator, reload)."
+    );
+    describe_counter!(
+        AUDIT_COALESCED,
+        "Refusals folded into another record of the same second (docs/AUDIT.md)."
+    );
+    describe_counter!(
+        AUDIT_LOST,
+        "Audit records written behind that were lost with a failed commit."
+    );
+}
+
 fn describe() {
     describe_counter!(
         REQUESTS,
@@ -83,18 +99,7 @@ fn describe() {
         "Fetches of OAuth signing keys (JWKS), by outcome (ok, error)."
     );
     describe_counter!(JOBS_ENQUEUED, "Jobs accepted (durable), by tool.");
-    describe_counter!(
-        AUDIT_RECORDS,
-        "Audit records handed to the store, by kind (call, refusal, operator, reload)."
-    );
-    describe_counter!(
-        AUDIT_COALESCED,
-        "Refusals folded into another record of the same second (docs/AUDIT.md)."
-    );
-    describe_counter!(
-        AUDIT_LOST,
-        "Audit records written behind that were lost with a failed commit."
-    );
+    describe_audit();
     describe_counter!(
         SCHEDULE_JOBS,
         "Jobs a schedule enqueued (one per tick across all daemons), by schedule."

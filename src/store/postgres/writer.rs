@@ -34,7 +34,7 @@ pub(super) enum CommitOp {
     Flush(oneshot::Sender<()>),
     /// Audit records written behind (docs/AUDIT.md): sealed onto the chain in the batch's
     /// transaction; nobody waits for them but `close` (until every [`InFlight`] is gone).
-    Audit(Vec<Entry>, InFlight),
+    Audit(Vec<Entry>, #[allow(dead_code)] InFlight),
 }
 
 /// One audit op not yet committed or dropped: `close` waits until none is left, since its

@@ -117,11 +117,17 @@ pub(super) fn push_job(rows: &mut Rows, j: &NewJob) {
         .opt_str(j.ckey.as_deref());
 }
 
-/// A sealed audit record as `enqueue_audited.sql`'s positional row (migration 0011).
-pub(super) fn push_record(rows: &mut Rows, r: &crate::audit::Record) {
-    let e = &r.entry;
+/// A sealed audit record as `enqueue_audited.sql`'s positional row (migration 0011): its
+/// seq, entry, `prev` and digest.
+pub(super) fn push_record(
+    rows: &mut Rows,
+    seq: i64,
+    e: &crate::audit::Entry,
+    prev: &str,
+    digest: &str,
+) {
     rows.row()
-        .int(r.seq)
+        .int(seq)
         .int(e.at)
         .str(e.kind.as_str())
         .str(&e.actor)
@@ -134,8 +140,8 @@ pub(super) fn push_record(rows: &mut Rows, r: &crate::audit::Record) {
         .opt_str(e.job_id.as_deref())
         .opt_str(e.trace_id.as_deref())
         .opt_str(e.detail.as_deref())
-        .str(&r.prev)
-        .str(&r.digest);
+        .str(prev)
+        .str(digest);
 }
 
 /// Nonce records packed for one `nonce_batches` row: 16-byte digest + big-endian i64 expiry each.

@@ -251,12 +251,7 @@ struct Batch<'a> {
 }
 
 async fn commit_batch(conn: &mut SqliteConnection, ops: &mut Vec<WriteOp>, b: Batch<'_>) {
-    let Batch {
-        pending,
-        head,
-        durability,
-        status,
-    } = b;
+    let (pending, durability, status) = (b.pending, b.durability, b.status);
     let behind = take_audit(&pending.1);
     let mut nonces = NoncePack::default();
     for n in take_nonces(&pending.0) {
@@ -281,7 +276,7 @@ async fn commit_batch(conn: &mut SqliteConnection, ops: &mut Vec<WriteOp>, b: Ba
     let outcome = if nonces.is_empty() && jobs.count == 0 && behind.is_empty() {
         Ok(Vec::new())
     } else {
-        write_batch(conn, nonces, jobs, ops, (behind, head)).await
+        write_batch(conn, nonces, jobs, ops, (behind, b.head)).await
     };
     metrics::histogram!(crate::telemetry::names::BATCH_ROWS).record(ops.len() as f64);
     metrics::histogram!(crate::telemetry::names::COMMIT_SECONDS)
@@ -300,13 +295,7 @@ async fn commit_batch(conn: &mut SqliteConnection, ops: &mut Vec<WriteOp>, b: Ba
             r.into_iter()
         }
         Err(e) => {
-            if behind_n > 0 {
-                metrics::counter!(crate::telemetry::names::AUDIT_LOST).increment(behind_n as u64);
-                tracing::warn!(
-                    records = behind_n,
-                    "audit records written behind were lost with their batch"
-                );
-            }
+            lost(behind_n);
             failure = Some(match crate::store::fault::sqlx_unavailable(&e) {
                 Some(why) => {
                     status.down(why);
@@ -354,6 +343,17 @@ async fn commit_batch(conn: &mut SqliteConnection, ops: &mut Vec<WriteOp>, b: Ba
             let _ = reply.send(());
         }
     }));
+}
+
+/// Audit records written behind that a failed batch took with it (docs/AUDIT.md).
+fn lost(n: usize) {
+    if n > 0 {
+        metrics::counter!(crate::telemetry::names::AUDIT_LOST).increment(n as u64);
+        tracing::warn!(
+            records = n,
+            "audit records written behind were lost with their batch"
+        );
+    }
 }
 
 /// Writes a batch. Returns one `Enqueued` per job op, in order.
@@ -408,11 +408,10 @@ async fn write_batch(
             Some(h) => h,
             None => read_head(conn).await?,
         };
-        let (sealed, end) = audit::seal(&start, records.clone());
         let mut rows = Rows::new();
-        for r in &sealed {
-            push_record(&mut rows, r);
-        }
+        let end = audit::seal_with(&start, &records, |seq, e, prev, digest| {
+            push_record(&mut rows, seq, e, prev, digest)
+        });
         let done = sqlx::query(sql::ENQUEUE_AUDITED)
             .bind(nonces.max_expiry)
             .bind(entries.as_deref())
@@ -474,11 +473,10 @@ pub(super) async fn append_in_tx(
     if entries.is_empty() {
         return Ok(start);
     }
-    let (sealed, end) = audit::seal(&start, entries);
     let mut rows = Rows::new();
-    for r in &sealed {
-        push_record(&mut rows, r);
-    }
+    let end = audit::seal_with(&start, &entries, |seq, e, prev, digest| {
+        push_record(&mut rows, seq, e, prev, digest)
+    });
     sqlx::query(sql::ENQUEUE_AUDITED)
         .bind(0i64)
         .bind(None::<Vec<u8>>)
