@@ -14,6 +14,7 @@ use arc_swap::ArcSwap;
 use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
 
+use crate::audit::writer::{Auditor, CallFacts};
 use crate::auth::{Authenticator, NonceRecord};
 use crate::clock::Clock;
 use crate::config::{ConfigError, Settings};
@@ -38,6 +39,10 @@ pub struct JobCall {
     pub opts: JobOptions,
     /// An idempotency key overriding the arguments' (a schedule's tick).
     pub key: Option<String>,
+    /// For the audit record: the endpoint (`v1`, `mcp`; empty: a schedule's tick) and the
+    /// request's id.
+    pub via: &'static str,
+    pub request_id: String,
 }
 
 pub struct App {
@@ -62,6 +67,8 @@ pub struct App {
     /// The clients' webhook allowlists and default callbacks (docs/WEBHOOKS.md); swapped by
     /// a reload.
     webhooks: ArcSwap<crate::config::webhooks::WebhookSettings>,
+    /// The audit trail's writer (docs/AUDIT.md).
+    audit: Arc<Auditor>,
 }
 
 impl App {
@@ -88,7 +95,9 @@ impl App {
                 settings.server.max_body_bytes,
             ),
         };
+        let audit = Arc::new(Auditor::new(&settings.audit, store.clone()));
         Ok(App {
+            audit,
             auth,
             registry: Arc::new(ArcSwap::from_pointee(registry)),
             store,
@@ -148,6 +157,10 @@ impl App {
     /// How long a finished job stays readable (a task's TTL).
     pub fn retention_ms(&self) -> u64 {
         self.retention_ms
+    }
+    /// The audit trail's writer.
+    pub fn audit(&self) -> &Arc<Auditor> {
+        &self.audit
     }
     /// Notified on every local enqueue (the embedded worker's wake-up).
     pub fn job_added(&self) -> Arc<Notify> {
@@ -215,7 +228,8 @@ impl App {
     /// Validates a job tool's arguments and stores the job durably for a verified client
     /// (both endpoints): the id is returned only once the job is on disk. `answers`: what a
     /// `/mcp` client answered to the tool's declared questions, for its first attempt.
-    /// `opts`: the priority and schedule the call asked for (docs/FLOW.md).
+    /// `opts`: the priority and schedule the call asked for (docs/FLOW.md). `request_id`
+    /// goes into the call's audit record (a signed call's nonce says it came by `/v1/call`).
     #[allow(clippy::too_many_arguments)]
     pub async fn enqueue_job(
         &self,
@@ -226,12 +240,15 @@ impl App {
         now: i64,
         answers: Option<String>,
         opts: &JobOptions,
+        request_id: &str,
     ) -> Result<JobId, CallError> {
         let job = JobCall {
+            via: if nonce.is_some() { "v1" } else { "mcp" },
             nonce,
             answers,
             opts: opts.clone(),
             key: None,
+            request_id: request_id.to_string(),
         };
         Ok(self.enqueue(t, client, args, now, job).await?.id().clone())
     }
@@ -251,6 +268,8 @@ impl App {
             answers,
             opts,
             key,
+            via,
+            request_id,
         } = call;
         let opts = &opts;
         let mut req = t.validate(args)?;
@@ -296,6 +315,7 @@ impl App {
             return Err(CallError::QueueFull(self.limits.max_queued(), ms));
         }
         let capped = policy.is_capped();
+        let audit = self.job_audit(via, client, t.name(), args, now, &request_id);
         let job = NewJob {
             id: JobId::generate(),
             client_id: client.clone(),
@@ -318,6 +338,7 @@ impl App {
             trace: crate::otel::current()
                 .filter(crate::otel::TraceHeaders::sampled)
                 .map(|h| h.to_stored()),
+            audit,
         };
         let enqueued = self.commit_job(job).await?;
         metrics::counter!(crate::telemetry::names::JOBS_ENQUEUED, "tool" => t.name().to_string())
@@ -346,6 +367,31 @@ impl App {
         })
     }
 
+    /// The audit record an accepted job carries into its commit (`None` with audit off).
+    fn job_audit(
+        &self,
+        via: &'static str,
+        client: &ClientId,
+        tool: &str,
+        args: &Object,
+        now: i64,
+        request_id: &str,
+    ) -> Option<Box<crate::audit::Entry>> {
+        if !self.audit.enabled() {
+            return None;
+        }
+        let mut canonical = String::new();
+        crate::json::write_object_except(args, None, &mut canonical);
+        let facts = CallFacts {
+            via: if via.is_empty() { "schedule" } else { via },
+            client: &client.0,
+            tool,
+            args: Some(&canonical),
+            request_id,
+        };
+        self.audit.job_entry(now, &facts)
+    }
+
     /// A store failure as the caller sees it: `store_unavailable` when the database cannot
     /// take the call now, else `internal` (the detail goes to the log).
     pub fn store_error(&self, site: &'static str, e: StoreError) -> CallError {
@@ -360,6 +406,16 @@ impl App {
     /// Applies a reloaded configuration's client keys and tools. Validates `settings`
     /// completely first; on any error nothing changes. Returns a one-line summary.
     pub fn reload(&self, settings: &Settings) -> Result<String, ConfigError> {
+        let outcome = self.apply_reload(settings);
+        let now = self.now_ms();
+        match &outcome {
+            Ok(summary) => self.audit.reload(now, "ok", summary),
+            Err(e) => self.audit.reload(now, "refused", &e.to_string()),
+        }
+        outcome
+    }
+
+    fn apply_reload(&self, settings: &Settings) -> Result<String, ConfigError> {
         settings.check_safe_to_serve()?;
         let registry = Registry::from_settings(settings)?;
         let old = self.info.load();

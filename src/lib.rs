@@ -42,7 +42,9 @@
 //!   job), off unless `[otel] enabled`.
 //! - [`config`]: layered settings and secrets; `[tools]` (`config::tool_table`),
 //!   `[resources]`, `[prompts]`, `[oauth]`.
-//! - [`jobs`]: the job state machine and retry policy, pure.
+//! - [`jobs`]: the job state machine and retry policy, pure; [`audit`]: the audit trail's
+//!   records and hash chain, pure (its children sit higher: `audit::writer`, the daemon's
+//!   batched writer, with `tools`; `audit::cli`, `mcpq audit verify|export`, with `ops`).
 //! - [`envelope`]: the `mcp/0.1` wire contract (envelopes, responses, error codes, HMAC
 //!   signing); [`asks`]: a tool's questions to its client (`InputRequiredResult`), checked.
 //! - [`json`]: strict JSON and CPython-compatible canonical JSON (the signed bytes);
@@ -50,6 +52,7 @@
 
 pub mod app;
 pub mod asks;
+pub mod audit;
 pub mod auth;
 pub mod backup;
 pub mod bench;

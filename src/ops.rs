@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 
 use crate::config::schedules::ScheduleDef;
 use crate::jobs::{JobId, JobState};
-use crate::store::admin::{AdminStore, Change, JobFilter, JobSummary};
+use crate::store::admin::{record_action, Action, AdminStore, Change, JobFilter, JobSummary};
 use crate::store::outbox::WebhookDelivery;
 use crate::store::{CancelOutcome, JobRecord, Store, StoreError};
 
@@ -418,8 +418,22 @@ async fn paused(store: &dyn AdminStore, out: Output) -> Result<ExitCode, StoreEr
 }
 
 /// Runs one `mcpq jobs` command.
-pub async fn jobs(store: &dyn AdminStore, cmd: JobsCommand) -> Result<ExitCode, StoreError> {
-    let by = operator();
+/// What an operator's change did, as an audit outcome.
+fn change_outcome(c: &Change, done: &'static str) -> &'static str {
+    match c {
+        Change::Done => done,
+        Change::WrongState(_) => "wrong_state",
+        Change::NotFound => "not_found",
+    }
+}
+
+/// `mcpq jobs …`. Every change is recorded in the audit trail when `audit` is on
+/// (docs/AUDIT.md), after it is made ([`change`]).
+pub async fn jobs(
+    store: &dyn AdminStore,
+    cmd: JobsCommand,
+    audit: bool,
+) -> Result<ExitCode, StoreError> {
     Ok(match cmd {
         JobsCommand::List {
             state,
@@ -444,11 +458,75 @@ pub async fn jobs(store: &dyn AdminStore, cmd: JobsCommand) -> Result<ExitCode, 
                 ExitCode::SUCCESS
             }
         },
+        JobsCommand::Paused { out } => paused(store, out).await?,
+        cmd => change(store, cmd, audit).await?,
+    })
+}
+
+/// `mcpq jobs pause|resume TOOL`, recorded (`audit`: on, and by whom).
+async fn pause(
+    store: &dyn AdminStore,
+    tool: &str,
+    paused: bool,
+    out: Output,
+    (audit, by): (bool, &str),
+) -> Result<ExitCode, StoreError> {
+    let changed = store.set_paused(tool, paused, now_ms(), by).await?;
+    let (verb, outcome, text) = match (paused, changed) {
+        (true, true) => ("jobs.pause", "paused", "paused"),
+        (true, false) => ("jobs.pause", "unchanged", "was already paused"),
+        (false, true) => ("jobs.resume", "resumed", "resumed"),
+        (false, false) => ("jobs.resume", "unchanged", "was not paused"),
+    };
+    let a = Action {
+        by,
+        verb,
+        job: None,
+        target: Some(tool.to_string()),
+        outcome,
+    };
+    record_action(store, audit, now_ms(), a).await?;
+    Ok(report(
+        out,
+        json!({"tool": tool, "paused": paused, "changed": changed}),
+        &format!("{tool}: {text}"),
+        0,
+    ))
+}
+
+/// The commands of `mcpq jobs` that change something, each recorded.
+async fn change(
+    store: &dyn AdminStore,
+    cmd: JobsCommand,
+    audit: bool,
+) -> Result<ExitCode, StoreError> {
+    let by = operator();
+    let record = |verb: &'static str, job: Option<String>, target: Option<String>, outcome| {
+        let by = by.clone();
+        async move {
+            let a = Action {
+                by: &by,
+                verb,
+                job: job.as_deref(),
+                target,
+                outcome,
+            };
+            record_action(store, audit, now_ms(), a).await
+        }
+    };
+    Ok(match cmd {
         JobsCommand::Cancel { id, out } => {
-            match store
+            let c = store
                 .admin_cancel(&JobId(id.clone()), now_ms(), &by)
-                .await?
-            {
+                .await?;
+            let outcome = match &c {
+                CancelOutcome::Cancelled => "cancelled",
+                CancelOutcome::Requested => "cancel_requested",
+                CancelOutcome::AlreadyFinished(_) => "wrong_state",
+                CancelOutcome::NotFound => "not_found",
+            };
+            record("jobs.cancel", Some(id.clone()), None, outcome).await?;
+            match c {
                 CancelOutcome::Cancelled => change_report(out, &id, Change::Done, "cancelled"),
                 CancelOutcome::Requested => {
                     change_report(out, &id, Change::Done, "cancel_requested")
@@ -463,48 +541,43 @@ pub async fn jobs(store: &dyn AdminStore, cmd: JobsCommand) -> Result<ExitCode, 
             let c = store
                 .retry_job(&JobId(id.clone()), attempts, now_ms(), &by)
                 .await?;
+            let target = Some(format!("{attempts} more attempt(s)"));
+            record(
+                "jobs.retry",
+                Some(id.clone()),
+                target,
+                change_outcome(&c, "queued"),
+            )
+            .await?;
             change_report(out, &id, c, "queued")
         }
         JobsCommand::Fail { id, out } => {
             let c = store.fail_job(&JobId(id.clone()), now_ms(), &by).await?;
+            record(
+                "jobs.fail",
+                Some(id.clone()),
+                None,
+                change_outcome(&c, "failed"),
+            )
+            .await?;
             change_report(out, &id, c, "failed")
         }
-        JobsCommand::Pause { tool, out } => {
-            let changed = store.set_paused(&tool, true, now_ms(), &by).await?;
-            let text = if changed {
-                "paused"
-            } else {
-                "was already paused"
-            };
-            report(
-                out,
-                json!({"tool": tool, "paused": true, "changed": changed}),
-                &format!("{tool}: {text}"),
-                0,
-            )
-        }
-        JobsCommand::Resume { tool, out } => {
-            let changed = store.set_paused(&tool, false, now_ms(), &by).await?;
-            let text = if changed { "resumed" } else { "was not paused" };
-            report(
-                out,
-                json!({"tool": tool, "paused": false, "changed": changed}),
-                &format!("{tool}: {text}"),
-                0,
-            )
-        }
-        JobsCommand::Paused { out } => paused(store, out).await?,
+        JobsCommand::Pause { tool, out } => pause(store, &tool, true, out, (audit, &by)).await?,
+        JobsCommand::Resume { tool, out } => pause(store, &tool, false, out, (audit, &by)).await?,
         JobsCommand::Purge { older_than, out } => {
             let n = store.purge(ago(older_than)).await?;
+            let age = humantime::format_duration(older_than).to_string();
+            let target = Some(format!("finished before {age} ago: {n} deleted"));
+            record("jobs.purge", None, target, "purged").await?;
             report(
                 out,
                 json!({"purged": n}),
-                &format!(
-                    "purged {n} finished job(s) older than {}",
-                    humantime::format_duration(older_than)
-                ),
+                &format!("purged {n} finished job(s) older than {age}"),
                 0,
             )
+        }
+        JobsCommand::List { .. } | JobsCommand::Show { .. } | JobsCommand::Paused { .. } => {
+            ExitCode::SUCCESS
         }
     })
 }

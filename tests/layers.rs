@@ -12,16 +12,16 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[(u8, &[&str])] = &[
     (0, &["json", "clock", "telemetry::names"]),
     (1, &["envelope", "asks"]),
-    (2, &["jobs"]),
+    (2, &["jobs", "audit"]),
     (3, &["config"]),
     (4, &["auth", "logging", "oauth", "otel"]),
     (5, &["store"]),
-    (6, &["limits", "tools", "webhooks"]),
+    (6, &["limits", "tools", "webhooks", "audit::writer"]),
     (7, &["app", "worker"]),
     (8, &["http", "systemd", "scheduler"]),
     (9, &["v1", "mcp", "telemetry", "console"]),
     (10, &["server", "client"]),
-    (11, &["ops", "backup", "bench"]),
+    (11, &["ops", "backup", "bench", "audit::cli"]),
     (12, &["cli"]),
 ];
 

@@ -89,6 +89,7 @@ fn new_job(client: &ClientId, created_at: i64, key: Option<&str>) -> NewJob {
         ckey: None,
         trace: None,
         callback: None,
+        audit: None,
     }
 }
 

@@ -437,6 +437,24 @@ async fn a_v1_sync_call_honours_the_callers_traceparent_and_hands_it_to_the_tool
         seen.contains(request["span_id"].as_str().unwrap()),
         "{seen}"
     );
+    // The call's audit record (docs/AUDIT.md) names its trace.
+    let pool = db(&env.db_path()).await;
+    let mut recorded: Option<String> = None;
+    for _ in 0..100 {
+        recorded = sqlx::query_scalar(
+            "SELECT trace_id FROM audit WHERE kind = 'call' AND tool = 'traced_now'",
+        )
+        .fetch_optional(&pool)
+        .await
+        .unwrap()
+        .flatten();
+        if recorded.is_some() {
+            break;
+        }
+        // Written behind: it joins the next group commit.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(recorded.as_deref(), Some(trace_id.as_str()));
 }
 
 #[tokio::test]

@@ -1,4 +1,4 @@
-//! `mcpq jobs …`, `mcpq stats` and `mcpq schedules list`: opens the store as the database's owner and hands it
+//! `mcpq jobs …`, `mcpq audit …`, `mcpq stats` and `mcpq schedules list`: opens the store as the database's owner and hands it
 //! to the operator's commands.
 //!
 //! It must not format anything: `crate::ops` prints the tables and JSON.
@@ -14,7 +14,17 @@ pub(super) async fn jobs(
     command: crate::ops::JobsCommand,
 ) -> Result<ExitCode, AnyError> {
     let store = admin_store(settings).await?;
-    let code = crate::ops::jobs(store.admin().as_ref(), command).await?;
+    let code = crate::ops::jobs(store.admin().as_ref(), command, settings.audit.enabled).await?;
+    store.store().close().await;
+    Ok(code)
+}
+
+pub(super) async fn audit(
+    settings: &Settings,
+    command: crate::audit::cli::AuditCommand,
+) -> Result<ExitCode, AnyError> {
+    let store = admin_store(settings).await?;
+    let code = crate::audit::cli::run(store.admin().as_ref(), command).await?;
     store.store().close().await;
     Ok(code)
 }

@@ -52,24 +52,22 @@ pub(super) fn service_lifecycle(
     });
 }
 
-/// On SIGHUP, re-reads the configuration and hands it to `apply`; a configuration that
-/// does not load or apply is refused and the running one stays.
+/// On SIGHUP, re-reads the configuration and hands it (or why it did not load) to `apply`;
+/// a configuration that does not load or apply is refused and the running one stays.
 ///
 /// Registered before the caller announces readiness: SIGHUP's default action ends the
 /// process.
 pub(super) fn reload_on_sighup(
     config: Option<PathBuf>,
     loader: Loader,
-    apply: impl Fn(Settings) -> Result<String, String> + Send + 'static,
+    apply: impl Fn(Result<Settings, String>) -> Result<String, String> + Send + 'static,
 ) -> Result<(), AnyError> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut hup = signal(SignalKind::hangup()).map_err(|e| format!("cannot handle SIGHUP: {e}"))?;
     tokio::spawn(async move {
         while hup.recv().await.is_some() {
             crate::systemd::reloading();
-            let outcome = loader(config.as_deref())
-                .map_err(|e| e.to_string())
-                .and_then(&apply);
+            let outcome = apply(loader(config.as_deref()).map_err(|e| e.to_string()));
             match outcome {
                 Ok(summary) => {
                     tracing::info!(%summary, "configuration reloaded");

@@ -76,6 +76,12 @@ enum Command {
         #[command(subcommand)]
         command: crate::ops::JobsCommand,
     },
+    /// The audit trail (docs/AUDIT.md): `verify` checks its hash chain, `export` writes
+    /// records as JSON lines.
+    Audit {
+        #[command(subcommand)]
+        command: crate::audit::cli::AuditCommand,
+    },
     /// Queue depth by state and tool, oldest wait, running per worker, last minute's
     /// throughput.
     Stats {
@@ -231,6 +237,7 @@ impl Command {
             Command::Migrate
             | Command::Keys { .. }
             | Command::Jobs { .. }
+            | Command::Audit { .. }
             | Command::Stats { .. }
             | Command::Schedules { .. }
             | Command::Store { .. }
@@ -292,6 +299,7 @@ async fn command(cli: Cli, settings: Settings, loader: Loader) -> Result<ExitCod
         Command::Keys { .. } | Command::Config { .. } => {}
         Command::Migrate => store::migrate(&settings).await?,
         Command::Jobs { command } => return jobs::jobs(&settings, command).await,
+        Command::Audit { command } => return jobs::audit(&settings, command).await,
         Command::Stats { json } => return jobs::stats(&settings, json).await,
         Command::Schedules {
             command: SchedulesCommand::List { json, next },

@@ -23,8 +23,12 @@ pub(super) async fn serve(
     let stop = shutdown_on_signals()?;
     let reloader = server.reloader();
     let addr = server.local_addr();
-    reload_on_sighup(config.clone(), loader, move |s| {
-        reloader.reload(&s).map_err(|e| e.to_string())
+    reload_on_sighup(config.clone(), loader, move |s| match s {
+        Ok(s) => reloader.reload(&s).map_err(|e| e.to_string()),
+        Err(e) => {
+            reloader.refused(&e);
+            Err(e)
+        }
     })?;
     if let Some(at) = settings_metrics.listen {
         let (bound, _) = crate::telemetry::serve(

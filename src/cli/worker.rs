@@ -20,7 +20,7 @@ pub(super) async fn worker(
     let stop = shutdown_on_signals()?;
     let reloader = worker.reloader();
     reload_on_sighup(config, loader, move |s| {
-        reloader.reload(&s).map_err(|e| e.to_string())
+        reloader.reload(&s?).map_err(|e| e.to_string())
     })?;
     let status = format!("worker {} claiming", worker.id());
     service_lifecycle(&stop, worker.health_check(), status);

@@ -34,6 +34,7 @@ struct RawSettings {
     mcp: McpSettings,
     oauth: super::oauth::RawOAuth,
     console: RawConsole,
+    audit: super::AuditSettings,
     #[serde(default)]
     operators: BTreeMap<String, RawOperator>,
     webhooks: super::webhooks::RawDelivery,
@@ -312,6 +313,7 @@ impl Settings {
             oauth: super::oauth::check(raw.oauth, secrets)?,
             console,
             webhooks,
+            audit: raw.audit,
             metrics: MetricsSettings {
                 listen: optional_addr(&raw.metrics.listen, "metrics.listen")?,
                 worker_listen: optional_addr(&raw.metrics.worker_listen, "metrics.worker_listen")?,

@@ -30,9 +30,9 @@ pub mod webhooks;
 pub use database::{redact_url, Backend, DatabaseSettings, PostgresSettings, Synchronous};
 pub use secrets::{credentials_path, Secret};
 pub use sections::{
-    ClientKeys, ClientSettings, ConsoleSettings, JobSettings, LimitSettings, LogFormat,
-    LogSettings, McpSettings, MetricsSettings, Operator, OtelSettings, Role, ServerSettings,
-    WorkerSettings,
+    AuditSettings, ClientKeys, ClientSettings, ConsoleSettings, JobSettings, LimitSettings,
+    LogFormat, LogSettings, McpSettings, MetricsSettings, Operator, OtelSettings, Role,
+    ServerSettings, WorkerSettings,
 };
 pub use tool_table::ToolDef;
 
@@ -85,4 +85,6 @@ pub struct Settings {
     /// `[oauth]`: OAuth access tokens at `/mcp`.
     pub oauth: oauth::OAuthSettings,
     pub console: ConsoleSettings,
+    /// `[audit]` (docs/AUDIT.md).
+    pub audit: AuditSettings,
 }

@@ -179,3 +179,15 @@ pub struct ConsoleSettings {
     pub refresh_ms: u64,
     pub operators: std::collections::BTreeMap<String, Operator>,
 }
+
+/// `[audit]`: the audit trail (`crate::audit`, docs/AUDIT.md).
+#[derive(Debug, Deserialize, Clone)]
+pub struct AuditSettings {
+    pub enabled: bool,
+    /// Records older than this many seconds are pruned (0: kept forever).
+    pub retention_secs: u64,
+    /// Distinct refusal records per second per daemon (identical ones are coalesced).
+    pub refusals_per_sec: u32,
+    /// Tools whose calls are recorded with their full arguments.
+    pub full_arguments: Vec<String>,
+}

@@ -9,9 +9,10 @@
 use super::access::{Access, Who};
 use super::query::{self, get, ConsoleError};
 use super::{html, pages, redirect, view, Console};
+use crate::audit::{Entry, Kind};
 use crate::http::HttpResponse;
 use crate::jobs::JobId;
-use crate::store::admin::Change;
+use crate::store::admin::{record_action, Action, Change};
 use crate::store::CancelOutcome;
 
 /// Jobs one confirmation may change (each is a durable write; the page waits for them).
@@ -70,6 +71,7 @@ impl Console {
             (_, "one") => {
                 let id = get(form, "id").ok_or_else(|| ConsoleError::BadRequest("no id".into()))?;
                 let done = self.apply(verb, id, &by).await?;
+                self.record(verb, &by, &[(id, done)]).await?;
                 tracing::info!(operator = %who.name, job = %id, action = verb.word(), changed = done, "console action");
                 Ok(redirect(&format!("/ui/jobs/{}", view::enc(id)), None))
             }
@@ -136,11 +138,13 @@ impl Console {
         back: &str,
     ) -> Result<HttpResponse, ConsoleError> {
         let mut changed = 0;
+        let mut done = Vec::with_capacity(ids.len());
         for id in ids {
-            if self.apply(verb, id, by).await? {
-                changed += 1;
-            }
+            let c = self.apply(verb, id, by).await?;
+            changed += usize::from(c);
+            done.push((*id, c));
         }
+        self.record(verb, by, &done).await?;
         tracing::info!(operator = %who.name, action = verb.word(), jobs = ids.len(), changed, "console action");
         let text = format!(
             "{}: {changed} of {} job(s) changed; the others were not in a state for it.",
@@ -148,6 +152,30 @@ impl Console {
             ids.len()
         );
         Ok(html(200, view::message("Done", Some(who), &text, back)))
+    }
+
+    /// The audit records of an action on jobs (one per job, appended together).
+    async fn record(
+        &self,
+        verb: Verb,
+        by: &str,
+        done: &[(&str, bool)],
+    ) -> Result<(), ConsoleError> {
+        if !self.audit || done.is_empty() {
+            return Ok(());
+        }
+        let now = self.clock.now_ms();
+        let entries = done
+            .iter()
+            .map(|(id, changed)| {
+                let outcome = if *changed { "changed" } else { "unchanged" };
+                let mut e = Entry::new(now, Kind::Operator, by, outcome);
+                e.tool = Some(format!("console.{}", verb.word()));
+                e.job_id = Some(id.to_string());
+                e
+            })
+            .collect();
+        Ok(self.admin.append_audit(entries).await?)
     }
 
     /// One job; whether it changed.
@@ -176,6 +204,14 @@ impl Console {
         })?;
         let before = self.clock.now_ms() - d.as_millis().min(i64::MAX as u128) as i64;
         let n = self.admin.purge(before).await?;
+        let action = Action {
+            by: &format!("{} (console)", who.name),
+            verb: "console.purge",
+            job: None,
+            target: Some(format!("finished before {age} ago: {n} deleted")),
+            outcome: "purged",
+        };
+        record_action(self.admin.as_ref(), self.audit, self.clock.now_ms(), action).await?;
         tracing::info!(operator = %who.name, deleted = n, "console purge");
         let text = format!("Deleted {n} finished job(s) older than {age}.");
         Ok(html(

@@ -54,6 +54,8 @@ pub struct Console {
     secure: bool,
     /// The overview's chart buckets and counts, kept between refreshes.
     activity: activity::Activity,
+    /// Record actions in the audit trail (`[audit] enabled`).
+    audit: bool,
 }
 
 impl Console {
@@ -80,6 +82,7 @@ impl Console {
             ttl_secs: c.session_ttl_secs,
             secure: !bound.ip().is_loopback(),
             activity: activity::Activity::default(),
+            audit: settings.audit.enabled,
         }))
     }
 

@@ -44,6 +44,10 @@ pub struct Call {
     pub streams: bool,
     /// Where a sync tool's log messages go while the call's stream is open.
     pub logs: Option<crate::tools::LogSink>,
+    /// The JSON-RPC id (for the audit record) and whether the call stored a job (whose
+    /// audit record then committed with it).
+    pub request_id: String,
+    pub enqueued: Arc<std::sync::atomic::AtomicBool>,
 }
 
 pub fn str_param<'a>(params: &'a Value, key: &str) -> Result<&'a str, McpError> {

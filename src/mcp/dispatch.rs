@@ -62,20 +62,33 @@ pub async fn serve(mcp: Arc<Mcp>, r: Request<'_>, message: &Value) -> HttpRespon
         tool = tracing::field::Empty,
         job_id = tracing::field::Empty,
     );
+    let enqueued = Arc::new(std::sync::atomic::AtomicBool::new(false));
     // The trace's server span (when on) encloses the log span, which stays the current one.
     let otel = crate::otel::enabled().then(|| request_span(&mcp, &r, label, version_header));
-    let logged = tracing::Instrument::instrument(dispatch(mcp, &r, era), span);
+    let headers = otel.as_ref().and_then(spans::headers_of);
+    let logged =
+        tracing::Instrument::instrument(dispatch(mcp.clone(), &r, era, enqueued.clone()), span);
     let outcome = match &otel {
         None => logged.await,
         Some(o) => {
-            let headers = spans::headers_of(o);
-            let outcome =
-                tracing::Instrument::instrument(crate::otel::scope(headers, logged), o.clone())
-                    .await;
+            let outcome = tracing::Instrument::instrument(
+                crate::otel::scope(headers.clone(), logged),
+                o.clone(),
+            )
+            .await;
             end_request_span(o, &outcome);
             outcome
         }
     };
+    // In the request's trace context, so its record names the trace.
+    crate::otel::sync_scope(headers, || {
+        audit(
+            &mcp,
+            &r,
+            &outcome,
+            enqueued.load(std::sync::atomic::Ordering::Relaxed),
+        )
+    });
     match outcome {
         Ok(Reply::Now(result)) => {
             metrics::counter!("mcpq_mcp_requests_total", "method" => label, "outcome" => "ok")
@@ -176,7 +189,81 @@ fn check_era(
     }
 }
 
-async fn dispatch(mcp: Arc<Mcp>, r: &Request<'_>, era: Era) -> Result<Reply, McpError> {
+/// The audit record of a request (docs/AUDIT.md): every `tools/call` (unless it stored a
+/// job, whose record committed with it), and refusals before admission of any method
+/// (coalesced). Other methods are reads and protocol housekeeping: not recorded.
+fn audit(mcp: &Mcp, r: &Request<'_>, outcome: &Result<Reply, McpError>, enqueued: bool) {
+    let audit = mcp.app.audit();
+    let is_call = r.method == "tools/call";
+    let refusal = matches!(outcome, Err(e) if e.is_refusal());
+    if !audit.enabled() || enqueued || !(is_call || refusal) {
+        return;
+    }
+    let tool = match is_call {
+        true => r.params.get("name").and_then(Value::as_str).unwrap_or(""),
+        false => "",
+    };
+    let args = r
+        .params
+        .get("arguments")
+        .filter(|a| a.is_object() && is_call)
+        .map(|a| crate::json::Json::from_serde(a).to_canonical());
+    let request_id = rpc_id(r.id);
+    let facts = crate::audit::writer::CallFacts {
+        via: "mcp",
+        client: &r.client,
+        tool,
+        args: args.as_deref(),
+        request_id: &request_id,
+    };
+    let now = mcp.app.now_ms();
+    match outcome {
+        Err(e) if refusal => audit.refusal(now, &facts, e.audit_code()),
+        Err(e) => audit.call(now, &facts, e.audit_code()),
+        Ok(Reply::Now(result)) => audit.call(now, &facts, result_code(result)),
+        Ok(Reply::Stream(_)) => audit.call(now, &facts, "ok"),
+    }
+}
+
+/// A JSON-RPC id as the audit trail keeps it: a string as it is, a number as digits.
+fn rpc_id(id: &Value) -> String {
+    match id {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// A `CallToolResult`'s outcome: `ok`, `input_required`, or the code its error text starts
+/// with (`invalid_args: …`), else `tool_error`.
+fn result_code(result: &Value) -> &str {
+    if result.get("resultType").and_then(Value::as_str) == Some("input_required") {
+        return "input_required";
+    }
+    if result.get("isError").and_then(Value::as_bool) != Some(true) {
+        return "ok";
+    }
+    let text = result
+        .get("content")
+        .and_then(|c| c.get(0))
+        .and_then(|b| b.get("text"))
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    match text.split_once(':') {
+        Some((code, _))
+            if !code.is_empty() && code.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') =>
+        {
+            code
+        }
+        _ => "tool_error",
+    }
+}
+
+async fn dispatch(
+    mcp: Arc<Mcp>,
+    r: &Request<'_>,
+    era: Era,
+    enqueued: Arc<std::sync::atomic::AtomicBool>,
+) -> Result<Reply, McpError> {
     let (method, id, params, accepts) = (r.method, r.id, &r.params, r.accepts);
     let capabilities = check_era(&r.head, era, method, params)?;
     let wants_tasks = capabilities
@@ -197,6 +284,8 @@ async fn dispatch(mcp: Arc<Mcp>, r: &Request<'_>, era: Era) -> Result<Reply, Mcp
         capabilities,
         streams: accepts.sse,
         logs: None,
+        request_id: rpc_id(id),
+        enqueued,
     };
     let needs_tasks = || {
         McpError::MissingCapability(

@@ -119,6 +119,47 @@ impl McpError {
         }
     }
 
+    /// The outcome code of an audit record (docs/AUDIT.md).
+    pub fn audit_code(&self) -> &'static str {
+        match self {
+            McpError::Parse(_) => "parse_error",
+            McpError::InvalidRequest(_) | McpError::HeaderMismatch(_) | McpError::BadMeta(_) => {
+                "invalid_request"
+            }
+            McpError::MethodNotFound(_) | McpError::UnknownMethod(..) => "method_not_found",
+            McpError::InvalidParams(_) | McpError::NotFound(..) => "invalid_params",
+            McpError::RequestState(_) => "request_state",
+            McpError::ToolOutput(_) => "tool_failed",
+            McpError::UnsupportedVersion { .. } => "unsupported_version",
+            McpError::MissingCapability(..) => "missing_capability",
+            McpError::Unauthorized { .. } => "unauthorized",
+            McpError::InsufficientScope { .. } => "insufficient_scope",
+            McpError::ForbiddenOrigin(_) => "forbidden_origin",
+            McpError::MethodNotAllowed => "method_not_allowed",
+            McpError::NotAcceptable(_) => "not_acceptable",
+            McpError::UnsupportedMediaType => "unsupported_media_type",
+            McpError::BodyTooLarge(_) => "body_too_large",
+            McpError::RequestTimeout => "request_timeout",
+            McpError::RateLimited(_) => "rate_limited",
+            McpError::QueueFull(..) => "queue_full",
+            McpError::TooManyQuestions(..) => "too_many_questions",
+            McpError::StoreUnavailable(_) => "store_unavailable",
+            McpError::Internal(_) => "internal",
+        }
+    }
+
+    /// A refusal before the call was admitted (authentication, scope, rate): coalesced in
+    /// the audit trail.
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            McpError::Unauthorized { .. }
+                | McpError::InsufficientScope { .. }
+                | McpError::ForbiddenOrigin(_)
+                | McpError::RateLimited(_)
+        )
+    }
+
     pub fn code(&self) -> i64 {
         match self {
             McpError::Parse(_) => code::PARSE_ERROR,

@@ -237,6 +237,17 @@ impl Mcp {
             };
             metrics::counter!(crate::telemetry::names::AUTH_FAILURES, "reason" => reason)
                 .increment(1);
+            // Who and what are unknown before the token is: coalesced (docs/AUDIT.md).
+            let facts = crate::audit::writer::CallFacts {
+                via: "mcp",
+                client: "",
+                tool: "",
+                args: None,
+                request_id: "",
+            };
+            self.app
+                .audit()
+                .refusal(self.app.now_ms(), &facts, e.audit_code());
         })?;
         if !crate::http::json_content_type(req) {
             return Err(McpError::UnsupportedMediaType);

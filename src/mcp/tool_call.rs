@@ -241,9 +241,21 @@ async fn call_job_tool(
     let handle_only = t.name() == "start_long_task";
     match call
         .app()
-        .enqueue_job(&t, &call.client, &n.args, None, n.now, answers, &opts)
+        .enqueue_job(
+            &t,
+            &call.client,
+            &n.args,
+            None,
+            n.now,
+            answers,
+            &opts,
+            &call.request_id,
+        )
         .await
-    {
+        .inspect(|_| {
+            call.enqueued
+                .store(true, std::sync::atomic::Ordering::Relaxed)
+        }) {
         Ok(id) if handle_only && !(as_task && call.era == Era::Legacy) => {
             Ok(CallPlan::Done(tool_result(json!({"job_id": id.0}), None)))
         }

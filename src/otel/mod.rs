@@ -128,6 +128,19 @@ pub async fn scope<F: Future>(headers: Option<TraceHeaders>, f: F) -> F::Output 
     }
 }
 
+/// Runs `f` with `headers` as [`current`] (or as it is, for `None`), synchronously.
+pub fn sync_scope<R>(headers: Option<TraceHeaders>, f: impl FnOnce() -> R) -> R {
+    match headers {
+        Some(h) => CURRENT.sync_scope(h, f),
+        None => f(),
+    }
+}
+
+/// The trace id (32 hex digits) of the call or attempt this task runs, if traced.
+pub fn current_trace_id() -> Option<String> {
+    current().and_then(|h| h.traceparent.split('-').nth(1).map(str::to_string))
+}
+
 thread_local! {
     /// A span id the next span built on this thread must take (see [`spans::attempt_span_id`]).
     static NEXT_SPAN_ID: std::cell::Cell<Option<SpanId>> = const { std::cell::Cell::new(None) };

@@ -170,9 +170,12 @@ impl Server {
             store.clone(),
             Arc::new(move |now| pruner.prune_nonces(now)),
             settings.jobs.clone(),
+            (settings.audit.enabled && settings.audit.retention_secs > 0)
+                .then(|| (settings.audit.retention_secs as i64).saturating_mul(1000)),
             app.clock().clone(),
             workers_stop.clone(),
         ));
+        background.spawn(app.audit().clone().run(workers_stop.clone()));
         background.spawn(
             crate::scheduler::Scheduler::new(app.clone(), settings.schedules.clone())
                 .run(workers_stop.clone()),
@@ -242,5 +245,10 @@ impl Reloader {
     /// Validates `settings` completely first; on any error nothing changes.
     pub fn reload(&self, settings: &Settings) -> Result<String, ServerError> {
         Ok(self.app.reload(settings)?)
+    }
+
+    /// A reload whose configuration did not load: recorded in the audit trail.
+    pub fn refused(&self, why: &str) {
+        self.app.audit().reload(self.app.now_ms(), "refused", why);
     }
 }

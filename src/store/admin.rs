@@ -7,10 +7,12 @@
 //!
 //! It must not format anything for people: `crate::admin` does.
 
+pub use super::audit::ChainEnds;
 pub use super::browse::{Bucket, JobQuery, JobRow, SeriesRows, Sort, ToolStateCounts};
 use super::{
     state_of, BoxFuture, CancelOutcome, JobRecord, QueueStats, Resolution, Store, StoreError,
 };
+use crate::audit::{Entry, Kind, Record};
 use crate::jobs::{JobId, JobState};
 
 /// Which jobs `mcpq jobs list` shows (all given conditions hold), newest first.
@@ -132,6 +134,49 @@ pub trait AdminStore: Send + Sync {
         &'a self,
         job: &'a JobId,
     ) -> BoxFuture<'a, Result<Vec<super::outbox::WebhookDelivery>, StoreError>>;
+    /// Appends audit records now (an operator's action), durably, sealed onto the chain
+    /// in the same transaction that locks its head (docs/AUDIT.md).
+    fn append_audit(&self, entries: Vec<Entry>) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// The chain's head and checkpoint.
+    fn audit_ends(&self) -> BoxFuture<'_, Result<ChainEnds, StoreError>>;
+
+    /// Up to `limit` records after `after_seq` written at or after `since`, in order.
+    fn audit_page(
+        &self,
+        after_seq: i64,
+        since: i64,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<Record>, StoreError>>;
+}
+
+/// An operator's action on the audit trail: `verb` (`jobs.retry`, `console.cancel`, …) by
+/// `by` on a job or on something else (`target`: a tool, an age), with its outcome.
+#[derive(Debug, Clone)]
+pub struct Action<'a> {
+    pub by: &'a str,
+    pub verb: &'a str,
+    pub job: Option<&'a str>,
+    pub target: Option<String>,
+    pub outcome: &'a str,
+}
+
+/// Records an operator's action in the audit trail when `on`. A failure to record is
+/// returned (and reported by the caller); the action itself is already done.
+pub async fn record_action<S: AdminStore + ?Sized>(
+    store: &S,
+    on: bool,
+    now: i64,
+    a: Action<'_>,
+) -> Result<(), StoreError> {
+    if !on {
+        return Ok(());
+    }
+    let mut e = Entry::new(now, Kind::Operator, a.by, a.outcome);
+    e.tool = Some(a.verb.to_string());
+    e.job_id = a.job.map(str::to_string);
+    e.detail = a.target;
+    store.append_audit(vec![e]).await
 }
 
 /// One line of `mcpq jobs paused`.

@@ -12,6 +12,7 @@
 //! and fenced.
 
 pub mod admin;
+pub mod audit;
 mod batch;
 pub mod bench;
 pub mod browse;
@@ -136,6 +137,9 @@ pub struct NewJob {
     /// Where the job's outcomes are POSTed (docs/WEBHOOKS.md), already checked against its
     /// client's allowlist; `None` for most jobs.
     pub callback: Option<String>,
+    /// The call's audit record (docs/AUDIT.md), committed with the job (its outcome and
+    /// job id are set by the store from what the commit did); `None` when audit is off.
+    pub audit: Option<Box<crate::audit::Entry>>,
 }
 
 /// A job that carries a trace context (docs/TRACING.md), as its worker or rescuer needs it.
@@ -648,6 +652,20 @@ pub trait Store: Send + Sync + 'static {
 
     /// Webhook events not yet delivered nor given up (the backlog gauge).
     fn webhook_backlog(&self) -> BoxFuture<'_, Result<u64, StoreError>>;
+
+    /// Appends audit records behind: they join the next group commit (with the jobs and
+    /// nonces committing then), sealed onto the chain there; nothing waits for them.
+    fn audit(&self, entries: Vec<crate::audit::Entry>);
+
+    /// Deletes audit records older than `before` (at most `limit` of them), moving the
+    /// chain's checkpoint to the last one deleted and appending a `prune` record; returns
+    /// how many were deleted.
+    fn prune_audit(
+        &self,
+        before: i64,
+        limit: i64,
+        now: i64,
+    ) -> BoxFuture<'_, Result<u64, StoreError>>;
 
     /// Fires when another process may have enqueued jobs (a hint: workers poll as well).
     fn wakeups(&self) -> Option<std::sync::Arc<tokio::sync::Notify>> {

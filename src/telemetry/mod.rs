@@ -76,6 +76,55 @@ fn describe_webhooks() {
     );
 }
 
+/// The audit trail's metrics (docs/AUDIT.md).
+fn describe_audit() {
+    describe_counter!(
+        AUDIT_RECORDS,
+        "Audit records handed to the store, by kind (call, refusal, operator, reload)."
+    );
+    describe_counter!(
+        AUDIT_COALESCED,
+        "Refusals folded into another record of the same second (docs/AUDIT.md)."
+    );
+    describe_counter!(
+        AUDIT_LOST,
+        "Audit records written behind that were lost with a failed commit."
+    );
+}
+
+/// The store's metrics: group commits, fsyncs, faults, outages.
+fn describe_store() {
+    describe_histogram!(
+        BATCH_ROWS,
+        "Operations per group commit (enqueues, nonces, flushes)."
+    );
+    describe_histogram!(
+        COMMIT_SECONDS,
+        Unit::Seconds,
+        "Time per group commit (before its fsync)."
+    );
+    describe_histogram!(FSYNC_SECONDS, Unit::Seconds, "Time per WAL fsync.");
+    describe_counter!(
+        FSYNC_FAILURES,
+        "Failed fsyncs (after one, no durable write is acknowledged)."
+    );
+    describe_counter!(
+        FAULTS,
+        "Faults by site (store writes, reads, claims, heartbeats…); each counted exactly, \
+         though the log collapses repeats."
+    );
+    describe_gauge!(
+        STORE_UP,
+        "1 while this process reaches its store, 0 while it does not."
+    );
+    describe_counter!(STORE_OUTAGES, "Times this process lost its store.");
+    describe_counter!(
+        COMMITS_RESOLVED,
+        "Group commits whose outcome was unknown (connection lost in flight), resolved by \
+         looking the batch up, by outcome (committed, retried, unresolved)."
+    );
+}
+
 fn describe() {
     describe_counter!(
         REQUESTS,
@@ -96,6 +145,7 @@ fn describe() {
     );
     describe_counter!(JOBS_ENQUEUED, "Jobs accepted (durable), by tool.");
     describe_webhooks();
+    describe_audit();
     describe_counter!(
         SCHEDULE_JOBS,
         "Jobs a schedule enqueued (one per tick across all daemons), by schedule."
@@ -146,35 +196,7 @@ fn describe() {
         LOG_LINES_DROPPED,
         "Tool log lines not sent because the client read its stream too slowly."
     );
-    describe_histogram!(
-        BATCH_ROWS,
-        "Operations per group commit (enqueues, nonces, flushes)."
-    );
-    describe_histogram!(
-        COMMIT_SECONDS,
-        Unit::Seconds,
-        "Time per group commit (before its fsync)."
-    );
-    describe_histogram!(FSYNC_SECONDS, Unit::Seconds, "Time per WAL fsync.");
-    describe_counter!(
-        FSYNC_FAILURES,
-        "Failed fsyncs (after one, no durable write is acknowledged)."
-    );
-    describe_counter!(
-        FAULTS,
-        "Faults by site (store writes, reads, claims, heartbeats…); each counted exactly, \
-         though the log collapses repeats."
-    );
-    describe_gauge!(
-        STORE_UP,
-        "1 while this process reaches its store, 0 while it does not."
-    );
-    describe_counter!(STORE_OUTAGES, "Times this process lost its store.");
-    describe_counter!(
-        COMMITS_RESOLVED,
-        "Group commits whose outcome was unknown (connection lost in flight), resolved by \
-         looking the batch up, by outcome (committed, retried, unresolved)."
-    );
+    describe_store();
 }
 
 /// Sets the store gauges just before a scrape renders.

@@ -33,3 +33,10 @@ pub const STORE_OUTAGES: &str = "mcpq_store_outages_total";
 pub const COMMITS_RESOLVED: &str = "mcpq_commits_resolved_total";
 pub const WEBHOOK_DELIVERIES: &str = "mcpq_webhook_deliveries_total";
 pub const WEBHOOK_BACKLOG: &str = "mcpq_webhook_outbox_backlog";
+/// Audit records handed to the store, by kind (docs/AUDIT.md).
+pub const AUDIT_RECORDS: &str = "mcpq_audit_records_total";
+/// Refusals folded into another refusal's record (same client, tool and code, same second),
+/// or into the per-second overflow record.
+pub const AUDIT_COALESCED: &str = "mcpq_audit_refusals_coalesced_total";
+/// Audit records written behind that were lost with a failed commit.
+pub const AUDIT_LOST: &str = "mcpq_audit_records_lost_total";

@@ -15,6 +15,7 @@ use hyper::header::CONTENT_LENGTH;
 use hyper::Request;
 
 use crate::app::App;
+use crate::audit::writer::CallFacts;
 use crate::config::{Secret, Settings};
 use crate::envelope::{self, CallError, Envelope, Response, Status};
 use crate::http::{self, HttpResponse};
@@ -96,7 +97,47 @@ impl V1 {
 
     /// A refusal before any envelope was read (wrong method, unknown path, bad body).
     pub fn error_response(&self, e: CallError) -> HttpResponse {
+        self.audit_unread(String::new(), &e);
         http_answer(self.respond(String::new(), Err(e)))
+    }
+
+    /// The audit record of a refusal before an envelope was read: nobody and no tool known.
+    fn audit_unread(&self, request_id: String, e: &CallError) {
+        let facts = CallFacts {
+            via: "v1",
+            client: "",
+            tool: "",
+            args: None,
+            request_id: &request_id,
+        };
+        self.app
+            .audit()
+            .refusal(self.app.now_ms(), &facts, e.code());
+    }
+
+    /// The audit record of an answered envelope (docs/AUDIT.md): an accepted job's is
+    /// already committed with it; a refusal before admission is coalesced; every other
+    /// outcome is a record of its own, written behind.
+    fn audit(&self, env: &Envelope, outcome: &Result<(Status, Option<Object>), CallError>) {
+        let audit = self.app.audit();
+        if !audit.enabled() || matches!(outcome, Ok((Status::Accepted, _))) {
+            return;
+        }
+        let mut args = String::new();
+        json::write_object_except(&env.args, None, &mut args);
+        let facts = CallFacts {
+            via: "v1",
+            client: &env.client_id.0,
+            tool: &env.tool,
+            args: Some(&args),
+            request_id: &env.request_id,
+        };
+        let now = self.app.now_ms();
+        match outcome {
+            Ok(_) => audit.call(now, &facts, "ok"),
+            Err(e) if refused_before_admission(e) => audit.refusal(now, &facts, e.code()),
+            Err(e) => audit.call(now, &facts, e.code()),
+        }
     }
 
     /// The one place an outcome becomes a signed response.
@@ -139,10 +180,9 @@ impl V1 {
             Ok(v) => v,
             Err(e) => {
                 count_request(None, "malformed_json", t0);
-                return self.respond(
-                    envelope::salvage_request_id(body),
-                    Err(CallError::MalformedJson(e.to_string())),
-                );
+                let e = CallError::MalformedJson(e.to_string());
+                self.audit_unread(envelope::salvage_request_id(body), &e);
+                return self.respond(envelope::salvage_request_id(body), Err(e));
             }
         };
         let request_id = match &parsed {
@@ -156,6 +196,7 @@ impl V1 {
             Ok(env) => env,
             Err(e) => {
                 count_request(None, e.code(), t0);
+                self.audit_unread(request_id.clone(), &e);
                 return self.respond(request_id, Err(e));
             }
         };
@@ -184,9 +225,11 @@ impl V1 {
         let outcome = match &otel {
             None => logged.await,
             Some(o) => {
-                let outcome =
-                    tracing::Instrument::instrument(crate::otel::scope(headers, logged), o.clone())
-                        .await;
+                let outcome = tracing::Instrument::instrument(
+                    crate::otel::scope(headers.clone(), logged),
+                    o.clone(),
+                )
+                .await;
                 end_request_span(o, &outcome);
                 outcome
             }
@@ -198,6 +241,8 @@ impl V1 {
             Err(e) => e.code(),
         };
         count_request(Some(if known { &env.tool } else { "unknown" }), code, t0);
+        // In the call's trace context, so its record names the trace.
+        crate::otel::sync_scope(headers, || self.audit(&env, &outcome));
         self.respond(env.request_id.clone(), outcome)
     }
 
@@ -264,8 +309,17 @@ impl V1 {
                 // The nonce commits with the job; a refused job writes it behind.
                 let enqueued = match opts {
                     Ok(opts) => {
-                        app.enqueue_job(t, &env.client_id, &env.args, Some(nonce), now, None, &opts)
-                            .await
+                        app.enqueue_job(
+                            t,
+                            &env.client_id,
+                            &env.args,
+                            Some(nonce),
+                            now,
+                            None,
+                            &opts,
+                            &env.request_id,
+                        )
+                        .await
                     }
                     Err(e) => Err(e),
                 };
@@ -296,6 +350,22 @@ fn end_request_span(span: &tracing::Span, outcome: &Result<(Status, Option<Objec
         Ok(_) => {}
         Err(e) => spans::fail(span, e.code(), e.code()),
     }
+}
+
+/// Refused before the call was admitted: the envelope's checks (version, server, time,
+/// key, signature, nonce) or the client's call rate. Coalesced in the audit trail.
+fn refused_before_admission(e: &CallError) -> bool {
+    matches!(
+        e,
+        CallError::UnsupportedVersion(_)
+            | CallError::WrongServer(_)
+            | CallError::StaleTimestamp(_)
+            | CallError::FutureTimestamp(_)
+            | CallError::UnknownClient(_)
+            | CallError::BadSignature
+            | CallError::ReplayedNonce
+            | CallError::RateLimited(_)
+    )
 }
 
 fn http_answer(a: Answer) -> HttpResponse {

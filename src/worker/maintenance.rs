@@ -22,10 +22,14 @@ use crate::otel::TraceHeaders;
 use crate::store::{Completion, ExpiredLease, Outcome, Store, StoreError};
 
 /// Rescues jobs whose worker vanished, prunes finished jobs past retention and expired nonces.
+///
+/// `audit_retain_ms`: the audit trail's retention (`[audit] retention_secs`), for the daemon's
+/// pass only (`None` in worker processes and with audit retention off).
 pub async fn maintenance(
     store: Arc<dyn Store>,
     prune_hook: Arc<dyn Fn(i64) + Send + Sync>,
     jobs: JobSettings,
+    audit_retain_ms: Option<i64>,
     clock: Arc<dyn Clock>,
     stop: CancellationToken,
 ) {
@@ -59,6 +63,24 @@ pub async fn maintenance(
                     store.status().fault("prune", &e);
                 }
             }
+            if let Some(keep) = audit_retain_ms {
+                prune_audit(store.as_ref(), now - keep, now).await;
+            }
+        }
+    }
+}
+
+/// The most audit records one retention pass deletes (the rest wait for the next pass).
+const AUDIT_PRUNE_LIMIT: i64 = 50_000;
+
+/// Deletes audit records written before `before`, keeping the chain verifiable
+/// (docs/AUDIT.md).
+async fn prune_audit(store: &dyn Store, before: i64, now: i64) {
+    match store.prune_audit(before, AUDIT_PRUNE_LIMIT, now).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(records = n, "pruned audit records past retention"),
+        Err(e) => {
+            store.status().fault("audit prune", &e);
         }
     }
 }

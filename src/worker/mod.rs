@@ -211,6 +211,7 @@ impl Worker {
             store.clone(),
             Arc::new(|_| {}),
             jobs,
+            None,
             parts.clock.clone(),
             maint_stop.clone(),
         ));

@@ -203,4 +203,37 @@ impl AdminStore for PgStore {
     ) -> BoxFuture<'a, Result<Vec<crate::store::outbox::WebhookDelivery>, StoreError>> {
         Box::pin(self.hook_deliveries(job))
     }
+
+    fn append_audit(
+        &self,
+        entries: Vec<crate::audit::Entry>,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(self.append_now(entries))
+    }
+
+    fn audit_ends(&self) -> BoxFuture<'_, Result<crate::store::admin::ChainEnds, StoreError>> {
+        Box::pin(async move {
+            let row = sqlx::query(sql::AUDIT_HEAD).fetch_one(self.pool()).await?;
+            crate::store::audit::ends_from_row(&row)
+        })
+    }
+
+    fn audit_page(
+        &self,
+        after_seq: i64,
+        since: i64,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<crate::audit::Record>, StoreError>> {
+        Box::pin(async move {
+            let rows = sqlx::query(sql::AUDIT_PAGE)
+                .bind(after_seq)
+                .bind(since)
+                .bind(limit as i64)
+                .fetch_all(self.pool())
+                .await?;
+            rows.iter()
+                .map(crate::store::audit::record_from_row)
+                .collect()
+        })
+    }
 }

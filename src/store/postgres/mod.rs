@@ -20,6 +20,7 @@
 //! It must not decide job transitions (see `jobs`) or know about HTTP.
 
 mod admin;
+mod audit;
 mod bench;
 mod browse;
 mod copy;
@@ -45,48 +46,7 @@ use writer::CommitOp;
 
 pub use open::{connect_options, migrate_only, migrator};
 
-pub(crate) mod sql {
-    pub const ENQUEUE: &str = include_str!("sql/enqueue.sql");
-    pub const FIND_IDEMPOTENT: &str = include_str!("sql/find_idempotent.sql");
-    pub const RESOLVE_JOBS: &str = include_str!("sql/resolve_jobs.sql");
-    pub const RESOLVE_NONCES: &str = include_str!("sql/resolve_nonces.sql");
-    pub const BACKEND_GONE: &str = include_str!("sql/backend_gone.sql");
-    pub const GET_JOB: &str = include_str!("sql/get_job.sql");
-    pub const GET_JOBS: &str = include_str!("sql/get_jobs.sql");
-    pub const CANCEL: &str = include_str!("sql/cancel.sql");
-    pub const ANSWER_READ: &str = include_str!("sql/answer_read.sql");
-    pub const ANSWER_WRITE: &str = include_str!("sql/answer_write.sql");
-    pub const HAS_DUE: &str = include_str!("sql/has_due.sql");
-    pub const CLAIM: &str = include_str!("sql/claim.sql");
-    pub const CLAIM_TOOL: &str = include_str!("sql/claim_tool.sql");
-    pub const CLAIM_TOOL_KEYED: &str = include_str!("sql/claim_tool_keyed.sql");
-    pub const RATE_READ: &str = include_str!("sql/rate_read.sql");
-    pub const RATE_WRITE: &str = include_str!("sql/rate_write.sql");
-    pub const UNKNOWN_DEFINITIONS: &str = include_str!("sql/unknown_definitions.sql");
-    pub const RESOLVE_IN_DOUBT: &str = include_str!("sql/resolve_in_doubt.sql");
-    pub const HEARTBEAT: &str = include_str!("sql/heartbeat.sql");
-    pub const COMPLETE: &str = include_str!("sql/complete.sql");
-    pub const RELEASE: &str = include_str!("sql/release.sql");
-    pub const ENQUEUE_TRACED: &str = include_str!("sql/enqueue_traced.sql");
-    pub const EXPIRED_LEASES: &str = include_str!("sql/expired_leases.sql");
-    pub const TRACED_JOBS: &str = include_str!("sql/traced_jobs.sql");
-    pub const COUNT_QUEUED: &str = include_str!("sql/count_queued.sql");
-    pub const LEASE_HOLDERS: &str = include_str!("sql/lease_holders.sql");
-    pub const STATS: &str = include_str!("sql/stats.sql");
-    pub const PAUSE_TOOL: &str = include_str!("sql/pause_tool.sql");
-    pub const RESUME_TOOL: &str = include_str!("sql/resume_tool.sql");
-    pub const PAUSED_TOOLS: &str = include_str!("sql/paused_tools.sql");
-    pub const SCHEDULE_TICKS: &str = include_str!("sql/schedule_ticks.sql");
-    pub const RECORD_TICK: &str = include_str!("sql/record_tick.sql");
-    pub const LIVE_NONCES: &str = include_str!("sql/live_nonces.sql");
-    pub const PRUNE_JOBS: &str = include_str!("sql/prune_jobs.sql");
-    pub const EXPIRE_WAITING: &str = include_str!("sql/expire_waiting.sql");
-    pub const PRUNE_NONCES: &str = include_str!("sql/prune_nonces.sql");
-    pub const ADMIN_LIST: &str = include_str!("sql/admin_list.sql");
-    pub const ADMIN_CANCEL: &str = include_str!("sql/admin_cancel.sql");
-    pub const ADMIN_RETRY: &str = include_str!("sql/admin_retry.sql");
-    pub const ADMIN_ACTIVITY: &str = include_str!("sql/admin_activity.sql");
-}
+pub(crate) mod sql;
 
 struct Inner {
     pool: PgPool,
@@ -104,6 +64,8 @@ struct Inner {
     prune_batch: i64,
     stop: tokio_util::sync::CancellationToken,
     status: Arc<status::StoreStatus>,
+    /// Audit ops written behind and not yet committed (`writer::InFlight`).
+    audit_inflight: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Drop for Inner {
@@ -121,6 +83,25 @@ pub struct PgStore {
 impl PgStore {
     async fn send(&self, op: CommitOp) -> Result<(), StoreError> {
         self.inner.tx.send(op).await.map_err(|_| StoreError::Closed)
+    }
+
+    /// Runs a retention statement (`$1` the bound, `$2` the batch size) until a pass
+    /// deletes less than a batch; returns how many rows it deleted.
+    async fn prune_batches(&self, statement: &'static str, bound: i64) -> Result<u64, StoreError> {
+        let batch = self.inner.prune_batch;
+        let mut total = 0;
+        loop {
+            let n = sqlx::query(statement)
+                .bind(bound)
+                .bind(batch)
+                .execute(&self.inner.pool)
+                .await?
+                .rows_affected();
+            total += n;
+            if (n as i64) < batch {
+                return Ok(total);
+            }
+        }
     }
 
     async fn apply_completions(
@@ -740,34 +721,24 @@ impl Store for PgStore {
 
     fn prune(&self, finished_before: i64, now: i64) -> BoxFuture<'_, Result<u64, StoreError>> {
         Box::pin(async move {
-            let batch = self.inner.prune_batch;
-            let mut jobs = 0;
-            loop {
-                let n = sqlx::query(sql::PRUNE_JOBS)
-                    .bind(finished_before)
-                    .bind(batch)
-                    .execute(&self.inner.pool)
-                    .await?
-                    .rows_affected();
-                jobs += n;
-                if (n as i64) < batch {
-                    break;
-                }
-            }
-            loop {
-                let n = sqlx::query(sql::PRUNE_NONCES)
-                    .bind(now)
-                    .bind(batch)
-                    .execute(&self.inner.pool)
-                    .await?
-                    .rows_affected();
-                if (n as i64) < batch {
-                    break;
-                }
-            }
+            let jobs = self.prune_batches(sql::PRUNE_JOBS, finished_before).await?;
+            self.prune_batches(sql::PRUNE_NONCES, now).await?;
             self.prune_hooks(finished_before).await?;
             Ok(jobs)
         })
+    }
+
+    fn audit(&self, entries: Vec<crate::audit::Entry>) {
+        self.audit_behind(entries)
+    }
+
+    fn prune_audit(
+        &self,
+        before: i64,
+        limit: i64,
+        now: i64,
+    ) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(self.prune_audit_now(before, limit, now))
     }
 
     fn wakeups(&self) -> Option<Arc<Notify>> {
@@ -777,6 +748,17 @@ impl Store for PgStore {
     fn close(&self) -> BoxFuture<'_, ()> {
         Box::pin(async move {
             let _ = self.flush().await;
+            // Records written behind may sit in another committer's batch than the flush.
+            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+            while self
+                .inner
+                .audit_inflight
+                .load(std::sync::atomic::Ordering::SeqCst)
+                > 0
+                && tokio::time::Instant::now() < deadline
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
             self.inner.stop.cancel();
             self.inner.pool.close().await;
         })

@@ -142,6 +142,7 @@ impl PgStore {
                 wake,
                 jobs_added,
                 prune_batch: i64::from(pg.prune_batch.max(1)),
+                audit_inflight: Default::default(),
                 stop,
                 status,
             }),

@@ -13,6 +13,7 @@ use sqlx::{Connection, PgConnection, Row};
 use tokio::sync::{mpsc, oneshot, Mutex, Notify};
 
 use super::sql;
+use crate::audit::Entry;
 use crate::auth::NonceRecord;
 use crate::jobs::JobId;
 use crate::logging::repeats;
@@ -32,6 +33,26 @@ pub(super) enum CommitOp {
     /// another caller had it.
     Nonce(NonceRecord, i64, oneshot::Sender<Result<bool, StoreError>>),
     Flush(oneshot::Sender<()>),
+    /// Audit records written behind (docs/AUDIT.md): sealed onto the chain in the batch's
+    /// transaction; nobody waits for them but `close` (until every [`InFlight`] is gone).
+    Audit(Vec<Entry>, #[allow(dead_code)] InFlight),
+}
+
+/// One audit op not yet committed or dropped: `close` waits until none is left, since its
+/// flush is answered by whichever committer takes it, maybe before another commits these.
+pub(super) struct InFlight(Arc<std::sync::atomic::AtomicUsize>);
+
+impl InFlight {
+    pub(super) fn new(count: &Arc<std::sync::atomic::AtomicUsize>) -> InFlight {
+        count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        InFlight(count.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 /// Sends `NOTIFY mcpq_jobs` after enqueues commit, at most once per [`NOTIFY_EVERY`]: one
@@ -245,6 +266,11 @@ async fn commit_batch(link: &mut Link, ops: &mut Vec<CommitOp>, status: &StoreSt
 }
 
 /// Writes a batch; returns what its statement did and which ops were in-batch replays.
+///
+/// A batch with audit records is one transaction: the enqueue statement, then the lock on
+/// the chain's head row (`audit_head_lock.sql`), the records sealed onto it (the jobs' with
+/// what the statement did to each) and the head moved. The lock is taken after the enqueue
+/// so a head holder never waits for a row another committer holds.
 async fn run_batch(
     conn: &mut PgConnection,
     ops: &[CommitOp],
@@ -256,11 +282,65 @@ async fn run_batch(
         dup,
         cols,
     } = batch_of(ops);
-    if keys.is_empty() && cols.id.is_empty() {
-        return Ok(((HashSet::new(), HashSet::new(), HashMap::new()), dup));
+    let audited = ops.iter().any(|op| match op {
+        CommitOp::Audit(..) => true,
+        CommitOp::Job(j, _) => j.audit.is_some(),
+        _ => false,
+    });
+    let empty = keys.is_empty() && cols.id.is_empty();
+    if !audited {
+        if empty {
+            return Ok(((HashSet::new(), HashSet::new(), HashMap::new()), dup));
+        }
+        let outcome = write_batch(conn, keys, expiries, now, cols, ops, &dup).await?;
+        return Ok((outcome, dup));
     }
-    let outcome = write_batch(conn, keys, expiries, now, cols, ops, &dup).await?;
+    let mut tx = conn.begin().await?;
+    let outcome = if empty {
+        (HashSet::new(), HashSet::new(), HashMap::new())
+    } else {
+        write_batch(&mut tx, keys, expiries, now, cols, ops, &dup).await?
+    };
+    let start = super::audit::lock_head(&mut tx).await?;
+    super::audit::append_locked(&mut tx, &start, audit_entries(ops, &dup, &outcome)).await?;
+    tx.commit().await?;
     Ok((outcome, dup))
+}
+
+/// The batch's audit records in commit order: each job's that the statement created (or
+/// found by its idempotency key), then those written behind. A job refused as a replay has
+/// none here: its caller's refusal is recorded instead.
+fn audit_entries(ops: &[CommitOp], dup: &[bool], outcome: &BatchOutcome) -> Vec<Entry> {
+    let (admitted, inserted, existing) = outcome;
+    let mut out = Vec::new();
+    for (i, op) in ops.iter().enumerate() {
+        match op {
+            CommitOp::Job(j, _) => {
+                let Some(e) = &j.audit else { continue };
+                let nonce_ok = match &j.nonce {
+                    Some(n) => !dup[i] && admitted.contains(&n.key.0[..]),
+                    None => true,
+                };
+                let done = if !nonce_ok {
+                    continue;
+                } else if inserted.contains(&j.id.0) {
+                    Enqueued::Created(j.id.clone())
+                } else if let Some(id) = j
+                    .idempotency_key
+                    .as_ref()
+                    .and_then(|k| existing.get(&(j.client_id.0.clone(), k.clone())))
+                {
+                    Enqueued::Existing(JobId(id.clone()))
+                } else {
+                    continue;
+                };
+                out.push(crate::store::audit::job_entry(e, &done));
+            }
+            CommitOp::Audit(entries, _) => out.extend(entries.iter().cloned()),
+            _ => {}
+        }
+    }
+    out
 }
 
 /// Resolves a batch whose connection was lost in flight: on a fresh connection, makes sure
@@ -303,9 +383,12 @@ async fn resolve(link: &mut Link, ops: &mut Vec<CommitOp>, lost: Option<i32>, wh
         });
         return false;
     };
+    // Records written behind committed with the batch if any of its jobs or nonces did.
+    let committed = !jobs.is_empty() || !nonces.is_empty();
     let mut again = Vec::new();
     for op in ops.drain(..) {
         match op {
+            CommitOp::Audit(..) if committed => {}
             CommitOp::Job(j, reply) if jobs.contains(&j.id.0) => {
                 resolved("committed");
                 let _ = reply.send(Ok(Enqueued::Created(j.id.clone())));
@@ -391,7 +474,7 @@ async fn look_up(
                 keys.push(n.key.0.to_vec());
                 now = now.min(*at);
             }
-            CommitOp::Flush(_) => {}
+            CommitOp::Flush(_) | CommitOp::Audit(..) => {}
         }
     }
     let jobs = sqlx::query_scalar::<_, String>(sql::RESOLVE_JOBS)
@@ -469,7 +552,7 @@ fn batch_of(ops: &[CommitOp]) -> Batch {
         let nonce = match op {
             CommitOp::Job(j, _) => j.nonce.as_ref(),
             CommitOp::Nonce(n, _, _) => Some(n),
-            CommitOp::Flush(_) => None,
+            CommitOp::Flush(_) | CommitOp::Audit(..) => None,
         };
         if let Some(n) = nonce {
             if seen.insert(n.key.0) {
@@ -528,8 +611,15 @@ fn fail(ops: &mut Vec<CommitOp>, err: impl Fn(&CommitOp) -> StoreError) {
             CommitOp::Flush(reply) => {
                 let _ = reply.send(());
             }
+            CommitOp::Audit(entries, _) => lost(entries.len(), &e),
         }
     }
+}
+
+/// Audit records written behind that a failed batch took with it (docs/AUDIT.md).
+fn lost(n: usize, e: &StoreError) {
+    metrics::counter!(crate::telemetry::names::AUDIT_LOST).increment(n as u64);
+    tracing::warn!(records = n, error = %e, "audit records written behind were lost with their batch");
 }
 
 /// Answers every op of a committed batch from what its statement returned.
@@ -539,6 +629,7 @@ fn answer(ops: &mut Vec<CommitOp>, dup: &[bool], (admitted, inserted, existing):
             CommitOp::Flush(reply) => {
                 let _ = reply.send(());
             }
+            CommitOp::Audit(..) => {}
             CommitOp::Nonce(n, _, reply) => {
                 let _ = reply.send(Ok(!dup[i] && admitted.contains(&n.key.0[..])));
             }

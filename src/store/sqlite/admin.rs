@@ -10,9 +10,10 @@ use super::rows::records_from_json;
 use super::{sql, SqliteStore};
 use crate::jobs::JobId;
 use crate::store::admin::{
-    add_activity_rows, cancel_outcome, fail_in_doubt, unchanged, Activity, AdminStore, Change,
-    JobFilter, JobQuery, JobRow, JobSummary, PausedTool, SeriesRows, ToolStateCounts,
+    add_activity_rows, cancel_outcome, fail_in_doubt, unchanged, Activity, AdminStore, ChainEnds,
+    Change, JobFilter, JobQuery, JobRow, JobSummary, PausedTool, SeriesRows, ToolStateCounts,
 };
+use crate::store::audit::{ends_from_row, record_from_row};
 use crate::store::{state_of, BoxFuture, CancelOutcome, JobRecord, Store, StoreError};
 
 impl AdminStore for SqliteStore {
@@ -218,5 +219,38 @@ impl AdminStore for SqliteStore {
         job: &'a JobId,
     ) -> BoxFuture<'a, Result<Vec<crate::store::outbox::WebhookDelivery>, StoreError>> {
         Box::pin(self.hook_deliveries(job))
+    }
+
+    fn append_audit(
+        &self,
+        entries: Vec<crate::audit::Entry>,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(self.append_now(entries))
+    }
+
+    fn audit_ends(&self) -> BoxFuture<'_, Result<ChainEnds, StoreError>> {
+        Box::pin(async move {
+            let row = sqlx::query(sql::AUDIT_HEAD)
+                .fetch_one(&self.inner.read)
+                .await?;
+            ends_from_row(&row)
+        })
+    }
+
+    fn audit_page(
+        &self,
+        after_seq: i64,
+        since: i64,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<crate::audit::Record>, StoreError>> {
+        Box::pin(async move {
+            let rows = sqlx::query(sql::AUDIT_PAGE)
+                .bind(after_seq)
+                .bind(since)
+                .bind(limit as i64)
+                .fetch_all(&self.inner.read)
+                .await?;
+            rows.iter().map(record_from_row).collect()
+        })
     }
 }

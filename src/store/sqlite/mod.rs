@@ -23,6 +23,7 @@
 //! It must not decide job transitions (see `jobs`) or know about HTTP.
 
 mod admin;
+mod audit;
 mod bench;
 mod browse;
 mod copy;
@@ -46,49 +47,7 @@ use writer::{Durability, PendingNonces, WriteOp};
 
 pub use open::{migrate, migrate_only, migrator};
 
-pub(crate) mod sql {
-    pub const INSERT_NONCE_BATCH: &str = include_str!("sql/insert_nonce_batch.sql");
-    pub const ENQUEUE_BATCH: &str = include_str!("sql/enqueue_batch.sql");
-    pub const INSERT_JOBS: &str = include_str!("sql/insert_jobs.sql");
-    pub const TRACE_JOBS: &str = include_str!("sql/trace_jobs.sql");
-    pub const FIND_IDEMPOTENT: &str = include_str!("sql/find_idempotent.sql");
-    pub const GET_JOBS: &str = include_str!("sql/get_jobs.sql");
-    pub const CANCEL_QUEUED: &str = include_str!("sql/cancel_queued.sql");
-    pub const CANCEL_RUNNING: &str = include_str!("sql/cancel_running.sql");
-    pub const JOB_STATE: &str = include_str!("sql/job_state.sql");
-    pub const ANSWER_READ: &str = include_str!("sql/answer_read.sql");
-    pub const ANSWER_WRITE: &str = include_str!("sql/answer_write.sql");
-    pub const CLAIM: &str = include_str!("sql/claim.sql");
-    pub const CLAIM_TOOL: &str = include_str!("sql/claim_tool.sql");
-    pub const CLAIM_TOOL_KEYED: &str = include_str!("sql/claim_tool_keyed.sql");
-    pub const RATE_READ: &str = include_str!("sql/rate_read.sql");
-    pub const RATE_WRITE: &str = include_str!("sql/rate_write.sql");
-    pub const UNKNOWN_DEFINITIONS: &str = include_str!("sql/unknown_definitions.sql");
-    pub const RESOLVE_IN_DOUBT: &str = include_str!("sql/resolve_in_doubt.sql");
-    pub const HAS_DUE: &str = include_str!("sql/has_due.sql");
-    pub const STATS: &str = include_str!("sql/stats.sql");
-    pub const PAUSE_TOOL: &str = include_str!("sql/pause_tool.sql");
-    pub const RESUME_TOOL: &str = include_str!("sql/resume_tool.sql");
-    pub const PAUSED_TOOLS: &str = include_str!("sql/paused_tools.sql");
-    pub const SCHEDULE_TICKS: &str = include_str!("sql/schedule_ticks.sql");
-    pub const RECORD_TICK: &str = include_str!("sql/record_tick.sql");
-    pub const LEASE_HOLDERS: &str = include_str!("sql/lease_holders.sql");
-    pub const COUNT_QUEUED: &str = include_str!("sql/count_queued.sql");
-    pub const ADMIN_LIST: &str = include_str!("sql/admin_list.sql");
-    pub const ADMIN_CANCEL: &str = include_str!("sql/admin_cancel.sql");
-    pub const ADMIN_RETRY: &str = include_str!("sql/admin_retry.sql");
-    pub const ADMIN_ACTIVITY: &str = include_str!("sql/admin_activity.sql");
-    pub const HEARTBEAT: &str = include_str!("sql/heartbeat.sql");
-    pub const COMPLETE: &str = include_str!("sql/complete.sql");
-    pub const COMPLETE_ASK: &str = include_str!("sql/complete_ask.sql");
-    pub const RELEASE: &str = include_str!("sql/release.sql");
-    pub const EXPIRED_LEASES: &str = include_str!("sql/expired_leases.sql");
-    pub const TRACED_JOBS: &str = include_str!("sql/traced_jobs.sql");
-    pub const PRUNE_JOBS: &str = include_str!("sql/prune_jobs.sql");
-    pub const EXPIRE_WAITING: &str = include_str!("sql/expire_waiting.sql");
-    pub const PRUNE_NONCES: &str = include_str!("sql/prune_nonces.sql");
-    pub const LIVE_NONCES: &str = include_str!("sql/live_nonces.sql");
-}
+pub(crate) mod sql;
 
 /// One capped tool's share of a claim: who claims, when, and how many more it may take.
 struct CappedClaim<'a> {
@@ -152,6 +111,8 @@ struct Inner {
     writer: Arc<Mutex<SqliteConnection>>,
     tx: mpsc::Sender<WriteOp>,
     nonces: PendingNonces,
+    /// Audit records written behind (sync calls, refusals, reloads) for the next commit.
+    audit: writer::PendingAudit,
     lookups: mpsc::Sender<Lookup>,
     durability: Durability,
     status: Arc<status::StoreStatus>,
@@ -744,6 +705,31 @@ impl Store for SqliteStore {
 
     fn webhook_backlog(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
         Box::pin(self.hook_backlog())
+    }
+
+    fn audit(&self, entries: Vec<crate::audit::Entry>) {
+        if entries.is_empty() {
+            return;
+        }
+        let first = {
+            let mut pending = self.inner.audit.lock().unwrap_or_else(|p| p.into_inner());
+            let first = pending.is_empty();
+            pending.extend(entries);
+            first
+        };
+        // A full queue means a commit is coming anyway; it takes the buffer.
+        if first {
+            let _ = self.inner.tx.try_send(WriteOp::NoncesPending);
+        }
+    }
+
+    fn prune_audit(
+        &self,
+        before: i64,
+        limit: i64,
+        now: i64,
+    ) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(self.prune_audit_now(before, limit, now))
     }
 
     fn prune(&self, finished_before: i64, now: i64) -> BoxFuture<'_, Result<u64, StoreError>> {

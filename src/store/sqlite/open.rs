@@ -11,7 +11,9 @@ use sqlx::{Connection, SqliteConnection};
 use tokio::sync::{mpsc, Mutex};
 
 use super::reader::group_read;
-use super::writer::{group_commit, spawn_writer_thread, Durability, PendingNonces, MAX_BATCH};
+use super::writer::{
+    group_commit, spawn_writer_thread, Durability, PendingAudit, PendingNonces, MAX_BATCH,
+};
 use super::{Inner, SqliteStore};
 use crate::config::{DatabaseSettings, Synchronous};
 use crate::store::status::StoreStatus;
@@ -151,11 +153,12 @@ impl SqliteStore {
         let (tx, rx) = mpsc::channel(MAX_BATCH * 4);
         let durability = Durability::new(db);
         let nonces = PendingNonces::default();
+        let audit = PendingAudit::default();
         let status = StoreStatus::new();
         spawn_writer_thread(group_commit(
             writer.clone(),
             rx,
-            nonces.clone(),
+            (nonces.clone(), audit.clone()),
             durability.clone(),
             status.clone(),
         ))?;
@@ -173,6 +176,7 @@ impl SqliteStore {
                 writer,
                 tx,
                 nonces,
+                audit,
                 lookups,
                 durability,
                 status,

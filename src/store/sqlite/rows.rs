@@ -122,6 +122,33 @@ pub(super) fn push_job(rows: &mut Rows, j: &NewJob) {
     }
 }
 
+/// A sealed audit record as `enqueue_audited.sql`'s positional row (migration 0013): its
+/// seq, entry, `prev` and digest.
+pub(super) fn push_record(
+    rows: &mut Rows,
+    seq: i64,
+    e: &crate::audit::Entry,
+    prev: &str,
+    digest: &str,
+) {
+    rows.row()
+        .int(seq)
+        .int(e.at)
+        .str(e.kind.as_str())
+        .str(&e.actor)
+        .opt_str(e.tool.as_deref())
+        .opt_str(e.args_digest.as_deref())
+        .opt_str(e.args.as_deref())
+        .str(&e.outcome)
+        .int(i64::from(e.count))
+        .opt_str(e.request_id.as_deref())
+        .opt_str(e.job_id.as_deref())
+        .opt_str(e.trace_id.as_deref())
+        .opt_str(e.detail.as_deref())
+        .str(prev)
+        .str(digest);
+}
+
 /// Nonce records packed for one `nonce_batches` row: 16-byte digest + big-endian i64 expiry each.
 #[derive(Default)]
 pub(super) struct NoncePack {

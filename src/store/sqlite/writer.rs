@@ -9,8 +9,9 @@ use std::time::Duration;
 use sqlx::{Connection, Row, SqliteConnection};
 use tokio::sync::{mpsc, oneshot, Mutex};
 
-use super::rows::{push_job, NoncePack, Rows};
+use super::rows::{push_job, push_record, NoncePack, Rows};
 use super::sql;
+use crate::audit::{self, Entry, Head};
 use crate::auth::NonceRecord;
 use crate::config::{DatabaseSettings, Synchronous};
 use crate::jobs::JobId;
@@ -22,7 +23,8 @@ use crate::store::{Enqueued, NewJob, StoreError};
 pub(super) const MAX_BATCH: usize = 4096;
 
 pub(super) enum WriteOp {
-    /// Nonces were added to an empty [`PendingNonces`]: commit them within the linger time.
+    /// Nonces were added to an empty [`PendingNonces`] (or audit records to an empty
+    /// [`PendingAudit`]): commit them within the linger time.
     NoncesPending,
     Job(Box<NewJob>, oneshot::Sender<Result<Enqueued, StoreError>>),
     Flush(oneshot::Sender<()>),
@@ -37,6 +39,14 @@ pub(super) enum WriteOp {
 pub(super) type PendingNonces = Arc<std::sync::Mutex<Vec<NonceRecord>>>;
 
 fn take_nonces(pending: &PendingNonces) -> Vec<NonceRecord> {
+    std::mem::take(&mut *pending.lock().unwrap_or_else(|p| p.into_inner()))
+}
+
+/// Audit records written behind (docs/AUDIT.md), waiting for the next group commit like
+/// [`PendingNonces`].
+pub(super) type PendingAudit = Arc<std::sync::Mutex<Vec<Entry>>>;
+
+fn take_audit(pending: &PendingAudit) -> Vec<Entry> {
     std::mem::take(&mut *pending.lock().unwrap_or_else(|p| p.into_inner()))
 }
 
@@ -190,11 +200,13 @@ const NONCE_LINGER: Duration = Duration::from_millis(10);
 pub(super) async fn group_commit(
     writer: Arc<Mutex<SqliteConnection>>,
     mut rx: mpsc::Receiver<WriteOp>,
-    pending: PendingNonces,
+    pending: (PendingNonces, PendingAudit),
     durability: Durability,
     status: Arc<StoreStatus>,
 ) {
     let mut ops = Vec::with_capacity(MAX_BATCH);
+    // The audit chain's head as this writer last committed it; `None`: read it first.
+    let mut head: Option<Head> = None;
     loop {
         ops.clear();
         match rx.recv().await {
@@ -221,19 +233,29 @@ pub(super) async fn group_commit(
             }
         }
         let mut conn = writer.lock().await;
-        commit_batch(&mut conn, &mut ops, &pending, &durability, &status).await;
+        let batch = Batch {
+            pending: &pending,
+            head: &mut head,
+            durability: &durability,
+            status: &status,
+        };
+        commit_batch(&mut conn, &mut ops, batch).await;
     }
 }
 
-async fn commit_batch(
-    conn: &mut SqliteConnection,
-    ops: &mut Vec<WriteOp>,
-    pending: &PendingNonces,
-    durability: &Durability,
-    status: &StoreStatus,
-) {
+/// What a group commit works with besides its ops.
+struct Batch<'a> {
+    pending: &'a (PendingNonces, PendingAudit),
+    head: &'a mut Option<Head>,
+    durability: &'a Durability,
+    status: &'a StoreStatus,
+}
+
+async fn commit_batch(conn: &mut SqliteConnection, ops: &mut Vec<WriteOp>, b: Batch<'_>) {
+    let (pending, durability, status) = (b.pending, b.durability, b.status);
+    let behind = take_audit(&pending.1);
     let mut nonces = NoncePack::default();
-    for n in take_nonces(pending) {
+    for n in take_nonces(&pending.0) {
         nonces.push(&n);
     }
     let mut jobs = Rows::new();
@@ -251,10 +273,11 @@ async fn commit_batch(
     }
     let started = std::time::Instant::now();
     let job_count = jobs.count;
-    let outcome = if nonces.is_empty() && jobs.count == 0 {
+    let behind_n = behind.len();
+    let outcome = if nonces.is_empty() && jobs.count == 0 && behind.is_empty() {
         Ok(Vec::new())
     } else {
-        write_batch(conn, nonces, jobs, ops).await
+        write_batch(conn, nonces, jobs, ops, (behind, b.head)).await
     };
     metrics::histogram!(crate::telemetry::names::BATCH_ROWS).record(ops.len() as f64);
     metrics::histogram!(crate::telemetry::names::COMMIT_SECONDS)
@@ -276,6 +299,7 @@ async fn commit_batch(
             r.into_iter()
         }
         Err(e) => {
+            lost(behind_n);
             failure = Some(match crate::store::fault::sqlx_unavailable(&e) {
                 Some(why) => {
                     status.down(why);
@@ -350,6 +374,17 @@ fn commit_span(ops: &[WriteOp], started: std::time::Instant) {
     spans::batch("mcpq.store.commit", start, &traced, attrs);
 }
 
+/// Audit records written behind that a failed batch took with it (docs/AUDIT.md).
+fn lost(n: usize) {
+    if n > 0 {
+        metrics::counter!(crate::telemetry::names::AUDIT_LOST).increment(n as u64);
+        tracing::warn!(
+            records = n,
+            "audit records written behind were lost with their batch"
+        );
+    }
+}
+
 /// Writes a batch. Returns one `Enqueued` per job op, in order.
 ///
 /// The common case (no idempotency keys) is one statement, one round trip: an insert into
@@ -366,27 +401,124 @@ async fn write_batch(
     nonces: NoncePack,
     jobs: Rows,
     ops: &[WriteOp],
+    audit: (Vec<Entry>, &mut Option<Head>),
 ) -> Result<Vec<Enqueued>, sqlx::Error> {
     let keyed = ops.iter().any(
         |op| matches!(op, WriteOp::Job(j, _) if j.idempotency_key.is_some() || j.trace.is_some()),
     );
-    if !keyed {
-        let entries = (!nonces.is_empty()).then_some(nonces.bytes);
+    if keyed {
+        return write_batch_keyed(conn, nonces, jobs, ops, audit).await;
+    }
+    let created: Vec<Enqueued> = ops
+        .iter()
+        .filter_map(|op| match op {
+            WriteOp::Job(j, _) => Some(Enqueued::Created(j.id.clone())),
+            _ => None,
+        })
+        .collect();
+    let (behind, head) = audit;
+    let records = audit_entries(ops, &created, behind);
+    let entries = (!nonces.is_empty()).then_some(nonces.bytes);
+    let jobs = (jobs.count > 0).then(|| jobs.finish());
+    if records.is_empty() {
         sqlx::query(sql::ENQUEUE_BATCH)
             .bind(nonces.max_expiry)
             .bind(entries)
-            .bind(jobs.finish())
+            .bind(jobs.unwrap_or_else(|| "[]".into()))
             .execute(&mut *conn)
             .await?;
-        return Ok(ops
-            .iter()
-            .filter_map(|op| match op {
-                WriteOp::Job(j, _) => Some(Enqueued::Created(j.id.clone())),
-                _ => None,
-            })
-            .collect());
+        return Ok(created);
     }
-    write_batch_keyed(conn, nonces, jobs, ops).await
+    // Sealed onto the head this writer last committed; if another process (an operator's
+    // command, retention) appended since, the statement aborts and the batch is resealed
+    // on the head read now.
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let start = match head.take() {
+            Some(h) => h,
+            None => read_head(conn).await?,
+        };
+        let mut rows = Rows::new();
+        let end = audit::seal_with(&start, &records, |seq, e, prev, digest| {
+            push_record(&mut rows, seq, e, prev, digest)
+        });
+        let done = sqlx::query(sql::ENQUEUE_AUDITED)
+            .bind(nonces.max_expiry)
+            .bind(entries.as_deref())
+            .bind(jobs.as_deref())
+            .bind(rows.finish())
+            .bind(start.seq)
+            .bind(end.seq)
+            .bind(&end.digest)
+            .execute(&mut *conn)
+            .await;
+        match done {
+            Ok(_) => {
+                *head = Some(end);
+                return Ok(created);
+            }
+            Err(e) if tries < 5 && head_moved(&e) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// The batch's audit records in commit order: its jobs' (with what the commit did to each,
+/// `done` holding one outcome per job op), then those written behind.
+fn audit_entries(ops: &[WriteOp], done: &[Enqueued], behind: Vec<Entry>) -> Vec<Entry> {
+    let mut out = Vec::new();
+    let jobs = ops.iter().filter_map(|op| match op {
+        WriteOp::Job(j, _) => Some(j),
+        _ => None,
+    });
+    for (j, outcome) in jobs.zip(done) {
+        if let Some(e) = &j.audit {
+            out.push(crate::store::audit::job_entry(e, outcome));
+        }
+    }
+    out.extend(behind);
+    out
+}
+
+fn head_moved(e: &sqlx::Error) -> bool {
+    e.to_string().contains("audit chain head moved")
+}
+
+/// The chain's head as committed (read on the writer connection).
+pub(super) async fn read_head(conn: &mut SqliteConnection) -> Result<Head, sqlx::Error> {
+    let r = sqlx::query(sql::AUDIT_HEAD).fetch_one(&mut *conn).await?;
+    Ok(Head {
+        seq: r.try_get(0)?,
+        digest: r.try_get(1)?,
+    })
+}
+
+/// Seals `entries` onto the head and writes them, inside a write transaction the caller
+/// holds (`BEGIN IMMEDIATE`: the head read is the committed one); returns the new head.
+pub(super) async fn append_in_tx(
+    tx: &mut SqliteConnection,
+    entries: Vec<Entry>,
+) -> Result<Head, sqlx::Error> {
+    let start = read_head(tx).await?;
+    if entries.is_empty() {
+        return Ok(start);
+    }
+    let mut rows = Rows::new();
+    let end = audit::seal_with(&start, &entries, |seq, e, prev, digest| {
+        push_record(&mut rows, seq, e, prev, digest)
+    });
+    sqlx::query(sql::ENQUEUE_AUDITED)
+        .bind(0i64)
+        .bind(None::<Vec<u8>>)
+        .bind(None::<String>)
+        .bind(rows.finish())
+        .bind(start.seq)
+        .bind(end.seq)
+        .bind(&end.digest)
+        .execute(&mut *tx)
+        .await?;
+    Ok(end)
 }
 
 async fn write_batch_keyed(
@@ -394,6 +526,7 @@ async fn write_batch_keyed(
     nonces: NoncePack,
     jobs: Rows,
     ops: &[WriteOp],
+    (behind, head): (Vec<Entry>, &mut Option<Head>),
 ) -> Result<Vec<Enqueued>, sqlx::Error> {
     let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
     if !nonces.is_empty() {
@@ -450,6 +583,10 @@ async fn write_batch_keyed(
             .execute(&mut *tx)
             .await?;
     }
+    let records = audit_entries(ops, &out, behind);
+    *head = None;
+    let end = append_in_tx(&mut tx, records).await?;
     tx.commit().await?;
+    *head = Some(end);
     Ok(out)
 }

@@ -1,0 +1,1 @@
+DELETE FROM audit WHERE seq <= $1
