@@ -45,7 +45,7 @@ async fn verify(env: &TestEnv) -> (i32, Value) {
     (code, v)
 }
 
-fn find<'a>(records: &'a [Value], pred: impl Fn(&Value) -> bool) -> Vec<&'a Value> {
+fn find(records: &[Value], pred: impl Fn(&Value) -> bool) -> Vec<&Value> {
     records.iter().filter(|r| pred(r)).collect()
 }
 

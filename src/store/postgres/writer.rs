@@ -619,7 +619,11 @@ fn fail(ops: &mut Vec<CommitOp>, err: impl Fn(&CommitOp) -> StoreError) {
 /// Audit records written behind that a failed batch took with it (docs/AUDIT.md).
 fn lost(n: usize, e: &StoreError) {
     metrics::counter!(crate::telemetry::names::AUDIT_LOST).increment(n as u64);
-    tracing::warn!(records = n, error = %e, "audit records written behind were lost with their batch");
+    // Rate-limited like every fault: an outage fails many batches in a row.
+    repeats::fault(
+        "audit records lost",
+        &format!("{n} audit record(s) written behind were lost with their batch: {e}"),
+    );
 }
 
 /// Answers every op of a committed batch from what its statement returned.

@@ -124,6 +124,45 @@ pub struct SqliteStore {
     inner: Arc<Inner>,
 }
 
+/// `BEGIN IMMEDIATE` on the writer connection, outside sqlx's transaction tracking. A
+/// statement that fails on a full disk (or an I/O error) may have made SQLite roll the
+/// transaction back already; sqlx's own rollback then fails as well and leaves the
+/// connection counted as inside a transaction, refusing every later `begin_with`: the
+/// full-disk test caught completions refused for good after space came back. [`finish`]
+/// tolerates that. A transaction left open by a cancelled caller is rolled back here.
+async fn begin_immediate(conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
+    if sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut *conn)
+        .await
+        .is_ok()
+    {
+        return Ok(());
+    }
+    let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+    sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+    Ok(())
+}
+
+/// Commits the transaction [`begin_immediate`] opened if `written` succeeded, else rolls it
+/// back; a rollback that finds no transaction (SQLite already ended it) is not an error.
+async fn finish<T>(
+    conn: &mut SqliteConnection,
+    written: Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    let committed = match written {
+        Ok(v) => sqlx::query("COMMIT")
+            .execute(&mut *conn)
+            .await
+            .map(|_| v)
+            .map_err(StoreError::from),
+        Err(e) => Err(e),
+    };
+    if committed.is_err() {
+        let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+    }
+    committed
+}
+
 impl SqliteStore {
     async fn apply_completions(
         &self,
@@ -137,24 +176,28 @@ impl SqliteStore {
         let (finished, asked) = completions_json(&done);
         let mut conn = self.inner.writer.lock().await;
         // One transaction: the outcomes and, for jobs with a callback, their webhook events.
-        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-        let mut rows = sqlx::query(sql::COMPLETE)
-            .bind(finished)
-            .bind(now)
-            .bind(only_expired as i64)
-            .fetch_all(&mut *tx)
-            .await?;
-        if let Some(asked) = asked {
-            rows.extend(
-                sqlx::query(sql::COMPLETE_ASK)
-                    .bind(asked)
-                    .bind(now)
-                    .fetch_all(&mut *tx)
-                    .await?,
-            );
+        begin_immediate(&mut conn).await?;
+        let written = async {
+            let mut rows = sqlx::query(sql::COMPLETE)
+                .bind(finished)
+                .bind(now)
+                .bind(only_expired as i64)
+                .fetch_all(&mut *conn)
+                .await?;
+            if let Some(asked) = asked {
+                rows.extend(
+                    sqlx::query(sql::COMPLETE_ASK)
+                        .bind(asked)
+                        .bind(now)
+                        .fetch_all(&mut *conn)
+                        .await?,
+                );
+            }
+            webhooks::record_events(&mut conn, &webhooks::hooked(&rows)).await?;
+            Ok(rows)
         }
-        webhooks::record_events(&mut tx, &webhooks::hooked(&rows)).await?;
-        tx.commit().await?;
+        .await;
+        let rows = finish(&mut conn, written).await?;
         drop(conn);
         // A finished job's outcome is what polls report: make it durable before the worker
         // forgets the job (a completion lost to a power cut would otherwise be rescued as

@@ -378,9 +378,10 @@ fn commit_span(ops: &[WriteOp], started: std::time::Instant) {
 fn lost(n: usize) {
     if n > 0 {
         metrics::counter!(crate::telemetry::names::AUDIT_LOST).increment(n as u64);
-        tracing::warn!(
-            records = n,
-            "audit records written behind were lost with their batch"
+        // Rate-limited like every fault: an outage fails many batches in a row.
+        repeats::fault(
+            "audit records lost",
+            &format!("{n} audit record(s) written behind were lost with their batch"),
         );
     }
 }
