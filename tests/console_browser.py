@@ -12,6 +12,7 @@ import time
 from urllib.parse import urlsplit
 
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select, WebDriverWait
@@ -54,6 +55,24 @@ def login(d, token):
     box.send_keys(token)
     box.submit()
     wait(d, lambda: d.current_url.rstrip("/") == BASE, "signed in, on the overview")
+
+
+def text_of(d, css):
+    """An element's rendered text, read in one script call (the live region may be
+    replaced between two WebDriver calls: a stale element otherwise)."""
+    return d.execute_script(
+        "const e = document.querySelector(arguments[0]); return e ? e.innerText : null", css)
+
+
+def click(d, css):
+    """Clicks `css`, finding it again if the live region replaced it meanwhile."""
+    for _ in range(20):
+        try:
+            d.find_element(By.CSS_SELECTOR, css).click()
+            return
+        except StaleElementReferenceException:
+            time.sleep(0.05)
+    raise AssertionError(f"{css} kept being replaced")
 
 
 def job_state(d):
@@ -117,12 +136,12 @@ def as_read_write(d):
     shot(d, "jobs")
     d.find_element(By.CSS_SELECTOR, f'#jobs tr[data-id="{FAILED}"] a').click()
     wait(d, lambda: d.find_elements(By.ID, "history"), "the job page")
-    tail = d.find_element(By.CSS_SELECTOR, "#history pre.stderr").text
+    tail = text_of(d, "#history pre.stderr") or ""
     check("<script>window.__pwned = 2</script> the upstream exploded" in tail,
           f"the stderr tail shows as text: {tail!r}")
-    worker = d.find_element(By.CSS_SELECTOR, "#history td.worker").text
+    worker = text_of(d, "#history td.worker") or ""
     check(worker not in ("", "–"), f"the attempt names its worker: {worker!r}")
-    check("<script>window.__pwned = 1</script>" in d.find_element(By.ID, "args").text,
+    check("<script>window.__pwned = 1</script>" in (text_of(d, "#args") or ""),
           "the arguments show as text")
     check(d.execute_script("return window.__pwned === undefined"), "no markup from a job ran")
     scripts = d.execute_script(
@@ -132,7 +151,7 @@ def as_read_write(d):
     shot(d, "job-failed")
 
     # Retry it; watch it complete without a reload.
-    d.find_element(By.CSS_SELECTOR, '#job-actions button[value="retry:one"]').click()
+    click(d, '#job-actions button[value="retry:one"]')
     wait(d, lambda: job_state(d) in ("queued", "running"), "the job back in the queue")
     d.execute_script("window.__mark = 'kept'")
     wait(d, lambda: job_state(d) == "succeeded", "the retried job succeeds on the open page",
