@@ -501,3 +501,77 @@ async fn pages_cover_every_job_once_on_postgres() {
     };
     pages_cover_every_job_once(env).await;
 }
+
+/// A text search scans a slice of the table per request and links "Search older jobs" from
+/// where it stopped; following the links finds every match, oldest included, each once.
+#[tokio::test]
+async fn text_search_goes_on_to_the_oldest_job_a_slice_at_a_time() {
+    // One slice of 4 jobs per request: 30 jobs take 8 requests.
+    let cfg = config().replace(
+        "refresh_ms = 700\n",
+        "refresh_ms = 700\nsearch_chunk = 4\nsearch_budget_ms = 0\n",
+    );
+    let env = TestEnv::new(&cfg);
+    let d = env.spawn_daemon().await;
+    let m = d.metrics.unwrap();
+    let mut c = env.client(&d).await;
+    let mut ids = Vec::new();
+    for i in 0..30 {
+        // Needles in the oldest job, one in the middle, one near the newest.
+        let n = if [0, 13, 27].contains(&i) {
+            "needle"
+        } else {
+            "hay"
+        };
+        let r = c
+            .call("hold", args(&format!(r#"{{"n":"{n}-{i}"}}"#)))
+            .await
+            .unwrap();
+        ids.push(job_id(&r));
+    }
+    let body = format!("token={RO_TOKEN}");
+    let login = format!(
+        "POST /ui/login HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let (status, text) = http(m, &login).await;
+    assert_eq!(status, 303, "{text}");
+    let session = text
+        .lines()
+        .find_map(|l| l.strip_prefix("set-cookie: "))
+        .and_then(|c| c.split(';').next())
+        .expect("a session cookie")
+        .to_string();
+    let mut path = "/ui/jobs?q=needle".to_string();
+    let mut found = Vec::new();
+    let mut requests = 0;
+    loop {
+        requests += 1;
+        assert!(requests < 20, "the search never ended");
+        let get = format!(
+            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nCookie: {session}\r\n\r\n"
+        );
+        let (status, text) = http(m, &get).await;
+        assert_eq!(status, 200, "{text}");
+        for id in &ids {
+            if text.contains(&format!("data-id=\"{id}\"")) {
+                found.push(id.clone());
+            }
+        }
+        let Some(next) = text
+            .split("id=\"older\" href=\"")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+        else {
+            assert!(!text.contains("not searched yet"), "{text}");
+            break;
+        };
+        assert!(text.contains("are not searched yet"), "{text}");
+        path = next.replace("&amp;", "&");
+    }
+    assert_eq!(
+        found,
+        vec![ids[27].clone(), ids[13].clone(), ids[0].clone()]
+    );
+    assert_eq!(requests, 8, "one slice of 4 per request");
+}

@@ -46,6 +46,8 @@ struct RawConsole {
     proxy_header: String,
     session_ttl_secs: u64,
     refresh_ms: u64,
+    search_chunk: u64,
+    search_budget_ms: u64,
 }
 
 #[derive(Debug, Deserialize, Clone, Default)]
@@ -411,6 +413,8 @@ fn console(
         proxy_header: Some(raw.proxy_header.trim().to_string()).filter(|h| !h.is_empty()),
         session_ttl_secs: raw.session_ttl_secs.max(60),
         refresh_ms: raw.refresh_ms.max(500),
+        search_chunk: raw.search_chunk.clamp(1, 10_000_000) as i64,
+        search_budget_ms: raw.search_budget_ms.min(10_000),
         operators: BTreeMap::new(),
     };
     if let Some(h) = &out.proxy_header {

@@ -177,6 +177,10 @@ pub struct ConsoleSettings {
     pub proxy_header: Option<String>,
     pub session_ttl_secs: u64,
     pub refresh_ms: u64,
+    /// A text search scans this many job sequences per statement (`console::search`).
+    pub search_chunk: i64,
+    /// and keeps scanning for at most this long per request.
+    pub search_budget_ms: u64,
     pub operators: std::collections::BTreeMap<String, Operator>,
 }
 

@@ -12,6 +12,7 @@ mod act;
 mod activity;
 mod pages;
 pub mod query;
+pub mod search;
 mod view;
 
 use std::net::SocketAddr;
@@ -48,6 +49,9 @@ pub struct Console {
     clock: Arc<dyn Clock>,
     tools: Vec<ToolDef>,
     refresh_ms: u64,
+    /// The text search's slice and time per request ([`search`]).
+    search_chunk: i64,
+    search_budget: std::time::Duration,
     lease_ms: i64,
     ttl_secs: u64,
     /// Cookies get `Secure` unless the console listens on loopback.
@@ -78,6 +82,8 @@ impl Console {
             clock,
             tools: settings.tools.clone(),
             refresh_ms: c.refresh_ms,
+            search_chunk: c.search_chunk,
+            search_budget: std::time::Duration::from_millis(c.search_budget_ms),
             lease_ms: settings.jobs.lease_ms,
             ttl_secs: c.session_ttl_secs,
             secure: !bound.ip().is_loopback(),
@@ -245,9 +251,24 @@ impl Console {
         params: &[(String, String)],
     ) -> Result<HttpResponse, ConsoleError> {
         let q = query::filter(params)?;
+        if q.text.is_some() {
+            // No count: it would scan every job the page's budget does not reach.
+            let found = search::page(
+                self.admin.as_ref(),
+                &q,
+                self.search_chunk,
+                self.search_budget,
+            )
+            .await?;
+            let list = pages::Listed::Searched(found.resume_below);
+            return Ok(html(200, pages::jobs(who, &q, &found.rows, list)));
+        }
         let rows = self.admin.browse(&q).await?;
         let total = self.admin.browse_count(&q).await?;
-        Ok(html(200, pages::jobs(who, &q, &rows, total)))
+        Ok(html(
+            200,
+            pages::jobs(who, &q, &rows, pages::Listed::Counted(total)),
+        ))
     }
 
     async fn job(

@@ -62,26 +62,50 @@ fn shown(total: u64) -> String {
     }
 }
 
-pub fn jobs(who: &Who, q: &JobQuery, rows: &[JobRow], total: u64) -> Markup {
-    let next = rows.last().filter(|_| rows.len() >= q.limit).map(|r| {
+/// What the list knows of the jobs its filter matches.
+#[derive(Debug, Clone, Copy)]
+pub enum Listed {
+    /// How many (capped at `COUNT_CAP` + 1).
+    Counted(u64),
+    /// A text search's share: jobs below this sequence are not searched yet (`None`: the
+    /// page is full, or no older job is left).
+    Searched(Option<i64>),
+}
+
+pub fn jobs(who: &Who, q: &JobQuery, rows: &[JobRow], listed: Listed) -> Markup {
+    let link = |key: i64, seq: i64| {
         let mut p = filter_pairs(q);
-        p.push(("after", format!("{}.{}", r.key, r.seq)));
+        p.push(("after", format!("{key}.{seq}")));
         encode(&p)
-    });
+    };
+    let next = rows
+        .last()
+        .filter(|_| rows.len() >= q.limit)
+        .map(|r| link(r.key, r.seq));
+    let (total, resume) = match listed {
+        Listed::Counted(n) => (Some(n), None),
+        Listed::Searched(below) => (None, below),
+    };
+    let older = resume.map(|below| link(below, below));
+    let all = total.map(shown).unwrap_or_default();
     let body = html! {
         h1 { "Jobs" }
         (filter_form(q))
-        p #total { (shown(total)) " matching"
-            @if q.text.is_some() && q.created_from.is_none() && q.created_to.is_none() {
-                " (the text search looked at the newest "
-                (crate::store::browse::TEXT_SEARCH_WINDOW) " jobs; give a time range to search older ones)"
+        @if let Some(n) = total {
+            p #total { (shown(n)) " matching" }
+        } @else {
+            p #total {
+                (rows.len()) " found on this page"
+                @if let Some(below) = resume {
+                    "; jobs older than #" (below) " are not searched yet"
+                }
             }
         }
         form #jobs-form method="post" action="/ui/act" {
             @if who.can_write() {
                 (csrf(who)) (hidden_filter(q))
                 div.actions #selected-actions { "Selected: " (action_buttons("selected")) }
-                div.actions #all-actions { "All " (shown(total)) " matching: " (action_buttons("all")) }
+                div.actions #all-actions { "All " (all) " matching: " (action_buttons("all")) }
             }
             div.scroll { table #jobs { thead { tr {
                 @if who.can_write() { th { input type="checkbox" data-select-all="id" aria-label="select all"; } }
@@ -100,6 +124,7 @@ pub fn jobs(who: &Who, q: &JobQuery, rows: &[JobRow], total: u64) -> Markup {
         nav.pages {
             @if q.after.is_some() { a href={ "/ui/jobs?" (encode(&filter_pairs(q))) } { "First page" } }
             @if let Some(n) = next { a #next href={ "/ui/jobs?" (n) } { "Next page" } }
+            @if let Some(o) = older { a #older href={ "/ui/jobs?" (o) } { "Search older jobs" } }
         }
         @if who.can_write() {
             form.purge method="post" action="/ui/act" {

@@ -114,16 +114,24 @@ pub fn filter(p: &[(String, String)]) -> Result<JobQuery, ConsoleError> {
             )));
         }
     }
+    let text_query = text("q");
+    // A text search scans by creation (`console::search`): it has no order by last change.
+    let sort = if text_query.is_some() {
+        Sort::Created
+    } else {
+        sort
+    };
     Ok(JobQuery {
         state,
         tool: text("tool"),
         client: text("client"),
         created_from: get(p, "from").map(|v| time("from", v)).transpose()?,
         created_to: get(p, "to").map(|v| time("to", v)).transpose()?,
-        text: text("q"),
+        text: text_query,
         id: text("id"),
         sort,
         after,
+        floor: None,
         limit: PAGE,
     })
 }

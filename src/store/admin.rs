@@ -107,6 +107,9 @@ pub trait AdminStore: Send + Sync {
     /// How many jobs `q` matches (its cursor and limit ignored).
     fn browse_count<'a>(&'a self, q: &'a JobQuery) -> BoxFuture<'a, Result<u64, StoreError>>;
 
+    /// The newest job's sequence (0 when there is none): where a text search starts.
+    fn newest_seq(&self) -> BoxFuture<'_, Result<i64, StoreError>>;
+
     /// Every job by (tool, state, count).
     fn counts(&self) -> BoxFuture<'_, Result<ToolStateCounts, StoreError>>;
 

@@ -38,6 +38,9 @@ pub struct JobQuery {
     pub sort: Sort,
     /// The cursor: the sort key and sequence of the last row of the previous page.
     pub after: Option<(i64, i64)>,
+    /// Only jobs at or above this sequence: one step of an incremental text search
+    /// (`console::search`), which scans the table newest first a slice at a time.
+    pub floor: Option<i64>,
     pub limit: usize,
 }
 
@@ -115,14 +118,13 @@ impl Builder {
             let p = b.bind(Param::Int(t));
             b.conds.push(format!("created_at < {p}"));
         }
+        if let Some(floor) = q.floor {
+            let p = b.bind(Param::Int(floor));
+            b.conds.push(format!("seq >= {p}"));
+        }
         if let Some(text) = &q.text {
-            if q.created_from.is_none() && q.created_to.is_none() {
-                // A substring search is a scan: bounded to the newest jobs unless a time
-                // range bounds it (then the created_at index does).
-                b.conds.push(format!(
-                    "seq > (SELECT coalesce(max(seq), 0) FROM jobs) - {TEXT_SEARCH_WINDOW}"
-                ));
-            }
+            // A substring search is a scan of whatever the other conditions leave: the
+            // console bounds each request's share of it with `floor` and the cursor.
             let p = b.bind(Param::Text(text.clone()));
             b.conds.push(match dialect {
                 Dialect::Sqlite => format!("(instr(args, {p}) > 0 OR instr(errors, {p}) > 0)"),
@@ -264,8 +266,8 @@ fn list_merged(dialect: Dialect, q: &JobQuery) -> (String, Vec<Param>) {
     (sql, b.params)
 }
 
-/// A text search without a time range looks at this many of the newest jobs.
-pub const TEXT_SEARCH_WINDOW: i64 = 200_000;
+/// The newest job's sequence (0 on an empty table): where an incremental search starts.
+pub const NEWEST_SEQ_SQL: &str = "SELECT CAST(coalesce(max(seq), 0) AS BIGINT) FROM jobs";
 
 /// Counts stop here ("10000+"): an exact count of a broad filter over a million rows costs
 /// a scan per page view, and nobody needs the exact figure past this.

@@ -74,6 +74,12 @@ impl PgStore {
         Ok(n.max(0) as u64)
     }
 
+    pub(super) async fn newest_seq_row(&self) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar(browse::NEWEST_SEQ_SQL)
+            .fetch_one(self.pool())
+            .await?)
+    }
+
     pub(super) async fn count_rows(&self) -> Result<Vec<(String, JobState, u64)>, StoreError> {
         let rows = sqlx::query(browse::COUNTS_SQL)
             .fetch_all(self.pool())

@@ -202,6 +202,10 @@ impl AdminStore for SqliteStore {
         Box::pin(self.browse_count_rows(q))
     }
 
+    fn newest_seq(&self) -> BoxFuture<'_, Result<i64, StoreError>> {
+        Box::pin(self.newest_seq_row())
+    }
+
     fn counts(&self) -> BoxFuture<'_, Result<ToolStateCounts, StoreError>> {
         Box::pin(self.count_rows())
     }
