@@ -62,7 +62,7 @@ median() { tr ' ' '\n' | grep . | sort -n | awk '{a[NR]=$1} END {print a[int((NR
 
 printf '%-44s %12s %12s\n' "list (filter)" "first ms" "next ms"
 for q in "" "state=failed" "state=failed&tool=tool_2" "client=client-007&state=succeeded" \
-         "q=refused+by+upstream+4200" "sort=updated" "tool=tool_5&sort=updated"; do
+         "q=refused+by+upstream+4200" "q=connection+refused" "sort=updated" "tool=tool_5&sort=updated"; do
   firsts=""; nexts=""
   for _ in $(seq 1 "$RUNS"); do
     firsts="$firsts $(page "/ui/jobs?$q")"

@@ -504,14 +504,7 @@ async fn pages_cover_every_job_once_on_postgres() {
 
 /// A text search scans a slice of the table per request and links "Search older jobs" from
 /// where it stopped; following the links finds every match, oldest included, each once.
-#[tokio::test]
-async fn text_search_goes_on_to_the_oldest_job_a_slice_at_a_time() {
-    // One slice of 4 jobs per request: 30 jobs take 8 requests.
-    let cfg = config().replace(
-        "refresh_ms = 700\n",
-        "refresh_ms = 700\nsearch_chunk = 4\nsearch_budget_ms = 0\n",
-    );
-    let env = TestEnv::new(&cfg);
+async fn text_search_goes_on_to_the_oldest_job(env: TestEnv) {
     let d = env.spawn_daemon().await;
     let m = d.metrics.unwrap();
     let mut c = env.client(&d).await;
@@ -574,4 +567,25 @@ async fn text_search_goes_on_to_the_oldest_job_a_slice_at_a_time() {
         vec![ids[27].clone(), ids[13].clone(), ids[0].clone()]
     );
     assert_eq!(requests, 8, "one slice of 4 per request");
+}
+
+/// One slice of 4 jobs per request: 30 jobs take 8 requests.
+fn sliced_config() -> String {
+    config().replace(
+        "refresh_ms = 700\n",
+        "refresh_ms = 700\nsearch_chunk = 4\nsearch_budget_ms = 0\n",
+    )
+}
+
+#[tokio::test]
+async fn text_search_goes_on_to_the_oldest_job_a_slice_at_a_time_on_sqlite() {
+    text_search_goes_on_to_the_oldest_job(TestEnv::new(&sliced_config())).await;
+}
+
+#[tokio::test]
+async fn text_search_goes_on_to_the_oldest_job_a_slice_at_a_time_on_postgres() {
+    let Some(env) = TestEnv::postgres(&sliced_config()) else {
+        return;
+    };
+    text_search_goes_on_to_the_oldest_job(env).await;
 }
