@@ -71,3 +71,14 @@ for q in "" "state=failed" "state=failed&tool=tool_2" "client=client-007&state=s
   done
   printf '%-44s %12s %12s\n' "${q:-(none)}" "$(echo "$firsts" | median)" "$(echo "${nexts:- -}" | median)"
 done
+
+# The rare match followed to the end: "Search older jobs" until the list is exhausted.
+path="/ui/jobs?q=refused+by+upstream+4200"; n=0; total=0; slowest=0; found=no
+while [ -n "$path" ]; do
+  ms=$(page "$path"); n=$((n + 1))
+  total=$(awk -v a="$total" -v b="$ms" 'BEGIN {print a + b}')
+  slowest=$(awk -v a="$slowest" -v b="$ms" 'BEGIN {print (b > a) ? b : a}')
+  grep -q 'data-id=' "$W/page.html" && found=yes
+  path=$(grep -o 'id="older" href="[^"]*"' "$W/page.html" | head -1 | sed 's/^id="older" href="//; s/"$//; s/&amp;/\&/g')
+done
+echo "rare text search followed through every job: $n requests, ${total} ms in all, slowest ${slowest} ms, match found: $found"

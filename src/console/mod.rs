@@ -197,31 +197,14 @@ impl Console {
             (Err(e), _) => Err(e.to_string()),
             (_, Err(e)) => Err(e.to_string()),
         };
-        let minute = 60_000;
-        let (m0, h0) = (
-            now - now % minute - 59 * minute,
-            now - now % minute - 23 * 60 * minute,
-        );
-        let series = |since, width, n| async move {
-            self.activity
-                .series(self.admin.as_ref(), since, width, n, now)
-                .await
-                .unwrap_or_else(|_| crate::store::browse::buckets(&[], since, width, n))
+        let recent = match self.activity.recent(self.admin.as_ref(), now).await {
+            Ok(r) => r,
+            Err(_) => activity::Recent {
+                minutes: Vec::new(),
+                hours: Vec::new(),
+                failing: Vec::new(),
+            },
         };
-        let recent = self
-            .admin
-            .recent(now - 15 * minute)
-            .await
-            .unwrap_or_default();
-        let mut failing: Vec<(String, u64)> = Vec::new();
-        for (tool, state, n) in &recent {
-            let ok = recent
-                .iter()
-                .any(|(t, s, _)| t == tool && *s == JobState::Succeeded);
-            if *state == JobState::Failed && *n >= 3 && !ok {
-                failing.push((tool.clone(), *n));
-            }
-        }
         let workers = self
             .store
             .lease_holders()
@@ -236,11 +219,11 @@ impl Console {
                 .counts(self.admin.as_ref(), now)
                 .await
                 .unwrap_or_default(),
-            minutes: series(m0, minute, 60).await,
-            hours: series(h0, 60 * minute, 24).await,
+            minutes: recent.minutes,
+            hours: recent.hours,
             oldest_wait_ms: stats.ok().and_then(|s| s.oldest_due_at).map(|at| now - at),
             workers,
-            failing,
+            failing: recent.failing,
             store,
         }
     }

@@ -205,7 +205,7 @@ fn chart(b: &[Bucket]) -> Markup {
     let (w, h) = (600.0_f64, 120.0_f64);
     let max = b
         .iter()
-        .map(|x| x.enqueued.max(x.succeeded).max(x.failed))
+        .map(|x| x.all.enqueued.max(x.all.succeeded).max(x.all.failed))
         .max()
         .unwrap_or(0)
         .max(1) as f64;
@@ -226,9 +226,9 @@ fn chart(b: &[Bucket]) -> Markup {
     html! {
         svg.chart viewBox="0 0 600 120" preserveAspectRatio="none" role="img" {
             title { "peak " (max as u64) " per bucket" }
-            polyline.enq points=(line(&|x| x.enqueued)) {}
-            polyline.ok points=(line(&|x| x.succeeded)) {}
-            polyline.bad points=(line(&|x| x.failed)) {}
+            polyline.enq points=(line(&|x| x.all.enqueued)) {}
+            polyline.ok points=(line(&|x| x.all.succeeded)) {}
+            polyline.bad points=(line(&|x| x.all.failed)) {}
         }
         span.peak { "peak " (max as u64) }
     }

@@ -113,9 +113,14 @@ pub trait AdminStore: Send + Sync {
     /// Every job by (tool, state, count).
     fn counts(&self) -> BoxFuture<'_, Result<ToolStateCounts, StoreError>>;
 
-    /// Jobs enqueued and finished since `since`, in buckets `width` ms wide:
-    /// (bucket index, `enqueued` or the final state, count); see [`super::browse::buckets`].
-    fn series(&self, since: i64, width: i64) -> BoxFuture<'_, Result<SeriesRows, StoreError>>;
+    /// Jobs enqueued and finished from `since` to before `until`, in buckets `width` ms wide:
+    /// (bucket index, tool, `enqueued` or the final state, count); see [`super::browse::buckets`].
+    fn series(
+        &self,
+        since: i64,
+        width: i64,
+        until: i64,
+    ) -> BoxFuture<'_, Result<SeriesRows, StoreError>>;
 
     /// Jobs finished since `since` by (tool, final state, count).
     fn recent(&self, since: i64) -> BoxFuture<'_, Result<ToolStateCounts, StoreError>>;

@@ -322,19 +322,20 @@ UNION ALL SELECT tool, 'running', count(*) FROM jobs WHERE state = 'running' GRO
 UNION ALL SELECT tool, 'in_doubt', count(*) FROM jobs WHERE state = 'in_doubt' GROUP BY tool \
 UNION ALL SELECT tool, 'input_required', count(*) FROM jobs WHERE state = 'input_required' GROUP BY tool";
 
-/// The activity series since a time, in buckets: (bucket start, kind, count), where kind is
-/// `enqueued` or a final state. Parameters: since, bucket width (both ms), twice each.
+/// The activity between two times, in buckets, by tool: (bucket index, tool, kind, count),
+/// where kind is `enqueued` or a final state. Parameters: since, bucket width, until (ms).
 pub fn series_sql(dialect: Dialect) -> String {
-    let (s, w, s2, w2) = match dialect {
-        Dialect::Sqlite => ("?1", "?2", "?1", "?2"),
-        Dialect::Postgres => ("$1", "$2", "$1", "$2"),
+    let (s, w, u) = match dialect {
+        Dialect::Sqlite => ("?1", "?2", "?3"),
+        Dialect::Postgres => ("$1", "$2", "$3"),
     };
     format!(
-        "SELECT (created_at - {s}) / {w}, 'enqueued', count(*) FROM jobs \
-         WHERE created_at >= {s} GROUP BY 1 \
+        "SELECT (created_at - {s}) / {w}, tool, 'enqueued', count(*) FROM jobs \
+         WHERE created_at >= {s} AND created_at < {u} GROUP BY 1, 2 \
          UNION ALL \
-         SELECT (finished_at - {s2}) / {w2}, state, count(*) FROM jobs \
-         WHERE finished_at IS NOT NULL AND finished_at >= {s2} GROUP BY 1, 2"
+         SELECT (finished_at - {s}) / {w}, tool, state, count(*) FROM jobs \
+         WHERE finished_at IS NOT NULL AND finished_at >= {s} AND finished_at < {u} \
+         GROUP BY 1, 2, 3"
     )
 }
 
@@ -353,40 +354,77 @@ pub fn recent_sql(dialect: Dialect) -> String {
 
 /// (tool, state, count) rows.
 pub type ToolStateCounts = Vec<(String, JobState, u64)>;
-/// [`series_sql`]'s rows: (bucket index, kind, count).
-pub type SeriesRows = Vec<(i64, String, i64)>;
+/// [`series_sql`]'s rows: (bucket index, tool, kind, count).
+pub type SeriesRows = Vec<(i64, String, String, i64)>;
 
-/// One point of the activity series.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Bucket {
-    /// Start of the bucket (ms since the epoch).
-    pub start: i64,
+/// Jobs enqueued, succeeded and failed within one bucket.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tally {
     pub enqueued: u64,
     pub succeeded: u64,
     pub failed: u64,
 }
 
+impl Tally {
+    fn add(&mut self, kind: &str, count: u64) {
+        match kind {
+            "enqueued" => self.enqueued += count,
+            "succeeded" => self.succeeded += count,
+            "failed" | "in_doubt" => self.failed += count,
+            _ => {}
+        }
+    }
+
+    pub fn plus(&mut self, o: &Tally) {
+        self.enqueued += o.enqueued;
+        self.succeeded += o.succeeded;
+        self.failed += o.failed;
+    }
+}
+
+/// One point of the activity series: all tools, and each tool's share.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Bucket {
+    /// Start of the bucket (ms since the epoch).
+    pub start: i64,
+    pub all: Tally,
+    pub tools: std::collections::BTreeMap<String, Tally>,
+}
+
+impl Bucket {
+    pub fn empty(start: i64) -> Bucket {
+        Bucket {
+            start,
+            ..Bucket::default()
+        }
+    }
+
+    /// `o`'s jobs added to this bucket's (a wider bucket summed from narrower ones).
+    pub fn absorb(&mut self, o: &Bucket) {
+        self.all.plus(&o.all);
+        for (tool, t) in &o.tools {
+            self.tools.entry(tool.clone()).or_default().plus(t);
+        }
+    }
+}
+
 /// The rows of [`series_sql`] as `n` consecutive buckets from `since`.
-pub fn buckets(rows: &[(i64, String, i64)], since: i64, width: i64, n: usize) -> Vec<Bucket> {
+pub fn buckets(
+    rows: &[(i64, String, String, i64)],
+    since: i64,
+    width: i64,
+    n: usize,
+) -> Vec<Bucket> {
     let mut out: Vec<Bucket> = (0..n)
-        .map(|i| Bucket {
-            start: since + i as i64 * width,
-            enqueued: 0,
-            succeeded: 0,
-            failed: 0,
-        })
+        .map(|i| Bucket::empty(since + i as i64 * width))
         .collect();
-    for (i, kind, count) in rows {
+    for (i, tool, kind, count) in rows {
         let Some(b) = usize::try_from(*i).ok().and_then(|i| out.get_mut(i)) else {
             continue;
         };
         let count = (*count).max(0) as u64;
-        match kind.as_str() {
-            "enqueued" => b.enqueued += count,
-            "succeeded" => b.succeeded += count,
-            "failed" | "in_doubt" => b.failed += count,
-            _ => {}
-        }
+        b.all.add(kind, count);
+        b.tools.entry(tool.clone()).or_default().add(kind, count);
     }
     out
 }
@@ -456,13 +494,27 @@ mod tests {
 
     #[test]
     fn buckets_ignore_rows_out_of_range() {
+        let row =
+            |i: i64, tool: &str, kind: &str, n: i64| (i, tool.to_string(), kind.to_string(), n);
         let rows = vec![
-            (0, "enqueued".to_string(), 3),
-            (1, "failed".to_string(), 2),
-            (9, "succeeded".to_string(), 1),
-            (-1, "succeeded".to_string(), 1),
+            row(0, "a", "enqueued", 3),
+            row(1, "a", "failed", 2),
+            row(1, "b", "failed", 1),
+            row(9, "a", "succeeded", 1),
+            row(-1, "a", "succeeded", 1),
         ];
         let b = buckets(&rows, 1000, 10, 2);
-        assert_eq!((b[0].enqueued, b[1].failed, b[1].start), (3, 2, 1010));
+        assert_eq!(
+            (b[0].all.enqueued, b[1].all.failed, b[1].start),
+            (3, 3, 1010)
+        );
+        assert_eq!(b[1].tools["a"].failed, 2);
+        let mut sum = Bucket::empty(1000);
+        sum.absorb(&b[0]);
+        sum.absorb(&b[1]);
+        assert_eq!(
+            (sum.all.enqueued, sum.all.failed, sum.tools["b"].failed),
+            (3, 3, 1)
+        );
     }
 }

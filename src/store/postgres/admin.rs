@@ -193,8 +193,13 @@ impl AdminStore for PgStore {
         Box::pin(self.count_rows())
     }
 
-    fn series(&self, since: i64, width: i64) -> BoxFuture<'_, Result<SeriesRows, StoreError>> {
-        Box::pin(self.series_rows(since, width))
+    fn series(
+        &self,
+        since: i64,
+        width: i64,
+        until: i64,
+    ) -> BoxFuture<'_, Result<SeriesRows, StoreError>> {
+        Box::pin(self.series_rows(since, width, until))
     }
 
     fn recent(&self, since: i64) -> BoxFuture<'_, Result<ToolStateCounts, StoreError>> {

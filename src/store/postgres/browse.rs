@@ -91,14 +91,16 @@ impl PgStore {
         &self,
         since: i64,
         width: i64,
-    ) -> Result<Vec<(i64, String, i64)>, StoreError> {
+        until: i64,
+    ) -> Result<browse::SeriesRows, StoreError> {
         let rows = sqlx::query(&browse::series_sql(Dialect::Postgres))
             .bind(since)
             .bind(width.max(1))
+            .bind(until)
             .fetch_all(self.pool())
             .await?;
         rows.iter()
-            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?)))
             .collect()
     }
 
