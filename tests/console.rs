@@ -80,6 +80,22 @@ async fn http(addr: std::net::SocketAddr, request: &str) -> (u16, String) {
     (status, text)
 }
 
+/// Signs in with `token` over plain HTTP: the session cookie (`name=value`).
+async fn sign_in(addr: std::net::SocketAddr, token: &str) -> String {
+    let body = format!("token={token}");
+    let login = format!(
+        "POST /ui/login HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let (status, text) = http(addr, &login).await;
+    assert_eq!(status, 303, "{text}");
+    text.lines()
+        .find_map(|l| l.strip_prefix("set-cookie: "))
+        .and_then(|c| c.split(';').next())
+        .expect("a session cookie")
+        .to_string()
+}
+
 fn json(out: &str) -> Value {
     serde_json::from_str(out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
 }
@@ -325,19 +341,7 @@ async fn mcpq_ui_serves_the_console_alone() {
         .unwrap_or_else(|| panic!("unexpected {line:?}"))
         .parse()
         .unwrap();
-    let body = format!("token={RW_TOKEN}");
-    let login = format!(
-        "POST /ui/login HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    let (status, text) = http(addr, &login).await;
-    assert_eq!(status, 303, "{text}");
-    let session = text
-        .lines()
-        .find_map(|l| l.strip_prefix("set-cookie: "))
-        .and_then(|c| c.split(';').next())
-        .expect("a session cookie")
-        .to_string();
+    let session = sign_in(addr, RW_TOKEN).await;
     let get = format!(
         "GET /ui/jobs/{failed} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nCookie: {session}\r\n\r\n"
     );
@@ -522,19 +526,7 @@ async fn text_search_goes_on_to_the_oldest_job(env: TestEnv) {
             .unwrap();
         ids.push(job_id(&r));
     }
-    let body = format!("token={RO_TOKEN}");
-    let login = format!(
-        "POST /ui/login HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    let (status, text) = http(m, &login).await;
-    assert_eq!(status, 303, "{text}");
-    let session = text
-        .lines()
-        .find_map(|l| l.strip_prefix("set-cookie: "))
-        .and_then(|c| c.split(';').next())
-        .expect("a session cookie")
-        .to_string();
+    let session = sign_in(m, RO_TOKEN).await;
     let mut path = "/ui/jobs?q=needle".to_string();
     let mut found = Vec::new();
     let mut requests = 0;
