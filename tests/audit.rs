@@ -97,20 +97,113 @@ async fn sql(env: &TestEnv, statements: &[&str]) {
     }
 }
 
-/// Tampers with the stored chain by `statements`, checks that verify fails at `first_bad`,
-/// then restores the records and checks that it passes again.
-async fn tamper(env: &TestEnv, statements: &[&str], first_bad: i64) {
-    sql(env, &["CREATE TABLE audit_copy AS SELECT * FROM audit"]).await;
-    sql(env, statements).await;
+/// One way of tampering with the stored chain, as someone with the database file would.
+#[derive(Debug, Clone, Copy)]
+enum Tamper {
+    /// Sets record `seq`'s actor to `mallory`.
+    Edit(i64),
+    /// Deletes record `seq`.
+    Delete(i64),
+    /// Swaps the places of two records (each takes the other's sequence number).
+    Swap(i64, i64),
+}
+
+/// The element of record `seq` in its SQLite pack, as a JSON path.
+fn at(seq: i64) -> String {
+    format!("('$[' || ({seq} - first_seq) || ']')")
+}
+
+fn in_pack(seq: i64) -> String {
+    format!("{seq} BETWEEN first_seq AND last_seq")
+}
+
+impl Tamper {
+    /// The statements, per store: PostgreSQL keeps a row per record (`audit`), SQLite a row
+    /// per group commit (`audit_packs`, positional records; index 0 the seq, 3 the actor).
+    fn statements(self, pg: bool) -> Vec<String> {
+        match (self, pg) {
+            (Tamper::Edit(s), true) => {
+                vec![format!(
+                    "UPDATE audit SET actor = 'mallory' WHERE seq = {s}"
+                )]
+            }
+            (Tamper::Delete(s), true) => vec![format!("DELETE FROM audit WHERE seq = {s}")],
+            (Tamper::Swap(a, b), true) => vec![
+                format!("UPDATE audit SET seq = -1 WHERE seq = {a}"),
+                format!("UPDATE audit SET seq = {a} WHERE seq = {b}"),
+                format!("UPDATE audit SET seq = {b} WHERE seq = -1"),
+            ],
+            (Tamper::Edit(s), false) => vec![format!(
+                "UPDATE audit_packs SET records = json_replace(records, {} || '[3]', 'mallory') \
+                 WHERE {}",
+                at(s),
+                in_pack(s)
+            )],
+            (Tamper::Delete(s), false) => vec![format!(
+                "UPDATE audit_packs SET records = json_remove(records, {}) WHERE {}",
+                at(s),
+                in_pack(s)
+            )],
+            (Tamper::Swap(a, b), false) => {
+                // Each record, renumbered, goes where the other was.
+                let moved = |from: i64, to: i64| {
+                    format!(
+                        "(SELECT json_set(records -> {}, '$[0]', {to}) FROM audit_packs \
+                         WHERE {})",
+                        at(from),
+                        in_pack(from)
+                    )
+                };
+                vec![
+                    format!(
+                        "CREATE TABLE swapped AS SELECT {} AS a, {} AS b",
+                        moved(b, a),
+                        moved(a, b)
+                    ),
+                    format!(
+                        "UPDATE audit_packs SET records = json_replace(records, {}, \
+                         json((SELECT a FROM swapped))) WHERE {}",
+                        at(a),
+                        in_pack(a)
+                    ),
+                    format!(
+                        "UPDATE audit_packs SET records = json_replace(records, {}, \
+                         json((SELECT b FROM swapped))) WHERE {}",
+                        at(b),
+                        in_pack(b)
+                    ),
+                    "DROP TABLE swapped".into(),
+                ]
+            }
+        }
+    }
+}
+
+/// Tampers with the stored chain, checks that verify fails at `first_bad`, then restores
+/// the records and checks that it passes again.
+async fn tamper(env: &TestEnv, how: Tamper, first_bad: i64) {
+    let table = if env.pg.is_some() {
+        "audit"
+    } else {
+        "audit_packs"
+    };
+    sql(
+        env,
+        &[&format!("CREATE TABLE audit_copy AS SELECT * FROM {table}")],
+    )
+    .await;
+    let statements = how.statements(env.pg.is_some());
+    let statements: Vec<&str> = statements.iter().map(String::as_str).collect();
+    sql(env, &statements).await;
     let (code, v) = verify(env).await;
-    assert_eq!(code, 1, "verify must fail after {statements:?}: {v}");
+    assert_eq!(code, 1, "verify must fail after {how:?}: {v}");
     assert_eq!(v["ok"], false);
-    assert_eq!(v["first_bad_seq"], first_bad, "{statements:?}: {v}");
+    assert_eq!(v["first_bad_seq"], first_bad, "{how:?}: {v}");
     sql(
         env,
         &[
-            "DELETE FROM audit",
-            "INSERT INTO audit SELECT * FROM audit_copy",
+            &format!("DELETE FROM {table}"),
+            &format!("INSERT INTO {table} SELECT * FROM audit_copy"),
             "DROP TABLE audit_copy",
         ],
     )
@@ -303,30 +396,11 @@ async fn records_and_tamper_evidence(env: TestEnv) {
     assert!(all[0]["at"].as_i64().unwrap() >= started);
 
     // Tampering: an edited record, a deleted one, two swapped; the first bad one is named.
-    tamper(
-        &env,
-        &["UPDATE audit SET actor = 'mallory' WHERE seq = 4"],
-        4,
-    )
-    .await;
-    tamper(&env, &["DELETE FROM audit WHERE seq = 3"], 3).await;
-    tamper(
-        &env,
-        &[
-            "UPDATE audit SET seq = -1 WHERE seq = 2",
-            "UPDATE audit SET seq = 2 WHERE seq = 5",
-            "UPDATE audit SET seq = 5 WHERE seq = -1",
-        ],
-        2,
-    )
-    .await;
-    let last = all.len();
-    tamper(
-        &env,
-        &[&format!("DELETE FROM audit WHERE seq = {last}")],
-        last as i64,
-    )
-    .await;
+    tamper(&env, Tamper::Edit(4), 4).await;
+    tamper(&env, Tamper::Delete(3), 3).await;
+    tamper(&env, Tamper::Swap(2, 5), 2).await;
+    let last = all.len() as i64;
+    tamper(&env, Tamper::Delete(last), last).await;
 }
 
 #[tokio::test]
@@ -446,12 +520,7 @@ async fn retention_keeps_the_chain_verifiable(env: TestEnv) {
     let all = export(&env, None).await;
     // Deleting the oldest record kept is still caught.
     let oldest = all[0]["seq"].as_i64().unwrap();
-    tamper(
-        &env,
-        &[&format!("DELETE FROM audit WHERE seq = {oldest}")],
-        oldest,
-    )
-    .await;
+    tamper(&env, Tamper::Delete(oldest), oldest).await;
 }
 
 #[tokio::test]

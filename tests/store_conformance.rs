@@ -2796,6 +2796,95 @@ pub mod webhook_cases {
     }
 }
 
+pub mod audit_cases {
+    use super::*;
+    use mcpq::audit::{Entry, Kind, Verifier};
+
+    fn entries(at: i64, n: usize) -> Vec<Entry> {
+        (0..n)
+            .map(|i| {
+                let mut e = Entry::new(at + i as i64, Kind::Operator, "ops", "done");
+                e.tool = Some(format!("jobs.retry.{at}.{i}"));
+                e
+            })
+            .collect()
+    }
+
+    /// Every record after `after`, written at or after `since`, a page of `limit` at a time.
+    async fn read_all(
+        fx: &dyn Fixture,
+        after: i64,
+        since: i64,
+        limit: usize,
+    ) -> Vec<mcpq::audit::Record> {
+        let admin = fx.admin();
+        let (mut out, mut after) = (Vec::new(), after);
+        loop {
+            let page = admin.audit_page(after, since, limit).await.unwrap();
+            assert!(page.len() <= limit, "a page holds at most its limit");
+            let Some(last) = page.last() else { break };
+            after = last.seq;
+            out.extend(page);
+        }
+        out
+    }
+
+    pub async fn audit_pages_hand_out_every_record_once_in_chain_order_and_retention_keeps_it_whole(
+        fx: &dyn Fixture,
+    ) {
+        let admin = fx.admin();
+        // Three appends of different sizes (one commit each), written at T0, T0+10, T0+100.
+        for (at, n) in [(T0, 1), (T0 + 10, 5), (T0 + 100, 3)] {
+            admin.append_audit(entries(at, n)).await.unwrap();
+        }
+        let ends = admin.audit_ends().await.unwrap();
+        assert_eq!(ends.head.seq, 9);
+        for limit in [1, 2, 4, 100] {
+            let all = read_all(fx, 0, i64::MIN, limit).await;
+            let seqs: Vec<i64> = all.iter().map(|r| r.seq).collect();
+            assert_eq!(seqs, (1..=9).collect::<Vec<_>>(), "limit {limit}");
+            let mut v = Verifier::new(&ends.checkpoint);
+            for r in &all {
+                v.next(r).unwrap();
+            }
+            v.finish(&ends.head).unwrap();
+            assert_eq!(
+                all[8].entry.tool.as_deref(),
+                Some(&*format!("jobs.retry.{}.2", T0 + 100))
+            );
+        }
+        // `since` skips what was written before it, in the middle of an append too.
+        let later: Vec<i64> = read_all(fx, 0, T0 + 12, 2)
+            .await
+            .iter()
+            .map(|r| r.seq)
+            .collect();
+        assert_eq!(later, vec![4, 5, 6, 7, 8, 9]);
+
+        // Retention before T0+50 takes the first two appends; the chain verifies from the
+        // checkpoint, through the record of the pruning.
+        let deleted = fx
+            .store()
+            .prune_audit(T0 + 50, 1000, T0 + 200)
+            .await
+            .unwrap();
+        assert_eq!(deleted, 6);
+        let ends = admin.audit_ends().await.unwrap();
+        assert_eq!((ends.checkpoint.seq, ends.head.seq), (6, 10));
+        let kept = read_all(fx, ends.checkpoint.seq, i64::MIN, 3).await;
+        assert_eq!(
+            kept.iter().map(|r| r.seq).collect::<Vec<_>>(),
+            vec![7, 8, 9, 10]
+        );
+        assert_eq!(kept[3].entry.kind, Kind::Prune);
+        let mut v = Verifier::new(&ends.checkpoint);
+        for r in &kept {
+            v.next(r).unwrap();
+        }
+        v.finish(&ends.head).unwrap();
+    }
+}
+
 /// Declares one test per conformance case by calling `$m!($factory; case, case, ...)`.
 macro_rules! for_each_case {
     ($m:ident, $factory:path) => {
@@ -2834,6 +2923,7 @@ macro_rules! for_each_case {
             a_start_rate_holds_across_claimers,
             trace_contexts_commit_with_their_jobs,
             webhook_events_commit_with_the_state_change_and_are_leased_once,
+            audit_pages_hand_out_every_record_once_in_chain_order_and_retention_keeps_it_whole,
         }
     };
 }
@@ -2847,7 +2937,7 @@ macro_rules! conformance {
                 // `None`: the backend is not available here (and may be skipped, see its module).
                 let Some(fx) = $factory().await else { return };
                 #[allow(unused_imports)]
-                use $crate::{cases::*, flow_cases::*, input_cases::*, stats_cases::*, webhook_cases::*};
+                use $crate::{audit_cases::*, cases::*, flow_cases::*, input_cases::*, stats_cases::*, webhook_cases::*};
                 $case(&fx).await;
             }
         )*

@@ -280,3 +280,107 @@ async fn a_database_migrated_by_the_previous_release_opens() {
         .unwrap();
     assert_eq!(job.status, Status::Accepted, "{}", job.raw);
 }
+
+/// Records written one row each (migration 0013) are packed by 0014 and still verify: the
+/// chain goes on from them, and an edit to one of them is still found.
+#[tokio::test]
+async fn audit_records_written_a_row_each_still_verify_once_packed() {
+    use mcpq::audit::{seal, Entry, Head, Kind};
+
+    let env = TestEnv::new("").set("MCPQ__SERVER__EMBEDDED_WORKERS", "0");
+    let opts = SqliteConnectOptions::new()
+        .filename(env.db_path())
+        .create_if_missing(true);
+    let mut conn = SqliteConnection::connect_with(&opts).await.unwrap();
+    let mut migrator = sqlx::migrate!("./migrations/sqlite");
+    let through_13: Vec<_> = migrator
+        .migrations
+        .iter()
+        .filter(|m| m.version <= 13)
+        .cloned()
+        .collect();
+    assert_eq!(through_13.last().unwrap().description, "audit");
+    migrator.migrations = Cow::Owned(through_13);
+    migrator.run(&mut conn).await.unwrap();
+
+    let now = now_ms();
+    let mut entries = Vec::new();
+    for i in 0..5 {
+        let mut e = Entry::new(now + i, Kind::Operator, "ops", "done");
+        e.tool = Some(format!("jobs.retry.{i}"));
+        entries.push(e);
+    }
+    let (records, head) = seal(&Head::genesis(), entries);
+    for r in &records {
+        let e = &r.entry;
+        sqlx::query(
+            "INSERT INTO audit (seq, at, kind, actor, tool, outcome, count, prev, digest) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(r.seq)
+        .bind(e.at)
+        .bind(e.kind.as_str())
+        .bind(&e.actor)
+        .bind(&e.tool)
+        .bind(&e.outcome)
+        .bind(i64::from(e.count))
+        .bind(&r.prev)
+        .bind(&r.digest)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    }
+    sqlx::query("UPDATE audit_head SET seq = ?, digest = ? WHERE id = 1")
+        .bind(head.seq)
+        .bind(&head.digest)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+
+    let (code, out, err) = env.run(&["migrate"]).await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    let (code, v) = verify(&env).await;
+    assert_eq!((code, v["records"].as_i64()), (0, Some(5)), "{v}");
+
+    // The daemon's records go on from the old ones, in packs of their own.
+    let d = env.spawn_daemon().await;
+    let mut c = env.client(&d).await;
+    let r = c
+        .call("batch_sum", args(r#"{"numbers":[1,2]}"#))
+        .await
+        .unwrap();
+    assert_eq!(r.status, Status::Ok, "{}", r.raw);
+    let mut d = d;
+    d.proc.sigterm().await;
+    let (code, v) = verify(&env).await;
+    assert_eq!(code, 0, "{v}");
+    assert!(v["records"].as_i64().unwrap() > 5, "{v}");
+
+    // The view reads one row per record, old and new alike.
+    let mut conn = SqliteConnection::connect_with(&opts).await.unwrap();
+    let tools: Vec<String> =
+        sqlx::query_scalar("SELECT tool FROM audit WHERE kind = 'operator' ORDER BY seq")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+    assert_eq!(tools.len(), 5);
+    assert_eq!(tools[4], "jobs.retry.4");
+    sqlx::query(
+        "UPDATE audit_packs SET records = json_replace(records, '$[0][3]', 'mallory') \
+         WHERE first_seq = 3",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    conn.close().await.unwrap();
+    let (code, v) = verify(&env).await;
+    assert_eq!((code, v["first_bad_seq"].as_i64()), (1, Some(3)), "{v}");
+}
+
+/// `mcpq audit verify --json`: (exit code, its answer).
+async fn verify(env: &TestEnv) -> (i32, serde_json::Value) {
+    let (code, out, err) = env.run(&["audit", "verify", "--json"]).await;
+    let v = serde_json::from_str(out.trim()).unwrap_or_else(|_| panic!("{out} {err}"));
+    (code, v)
+}

@@ -13,7 +13,7 @@ use crate::store::admin::{
     add_activity_rows, cancel_outcome, fail_in_doubt, unchanged, Activity, AdminStore, ChainEnds,
     Change, JobFilter, JobQuery, JobRow, JobSummary, PausedTool, SeriesRows, ToolStateCounts,
 };
-use crate::store::audit::{ends_from_row, record_from_row};
+use crate::store::audit::ends_from_row;
 use crate::store::{state_of, BoxFuture, CancelOutcome, JobRecord, Store, StoreError};
 
 impl AdminStore for SqliteStore {
@@ -252,14 +252,6 @@ impl AdminStore for SqliteStore {
         since: i64,
         limit: usize,
     ) -> BoxFuture<'_, Result<Vec<crate::audit::Record>, StoreError>> {
-        Box::pin(async move {
-            let rows = sqlx::query(sql::AUDIT_PAGE)
-                .bind(after_seq)
-                .bind(since)
-                .bind(limit as i64)
-                .fetch_all(&self.inner.read)
-                .await?;
-            rows.iter().map(record_from_row).collect()
-        })
+        Box::pin(self.audit_records(after_seq, since, limit))
     }
 }

@@ -452,6 +452,7 @@ async fn write_batch(
             .bind(start.seq)
             .bind(end.seq)
             .bind(&end.digest)
+            .bind(newest(&records))
             .execute(&mut *conn)
             .await;
         match done {
@@ -480,6 +481,11 @@ fn audit_entries(ops: &[WriteOp], done: &[Enqueued], behind: Vec<Entry>) -> Vec<
     }
     out.extend(behind);
     out
+}
+
+/// The time of a pack's newest record (`audit_packs.max_at`).
+fn newest(records: &[Entry]) -> i64 {
+    records.iter().map(|e| e.at).max().unwrap_or(i64::MIN)
 }
 
 fn head_moved(e: &sqlx::Error) -> bool {
@@ -517,6 +523,7 @@ pub(super) async fn append_in_tx(
         .bind(start.seq)
         .bind(end.seq)
         .bind(&end.digest)
+        .bind(newest(&entries))
         .execute(&mut *tx)
         .await?;
     Ok(end)

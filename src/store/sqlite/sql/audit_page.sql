@@ -1,7 +1,6 @@
--- ?1 after this seq, ?2 written at or after (ms), ?3 at most this many; in chain order.
-SELECT seq, at, kind, actor, tool, args_digest, args, outcome, count, request_id, job_id,
-       trace_id, detail, prev, digest
-FROM audit
-WHERE seq > ?1 AND at >= ?2
-ORDER BY seq
+-- ?1 after this seq, ?2 a record written at or after (ms), ?3 at most this many packs; in
+-- chain order. The caller unpacks and drops the records at or before ?1 and before ?2.
+SELECT records FROM audit_packs
+WHERE last_seq > ?1 AND max_at >= ?2
+ORDER BY first_seq
 LIMIT ?3
