@@ -447,7 +447,7 @@ impl Response {
         let mut mac = new_mac(key);
         mac.update(head.as_bytes());
         mac.update(tail.as_bytes());
-        let sig = hex::encode(mac.finalize().into_bytes());
+        let sig = crate::hex::lower(&mac.finalize().into_bytes());
         head.push_str(&sig);
         head.push_str(&tail);
         head
@@ -466,7 +466,7 @@ pub fn new_mac(key: &[u8]) -> HmacSha256 {
 pub fn hmac_hex(key: &[u8], bytes: &[u8]) -> String {
     let mut mac = new_mac(key);
     mac.update(bytes);
-    hex::encode(mac.finalize().into_bytes())
+    crate::hex::lower(&mac.finalize().into_bytes())
 }
 
 /// A client-side view of a received response, with its signature checked.

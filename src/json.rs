@@ -523,15 +523,23 @@ pub fn write_object_except(o: &Object, skip: Option<&str>, out: &mut String) {
 
 /// Writes a string as Python's `json.dumps` with `ensure_ascii=True` does.
 pub fn write_str(s: &str, out: &mut String) {
+    out.reserve(s.len() + 2);
     out.push('"');
-    let mut run = 0;
-    for (i, ch) in s.char_indices() {
-        // Printable ASCII other than '"' and '\\' passes through untouched.
-        if (' '..='~').contains(&ch) && ch != '"' && ch != '\\' {
+    let bytes = s.as_bytes();
+    let (mut run, mut i) = (0, 0);
+    while i < bytes.len() {
+        // Printable ASCII other than '"' and '\\' passes through untouched; the scan looks at
+        // bytes and decodes a char only where one must be escaped.
+        let b = bytes[i];
+        if (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\' {
+            i += 1;
             continue;
         }
         out.push_str(&s[run..i]);
-        run = i + ch.len_utf8();
+        // `i` is on a char boundary: it only ever steps over whole chars.
+        let ch = s[i..].chars().next().unwrap_or(char::REPLACEMENT_CHARACTER);
+        i += ch.len_utf8();
+        run = i;
         match ch {
             '"' => out.push_str("\\\""),
             '\\' => out.push_str("\\\\"),

@@ -48,7 +48,7 @@
 //! - [`envelope`]: the `mcp/0.1` wire contract (envelopes, responses, error codes, HMAC
 //!   signing); [`asks`]: a tool's questions to its client (`InputRequiredResult`), checked.
 //! - [`json`]: strict JSON and CPython-compatible canonical JSON (the signed bytes);
-//!   [`clock`]: injectable time; `telemetry::names`: metric names.
+//!   [`hex`]: lowercase hex of digests; [`clock`]: injectable time; `telemetry::names`: metric names.
 
 pub mod app;
 pub mod asks;
@@ -62,6 +62,7 @@ pub mod clock;
 pub mod config;
 pub mod console;
 pub mod envelope;
+pub mod hex;
 pub mod http;
 pub mod jobs;
 pub mod json;

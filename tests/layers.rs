@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 /// Top-level modules (or `module::child` where a child sits lower than its parent),
 /// by layer: a module may import only from layers with a smaller number.
 const LAYERS: &[(u8, &[&str])] = &[
-    (0, &["json", "clock", "telemetry::names"]),
+    (0, &["json", "hex", "clock", "telemetry::names"]),
     (1, &["envelope", "asks"]),
     (2, &["jobs", "audit"]),
     (3, &["config"]),

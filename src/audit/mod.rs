@@ -105,7 +105,7 @@ impl Entry {
 
 /// SHA-256 (hex) of canonical arguments.
 pub fn args_digest(canonical_args: &str) -> String {
-    hex::encode(Sha256::digest(canonical_args.as_bytes()))
+    crate::hex::lower(&Sha256::digest(canonical_args.as_bytes()))
 }
 
 /// A sealed record: its place in the chain and its digests.
@@ -171,7 +171,7 @@ pub fn canonical(seq: i64, e: &Entry, prev: &str) -> String {
 
 /// The digest of a record's canonical bytes.
 pub fn digest_of(seq: i64, e: &Entry, prev: &str) -> String {
-    hex::encode(Sha256::digest(canonical(seq, e, prev).as_bytes()))
+    crate::hex::lower(&Sha256::digest(canonical(seq, e, prev).as_bytes()))
 }
 
 /// Seals `entries` in order onto the chain ending at `head`; returns the records and the

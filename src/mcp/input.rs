@@ -44,7 +44,7 @@ impl Binding<'_> {
     /// a call that asks nothing pays nothing.
     fn args_digest(&self) -> String {
         let canonical = crate::json::Json::Object(self.args.clone()).to_canonical();
-        hex::encode(Sha256::digest(canonical.as_bytes()))
+        crate::hex::lower(&Sha256::digest(canonical.as_bytes()))
     }
 }
 
