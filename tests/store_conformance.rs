@@ -128,6 +128,7 @@ fn done(c: &ClaimedJob, outcome: Outcome) -> Completion {
     Completion {
         id: c.id.clone(),
         fence: c.fence,
+        hooked: c.hooked,
         outcome,
     }
 }
@@ -1121,11 +1122,13 @@ pub mod cases {
             Completion {
                 id: f.clone(),
                 fence: cf.fence - 1,
+                hooked: false,
                 outcome: succeeded(r#"{"f":1}"#),
             },
             Completion {
                 id: JobId::generate(),
                 fence: 1,
+                hooked: false,
                 outcome: succeeded("{}"),
             },
         ];
@@ -1342,6 +1345,7 @@ pub mod cases {
             .map(|e| Completion {
                 id: e.id.clone(),
                 fence: e.fence,
+                hooked: true,
                 outcome: Outcome::Retry {
                     run_at: clock.now_ms() + 1000,
                     error: "lease_expired".into(),
@@ -1373,6 +1377,7 @@ pub mod cases {
             .map(|e| Completion {
                 id: e.id.clone(),
                 fence: e.fence,
+                hooked: true,
                 outcome: Outcome::Failed {
                     error: "stale decision".into(),
                 },
@@ -2086,6 +2091,7 @@ pub mod cases {
         let outcome = |c: &ClaimedJob| Completion {
             id: c.id.clone(),
             fence: c.fence,
+            hooked: c.hooked,
             outcome: Outcome::InDoubt {
                 error: "worker_lost: test".into(),
             },
@@ -2615,6 +2621,7 @@ pub mod stats_cases {
             .map(|e| Completion {
                 id: e.id.clone(),
                 fence: e.fence,
+                hooked: true,
                 outcome: Outcome::InDoubt {
                     error: "worker_lost".into(),
                 },
@@ -2652,6 +2659,7 @@ pub mod stats_cases {
         Completion {
             id: c.id.clone(),
             fence: c.fence,
+            hooked: c.hooked,
             outcome,
         }
     }
@@ -2704,6 +2712,7 @@ pub mod webhook_cases {
             .map(|c| Completion {
                 id: c.id.clone(),
                 fence: c.fence,
+                hooked: c.hooked,
                 outcome: succeeded(r#"{"ok":1}"#),
             })
             .collect();

@@ -216,6 +216,9 @@ pub struct ClaimedJob {
     /// The client's answers to what the previous attempt asked, and that attempt's state.
     pub input_responses: Option<String>,
     pub request_state: Option<String>,
+    /// It has a completion webhook: its completion must write an outbox event (so the
+    /// SQLite completer needs a transaction only for batches with one).
+    pub hooked: bool,
 }
 
 /// Lease extension (and latest progress) for one running job.
@@ -267,6 +270,9 @@ pub struct Completion {
     pub id: JobId,
     pub fence: i64,
     pub outcome: Outcome,
+    /// The job may have a completion webhook ([`ClaimedJob::hooked`]; `true` where that is
+    /// not known, as for a rescued lease).
+    pub hooked: bool,
 }
 
 /// A job whose lease ran out, as seen by the rescuer.

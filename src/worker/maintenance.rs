@@ -191,5 +191,7 @@ fn rescue(e: ExpiredLease, policy: &RetryPolicy, now: i64) -> Completion {
         id: e.id,
         fence: e.fence,
         outcome,
+        // The lease does not say whether the job has a webhook.
+        hooked: true,
     }
 }

@@ -210,6 +210,7 @@ impl Attempt {
         } = self;
         let id = job.id.clone();
         let fence = job.fence;
+        let hooked = job.hooked;
         let running = metrics::gauge!(crate::telemetry::names::RUNNING);
         running.increment(1.0);
         let started = std::time::Instant::now();
@@ -247,7 +248,12 @@ impl Attempt {
                 }
                 Some(outcome) => {
                     end_attempt(&trace, &job, began, Some(&outcome));
-                    let _ = done_tx.send(Completion { id, fence, outcome });
+                    let _ = done_tx.send(Completion {
+                        id,
+                        fence,
+                        outcome,
+                        hooked,
+                    });
                 }
             },
             reason => {
@@ -255,7 +261,12 @@ impl Attempt {
                 end_attempt(&trace, &job, began, Some(&outcome));
                 log_outcome(&outcome, clock.now_ms());
                 count_attempt(tool_label, outcome_label(&outcome));
-                let _ = done_tx.send(Completion { id, fence, outcome });
+                let _ = done_tx.send(Completion {
+                    id,
+                    fence,
+                    outcome,
+                    hooked,
+                });
             }
         }
     }
@@ -461,6 +472,7 @@ mod tests {
             due_at: 0,
             input_responses: None,
             request_state: None,
+            hooked: false,
         }
     }
 

@@ -60,5 +60,6 @@ pub(super) fn claimed_from_row(r: &PgRow) -> Result<ClaimedJob, StoreError> {
         due_at: r.try_get(7)?,
         input_responses: r.try_get(8)?,
         request_state: r.try_get(9)?,
+        hooked: r.try_get(10)?,
     })
 }

@@ -265,8 +265,8 @@ pub(super) fn claimed_from_json(text: &str) -> Result<ClaimedJob, StoreError> {
     else {
         return Err(corrupt("not an array"));
     };
-    let [Json::Str(id), Json::Str(client_id), Json::Str(tool), Json::Str(args), Json::Int(attempt), Json::Int(max_attempts), Json::Int(fence), Json::Int(due_at), input_responses, request_state]: [Json; 10] =
-        cols.try_into().map_err(|_| corrupt("not 10 columns"))?
+    let [Json::Str(id), Json::Str(client_id), Json::Str(tool), Json::Str(args), Json::Int(attempt), Json::Int(max_attempts), Json::Int(fence), Json::Int(due_at), input_responses, request_state, Json::Int(hooked)]: [Json; 11] =
+        cols.try_into().map_err(|_| corrupt("not 11 columns"))?
     else {
         return Err(corrupt("a column has the wrong type"));
     };
@@ -287,6 +287,7 @@ pub(super) fn claimed_from_json(text: &str) -> Result<ClaimedJob, StoreError> {
         due_at,
         input_responses: opt_text(input_responses, "input_responses")?,
         request_state: opt_text(request_state, "request_state")?,
+        hooked: hooked != 0,
     })
 }
 
@@ -364,7 +365,7 @@ mod tests {
 
     #[test]
     fn claimed_rows_decode_and_reject_anything_malformed() {
-        let row = r#"["0193b3c4-5d6e-7f80-9a1b-000000000001","alice","start_long_task","{\"seconds\":1}",2,3,7,1700000000000,"{\"a\":{}}",null]"#;
+        let row = r#"["0193b3c4-5d6e-7f80-9a1b-000000000001","alice","start_long_task","{\"seconds\":1}",2,3,7,1700000000000,"{\"a\":{}}",null,0]"#;
         let job = claimed_from_json(row).unwrap();
         assert_eq!(job.id.0, "0193b3c4-5d6e-7f80-9a1b-000000000001");
         assert_eq!(job.tool, "start_long_task");
@@ -374,6 +375,12 @@ mod tests {
         assert_eq!(job.due_at, 1_700_000_000_000);
         assert_eq!(job.input_responses.as_deref(), Some(r#"{"a":{}}"#));
         assert_eq!(job.request_state, None);
+        assert!(!job.hooked);
+        assert!(
+            claimed_from_json(&row.replace(",null,0]", ",null,1]"))
+                .unwrap()
+                .hooked
+        );
         for bad in [
             "{}".to_string(),
             "not json".to_string(),
@@ -381,7 +388,8 @@ mod tests {
             row.replace(",2,3,", r#","2",3,"#),
             row.replace(",2,3,", ",-1,3,"),
             row.replace(r#""start_long_task""#, "null"),
-            row.replace(",null]", ",5]"),
+            row.replace(",null,0]", ",5,0]"),
+            row.replace(",null,0]", ",null,\"yes\"]"),
         ] {
             assert!(
                 matches!(claimed_from_json(&bad), Err(StoreError::Corrupt(_))),

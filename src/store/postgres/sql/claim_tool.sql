@@ -16,4 +16,5 @@ SET state = 'running', attempt = attempt + 1, fence = fence + 1,
     progress = NULL
 FROM c WHERE jobs.seq = c.seq
 RETURNING jobs.id, jobs.client_id, jobs.tool, jobs.args, jobs.attempt, jobs.max_attempts,
-          jobs.fence, jobs.run_at, jobs.input_responses, jobs.request_state
+          jobs.fence, jobs.run_at, jobs.input_responses, jobs.request_state,
+          jobs.callback IS NOT NULL

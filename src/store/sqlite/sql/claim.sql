@@ -17,4 +17,4 @@ WHERE seq IN (
 -- One value per claimed job instead of seven: sqlx copies every returned value into its own
 -- allocation on SQLite's thread, and a 256-job claim was seven times as many as needed.
 RETURNING json_array(id, client_id, tool, args, attempt, max_attempts, fence, run_at,
-                     input_responses, request_state)
+                     input_responses, request_state, callback IS NOT NULL)

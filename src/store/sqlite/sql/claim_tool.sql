@@ -16,4 +16,4 @@ WHERE seq IN (
     LIMIT max(0, min(?7, ?3 - (SELECT count(*) FROM jobs WHERE state = 'running' AND capped = 1 AND tool = ?5)))
 )
 RETURNING json_array(id, client_id, tool, args, attempt, max_attempts, fence, run_at,
-                     input_responses, request_state)
+                     input_responses, request_state, callback IS NOT NULL)
