@@ -243,15 +243,17 @@ async fn full_disk_answers_store_unavailable_and_serves_again_once_space_is_free
     let (accepted, err) = enqueue_until_refused(&mut client).await;
     ids.extend(accepted);
     assert!(err.contains("disk is full"), "{err}");
-    // More calls while full: each refused the same way, none acknowledged and lost.
-    for _ in 0..50 {
-        let r = client
-            .call(
-                "start_long_task",
-                args(r#"{"seconds":1,"payload":{"pad":"x"}}"#),
-            )
-            .await
-            .unwrap();
+    // More calls while full: each refused the same way, none acknowledged and lost. Every
+    // other one carries an idempotency key, so its batch takes the writer's explicit
+    // transaction: one that fails on the full disk must not leave the connection refusing
+    // the transactions after it.
+    for i in 0..50 {
+        let a = if i % 2 == 0 {
+            r#"{"seconds":1,"payload":{"pad":"x"}}"#.to_string()
+        } else {
+            format!(r#"{{"seconds":1,"idempotency_key":"full-{i}","payload":{{"pad":"x"}}}}"#)
+        };
+        let r = client.call("start_long_task", args(&a)).await.unwrap();
         match r.status {
             Status::Accepted => ids.push(job_id(&r)),
             _ => assert!(r
@@ -335,6 +337,20 @@ async fn full_disk_answers_store_unavailable_and_serves_again_once_space_is_free
         .await
         .unwrap();
     assert_eq!(r.status, Status::Accepted, "{}", r.raw);
+    ids.push(job_id(&r));
+    let r = client
+        .call(
+            "start_long_task",
+            args(r#"{"seconds":1,"idempotency_key":"after","payload":{"n":"keyed"}}"#),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status,
+        Status::Accepted,
+        "a keyed call after the outage: {}",
+        r.raw
+    );
     ids.push(job_id(&r));
     all_done(&mut client, &ids).await;
     let (_, metrics) = get(d.metrics.unwrap(), "/metrics").await;

@@ -4,7 +4,7 @@
 //!
 //! It must not be reachable from a request: only `crate::admin` holds an `AdminStore`.
 
-use sqlx::{Connection, Row};
+use sqlx::Row;
 
 use super::rows::records_from_json;
 use super::{sql, SqliteStore};
@@ -69,17 +69,21 @@ impl AdminStore for SqliteStore {
     ) -> BoxFuture<'a, Result<CancelOutcome, StoreError>> {
         Box::pin(async move {
             let mut conn = self.inner.writer.lock().await;
-            let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-            let row = sqlx::query(sql::ADMIN_CANCEL)
-                .bind(&id.0)
-                .bind(now)
-                .bind(format!("operator: cancelled by {by}"))
-                .fetch_optional(&mut *tx)
-                .await?;
-            if row.is_some() {
-                super::webhooks::record_events(&mut tx, std::slice::from_ref(&id.0)).await?;
+            super::begin_immediate(&mut conn).await?;
+            let written = async {
+                let row = sqlx::query(sql::ADMIN_CANCEL)
+                    .bind(&id.0)
+                    .bind(now)
+                    .bind(format!("operator: cancelled by {by}"))
+                    .fetch_optional(&mut *conn)
+                    .await?;
+                if row.is_some() {
+                    super::webhooks::record_events(&mut conn, std::slice::from_ref(&id.0)).await?;
+                }
+                Ok::<_, StoreError>(row)
             }
-            tx.commit().await?;
+            .await;
+            let row = super::finish(&mut conn, written).await?;
             drop(conn);
             let state = match row {
                 Some(r) => {

@@ -8,7 +8,7 @@
 //! It must not decide what is recorded (`crate::audit::writer` and the callers do).
 
 use futures_util::TryStreamExt;
-use sqlx::{Connection, Row};
+use sqlx::Row;
 
 use super::{sql, writer, SqliteStore};
 use crate::audit::{Entry, Head, Kind, Record};
@@ -103,9 +103,13 @@ impl SqliteStore {
     /// Appends `entries` durably, now.
     pub(super) async fn append_now(&self, entries: Vec<Entry>) -> Result<(), StoreError> {
         let mut conn = self.inner.writer.lock().await;
-        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-        writer::append_in_tx(&mut tx, entries).await?;
-        tx.commit().await?;
+        super::begin_immediate(&mut conn).await?;
+        let written = async {
+            writer::append_in_tx(&mut conn, entries).await?;
+            Ok::<_, StoreError>(())
+        }
+        .await;
+        super::finish(&mut conn, written).await?;
         drop(conn);
         self.inner.durability.wait().await?;
         Ok(())
@@ -121,35 +125,39 @@ impl SqliteStore {
         now: i64,
     ) -> Result<u64, StoreError> {
         let mut conn = self.inner.writer.lock().await;
-        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-        let ends = ends_from_row(&sqlx::query(sql::AUDIT_HEAD).fetch_one(&mut *tx).await?)?;
-        let point = sqlx::query(sql::AUDIT_PRUNE_POINT)
-            .bind(before)
-            .bind(limit)
-            .bind(ends.checkpoint.seq)
-            .fetch_optional(&mut *tx)
-            .await?;
-        let Some(point) = point else {
-            return Ok(0);
-        };
-        let through = Head {
-            seq: point.try_get(0)?,
-            digest: point.try_get(1)?,
-        };
-        let n: u64 = sqlx::query_scalar::<_, i64>(sql::AUDIT_PRUNE)
-            .bind(through.seq)
-            .fetch_all(&mut *tx)
-            .await?
-            .into_iter()
-            .map(|records| records.max(0) as u64)
-            .sum();
-        sqlx::query(sql::AUDIT_CHECKPOINT)
-            .bind(through.seq)
-            .bind(&through.digest)
-            .execute(&mut *tx)
-            .await?;
-        writer::append_in_tx(&mut tx, vec![prune_entry(now, &through, n)]).await?;
-        tx.commit().await?;
+        super::begin_immediate(&mut conn).await?;
+        let written = async {
+            let ends = ends_from_row(&sqlx::query(sql::AUDIT_HEAD).fetch_one(&mut *conn).await?)?;
+            let point = sqlx::query(sql::AUDIT_PRUNE_POINT)
+                .bind(before)
+                .bind(limit)
+                .bind(ends.checkpoint.seq)
+                .fetch_optional(&mut *conn)
+                .await?;
+            let Some(point) = point else {
+                return Ok(0);
+            };
+            let through = Head {
+                seq: point.try_get(0)?,
+                digest: point.try_get(1)?,
+            };
+            let n: u64 = sqlx::query_scalar::<_, i64>(sql::AUDIT_PRUNE)
+                .bind(through.seq)
+                .fetch_all(&mut *conn)
+                .await?
+                .into_iter()
+                .map(|records| records.max(0) as u64)
+                .sum();
+            sqlx::query(sql::AUDIT_CHECKPOINT)
+                .bind(through.seq)
+                .bind(&through.digest)
+                .execute(&mut *conn)
+                .await?;
+            writer::append_in_tx(&mut conn, vec![prune_entry(now, &through, n)]).await?;
+            Ok::<_, StoreError>(n)
+        }
+        .await;
+        let n = super::finish(&mut conn, written).await?;
         drop(conn);
         self.inner.durability.wait().await?;
         Ok(n)

@@ -36,7 +36,7 @@ mod writer;
 
 use std::sync::Arc;
 
-use sqlx::{Connection, Row, SqliteConnection, SqlitePool};
+use sqlx::{Row, SqliteConnection, SqlitePool};
 use tokio::sync::{mpsc, oneshot, Mutex};
 
 use super::*;
@@ -130,7 +130,7 @@ pub struct SqliteStore {
 /// connection counted as inside a transaction, refusing every later `begin_with`: the
 /// full-disk test caught completions refused for good after space came back. [`finish`]
 /// tolerates that. A transaction left open by a cancelled caller is rolled back here.
-async fn begin_immediate(conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
+pub(super) async fn begin_immediate(conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
     if sqlx::query("BEGIN IMMEDIATE")
         .execute(&mut *conn)
         .await
@@ -145,16 +145,16 @@ async fn begin_immediate(conn: &mut SqliteConnection) -> Result<(), sqlx::Error>
 
 /// Commits the transaction [`begin_immediate`] opened if `written` succeeded, else rolls it
 /// back; a rollback that finds no transaction (SQLite already ended it) is not an error.
-async fn finish<T>(
+pub(super) async fn finish<T, E: From<sqlx::Error>>(
     conn: &mut SqliteConnection,
-    written: Result<T, StoreError>,
-) -> Result<T, StoreError> {
+    written: Result<T, E>,
+) -> Result<T, E> {
     let committed = match written {
         Ok(v) => sqlx::query("COMMIT")
             .execute(&mut *conn)
             .await
             .map(|_| v)
-            .map_err(StoreError::from),
+            .map_err(E::from),
         Err(e) => Err(e),
     };
     if committed.is_err() {
@@ -207,7 +207,7 @@ impl SqliteStore {
                 );
             }
             webhooks::record_events(&mut conn, &webhooks::hooked(&rows)).await?;
-            Ok(rows)
+            Ok::<_, StoreError>(rows)
         }
         .await;
         let rows = finish(&mut conn, written).await?;
@@ -344,36 +344,40 @@ impl Store for SqliteStore {
     ) -> BoxFuture<'a, Result<CancelOutcome, StoreError>> {
         Box::pin(async move {
             let mut conn = self.inner.writer.lock().await;
-            let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-            let q = sqlx::query(sql::CANCEL_QUEUED)
-                .bind(&id.0)
-                .bind(&client.0)
-                .bind(now)
-                .fetch_optional(&mut *tx)
-                .await?;
-            let outcome = if q.is_some() {
-                webhooks::record_events(&mut tx, std::slice::from_ref(&id.0)).await?;
-                CancelOutcome::Cancelled
-            } else if sqlx::query(sql::CANCEL_RUNNING)
-                .bind(&id.0)
-                .bind(&client.0)
-                .fetch_optional(&mut *tx)
-                .await?
-                .is_some()
-            {
-                CancelOutcome::Requested
-            } else {
-                let state: Option<String> = sqlx::query_scalar(sql::JOB_STATE)
+            begin_immediate(&mut conn).await?;
+            let written = async {
+                let q = sqlx::query(sql::CANCEL_QUEUED)
                     .bind(&id.0)
                     .bind(&client.0)
-                    .fetch_optional(&mut *tx)
+                    .bind(now)
+                    .fetch_optional(&mut *conn)
                     .await?;
-                match state.as_deref().and_then(JobState::parse) {
-                    Some(s) => CancelOutcome::AlreadyFinished(s),
-                    None => CancelOutcome::NotFound,
-                }
-            };
-            tx.commit().await?;
+                let outcome = if q.is_some() {
+                    webhooks::record_events(&mut conn, std::slice::from_ref(&id.0)).await?;
+                    CancelOutcome::Cancelled
+                } else if sqlx::query(sql::CANCEL_RUNNING)
+                    .bind(&id.0)
+                    .bind(&client.0)
+                    .fetch_optional(&mut *conn)
+                    .await?
+                    .is_some()
+                {
+                    CancelOutcome::Requested
+                } else {
+                    let state: Option<String> = sqlx::query_scalar(sql::JOB_STATE)
+                        .bind(&id.0)
+                        .bind(&client.0)
+                        .fetch_optional(&mut *conn)
+                        .await?;
+                    match state.as_deref().and_then(JobState::parse) {
+                        Some(s) => CancelOutcome::AlreadyFinished(s),
+                        None => CancelOutcome::NotFound,
+                    }
+                };
+                Ok::<_, StoreError>(outcome)
+            }
+            .await;
+            let outcome = finish(&mut conn, written).await?;
             drop(conn);
             // A cancel is acknowledged to the client: make it durable first.
             if outcome == CancelOutcome::Cancelled || outcome == CancelOutcome::Requested {
@@ -392,40 +396,50 @@ impl Store for SqliteStore {
     ) -> BoxFuture<'a, Result<AnswerOutcome, StoreError>> {
         Box::pin(async move {
             let mut conn = self.inner.writer.lock().await;
-            let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-            let row: Option<(String, Option<String>, Option<String>)> =
-                sqlx::query_as(sql::ANSWER_READ)
-                    .bind(&id.0)
-                    .bind(&client.0)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            let Some((state, requests, so_far)) = row else {
-                return Ok(AnswerOutcome::NotFound);
-            };
-            let state = JobState::parse(&state)
-                .ok_or_else(|| StoreError::Corrupt(format!("state {state:?}")))?;
-            let (left, so_far, outcome) =
-                match super::plan_answers(state, requests.as_deref(), so_far.as_deref(), answers) {
-                    AnswerPlan::Done(outcome) => return Ok(outcome),
+            begin_immediate(&mut conn).await?;
+            // `Err(outcome)`: answered without a write.
+            let written = async {
+                let row: Option<(String, Option<String>, Option<String>)> =
+                    sqlx::query_as(sql::ANSWER_READ)
+                        .bind(&id.0)
+                        .bind(&client.0)
+                        .fetch_optional(&mut *conn)
+                        .await?;
+                let Some((state, requests, so_far)) = row else {
+                    return Ok(Err(AnswerOutcome::NotFound));
+                };
+                let state = JobState::parse(&state)
+                    .ok_or_else(|| StoreError::Corrupt(format!("state {state:?}")))?;
+                let plan =
+                    super::plan_answers(state, requests.as_deref(), so_far.as_deref(), answers);
+                let (left, so_far, outcome) = match plan {
+                    AnswerPlan::Done(outcome) => return Ok(Err(outcome)),
                     AnswerPlan::Write {
                         left,
                         so_far,
                         outcome,
                     } => (left, so_far, outcome),
                 };
-            // The writer lock and BEGIN IMMEDIATE make the read and this write one step;
-            // the guard on the requests read keeps it right without them too.
-            let written = sqlx::query(sql::ANSWER_WRITE)
-                .bind(&id.0)
-                .bind(&requests)
-                .bind(left)
-                .bind(&so_far)
-                .bind(now)
-                .fetch_optional(&mut *tx)
-                .await?;
-            tx.commit().await?;
+                // The writer lock and BEGIN IMMEDIATE make the read and this write one step;
+                // the guard on the requests read keeps it right without them too.
+                let row = sqlx::query(sql::ANSWER_WRITE)
+                    .bind(&id.0)
+                    .bind(&requests)
+                    .bind(left)
+                    .bind(&so_far)
+                    .bind(now)
+                    .fetch_optional(&mut *conn)
+                    .await?;
+                Ok::<_, StoreError>(Ok((row.is_some(), outcome)))
+            }
+            .await;
+            let step = finish(&mut conn, written).await?;
             drop(conn);
-            if written.is_none() {
+            let (written, outcome) = match step {
+                Ok(v) => v,
+                Err(outcome) => return Ok(outcome),
+            };
+            if !written {
                 return Err(StoreError::Read(
                     "the job changed while its answers were written".into(),
                 ));
@@ -531,27 +545,30 @@ impl Store for SqliteStore {
             } else {
                 // Counting a capped tool's running jobs and claiming up to its limit must
                 // see no other process's claim in between: one write transaction.
-                let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-                let mut rows = if filter.defs.is_empty() {
-                    Vec::new()
-                } else {
-                    uncapped.fetch_all(&mut *tx).await?
-                };
-                for c in &filter.capped {
-                    let left = limit.saturating_sub(rows.len());
-                    if left == 0 {
-                        break;
-                    }
-                    let claim = CappedClaim {
-                        worker,
-                        now,
-                        lease_ms,
-                        left,
+                begin_immediate(&mut conn).await?;
+                let written = async {
+                    let mut rows = if filter.defs.is_empty() {
+                        Vec::new()
+                    } else {
+                        uncapped.fetch_all(&mut *conn).await?
                     };
-                    rows.extend(claim_capped(&mut tx, c, claim).await?);
+                    for c in &filter.capped {
+                        let left = limit.saturating_sub(rows.len());
+                        if left == 0 {
+                            break;
+                        }
+                        let claim = CappedClaim {
+                            worker,
+                            now,
+                            lease_ms,
+                            left,
+                        };
+                        rows.extend(claim_capped(&mut conn, c, claim).await?);
+                    }
+                    Ok::<_, StoreError>(rows)
                 }
-                tx.commit().await?;
-                rows
+                .await;
+                finish(&mut conn, written).await?
             };
             drop(conn);
             rows.iter()
@@ -589,18 +606,22 @@ impl Store for SqliteStore {
         Box::pin(async move {
             let (state, entry) = resolution.transition(by);
             let mut conn = self.inner.writer.lock().await;
-            let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-            let row = sqlx::query(sql::RESOLVE_IN_DOUBT)
-                .bind(&id.0)
-                .bind(state)
-                .bind(now)
-                .bind(entry)
-                .fetch_optional(&mut *tx)
-                .await?;
-            if row.is_some() {
-                webhooks::record_events(&mut tx, std::slice::from_ref(&id.0)).await?;
+            begin_immediate(&mut conn).await?;
+            let written = async {
+                let row = sqlx::query(sql::RESOLVE_IN_DOUBT)
+                    .bind(&id.0)
+                    .bind(state)
+                    .bind(now)
+                    .bind(entry)
+                    .fetch_optional(&mut *conn)
+                    .await?;
+                if row.is_some() {
+                    webhooks::record_events(&mut conn, std::slice::from_ref(&id.0)).await?;
+                }
+                Ok::<_, StoreError>(row)
             }
-            tx.commit().await?;
+            .await;
+            let row = finish(&mut conn, written).await?;
             drop(conn);
             if row.is_some() {
                 self.inner.durability.wait().await?;
@@ -727,15 +748,19 @@ impl Store for SqliteStore {
     ) -> BoxFuture<'a, Result<u64, StoreError>> {
         Box::pin(async move {
             let mut conn = self.inner.writer.lock().await;
-            let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-            let rows = sqlx::query(sql::EXPIRE_WAITING)
-                .bind(waiting_since)
-                .bind(now)
-                .bind(reason)
-                .fetch_all(&mut *tx)
-                .await?;
-            webhooks::record_events(&mut tx, &webhooks::hooked(&rows)).await?;
-            tx.commit().await?;
+            begin_immediate(&mut conn).await?;
+            let written = async {
+                let rows = sqlx::query(sql::EXPIRE_WAITING)
+                    .bind(waiting_since)
+                    .bind(now)
+                    .bind(reason)
+                    .fetch_all(&mut *conn)
+                    .await?;
+                webhooks::record_events(&mut conn, &webhooks::hooked(&rows)).await?;
+                Ok::<_, StoreError>(rows)
+            }
+            .await;
+            let rows = finish(&mut conn, written).await?;
             Ok(rows.len() as u64)
         })
     }

@@ -5,7 +5,7 @@
 //! It must not deliver or decide retries; it writes what it is handed.
 
 use sqlx::sqlite::SqliteRow;
-use sqlx::{Connection, Row};
+use sqlx::Row;
 
 use super::SqliteStore;
 use crate::envelope::ClientId;
@@ -99,26 +99,30 @@ impl SqliteStore {
             return Ok(0);
         }
         let mut conn = self.inner.writer.lock().await;
-        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-        let mut applied = 0;
-        for r in &reports {
-            let next_at = match r.fate {
-                DeliveryFate::Retry { next_at } => Some(next_at),
-                DeliveryFate::Delivered | DeliveryFate::GaveUp => None,
-            };
-            applied += sqlx::query(REPORT)
-                .bind(r.seq)
-                .bind(owner)
-                .bind(now)
-                .bind(r.status.map(i64::from))
-                .bind(r.error.as_deref())
-                .bind(next_at)
-                .bind((r.fate == DeliveryFate::Delivered) as i64)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected() as usize;
+        super::begin_immediate(&mut conn).await?;
+        let written = async {
+            let mut applied = 0;
+            for r in &reports {
+                let next_at = match r.fate {
+                    DeliveryFate::Retry { next_at } => Some(next_at),
+                    DeliveryFate::Delivered | DeliveryFate::GaveUp => None,
+                };
+                applied += sqlx::query(REPORT)
+                    .bind(r.seq)
+                    .bind(owner)
+                    .bind(now)
+                    .bind(r.status.map(i64::from))
+                    .bind(r.error.as_deref())
+                    .bind(next_at)
+                    .bind((r.fate == DeliveryFate::Delivered) as i64)
+                    .execute(&mut *conn)
+                    .await?
+                    .rows_affected() as usize;
+            }
+            Ok::<_, StoreError>(applied)
         }
-        tx.commit().await?;
+        .await;
+        let applied = super::finish(&mut conn, written).await?;
         Ok(applied)
     }
 

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::{Connection, Row, SqliteConnection};
+use sqlx::{Row, SqliteConnection};
 use tokio::sync::{mpsc, oneshot, Mutex};
 
 use super::rows::{push_job, push_record, NoncePack, Rows};
@@ -536,65 +536,71 @@ async fn write_batch_keyed(
     ops: &[WriteOp],
     (behind, head): (Vec<Entry>, &mut Option<Head>),
 ) -> Result<Vec<Enqueued>, sqlx::Error> {
-    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-    if !nonces.is_empty() {
-        sqlx::query(sql::INSERT_NONCE_BATCH)
-            .bind(nonces.max_expiry)
-            .bind(nonces.bytes)
-            .execute(&mut *tx)
-            .await?;
-    }
-    let mut out = Vec::new();
-    let mut traces = Rows::new();
-    for op in ops {
-        if let WriteOp::Job(j, _) = op {
-            if let Some(t) = &j.trace {
-                traces.row().str(&j.id.0).str(t);
-            }
-        }
-    }
-    if jobs.count > 0 {
-        let inserted: std::collections::HashSet<String> = sqlx::query(sql::INSERT_JOBS)
-            .bind(jobs.finish())
-            .fetch_all(&mut *tx)
-            .await?
-            .into_iter()
-            .map(|r| r.get::<String, _>(0))
-            .collect();
-        for op in ops {
-            let WriteOp::Job(j, _) = op else { continue };
-            if inserted.contains(&j.id.0) {
-                out.push(Enqueued::Created(j.id.clone()));
-                continue;
-            }
-            // Not inserted: its idempotency key already names a job (maybe one from this
-            // very batch).
-            let key = j.idempotency_key.as_deref().unwrap_or_default();
-            let existing: Option<String> = sqlx::query_scalar(sql::FIND_IDEMPOTENT)
-                .bind(&j.client_id.0)
-                .bind(key)
-                .fetch_optional(&mut *tx)
+    // Outside sqlx's transaction tracking (`super::begin_immediate`): a full disk must not
+    // leave the connection refusing every later transaction.
+    super::begin_immediate(conn).await?;
+    *head = None;
+    let written = async {
+        if !nonces.is_empty() {
+            sqlx::query(sql::INSERT_NONCE_BATCH)
+                .bind(nonces.max_expiry)
+                .bind(nonces.bytes)
+                .execute(&mut *conn)
                 .await?;
-            match existing {
-                Some(id) => out.push(Enqueued::Existing(JobId(id))),
-                None => {
-                    return Err(sqlx::Error::Protocol(
-                        "job insert conflicted on its id".into(),
-                    ))
+        }
+        let mut out = Vec::new();
+        let mut traces = Rows::new();
+        for op in ops {
+            if let WriteOp::Job(j, _) = op {
+                if let Some(t) = &j.trace {
+                    traces.row().str(&j.id.0).str(t);
                 }
             }
         }
+        if jobs.count > 0 {
+            let inserted: std::collections::HashSet<String> = sqlx::query(sql::INSERT_JOBS)
+                .bind(jobs.finish())
+                .fetch_all(&mut *conn)
+                .await?
+                .into_iter()
+                .map(|r| r.get::<String, _>(0))
+                .collect();
+            for op in ops {
+                let WriteOp::Job(j, _) = op else { continue };
+                if inserted.contains(&j.id.0) {
+                    out.push(Enqueued::Created(j.id.clone()));
+                    continue;
+                }
+                // Not inserted: its idempotency key already names a job (maybe one from this
+                // very batch).
+                let key = j.idempotency_key.as_deref().unwrap_or_default();
+                let existing: Option<String> = sqlx::query_scalar(sql::FIND_IDEMPOTENT)
+                    .bind(&j.client_id.0)
+                    .bind(key)
+                    .fetch_optional(&mut *conn)
+                    .await?;
+                match existing {
+                    Some(id) => out.push(Enqueued::Existing(JobId(id))),
+                    None => {
+                        return Err(sqlx::Error::Protocol(
+                            "job insert conflicted on its id".into(),
+                        ))
+                    }
+                }
+            }
+        }
+        if traces.count > 0 {
+            sqlx::query(sql::TRACE_JOBS)
+                .bind(traces.finish())
+                .execute(&mut *conn)
+                .await?;
+        }
+        let records = audit_entries(ops, &out, behind);
+        let end = append_in_tx(&mut *conn, records).await?;
+        Ok::<_, sqlx::Error>((out, end))
     }
-    if traces.count > 0 {
-        sqlx::query(sql::TRACE_JOBS)
-            .bind(traces.finish())
-            .execute(&mut *tx)
-            .await?;
-    }
-    let records = audit_entries(ops, &out, behind);
-    *head = None;
-    let end = append_in_tx(&mut tx, records).await?;
-    tx.commit().await?;
+    .await;
+    let (out, end) = super::finish(conn, written).await?;
     *head = Some(end);
     Ok(out)
 }
