@@ -69,7 +69,7 @@ impl AdminStore for SqliteStore {
     ) -> BoxFuture<'a, Result<CancelOutcome, StoreError>> {
         Box::pin(async move {
             let mut conn = self.inner.writer.lock().await;
-            super::begin_immediate(&mut conn).await?;
+            super::writer::begin_immediate(&mut conn).await?;
             let written = async {
                 let row = sqlx::query(sql::ADMIN_CANCEL)
                     .bind(&id.0)
@@ -83,7 +83,7 @@ impl AdminStore for SqliteStore {
                 Ok::<_, StoreError>(row)
             }
             .await;
-            let row = super::finish(&mut conn, written).await?;
+            let row = super::writer::finish(&mut conn, written).await?;
             drop(conn);
             let state = match row {
                 Some(r) => {

@@ -103,13 +103,13 @@ impl SqliteStore {
     /// Appends `entries` durably, now.
     pub(super) async fn append_now(&self, entries: Vec<Entry>) -> Result<(), StoreError> {
         let mut conn = self.inner.writer.lock().await;
-        super::begin_immediate(&mut conn).await?;
+        super::writer::begin_immediate(&mut conn).await?;
         let written = async {
             writer::append_in_tx(&mut conn, entries).await?;
             Ok::<_, StoreError>(())
         }
         .await;
-        super::finish(&mut conn, written).await?;
+        super::writer::finish(&mut conn, written).await?;
         drop(conn);
         self.inner.durability.wait().await?;
         Ok(())
@@ -125,7 +125,7 @@ impl SqliteStore {
         now: i64,
     ) -> Result<u64, StoreError> {
         let mut conn = self.inner.writer.lock().await;
-        super::begin_immediate(&mut conn).await?;
+        super::writer::begin_immediate(&mut conn).await?;
         let written = async {
             let ends = ends_from_row(&sqlx::query(sql::AUDIT_HEAD).fetch_one(&mut *conn).await?)?;
             let point = sqlx::query(sql::AUDIT_PRUNE_POINT)
@@ -157,7 +157,7 @@ impl SqliteStore {
             Ok::<_, StoreError>(n)
         }
         .await;
-        let n = super::finish(&mut conn, written).await?;
+        let n = super::writer::finish(&mut conn, written).await?;
         drop(conn);
         self.inner.durability.wait().await?;
         Ok(n)

@@ -124,45 +124,6 @@ pub struct SqliteStore {
     inner: Arc<Inner>,
 }
 
-/// `BEGIN IMMEDIATE` on the writer connection, outside sqlx's transaction tracking. A
-/// statement that fails on a full disk (or an I/O error) may have made SQLite roll the
-/// transaction back already; sqlx's own rollback then fails as well and leaves the
-/// connection counted as inside a transaction, refusing every later `begin_with`: the
-/// full-disk test caught completions refused for good after space came back. [`finish`]
-/// tolerates that. A transaction left open by a cancelled caller is rolled back here.
-pub(super) async fn begin_immediate(conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
-    if sqlx::query("BEGIN IMMEDIATE")
-        .execute(&mut *conn)
-        .await
-        .is_ok()
-    {
-        return Ok(());
-    }
-    let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
-    sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
-    Ok(())
-}
-
-/// Commits the transaction [`begin_immediate`] opened if `written` succeeded, else rolls it
-/// back; a rollback that finds no transaction (SQLite already ended it) is not an error.
-pub(super) async fn finish<T, E: From<sqlx::Error>>(
-    conn: &mut SqliteConnection,
-    written: Result<T, E>,
-) -> Result<T, E> {
-    let committed = match written {
-        Ok(v) => sqlx::query("COMMIT")
-            .execute(&mut *conn)
-            .await
-            .map(|_| v)
-            .map_err(E::from),
-        Err(e) => Err(e),
-    };
-    if committed.is_err() {
-        let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
-    }
-    committed
-}
-
 impl SqliteStore {
     async fn apply_completions(
         &self,
@@ -189,7 +150,7 @@ impl SqliteStore {
             return Ok(rows.iter().map(|r| JobId(r.get::<String, _>(0))).collect());
         }
         // One transaction: the outcomes and, for jobs with a callback, their webhook events.
-        begin_immediate(&mut conn).await?;
+        writer::begin_immediate(&mut conn).await?;
         let written = async {
             let mut rows = sqlx::query(sql::COMPLETE)
                 .bind(finished)
@@ -210,7 +171,7 @@ impl SqliteStore {
             Ok::<_, StoreError>(rows)
         }
         .await;
-        let rows = finish(&mut conn, written).await?;
+        let rows = writer::finish(&mut conn, written).await?;
         drop(conn);
         // A finished job's outcome is what polls report: make it durable before the worker
         // forgets the job (a completion lost to a power cut would otherwise be rescued as
@@ -344,7 +305,7 @@ impl Store for SqliteStore {
     ) -> BoxFuture<'a, Result<CancelOutcome, StoreError>> {
         Box::pin(async move {
             let mut conn = self.inner.writer.lock().await;
-            begin_immediate(&mut conn).await?;
+            writer::begin_immediate(&mut conn).await?;
             let written = async {
                 let q = sqlx::query(sql::CANCEL_QUEUED)
                     .bind(&id.0)
@@ -377,7 +338,7 @@ impl Store for SqliteStore {
                 Ok::<_, StoreError>(outcome)
             }
             .await;
-            let outcome = finish(&mut conn, written).await?;
+            let outcome = writer::finish(&mut conn, written).await?;
             drop(conn);
             // A cancel is acknowledged to the client: make it durable first.
             if outcome == CancelOutcome::Cancelled || outcome == CancelOutcome::Requested {
@@ -396,7 +357,7 @@ impl Store for SqliteStore {
     ) -> BoxFuture<'a, Result<AnswerOutcome, StoreError>> {
         Box::pin(async move {
             let mut conn = self.inner.writer.lock().await;
-            begin_immediate(&mut conn).await?;
+            writer::begin_immediate(&mut conn).await?;
             // `Err(outcome)`: answered without a write.
             let written = async {
                 let row: Option<(String, Option<String>, Option<String>)> =
@@ -433,7 +394,7 @@ impl Store for SqliteStore {
                 Ok::<_, StoreError>(Ok((row.is_some(), outcome)))
             }
             .await;
-            let step = finish(&mut conn, written).await?;
+            let step = writer::finish(&mut conn, written).await?;
             drop(conn);
             let (written, outcome) = match step {
                 Ok(v) => v,
@@ -545,7 +506,7 @@ impl Store for SqliteStore {
             } else {
                 // Counting a capped tool's running jobs and claiming up to its limit must
                 // see no other process's claim in between: one write transaction.
-                begin_immediate(&mut conn).await?;
+                writer::begin_immediate(&mut conn).await?;
                 let written = async {
                     let mut rows = if filter.defs.is_empty() {
                         Vec::new()
@@ -568,7 +529,7 @@ impl Store for SqliteStore {
                     Ok::<_, StoreError>(rows)
                 }
                 .await;
-                finish(&mut conn, written).await?
+                writer::finish(&mut conn, written).await?
             };
             drop(conn);
             rows.iter()
@@ -606,7 +567,7 @@ impl Store for SqliteStore {
         Box::pin(async move {
             let (state, entry) = resolution.transition(by);
             let mut conn = self.inner.writer.lock().await;
-            begin_immediate(&mut conn).await?;
+            writer::begin_immediate(&mut conn).await?;
             let written = async {
                 let row = sqlx::query(sql::RESOLVE_IN_DOUBT)
                     .bind(&id.0)
@@ -621,7 +582,7 @@ impl Store for SqliteStore {
                 Ok::<_, StoreError>(row)
             }
             .await;
-            let row = finish(&mut conn, written).await?;
+            let row = writer::finish(&mut conn, written).await?;
             drop(conn);
             if row.is_some() {
                 self.inner.durability.wait().await?;
@@ -748,7 +709,7 @@ impl Store for SqliteStore {
     ) -> BoxFuture<'a, Result<u64, StoreError>> {
         Box::pin(async move {
             let mut conn = self.inner.writer.lock().await;
-            begin_immediate(&mut conn).await?;
+            writer::begin_immediate(&mut conn).await?;
             let written = async {
                 let rows = sqlx::query(sql::EXPIRE_WAITING)
                     .bind(waiting_since)
@@ -760,7 +721,7 @@ impl Store for SqliteStore {
                 Ok::<_, StoreError>(rows)
             }
             .await;
-            let rows = finish(&mut conn, written).await?;
+            let rows = writer::finish(&mut conn, written).await?;
             Ok(rows.len() as u64)
         })
     }

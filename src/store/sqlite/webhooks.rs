@@ -99,7 +99,7 @@ impl SqliteStore {
             return Ok(0);
         }
         let mut conn = self.inner.writer.lock().await;
-        super::begin_immediate(&mut conn).await?;
+        super::writer::begin_immediate(&mut conn).await?;
         let written = async {
             let mut applied = 0;
             for r in &reports {
@@ -122,7 +122,7 @@ impl SqliteStore {
             Ok::<_, StoreError>(applied)
         }
         .await;
-        let applied = super::finish(&mut conn, written).await?;
+        let applied = super::writer::finish(&mut conn, written).await?;
         Ok(applied)
     }
 

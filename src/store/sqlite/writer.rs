@@ -538,7 +538,7 @@ async fn write_batch_keyed(
 ) -> Result<Vec<Enqueued>, sqlx::Error> {
     // Outside sqlx's transaction tracking (`super::begin_immediate`): a full disk must not
     // leave the connection refusing every later transaction.
-    super::begin_immediate(conn).await?;
+    begin_immediate(conn).await?;
     *head = None;
     let written = async {
         if !nonces.is_empty() {
@@ -600,7 +600,46 @@ async fn write_batch_keyed(
         Ok::<_, sqlx::Error>((out, end))
     }
     .await;
-    let (out, end) = super::finish(conn, written).await?;
+    let (out, end) = finish(conn, written).await?;
     *head = Some(end);
     Ok(out)
+}
+
+/// `BEGIN IMMEDIATE` on the writer connection, outside sqlx's transaction tracking. A
+/// statement that fails on a full disk (or an I/O error) may have made SQLite roll the
+/// transaction back already; sqlx's own rollback then fails as well and leaves the
+/// connection counted as inside a transaction, refusing every later `begin_with`: the
+/// full-disk test caught completions refused for good after space came back. [`finish`]
+/// tolerates that. A transaction left open by a cancelled caller is rolled back here.
+pub(super) async fn begin_immediate(conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
+    if sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut *conn)
+        .await
+        .is_ok()
+    {
+        return Ok(());
+    }
+    let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+    sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+    Ok(())
+}
+
+/// Commits the transaction [`begin_immediate`] opened if `written` succeeded, else rolls it
+/// back; a rollback that finds no transaction (SQLite already ended it) is not an error.
+pub(super) async fn finish<T, E: From<sqlx::Error>>(
+    conn: &mut SqliteConnection,
+    written: Result<T, E>,
+) -> Result<T, E> {
+    let committed = match written {
+        Ok(v) => sqlx::query("COMMIT")
+            .execute(&mut *conn)
+            .await
+            .map(|_| v)
+            .map_err(E::from),
+        Err(e) => Err(e),
+    };
+    if committed.is_err() {
+        let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+    }
+    committed
 }
