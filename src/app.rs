@@ -182,6 +182,12 @@ impl App {
         Ok(nonce)
     }
 
+    /// Whether `client` sees and may call `tool`: a tool it may not is absent to it, on
+    /// both endpoints (`unknown_tool`, `-32602`).
+    pub fn may_see(&self, client: &str, tool: &str) -> bool {
+        self.auth.may_see(client, tool)
+    }
+
     /// The client a bearer token belongs to.
     pub fn bearer_client(&self, token: &str) -> Option<String> {
         self.auth.bearer(token)

@@ -147,6 +147,16 @@ impl Authenticator {
         self.clients.store(std::sync::Arc::new(clients));
     }
 
+    /// Whether `client` sees and may call `tool` (`[clients.ID] tools`; every tool when
+    /// its table sets none, or for an id with no table, which authentication refuses).
+    pub fn may_see(&self, client: &str, tool: &str) -> bool {
+        self.clients
+            .load()
+            .get(client)
+            .and_then(|c| c.tools.as_ref())
+            .is_none_or(|globs| globs.is_match(tool))
+    }
+
     /// The client's `max_priority`, if its table sets one.
     pub fn max_priority(&self, client: &str) -> Option<u8> {
         self.clients.load().get(client).and_then(|c| c.max_priority)

@@ -266,3 +266,142 @@ async fn json_logs_carry_request_and_job_fields_and_never_secrets() {
     assert_eq!(failed["client_id"], "client-001", "{failed}");
     assert_eq!(failed["attempt"], 1, "{failed}");
 }
+
+const SEES_SOME: &str = "client-003";
+const SEES_SOME_SECRET: &str = "client-003-secret-0123456789abcdef0123456789abcdef";
+const SEES_SOME_TOKEN: &str = "client-003-mcp-token-000000000000000000000000000000000";
+const DEV_TOKEN: &str = "dev-only-mcp-token-00000000000000000000000000000000";
+
+fn sees_some(globs: &str) -> String {
+    use sha2::Digest;
+    let hash = hex::encode(sha2::Sha256::digest(SEES_SOME_TOKEN.as_bytes()));
+    format!(
+        "[clients.{SEES_SOME}]\nsecret = \"{SEES_SOME_SECRET}\"\ntoken_sha256 = \"{hash}\"\n\
+         tools = {globs}\n"
+    )
+}
+
+/// A 2026-07-28 `/mcp` request with `token`: the JSON-RPC answer.
+async fn mcp(
+    d: &Daemon,
+    token: &str,
+    method: &str,
+    params: serde_json::Value,
+) -> serde_json::Value {
+    let (headers, body) = modern_request(token, method, params, serde_json::json!({}));
+    let mut req = format!(
+        "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nAccept: application/json, text/event-stream\r\n\
+         Content-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(&body);
+    let (_, body) = raw_http(d.addr, req.as_bytes()).await;
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"))
+}
+
+fn listed(answer: &serde_json::Value) -> Vec<String> {
+    let mut names: Vec<String> = answer["result"]["tools"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{answer}"))
+        .iter()
+        .map(|t| t["name"].as_str().unwrap().to_string())
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test]
+async fn a_client_sees_and_calls_only_its_tools_on_both_endpoints() {
+    let env = TestEnv::new(&sees_some(r#"["batch_*", "start_long_task", "poll_?ob"]"#))
+        .set("MCPQ__SERVER__EMBEDDED_WORKERS", "0");
+    let d = env.spawn_daemon().await;
+    let mut settings = env.client_settings(&d);
+    settings.client_id = SEES_SOME.into();
+    settings.secret = mcpq::config::Secret::new(SEES_SOME_SECRET.as_bytes().to_vec());
+    let mut some = Client::connect(settings).await.unwrap();
+
+    // /v1/call: its tools answer; another is unknown to it exactly as a tool that does not
+    // exist is (same code, same HTTP status).
+    let r = some
+        .call("batch_sum", args(r#"{"numbers":[1,2]}"#))
+        .await
+        .unwrap();
+    assert!(r.ok, "{}", r.raw);
+    let job = some
+        .call("start_long_task", args(r#"{"seconds":1}"#))
+        .await
+        .unwrap();
+    let id = job_id(&job);
+    let r = some
+        .call("poll_job", args(&format!(r#"{{"job_id":"{id}"}}"#)))
+        .await
+        .unwrap();
+    assert!(r.ok, "{}", r.raw);
+    let hidden = some.envelope("server_identity", args("{}"));
+    let absent = some.envelope("no_such_tool", args("{}"));
+    assert_eq!(
+        code_of(&mut some, &hidden).await,
+        (404, "unknown_tool".into())
+    );
+    assert_eq!(
+        code_of(&mut some, &absent).await,
+        (404, "unknown_tool".into())
+    );
+
+    // /mcp: tools/list shows only its tools; calling another is -32602 unknown tool.
+    let list = mcp(&d, SEES_SOME_TOKEN, "tools/list", serde_json::json!({})).await;
+    assert_eq!(
+        listed(&list),
+        vec!["batch_sum", "poll_job", "start_long_task"],
+        "{list}"
+    );
+    for tool in ["server_identity", "cancel_job", "no_such_tool"] {
+        let a = mcp(
+            &d,
+            SEES_SOME_TOKEN,
+            "tools/call",
+            serde_json::json!({"name": tool, "arguments": {}}),
+        )
+        .await;
+        assert_eq!(a["error"]["code"], -32602, "{tool}: {a}");
+        assert_eq!(
+            a["error"]["message"].as_str().unwrap_or_default(),
+            format!("invalid params: unknown tool {tool:?}"),
+            "{a}"
+        );
+    }
+    let ok = mcp(
+        &d,
+        SEES_SOME_TOKEN,
+        "tools/call",
+        serde_json::json!({"name": "batch_sum", "arguments": {"numbers": [2, 3]}}),
+    )
+    .await;
+    assert!(ok["result"].is_object(), "{ok}");
+
+    // A client without `tools` sees every tool.
+    let all = listed(&mcp(&d, DEV_TOKEN, "tools/list", serde_json::json!({})).await);
+    assert!(
+        all.contains(&"server_identity".to_string()) && all.len() > 3,
+        "{all:?}"
+    );
+    let mut dev = env.client(&d).await;
+    let r = dev.call("server_identity", args("{}")).await.unwrap();
+    assert!(r.ok, "{}", r.raw);
+}
+
+#[tokio::test]
+async fn a_tools_glob_that_does_not_parse_is_refused_with_its_client() {
+    let env = TestEnv::new(&sees_some(r#"["batch_[sum"]"#));
+    let (code, out, err) = env.run(&["config", "check"]).await;
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains("clients.client-003.tools") && err.contains("batch_[sum"),
+        "{err}"
+    );
+}

@@ -94,6 +94,8 @@ struct RawClient {
     previous_secret: Option<String>,
     previous_secret_file: Option<PathBuf>,
     max_priority: Option<u8>,
+    /// Globs of the tools this client sees and may call; absent: every tool.
+    tools: Option<Vec<String>>,
     /// `[clients.ID.webhooks]` (docs/WEBHOOKS.md).
     webhooks: Option<super::webhooks::RawClientHooks>,
 }
@@ -397,10 +399,33 @@ fn client_keys(
                 secrets,
                 token_hashes,
                 max_priority: c.max_priority,
+                tools: tool_globs(c.tools.as_deref(), &what)?,
             },
         );
     }
     Ok(clients)
+}
+
+/// `[clients.ID] tools`: the globs compiled (`*`, `?`, `[...]`; no separator is special in
+/// a tool name), each refused with its client's name if it does not parse.
+fn tool_globs(
+    globs: Option<&[String]>,
+    what: &str,
+) -> Result<Option<globset::GlobSet>, ConfigError> {
+    let Some(globs) = globs else {
+        return Ok(None);
+    };
+    let mut set = globset::GlobSetBuilder::new();
+    for g in globs {
+        let glob = globset::GlobBuilder::new(g)
+            .literal_separator(false)
+            .build()
+            .map_err(|e| ConfigError::Invalid(format!("{what}.tools: {g:?}: {e}")))?;
+        set.add(glob);
+    }
+    set.build()
+        .map(Some)
+        .map_err(|e| ConfigError::Invalid(format!("{what}.tools: {e}")))
 }
 
 /// `[console]` and its `[operators.NAME]`.

@@ -126,6 +126,8 @@ pub struct ClientKeys {
     pub token_hashes: Vec<[u8; 32]>,
     /// The highest priority this client may ask for; `None`: `jobs.client_max_priority`.
     pub max_priority: Option<u8>,
+    /// The tools this client sees and may call (`[clients.ID] tools`); `None`: all.
+    pub tools: Option<globset::GlobSet>,
 }
 
 /// What `mcpq call` / `mcpq bench` need to act as a client.

@@ -32,6 +32,7 @@ const CLIENT_KEYS: &[&str] = &[
     "previous_secret",
     "previous_secret_file",
     "max_priority",
+    "tools",
     // A table of its own, its keys checked when it is read (config::webhooks).
     "webhooks",
 ];

@@ -65,7 +65,12 @@ impl Call {
 
     /// The request may see and call `tool`.
     pub fn may_call(&self, tool: &str) -> bool {
-        self.grant.as_ref().is_none_or(|g| g.can_call(tool))
+        self.sees(tool) && self.grant.as_ref().is_none_or(|g| g.can_call(tool))
+    }
+
+    /// The client sees `tool` (`[clients.ID] tools`): one it does not is absent to it.
+    pub fn sees(&self, tool: &str) -> bool {
+        self.app().may_see(&self.client.0, tool)
     }
 
     /// Refuses (403 `insufficient_scope`) a call of a tool the token's scopes do not cover.

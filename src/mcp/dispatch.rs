@@ -324,6 +324,10 @@ async fn dispatch(
         (_, "tools/call") => {
             let tool = params.get("name").and_then(Value::as_str).unwrap_or("");
             tracing::Span::current().record("tool", tool);
+            // A tool the client may not see is unknown to it, whatever its token's scopes.
+            if !call.sees(tool) {
+                return Err(McpError::InvalidParams(format!("unknown tool {tool:?}")));
+            }
             call.check_tool_scope(tool)?;
             return call_tool(&call, id, params, accepts).await;
         }

@@ -281,7 +281,10 @@ impl V1 {
         }
         // One registry for the whole call, even if a reload swaps it meanwhile.
         let registry = app.tools();
-        match registry.get(&env.tool) {
+        let tool = registry
+            .get(&env.tool)
+            .filter(|_| app.may_see(&env.client_id.0, &env.tool));
+        match tool {
             None => {
                 app.admit_nonce(nonce, now).await?;
                 Err(CallError::UnknownTool(env.tool.clone()))
