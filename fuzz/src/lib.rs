@@ -16,6 +16,9 @@
 #[path = "../../src/json.rs"]
 pub mod json;
 
+#[path = "../../src/hex.rs"]
+pub mod hex;
+
 #[path = "../../src/envelope.rs"]
 pub mod envelope;
 
