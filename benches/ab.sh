@@ -13,6 +13,9 @@
 #   e2e | noop            20,000 jobs end to end with 2 `mcpq worker` processes
 #                         (start_long_task, or the no-op tool)
 #   mcp                   /mcp tools/call batch_sum, c=32, DUR s
+#   held | held-pg        sequential held `/mcp` tools/call of the no-op job tool (c=1, DUR s)
+#                         with one `mcpq worker` process, on SQLite or PostgreSQL (PGURL):
+#                         the latency of a durable call from outside
 #   drain                 `mcpq bench drain -n N -w 2` on SQLite (N default 100000)
 #   drain-pg              the same on PostgreSQL (PGURL, default the CI test database;
 #                         a schema of its own, dropped before each run)
@@ -42,7 +45,7 @@ cpu() { awk '{print $14+$15}' "/proc/$1/stat"; }
 for _ in $(seq 1 "$RUNS"); do
   for bin in "$@"; do
     stop
-    rm -f "$W"/m.db*
+    rm -rf "$W"/m.db*
     sync
     extra=""
     case $KIND in
@@ -63,6 +66,16 @@ for _ in $(seq 1 "$RUNS"); do
         out=$("$bin" bench e2e --url "http://127.0.0.1:$PORT" -n 20000 -c 32 "${args[@]}" | tail -1)
         wcpu=$(for p in "${wp[@]}"; do cat "/proc/$p/stat"; done 2>/dev/null | awk '{s+=$14+$15} END {print s*10}')
         extra="  daemon_cpu=$(( ($(cpu "$sp") - c0) * 10 ))ms workers_cpu=${wcpu}ms" ;;
+      held|held-pg)
+        if [ "$KIND" = held-pg ]; then
+          psql -X -q -At "$PGURL" -c "DROP SCHEMA IF EXISTS mcpq_ab CASCADE" > /dev/null
+          export MCPQ__DATABASE__URL=$PGURL MCPQ__POSTGRES__SCHEMA=mcpq_ab
+        fi
+        serve "$bin"
+        "$bin" worker > /dev/null 2>> "$W/err" & pids+=($!)
+        sleep 0.3
+        out=$("$bin" bench mcp --endpoint "http://127.0.0.1:$PORT/mcp" -c 1 -d "${DUR:-5}" --tool noop --args '{}' | tail -1)
+        unset MCPQ__DATABASE__URL MCPQ__POSTGRES__SCHEMA ;;
       drain)
         out=$(MCPQ__DATABASE__URL= "$bin" bench drain -n "$N" -w 2 2>> "$W/err" | grep '^drain' | tail -1) ;;
       drain-pg)

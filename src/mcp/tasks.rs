@@ -215,13 +215,12 @@ pub async fn tasks_get(call: &Call, params: &Value) -> Result<Value, McpError> {
     Ok(t)
 }
 
-/// Waits for a job to finish (polling its row, at most `max_delay` apart: workers may be
-/// other processes), calling `on_progress` whenever its progress changes. Returns the
-/// finished row.
-/// Re-reads a job, backing off up to `max_delay`, until it is finished (or waits for
-/// input). `on_progress` sees the first read and every progress change after it; it
-/// returns `false` once nobody listens. `gone` resolves when the caller's stream closed:
-/// the job runs on, but nothing reads it for a caller that left.
+/// Re-reads a job until it is finished (or waits for input): at once when the store
+/// signals that it changed (its completion, in this process or a worker's), else on a
+/// timer backing off up to `max_delay` (the fallback when a signal is lost, and how
+/// progress steps are seen). `on_progress` sees the first read and every progress change
+/// after it; it returns `false` once nobody listens. `gone` resolves when the caller's
+/// stream closed: the job runs on, but nothing reads it for a caller that left.
 pub async fn wait_finished(
     call: &Call,
     id: &JobId,
@@ -232,6 +231,14 @@ pub async fn wait_finished(
     let mut delay = Duration::from_millis(20);
     // `None` until the first read, so the first read is always reported.
     let mut last_progress: Option<Option<String>> = None;
+    // Watching before the first read: a change between a read and the wait is not lost.
+    let watching = call.app().store().job_changes().map(|c| c.watch(&id.0));
+    let changed = || async {
+        match &watching {
+            Some(w) => w.changed().await,
+            None => std::future::pending().await,
+        }
+    };
     tokio::pin!(gone);
     loop {
         let job = get_job(call, id).await?;
@@ -247,10 +254,10 @@ pub async fn wait_finished(
             }
         }
         tokio::select! {
-            _ = tokio::time::sleep(delay) => {}
+            _ = tokio::time::sleep(delay) => delay = (delay * 2).min(max_delay),
+            _ = changed() => {}
             _ = &mut gone => return Ok(job),
         }
-        delay = (delay * 2).min(max_delay);
     }
 }
 

@@ -16,6 +16,7 @@ pub mod audit;
 mod batch;
 pub mod bench;
 pub mod browse;
+pub mod changes;
 pub mod copy;
 pub mod fault;
 pub mod open;
@@ -675,6 +676,13 @@ pub trait Store: Send + Sync + 'static {
 
     /// Fires when another process may have enqueued jobs (a hint: workers poll as well).
     fn wakeups(&self) -> Option<std::sync::Arc<tokio::sync::Notify>> {
+        None
+    }
+
+    /// This process's waiters on jobs, woken when a job changes (finished, or waiting for
+    /// input) in this process or, where the store can tell, in another one. A hint: a
+    /// waiter keeps re-reading on a timer as well.
+    fn job_changes(&self) -> Option<std::sync::Arc<changes::JobChanges>> {
         None
     }
 

@@ -177,10 +177,13 @@ impl Claimer {
             }
             if !filled && !opts.claim_interval.is_zero() {
                 // The queue had fewer jobs than free slots: let more arrive before the next
-                // write transaction.
+                // write transaction, up to the interval. A signalled enqueue (one per group
+                // commit of the daemon) ends the pause: the commit has already batched them,
+                // and a sequential caller must not wait the interval out.
                 tokio::select! {
                     _ = stop.cancelled() => break,
                     _ = tokio::time::sleep(opts.claim_interval) => {}
+                    _ = self.woken(&store_wake) => {}
                 }
             }
         }
@@ -247,16 +250,9 @@ impl Claimer {
         }
     }
 
-    /// Idle: backs off exponentially up to the cap, waking early on a local enqueue or on
-    /// the store's hint that another process enqueued (PostgreSQL's NOTIFY). Breaks when
-    /// `stop` fires.
-    async fn idle(
-        &self,
-        backoff: &mut Duration,
-        store_wake: &Option<Arc<Notify>>,
-        stop: &CancellationToken,
-    ) -> ControlFlow<()> {
-        let notified = async {
+    /// Resolves on a local enqueue or the store's hint of another process's.
+    async fn woken(&self, store_wake: &Option<Arc<Notify>>) {
+        let local = async {
             match &self.wake {
                 Some(n) => n.notified().await,
                 None => std::future::pending().await,
@@ -268,6 +264,21 @@ impl Claimer {
                 None => std::future::pending().await,
             }
         };
+        tokio::select! {
+            _ = local => {}
+            _ = hinted => {}
+        }
+    }
+
+    /// Idle: backs off exponentially up to the cap, waking early on a local enqueue or on
+    /// the store's hint that another process enqueued (PostgreSQL's NOTIFY). Breaks when
+    /// `stop` fires.
+    async fn idle(
+        &self,
+        backoff: &mut Duration,
+        store_wake: &Option<Arc<Notify>>,
+        stop: &CancellationToken,
+    ) -> ControlFlow<()> {
         // While the store is down, claims wait for its probe rather than spin on errors.
         let pause = if self.store.status().is_up() {
             *backoff
@@ -276,8 +287,7 @@ impl Claimer {
         };
         tokio::select! {
             _ = stop.cancelled() => return ControlFlow::Break(()),
-            _ = notified => *backoff = Duration::from_millis(1),
-            _ = hinted => *backoff = Duration::from_millis(1),
+            _ = self.woken(store_wake) => *backoff = Duration::from_millis(1),
             _ = tokio::time::sleep(pause) => *backoff = (*backoff * 2).min(self.opts.idle_backoff_max),
         }
         ControlFlow::Continue(())

@@ -27,6 +27,7 @@ mod copy;
 mod open;
 mod reader;
 mod rows;
+mod signals;
 mod traces;
 mod webhooks;
 mod writer;
@@ -66,6 +67,8 @@ struct Inner {
     status: Arc<status::StoreStatus>,
     /// Audit ops written behind and not yet committed (`writer::InFlight`).
     audit_inflight: Arc<std::sync::atomic::AtomicUsize>,
+    /// Changed jobs, to this process's held calls and other processes'.
+    changes: Arc<signals::Changes>,
 }
 
 impl Drop for Inner {
@@ -165,7 +168,12 @@ impl PgStore {
             .bind(request_states)
             .fetch_all(&self.inner.pool)
             .await?;
-        rows.iter().map(|r| Ok(JobId(r.try_get(0)?))).collect()
+        let ids: Vec<JobId> = rows
+            .iter()
+            .map(|r| Ok(JobId(r.try_get(0)?)))
+            .collect::<Result<_, StoreError>>()?;
+        self.inner.changes.send(ids.iter().map(|id| id.0.as_str()));
+        Ok(ids)
     }
 
     async fn claim_capped(
@@ -743,6 +751,10 @@ impl Store for PgStore {
 
     fn wakeups(&self) -> Option<Arc<Notify>> {
         self.inner.wake.clone()
+    }
+
+    fn job_changes(&self) -> Option<Arc<crate::store::changes::JobChanges>> {
+        Some(self.inner.changes.waiters())
     }
 
     fn close(&self) -> BoxFuture<'_, ()> {

@@ -12,7 +12,8 @@ use sqlx::{ConnectOptions, Connection, PgConnection};
 use tokio::sync::{mpsc, Mutex, Notify};
 
 use super::reader::{group_read, POLL_READERS};
-use super::writer::{group_commit, notify_loop, CHANNEL, MAX_BATCH};
+use super::signals::{listen, notify_loop, Changes, CHANNEL};
+use super::writer::{group_commit, MAX_BATCH};
 use super::{Inner, PgStore};
 use crate::config::PostgresSettings;
 use crate::store::status::StoreStatus;
@@ -133,8 +134,10 @@ impl PgStore {
         } else {
             None
         };
+        let changes = Changes::start(pool.clone(), stop.clone());
         Ok(PgStore {
             inner: Arc::new(Inner {
+                changes,
                 lookups,
                 pool,
                 writes: Mutex::new(()),
@@ -167,27 +170,3 @@ pub async fn migrate_only(url: &str, pg: &PostgresSettings) -> Result<(), StoreE
     Ok(())
 }
 
-/// Wakes idle workers on each notification. A lost connection is retried: notifications
-/// sent meanwhile are lost, which costs only latency (workers also poll).
-async fn listen(
-    mut listener: PgListener,
-    notify: Arc<Notify>,
-    stop: tokio_util::sync::CancellationToken,
-) {
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            n = listener.recv() => match n {
-                Ok(_) => notify.notify_waiters(),
-                Err(_) if stop.is_cancelled() => return,
-                Err(e) => {
-                    crate::logging::repeats::fault("LISTEN connection (workers poll meanwhile)", &e);
-                    tokio::select! {
-                        _ = stop.cancelled() => return,
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    }
-                }
-            }
-        }
-    }
-}

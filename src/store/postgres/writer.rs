@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::postgres::{PgConnectOptions, PgPool};
+use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection, Row};
 use tokio::sync::{mpsc, oneshot, Mutex, Notify};
 
@@ -23,7 +23,6 @@ use crate::store::status::StoreStatus;
 use crate::store::{Enqueued, NewJob, StoreError};
 
 /// The channel `enqueue.sql` notifies after inserting jobs.
-pub(super) const CHANNEL: &str = "mcpq_jobs";
 pub(super) const MAX_BATCH: usize = 2048;
 
 /// A write waiting for the next group commit.
@@ -55,32 +54,6 @@ impl Drop for InFlight {
     }
 }
 
-/// Sends `NOTIFY mcpq_jobs` after enqueues commit, at most once per [`NOTIFY_EVERY`]: one
-/// notification wakes every listening worker, and each then claims everything due. Kept out
-/// of the enqueue statement: a transaction that notifies holds PostgreSQL's notify-queue lock
-/// through its commit, which serialized the group commits' WAL flushes.
-pub(super) async fn notify_loop(
-    pool: PgPool,
-    jobs_added: Arc<Notify>,
-    stop: tokio_util::sync::CancellationToken,
-) {
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = jobs_added.notified() => {}
-        }
-        if let Err(e) = sqlx::query("SELECT pg_notify($1, '')")
-            .bind(CHANNEL)
-            .execute(&pool)
-            .await
-        {
-            tracing::debug!(error = %e, "NOTIFY failed (workers poll anyway)");
-        }
-        tokio::time::sleep(NOTIFY_EVERY).await;
-    }
-}
-
-const NOTIFY_EVERY: Duration = Duration::from_millis(5);
 
 /// One group committer: takes every waiting write and commits it with one statement. The
 /// committers share the queue; while one waits for its commit, the next batch forms and

@@ -30,6 +30,7 @@ mod copy;
 mod open;
 mod reader;
 mod rows;
+mod signals;
 mod traces;
 mod webhooks;
 mod writer;
@@ -116,6 +117,8 @@ struct Inner {
     lookups: mpsc::Sender<Lookup>,
     durability: Durability,
     status: Arc<status::StoreStatus>,
+    /// Wake-ups to and from the other processes on this database.
+    signals: Arc<signals::Signals>,
 }
 
 /// SQLite implementation of [`Store`]. Cheap to clone.
@@ -147,7 +150,7 @@ impl SqliteStore {
                 .await?;
             drop(conn);
             self.inner.durability.wait().await?;
-            return Ok(rows.iter().map(|r| JobId(r.get::<String, _>(0))).collect());
+            return Ok(self.changed(&rows));
         }
         // One transaction: the outcomes and, for jobs with a callback, their webhook events.
         writer::begin_immediate(&mut conn).await?;
@@ -177,13 +180,29 @@ impl SqliteStore {
         // forgets the job (a completion lost to a power cut would otherwise be rescued as
         // a failed attempt).
         self.inner.durability.wait().await?;
-        Ok(rows.iter().map(|r| JobId(r.get::<String, _>(0))).collect())
+        Ok(self.changed(&rows))
+    }
+
+    /// The jobs a completion changed (their ids first in each row), signalled to whoever
+    /// holds a call on them.
+    fn changed(&self, rows: &[sqlx::sqlite::SqliteRow]) -> Vec<JobId> {
+        let ids: Vec<JobId> = rows.iter().map(|r| JobId(r.get::<String, _>(0))).collect();
+        self.inner.signals.send_changed(ids.iter().map(|id| id.0.as_str()));
+        ids
     }
 }
 
 impl Store for SqliteStore {
     fn close(&self) -> BoxFuture<'_, ()> {
         Box::pin(SqliteStore::close(self))
+    }
+
+    fn wakeups(&self) -> Option<Arc<tokio::sync::Notify>> {
+        self.inner.signals.enqueued()
+    }
+
+    fn job_changes(&self) -> Option<Arc<crate::store::changes::JobChanges>> {
+        Some(self.inner.signals.changes())
     }
 
     fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {

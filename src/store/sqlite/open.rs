@@ -11,6 +11,7 @@ use sqlx::{Connection, SqliteConnection};
 use tokio::sync::{mpsc, Mutex};
 
 use super::reader::group_read;
+use super::signals::Signals;
 use super::writer::{
     group_commit, spawn_writer_thread, Durability, PendingAudit, PendingNonces, MAX_BATCH,
 };
@@ -155,12 +156,14 @@ impl SqliteStore {
         let nonces = PendingNonces::default();
         let audit = PendingAudit::default();
         let status = StoreStatus::new();
+        let signals = Arc::new(Signals::new(&db.path));
         spawn_writer_thread(group_commit(
             writer.clone(),
             rx,
             (nonces.clone(), audit.clone()),
             durability.clone(),
             status.clone(),
+            signals.clone(),
         ))?;
         let (lookups, lookup_rx) = mpsc::channel(MAX_BATCH * 4);
         let lookup_rx = Arc::new(Mutex::new(lookup_rx));
@@ -180,6 +183,7 @@ impl SqliteStore {
                 lookups,
                 durability,
                 status,
+                signals,
             }),
         })
     }
@@ -196,6 +200,7 @@ impl SqliteStore {
             tracing::debug!(error = %e, "final checkpoint incomplete (another process holds the database)");
         }
         drop(conn);
+        self.inner.signals.close();
         self.inner.read.close().await;
     }
 }

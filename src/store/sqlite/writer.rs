@@ -10,6 +10,7 @@ use sqlx::{Row, SqliteConnection};
 use tokio::sync::{mpsc, oneshot, Mutex};
 
 use super::rows::{push_job, push_record, NoncePack, Rows};
+use super::signals::Signals;
 use super::sql;
 use crate::audit::{self, Entry, Head};
 use crate::auth::NonceRecord;
@@ -203,6 +204,7 @@ pub(super) async fn group_commit(
     pending: (PendingNonces, PendingAudit),
     durability: Durability,
     status: Arc<StoreStatus>,
+    signals: Arc<Signals>,
 ) {
     let mut ops = Vec::with_capacity(MAX_BATCH);
     // The audit chain's head as this writer last committed it; `None`: read it first.
@@ -238,6 +240,7 @@ pub(super) async fn group_commit(
             head: &mut head,
             durability: &durability,
             status: &status,
+            signals: &signals,
         };
         commit_batch(&mut conn, &mut ops, batch).await;
     }
@@ -249,6 +252,7 @@ struct Batch<'a> {
     head: &'a mut Option<Head>,
     durability: &'a Durability,
     status: &'a StoreStatus,
+    signals: &'a Signals,
 }
 
 async fn commit_batch(conn: &mut SqliteConnection, ops: &mut Vec<WriteOp>, b: Batch<'_>) {
@@ -296,6 +300,10 @@ async fn commit_batch(conn: &mut SqliteConnection, ops: &mut Vec<WriteOp>, b: Ba
     let mut results = match outcome {
         Ok(r) => {
             status.up();
+            if job_count > 0 {
+                // Workers in other processes claim now rather than when their back-off ends.
+                b.signals.send_enqueued();
+            }
             r.into_iter()
         }
         Err(e) => {
