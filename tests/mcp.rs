@@ -1188,3 +1188,48 @@ async fn protocol_faults_get_the_specified_status_and_code() {
         413
     );
 }
+
+/// Held calls are answered when their job is signalled as finished, and workers claim when
+/// a job is signalled as committed, not when their timers fire: here every timer is ten
+/// minutes (the held call's fallback re-read, the worker's idle back-off, its pause after a
+/// claim that did not fill up), so each call below would hang for ten minutes (and fail the
+/// 60 s answer bound of `post`) if either signal were lost. The worker is another process.
+async fn held_calls_follow_signals_not_timers(env: TestEnv) {
+    let env = env
+        .set("MCPQ__SERVER__EMBEDDED_WORKERS", "0")
+        .set("MCPQ__SERVER__BENCH_TOOLS", "true")
+        .set("MCPQ__MCP__HELD_POLL_MS", "600000")
+        .set("MCPQ__WORKER__IDLE_BACKOFF_MAX_MS", "600000")
+        .set("MCPQ__WORKER__CLAIM_INTERVAL_MS", "600000");
+    let d = env.spawn_daemon().await;
+    let _worker = env.spawn_worker(1).await;
+    for round in 0..3 {
+        let r = legacy(
+            d.addr,
+            TOKEN,
+            "tools/call",
+            json!({"name": "noop", "arguments": {}}),
+        )
+        .await;
+        assert_eq!(r.status, 200, "round {round}: {}", r.head);
+        let result = &r.last()["result"];
+        assert_eq!(result["isError"], json!(false), "round {round}: {result}");
+        assert!(
+            result["_meta"]["io.mcpq/job_id"].is_string(),
+            "a durable job answered round {round}: {result}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn held_calls_follow_signals_not_timers_on_sqlite() {
+    held_calls_follow_signals_not_timers(TestEnv::new("")).await;
+}
+
+#[tokio::test]
+async fn held_calls_follow_signals_not_timers_on_postgres() {
+    let Some(env) = TestEnv::postgres("") else {
+        return;
+    };
+    held_calls_follow_signals_not_timers(env).await;
+}

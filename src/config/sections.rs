@@ -19,6 +19,8 @@ pub struct McpSettings {
     pub anonymous_client: String,
     /// Questions a tool may have pending at once with one 2025-11-25 client (0: no cap).
     pub max_pending_questions_per_client: usize,
+    /// A held call re-reads its job at most this far apart when no signal wakes it.
+    pub held_poll_ms: u64,
 }
 
 /// Per-client and per-address limits (`crate::limits`, `crate::server`).

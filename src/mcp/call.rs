@@ -21,9 +21,9 @@ pub const RELATED_TASK: &str = "io.modelcontextprotocol/related-task";
 pub const JOB_META: &str = "io.mcpq/job_id";
 /// Where a `tools/call` of a job tool asks for a priority or a schedule (docs/FLOW.md).
 pub const JOB_OPTIONS_META: &str = "io.mcpq/job";
-/// A held call or `tasks/result` re-reads its job at most this far apart; one streaming
-/// progress does so at most [`PROGRESS_POLL`] apart, so that progress steps are not skipped.
-pub const RESULT_POLL: Duration = Duration::from_millis(250);
+/// A held call streaming progress re-reads its job at most this far apart (or
+/// `mcp.held_poll_ms` if shorter), so that progress steps are not skipped; other held calls
+/// and `tasks/result` wait for their job's signal, re-reading every `mcp.held_poll_ms`.
 pub const PROGRESS_POLL: Duration = Duration::from_millis(100);
 /// How often a client should poll a task.
 pub const POLL_INTERVAL_MS: u64 = 1000;

@@ -398,7 +398,7 @@ async fn call_tool(
                     let job = tasks::wait_finished(
                         call,
                         &job_id,
-                        super::call::RESULT_POLL,
+                        call.mcp.held_poll,
                         std::future::pending(),
                         |_| true,
                     )

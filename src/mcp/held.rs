@@ -30,16 +30,22 @@ pub(super) fn held_with_progress(
         let mut first = true;
         let mut last = 0.0f64;
         let gone = tx.closed();
-        let sent = tasks::wait_finished(&call, &job_id, PROGRESS_POLL, gone, |job| {
-            let now = call.app().now_ms();
-            let mut n = tasks::progress_notification(&token, job, first, now);
-            // Progress must increase: never report less than before.
-            let p = n["params"]["progress"].as_f64().unwrap_or(0.0).max(last);
-            last = p;
-            n["params"]["progress"] = json!(p);
-            first = false;
-            tx.try_send(sse_event(&n)).is_ok() || !tx.is_closed()
-        })
+        let sent = tasks::wait_finished(
+            &call,
+            &job_id,
+            PROGRESS_POLL.min(call.mcp.held_poll),
+            gone,
+            |job| {
+                let now = call.app().now_ms();
+                let mut n = tasks::progress_notification(&token, job, first, now);
+                // Progress must increase: never report less than before.
+                let p = n["params"]["progress"].as_f64().unwrap_or(0.0).max(last);
+                last = p;
+                n["params"]["progress"] = json!(p);
+                first = false;
+                tx.try_send(sse_event(&n)).is_ok() || !tx.is_closed()
+            },
+        )
         .await;
         if tx.is_closed() {
             return; // the client went away; the job runs on

@@ -89,6 +89,8 @@ pub struct Mcp {
     pub pending_answers: bridge::Pending,
     /// Most questions one client may have pending at once (0: no cap).
     pub max_pending_questions: usize,
+    /// A held call's fallback re-read interval (`mcp.held_poll_ms`).
+    pub held_poll: std::time::Duration,
     /// Derived from the server secret (so any daemon of a deployment opens what another
     /// sealed) and distinct from the key that signs responses; once, at build.
     request_state_key: Vec<u8>,
@@ -125,6 +127,7 @@ impl Mcp {
             anonymous_client: settings.mcp.anonymous_client.clone(),
             pending_answers: Default::default(),
             max_pending_questions: settings.mcp.max_pending_questions_per_client,
+            held_poll: std::time::Duration::from_millis(settings.mcp.held_poll_ms.max(1)),
             request_state_key: {
                 use hmac::Mac;
                 let mut m = <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(

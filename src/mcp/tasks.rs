@@ -263,7 +263,14 @@ pub async fn wait_finished(
 
 pub async fn tasks_result(call: &Call, params: &Value) -> Result<Value, McpError> {
     let id = task_id(params)?;
-    let job = wait_finished(call, &id, RESULT_POLL, std::future::pending(), |_| true).await?;
+    let job = wait_finished(
+        call,
+        &id,
+        call.mcp.held_poll,
+        std::future::pending(),
+        |_| true,
+    )
+    .await?;
     job_result(&job).ok_or_else(|| McpError::Internal("job ended unfinished".into()))
 }
 

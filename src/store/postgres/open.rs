@@ -169,4 +169,3 @@ pub async fn migrate_only(url: &str, pg: &PostgresSettings) -> Result<(), StoreE
     pool.close().await;
     Ok(())
 }
-

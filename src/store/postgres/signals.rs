@@ -28,11 +28,7 @@ const MAX_PAYLOADS: usize = 4;
 /// notification wakes every listening worker, and each then claims everything due. Kept out
 /// of the enqueue statement: a transaction that notifies holds PostgreSQL's notify-queue lock
 /// through its commit, which serialized the group commits' WAL flushes.
-pub(super) async fn notify_loop(
-    pool: PgPool,
-    jobs_added: Arc<Notify>,
-    stop: CancellationToken,
-) {
+pub(super) async fn notify_loop(pool: PgPool, jobs_added: Arc<Notify>, stop: CancellationToken) {
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
@@ -49,15 +45,11 @@ pub(super) async fn notify_loop(
     }
 }
 
-const NOTIFY_EVERY: Duration = Duration::from_millis(5);
+const NOTIFY_EVERY: Duration = Duration::from_millis(1);
 
 /// Wakes idle workers on each notification. A lost connection is retried: notifications
 /// sent meanwhile are lost, which costs only latency (workers also poll).
-pub(super) async fn listen(
-    mut listener: PgListener,
-    notify: Arc<Notify>,
-    stop: CancellationToken,
-) {
+pub(super) async fn listen(mut listener: PgListener, notify: Arc<Notify>, stop: CancellationToken) {
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
@@ -179,11 +171,18 @@ async fn listen_changed(pool: PgPool, local: Arc<JobChanges>, stop: Cancellation
             _ = stop.cancelled() => return,
             l = listener => l,
         };
+        if listener.is_ok() {
+            // Completions before LISTEN took effect were not heard: every waiter reads again.
+            local.all_changed();
+        }
         loop {
             let l = match &mut listener {
                 Ok(l) => l,
                 Err(e) => {
-                    crate::logging::repeats::fault("LISTEN for changed jobs (held calls poll meanwhile)", e);
+                    crate::logging::repeats::fault(
+                        "LISTEN for changed jobs (held calls poll meanwhile)",
+                        e,
+                    );
                     break;
                 }
             };

@@ -54,7 +54,6 @@ impl Drop for InFlight {
     }
 }
 
-
 /// One group committer: takes every waiting write and commits it with one statement. The
 /// committers share the queue; while one waits for its commit, the next batch forms and
 /// another commits it (PostgreSQL flushes their WAL together).

@@ -187,7 +187,9 @@ impl SqliteStore {
     /// holds a call on them.
     fn changed(&self, rows: &[sqlx::sqlite::SqliteRow]) -> Vec<JobId> {
         let ids: Vec<JobId> = rows.iter().map(|r| JobId(r.get::<String, _>(0))).collect();
-        self.inner.signals.send_changed(ids.iter().map(|id| id.0.as_str()));
+        self.inner
+            .signals
+            .send_changed(ids.iter().map(|id| id.0.as_str()));
         ids
     }
 }

@@ -15,7 +15,7 @@ use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::SystemTime;
 
 use tokio::sync::Notify;
 
@@ -26,8 +26,6 @@ const ENQUEUED: &str = "e-";
 const CHANGED: &str = "c-";
 /// A datagram naming more ids than fit in this many bytes says "all changed" instead.
 const MAX_DATAGRAM: usize = 32 * 1024;
-/// How long the list of listening sockets is reused before the directory is read again.
-const PEERS_FRESH: Duration = Duration::from_millis(250);
 
 /// This process's end of the signals (cheap to share).
 pub(super) struct Signals {
@@ -45,7 +43,10 @@ pub(super) struct Signals {
 
 #[derive(Default)]
 struct Peers {
-    read_at: Option<Instant>,
+    /// The directory's modification time when it was last read: a socket bound or removed
+    /// since changes it, and only then is the directory read again (or while that time is
+    /// recent: file times tick coarsely, so a bind in the same tick would not show).
+    read_at: Option<SystemTime>,
     enqueued: Vec<PathBuf>,
     changed: Vec<PathBuf>,
 }
@@ -172,7 +173,12 @@ impl Signals {
 
     fn listeners(&self, kind: &str) -> Vec<PathBuf> {
         let mut peers = lock(&self.peers);
-        if peers.read_at.is_none_or(|t| t.elapsed() > PEERS_FRESH) {
+        let modified = std::fs::metadata(&self.dir).and_then(|m| m.modified()).ok();
+        let recent = modified.is_none_or(|m| {
+            m.elapsed()
+                .map_or(true, |age| age < std::time::Duration::from_millis(100))
+        });
+        if recent || peers.read_at != modified {
             let own = lock(&self.bound).clone();
             let (mut enqueued, mut changed) = (Vec::new(), Vec::new());
             for entry in std::fs::read_dir(&self.dir).into_iter().flatten().flatten() {
@@ -187,7 +193,7 @@ impl Signals {
                 }
             }
             *peers = Peers {
-                read_at: Some(Instant::now()),
+                read_at: modified,
                 enqueued,
                 changed,
             };
