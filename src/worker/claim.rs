@@ -166,6 +166,7 @@ impl Claimer {
                 continue;
             }
             backoff = Duration::from_millis(1);
+            let single = claimed.len() == 1;
             let mut traced = match claim_began {
                 Some(began) => self.traced(&claimed, began).await,
                 None => HashMap::new(),
@@ -177,13 +178,21 @@ impl Claimer {
             }
             if !filled && !opts.claim_interval.is_zero() {
                 // The queue had fewer jobs than free slots: let more arrive before the next
-                // write transaction, up to the interval. A signalled enqueue (one per group
-                // commit of the daemon) ends the pause: the commit has already batched them,
-                // and a sequential caller must not wait the interval out.
+                // write transaction. After a claim of a single job, a signalled enqueue ends
+                // the pause: a caller waiting on each job in turn must not wait the interval
+                // out. Under load claims take several jobs and keep the pause: ending it on
+                // every group commit's signal doubled the workers' CPU and cost the
+                // end-to-end benchmark a quarter of its rate (BENCHMARKS.md).
+                let woken = async {
+                    match single {
+                        true => self.woken(&store_wake).await,
+                        false => std::future::pending().await,
+                    }
+                };
                 tokio::select! {
                     _ = stop.cancelled() => break,
                     _ = tokio::time::sleep(opts.claim_interval) => {}
-                    _ = self.woken(&store_wake) => {}
+                    _ = woken => {}
                 }
             }
         }

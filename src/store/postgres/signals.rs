@@ -45,7 +45,7 @@ pub(super) async fn notify_loop(pool: PgPool, jobs_added: Arc<Notify>, stop: Can
     }
 }
 
-const NOTIFY_EVERY: Duration = Duration::from_millis(1);
+const NOTIFY_EVERY: Duration = Duration::from_millis(5);
 
 /// Wakes idle workers on each notification. A lost connection is retried: notifications
 /// sent meanwhile are lost, which costs only latency (workers also poll).
