@@ -31,7 +31,8 @@
 //!   completion webhooks (outbox leases, Standard Webhooks signatures, address guard).
 //! - [`store`]: the `Store` trait, the batching both drivers share, `store::sqlite` and
 //!   `store::postgres` mirrored file for file, `store::open` choosing one from
-//!   `database.url`, `store::admin` (the operator's trait), `store::copy`, `store::fault`
+//!   `database.url`, `store::changes` (this process's waiters on jobs, woken by the
+//!   drivers' signals between processes), `store::admin` (the operator's trait), `store::copy`, `store::fault`
 //!   (which errors mean "the database cannot take this now") and `store::status` (this
 //!   process's view of its store: up or down since when, the probe while down).
 //! - [`auth`]: key table, constant-time signature checks, the nonce set; [`logging`]: text or
