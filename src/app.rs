@@ -285,6 +285,15 @@ impl App {
             .load()
             .callback_for(&client.0, opts.callback.as_deref())
             .map_err(CallError::CallbackNotAllowed)?;
+        match (&req.idempotency_key, &opts.idempotency_key) {
+            (Some(arg), Some(opt)) if arg != opt => {
+                return Err(CallError::InvalidArgs(
+                    "two different idempotency keys: the arguments' and the job option's".into(),
+                ))
+            }
+            (None, Some(opt)) => req.idempotency_key = Some(opt.clone()),
+            _ => {}
+        }
         if key.is_some() {
             req.idempotency_key = key;
         }

@@ -279,19 +279,26 @@ pub const SCHEDULE_PAST_TOLERANCE_MS: i64 = 300_000;
 /// What a call asked about when its job runs (`io.mcpq/job` in `/mcp` `_meta`, the `job`
 /// field of a `/v1/call` envelope): each `None` takes the default. `callback` names where
 /// the job's outcome is POSTed (docs/WEBHOOKS.md); the client's allowlist is checked later.
+/// `idempotency_key` names the job for its client: a call with a key that one of the
+/// client's jobs already has gets that job (a retried held call reattaches), for any job tool.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct JobOptions {
     pub priority: Option<i64>,
     pub delay_ms: Option<i64>,
     pub not_before_ms: Option<i64>,
     pub callback: Option<String>,
+    pub idempotency_key: Option<String>,
 }
 
+/// The longest idempotency key, in bytes (as `start_long_task`'s argument).
+pub const MAX_IDEMPOTENCY_KEY: usize = 128;
+
 impl JobOptions {
-    /// Reads `{"priority": int, "delay_ms": int, "not_before_ms": int, "callback": string}`
-    /// (every key optional, no other key). The message names the offending key.
+    /// Reads `{"priority": int, "delay_ms": int, "not_before_ms": int, "callback": string,
+    /// "idempotency_key": string}` (every key optional, no other key). The message names
+    /// the offending key.
     pub fn from_value(v: &serde_json::Value) -> Result<JobOptions, String> {
-        const KEYS: &str = "priority, delay_ms, not_before_ms, callback";
+        const KEYS: &str = "priority, delay_ms, not_before_ms, callback, idempotency_key";
         let serde_json::Value::Object(o) = v else {
             return Err(format!("must be an object {{{KEYS}}}"));
         };
@@ -304,6 +311,23 @@ impl JobOptions {
                 "callback" => {
                     let url = v.as_str().ok_or("\"callback\" must be a string (a URL)")?;
                     out.callback = Some(url.to_string());
+                    continue;
+                }
+                "idempotency_key" => {
+                    let key = v
+                        .as_str()
+                        .filter(|k| {
+                            !k.is_empty()
+                                && k.len() <= MAX_IDEMPOTENCY_KEY
+                                && !k.chars().any(char::is_control)
+                        })
+                        .ok_or_else(|| {
+                            format!(
+                                "\"idempotency_key\" must be a string of 1 to \
+                                 {MAX_IDEMPOTENCY_KEY} bytes without control characters"
+                            )
+                        })?;
+                    out.idempotency_key = Some(key.to_string());
                     continue;
                 }
                 _ => return Err(format!("unexpected key {k:?} ({KEYS})")),

@@ -448,3 +448,36 @@ async fn a_start_rate_holds_within_ten_percent_across_workers() {
         "{rate:.2} starts/s over {span:.2} s"
     );
 }
+
+/// The envelope's `job` field takes an idempotency key for any job tool: the same key
+/// answers the same job, another key another job, and a key that clashes with the
+/// arguments' own is refused.
+#[tokio::test]
+async fn an_envelopes_idempotency_key_names_one_job_for_any_job_tool() {
+    let env = TestEnv::new("")
+        .set("MCPQ__SERVER__EMBEDDED_WORKERS", "0")
+        .set("MCPQ__SERVER__BENCH_TOOLS", "true");
+    let d = env.spawn_daemon().await;
+    let mut c = env.client(&d).await;
+    let keyed = |k: &str| job(&format!(r#"{{"idempotency_key":"{k}"}}"#));
+    let first = job_id(&c.call_job("noop", args("{}"), keyed("a")).await.unwrap());
+    let again = job_id(&c.call_job("noop", args("{}"), keyed("a")).await.unwrap());
+    let other = job_id(&c.call_job("noop", args("{}"), keyed("b")).await.unwrap());
+    assert_eq!(first, again);
+    assert_ne!(first, other);
+    let r = c
+        .call_job(
+            "start_long_task",
+            args(r#"{"seconds":1,"idempotency_key":"x"}"#),
+            keyed("y"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, Status::Error, "{r:?}");
+    let pool = db(&env.db_path()).await;
+    let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM jobs")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(n, 2, "one job per key, none for the refused call");
+}

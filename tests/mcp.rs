@@ -1233,3 +1233,86 @@ async fn held_calls_follow_signals_not_timers_on_postgres() {
     };
     held_calls_follow_signals_not_timers(env).await;
 }
+
+/// A held call whose daemon died is sent again with the same idempotency key (in `_meta`
+/// under `io.mcpq/job`): it reattaches to the job the first call started, which runs once.
+#[tokio::test]
+async fn a_retried_held_call_with_its_idempotency_key_reattaches_after_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let (runs, release) = (dir.path().join("runs"), dir.path().join("release"));
+    let env = TestEnv::new(&format!(
+        "[tools.once]\ndescription = \"Counts its runs, waits to be released\"\n\
+         command = [\"/bin/sh\", \"-c\", \"cat > /dev/null; echo run >> {runs}; \
+         while [ ! -e {release} ]; do sleep 0.02; done; echo '{{\\\"ran\\\": true}}'\"]\n",
+        runs = runs.display(),
+        release = release.display(),
+    ))
+    .set("MCPQ__SERVER__EMBEDDED_WORKERS", "0");
+    let call = json!({"name": "once", "arguments": {},
+                      "_meta": {"io.mcpq/job": {"idempotency_key": "nightly-report-7"}}});
+    let mut d = env.spawn_daemon().await;
+    let _worker = env.spawn_worker(1).await;
+    // The first call is held; its client will never hear back.
+    let body =
+        json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": call}).to_string();
+    let mut first = tokio::net::TcpStream::connect(d.addr).await.unwrap();
+    first
+        .write_all(
+            format!(
+                "POST /mcp HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n\
+                 Accept: application/json, text/event-stream\r\nAuthorization: Bearer {TOKEN}\r\n\
+                 MCP-Protocol-Version: 2025-11-25\r\nContent-Length: {}\r\n\r\n{body}",
+                d.addr,
+                body.len()
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let runs_now = || {
+        std::fs::read_to_string(&runs)
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    eventually(Duration::from_secs(20), "the job started", || async {
+        runs_now() == 1
+    })
+    .await;
+    d.proc.kill9().await;
+    drop(first);
+
+    let d = env.spawn_daemon().await;
+    let retry = tokio::spawn(async move { legacy(d.addr, TOKEN, "tools/call", call).await });
+    std::fs::write(&release, "").unwrap();
+    let r = retry.await.unwrap();
+    let result = &r.last()["result"];
+    assert_eq!(result["isError"], json!(false), "{:?}", r.messages);
+    assert_eq!(
+        result["structuredContent"],
+        json!({"ran": true}),
+        "{result}"
+    );
+    assert_eq!(
+        runs_now(),
+        1,
+        "the retry reattached instead of running again"
+    );
+    let pool = db(&env.db_path()).await;
+    let (jobs,): (i64,) = sqlx::query_as("SELECT count(*) FROM jobs WHERE tool = 'once'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(jobs, 1);
+
+    // A malformed key is refused before anything is stored.
+    let bad = json!({"name": "once", "arguments": {},
+                     "_meta": {"io.mcpq/job": {"idempotency_key": ""}}});
+    let r = legacy(d.addr, TOKEN, "tools/call", bad).await;
+    assert_eq!(r.last()["error"]["code"], json!(-32602), "{:?}", r.messages);
+    let (jobs,): (i64,) = sqlx::query_as("SELECT count(*) FROM jobs WHERE tool = 'once'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(jobs, 1);
+}
