@@ -259,6 +259,39 @@ impl App {
         Ok(self.enqueue(t, client, args, now, job).await?.id().clone())
     }
 
+    /// The idempotency key a call of a tool with a dedupe window takes: a digest of the tool
+    /// and its canonical arguments, and the window-sized bucket of `now`. The previous
+    /// bucket's key when its job is younger than the window, so that a repeat just after a
+    /// bucket boundary still finds the first call's job (and the unique key decides between
+    /// concurrent first calls).
+    async fn dedupe_key(
+        &self,
+        client: &ClientId,
+        tool: &str,
+        args: &Object,
+        window: i64,
+        now: i64,
+    ) -> Result<String, CallError> {
+        use sha2::Digest;
+        let window = window.max(1);
+        let mut h = sha2::Sha256::new();
+        h.update(tool.as_bytes());
+        h.update([0]);
+        h.update(Json::Object(args.clone()).to_canonical().as_bytes());
+        let digest = crate::hex::lower(&h.finalize()[..16]);
+        let bucket = now.div_euclid(window);
+        let previous = format!("dedupe:{digest}:{}", bucket - 1);
+        let found = self
+            .store
+            .job_by_key(client, &previous)
+            .await
+            .map_err(|e| self.store_error("dedupe lookup", e))?;
+        Ok(match found {
+            Some((_, created)) if created > now - window => previous,
+            _ => format!("dedupe:{digest}:{bucket}"),
+        })
+    }
+
     /// [`App::enqueue_job`], saying whether the job is new or the one its idempotency key
     /// already names; `call.key` (the scheduler's tick) takes the place of the arguments'.
     pub async fn enqueue(
@@ -298,6 +331,12 @@ impl App {
             req.idempotency_key = key;
         }
         let policy = t.policy();
+        if let (None, Some(window)) = (&req.idempotency_key, policy.dedupe_ms) {
+            let key = self
+                .dedupe_key(client, t.name(), &req.args, window, now)
+                .await?;
+            req.idempotency_key = Some(key);
+        }
         let bounds = FlowBounds {
             client_max_priority: self
                 .auth

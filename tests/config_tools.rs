@@ -794,3 +794,45 @@ fn a_bad_tool_table_stops_serve_and_worker_naming_tool_and_key() {
         }
     }
 }
+
+/// `dedupe_secs`: a client repeating a call (same canonical arguments, keys in any order)
+/// within the window gets the first call's job, which runs once; other arguments or another
+/// client get jobs of their own. A window of 0 is refused at start, naming the tool.
+#[tokio::test]
+async fn a_repeated_call_within_the_dedupe_window_gets_the_first_job() {
+    let env = env_with(&sh_tool("report", "echo_tool.sh", "dedupe_secs = 600"));
+    let d = env.spawn_daemon().await;
+    let mut c = env.client(&d).await;
+    let first = start(&mut c, "report", r#"{"day":"2026-12-03","team":"a"}"#).await;
+    let again = start(&mut c, "report", r#"{"team":"a","day":"2026-12-03"}"#).await;
+    let other = start(&mut c, "report", r#"{"day":"2026-12-04","team":"a"}"#).await;
+    assert_eq!(first, again, "the repeat reattached");
+    assert_ne!(first, other);
+    let mut c2 = mcpq::client::Client::connect(env.client2_settings(&d, CLIENT2_CURRENT))
+        .await
+        .unwrap();
+    let theirs = start(&mut c2, "report", r#"{"day":"2026-12-03","team":"a"}"#).await;
+    assert_ne!(first, theirs, "another client's call is its own");
+    let _w = env.spawn_worker(1).await;
+    let done = finish(&mut c, &first).await;
+    assert!(done.ok, "{}", done.raw);
+    let again = start(&mut c, "report", r#"{"day":"2026-12-03","team":"a"}"#).await;
+    assert_eq!(
+        first, again,
+        "a finished job still answers within the window"
+    );
+    let pool = db(&env.db_path()).await;
+    let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM jobs WHERE tool = 'report'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(n, 3);
+
+    let bad = TestEnv::new(&sh_tool("report", "echo_tool.sh", "dedupe_secs = 0"));
+    let (code, out, err) = bad.run(&["config", "check"]).await;
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains("report") && err.contains("dedupe_secs"),
+        "{err}"
+    );
+}

@@ -75,6 +75,7 @@ struct RawTool {
     concurrency_key: Option<String>,
     concurrency_per_key: Option<u32>,
     rate_per_sec: Option<f64>,
+    dedupe_secs: Option<u64>,
     on_worker_crash: Option<CrashPolicy>,
     #[serde(default)]
     env: BTreeMap<String, String>,
@@ -134,6 +135,9 @@ pub struct ToolDef {
     pub per_key: Option<(crate::jobs::ConcurrencyKey, u32)>,
     /// Job mode: starts per second across all workers.
     pub rate_per_sec: Option<f64>,
+    /// Job mode: a repeated call (same client, same canonical arguments) within this many
+    /// seconds gets the first call's job.
+    pub dedupe_secs: Option<u64>,
     pub on_worker_crash: CrashPolicy,
     pub max_output_bytes: usize,
     pub task_support: TaskSupport,
@@ -284,6 +288,7 @@ fn resolve(
         priority: raw.priority.unwrap_or(0),
         per_key,
         rate_per_sec: raw.rate_per_sec,
+        dedupe_secs: raw.dedupe_secs,
         on_worker_crash: raw.on_worker_crash.unwrap_or_default(),
         max_output_bytes,
         task_support: raw.task_support.unwrap_or_default(),
@@ -320,6 +325,7 @@ fn check_applicable(name: &str, raw: &RawTool) -> Result<(), ConfigError> {
         (raw.concurrency_key.is_some(), "concurrency_key"),
         (raw.concurrency_per_key.is_some(), "concurrency_per_key"),
         (raw.rate_per_sec.is_some(), "rate_per_sec"),
+        (raw.dedupe_secs.is_some(), "dedupe_secs"),
         (raw.task_support.is_some(), "task_support"),
         (raw.ask.is_some(), "ask"),
     ] {
@@ -448,6 +454,9 @@ fn per_key(
     }
 }
 
+/// The longest dedupe window.
+const MAX_DEDUPE_SECS: u64 = 30 * 86_400;
+
 fn check_bounds(name: &str, raw: &RawTool) -> Result<usize, ConfigError> {
     if raw.max_attempts == Some(0) {
         return Err(invalid(name, "max_attempts must be at least 1"));
@@ -460,6 +469,15 @@ fn check_bounds(name: &str, raw: &RawTool) -> Result<usize, ConfigError> {
         .is_some_and(|r| !(r.is_finite() && r > 0.0))
     {
         return Err(invalid(name, "rate_per_sec must be a number above 0"));
+    }
+    if raw
+        .dedupe_secs
+        .is_some_and(|s| s == 0 || s > MAX_DEDUPE_SECS)
+    {
+        return Err(invalid(
+            name,
+            format!("dedupe_secs must be 1 to {MAX_DEDUPE_SECS} (30 days)"),
+        ));
     }
     if raw.priority.is_some_and(|p| p > crate::jobs::MAX_PRIORITY) {
         return Err(invalid(

@@ -583,6 +583,13 @@ pub trait Store: Send + Sync + 'static {
         now: i64,
     ) -> BoxFuture<'_, Result<usize, StoreError>>;
 
+    /// The job `key` names among `client`'s, with its creation time (ms).
+    fn job_by_key<'a>(
+        &'a self,
+        client: &'a ClientId,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<Option<(JobId, i64)>, StoreError>>;
+
     /// The jobs among `ids` that carry a trace context (asked only while traces are on).
     fn traced_jobs<'a>(
         &'a self,

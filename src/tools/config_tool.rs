@@ -73,6 +73,7 @@ impl ConfigTool {
             priority: def.priority,
             per_key: def.per_key.clone(),
             rate: def.rate_per_sec,
+            dedupe_ms: def.dedupe_secs.map(|s| s as i64 * 1000),
         };
         let slots = match def.mode {
             Mode::Sync => Some(Arc::new(Semaphore::new(

@@ -202,6 +202,9 @@ pub struct JobPolicy {
     pub per_key: Option<(crate::jobs::ConcurrencyKey, u32)>,
     /// Starts per second across all workers; `None`: no limit.
     pub rate: Option<f64>,
+    /// A call repeating one of its client's calls of this tool with the same canonical
+    /// arguments within this many ms gets that call's job (`dedupe_secs`); `None`: off.
+    pub dedupe_ms: Option<i64>,
 }
 
 impl JobPolicy {
@@ -230,6 +233,7 @@ pub trait JobTool: Send + Sync + 'static {
             priority: 0,
             per_key: None,
             rate: None,
+            dedupe_ms: None,
         }
     }
     /// Questions a `/mcp` client answers before a job is accepted (MCP input requests keyed

@@ -586,6 +586,21 @@ impl Store for PgStore {
         })
     }
 
+    fn job_by_key<'a>(
+        &'a self,
+        client: &'a ClientId,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<Option<(JobId, i64)>, StoreError>> {
+        Box::pin(async move {
+            let row: Option<(String, i64)> = sqlx::query_as(sql::JOB_BY_KEY)
+                .bind(&client.0)
+                .bind(key)
+                .fetch_optional(&self.inner.pool)
+                .await?;
+            Ok(row.map(|(id, at)| (JobId(id), at)))
+        })
+    }
+
     fn traced_jobs<'a>(
         &'a self,
         ids: &'a [JobId],

@@ -3,6 +3,7 @@
 
 pub const ENQUEUE: &str = include_str!("sql/enqueue.sql");
 pub const FIND_IDEMPOTENT: &str = include_str!("sql/find_idempotent.sql");
+pub const JOB_BY_KEY: &str = include_str!("sql/job_by_key.sql");
 pub const RESOLVE_JOBS: &str = include_str!("sql/resolve_jobs.sql");
 pub const RESOLVE_NONCES: &str = include_str!("sql/resolve_nonces.sql");
 pub const BACKEND_GONE: &str = include_str!("sql/backend_gone.sql");

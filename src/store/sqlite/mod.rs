@@ -26,6 +26,7 @@ mod admin;
 mod audit;
 mod bench;
 mod browse;
+mod claim;
 mod copy;
 mod open;
 mod reader;
@@ -43,69 +44,13 @@ use tokio::sync::{mpsc, oneshot, Mutex};
 use super::*;
 use crate::jobs::CrashPolicy;
 use crate::store::batch::{lookup, Lookup};
+use claim::{claim_capped, CappedClaim};
 use rows::{claimed_from_json, completions_json, json_strings, NoncePack, Rows};
 use writer::{Durability, PendingNonces, WriteOp};
 
 pub use open::{migrate, migrate_only, migrator};
 
 pub(crate) mod sql;
-
-/// One capped tool's share of a claim: who claims, when, and how many more it may take.
-struct CappedClaim<'a> {
-    worker: &'a str,
-    now: i64,
-    lease_ms: i64,
-    left: usize,
-}
-
-/// Claims up to `left` jobs of one capped tool inside the claim's write transaction: its
-/// own limit, its limit per key and its start rate (token bucket) all hold across every
-/// process, since no other claim commits in between.
-async fn claim_capped(
-    tx: &mut SqliteConnection,
-    c: &CappedTool,
-    k: CappedClaim<'_>,
-) -> Result<Vec<sqlx::sqlite::SqliteRow>, sqlx::Error> {
-    let mut take = k.left;
-    let mut bucket = None;
-    if let Some(rate) = c.rate {
-        let stored: Option<(f64, i64)> = sqlx::query_as(sql::RATE_READ)
-            .bind(&c.tool)
-            .fetch_optional(&mut *tx)
-            .await?;
-        let tokens = crate::jobs::rate_tokens(rate, stored, k.now);
-        take = take.min(tokens.floor().max(0.0) as usize);
-        bucket = Some(tokens);
-    }
-    if take == 0 {
-        return Ok(Vec::new());
-    }
-    let q = match c.per_key {
-        None => sqlx::query(sql::CLAIM_TOOL),
-        Some(_) => sqlx::query(sql::CLAIM_TOOL_KEYED),
-    };
-    let mut q = q
-        .bind(k.worker)
-        .bind(k.now)
-        .bind(i64::from(c.limit))
-        .bind(k.lease_ms)
-        .bind(&c.tool)
-        .bind(json_strings(&c.defs))
-        .bind(take as i64);
-    if let Some(per_key) = c.per_key {
-        q = q.bind(i64::from(per_key)).bind(KEYED_CLAIM_WINDOW);
-    }
-    let rows = q.fetch_all(&mut *tx).await?;
-    if let Some(tokens) = bucket {
-        sqlx::query(sql::RATE_WRITE)
-            .bind(&c.tool)
-            .bind(tokens - rows.len() as f64)
-            .bind(k.now)
-            .execute(&mut *tx)
-            .await?;
-    }
-    Ok(rows)
-}
 
 struct Inner {
     read: SqlitePool,
@@ -677,6 +622,21 @@ impl Store for SqliteStore {
                 .execute(&mut *conn)
                 .await?;
             Ok(r.rows_affected() as usize)
+        })
+    }
+
+    fn job_by_key<'a>(
+        &'a self,
+        client: &'a ClientId,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<Option<(JobId, i64)>, StoreError>> {
+        Box::pin(async move {
+            let row: Option<(String, i64)> = sqlx::query_as(sql::JOB_BY_KEY)
+                .bind(&client.0)
+                .bind(key)
+                .fetch_optional(&self.inner.read)
+                .await?;
+            Ok(row.map(|(id, at)| (JobId(id), at)))
         })
     }
 

@@ -6,6 +6,7 @@ pub const ENQUEUE_BATCH: &str = include_str!("sql/enqueue_batch.sql");
 pub const INSERT_JOBS: &str = include_str!("sql/insert_jobs.sql");
 pub const TRACE_JOBS: &str = include_str!("sql/trace_jobs.sql");
 pub const FIND_IDEMPOTENT: &str = include_str!("sql/find_idempotent.sql");
+pub const JOB_BY_KEY: &str = include_str!("sql/job_by_key.sql");
 pub const GET_JOBS: &str = include_str!("sql/get_jobs.sql");
 pub const CANCEL_QUEUED: &str = include_str!("sql/cancel_queued.sql");
 pub const CANCEL_RUNNING: &str = include_str!("sql/cancel_running.sql");
