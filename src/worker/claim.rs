@@ -137,6 +137,9 @@ impl Claimer {
         let mut backoff = Duration::from_millis(1);
         let store_wake = self.store.wakeups();
         tracing::info!(worker = %opts.id, concurrency = opts.concurrency, "worker started");
+        // Woken by an enqueue's signal: jobs were committed, so the claim skips its read of
+        // whether any is due (a round trip on PostgreSQL).
+        let mut signalled = false;
         while !stop.is_cancelled() {
             let free = slots.available_permits().min(opts.claim_batch);
             if free == 0 {
@@ -150,7 +153,10 @@ impl Claimer {
             snapshot.follow(&self.registry, opts.retry);
             let claimed_at = self.launcher.clock.now_ms();
             let claim_began = crate::otel::enabled().then(std::time::SystemTime::now);
-            let (due, claimed) = self.claim(free, claimed_at, &snapshot.filter).await;
+            let (due, claimed) = self
+                .claim(free, claimed_at, &snapshot.filter, signalled)
+                .await;
+            signalled = false;
             let filled = claimed.len() >= free;
             if due && !filled {
                 // Due jobs that this worker could not take may be under a definition it lacks.
@@ -160,8 +166,9 @@ impl Claimer {
                     .await;
             }
             if claimed.is_empty() {
-                if self.idle(&mut backoff, &store_wake, stop).await.is_break() {
-                    break;
+                match self.idle(&mut backoff, &store_wake, stop).await {
+                    ControlFlow::Break(()) => break,
+                    ControlFlow::Continue(woken) => signalled = woken,
                 }
                 continue;
             }
@@ -192,7 +199,7 @@ impl Claimer {
                 tokio::select! {
                     _ = stop.cancelled() => break,
                     _ = tokio::time::sleep(opts.claim_interval) => {}
-                    _ = woken => {}
+                    _ = woken => signalled = true,
                 }
             }
         }
@@ -226,13 +233,19 @@ impl Claimer {
         traced
     }
 
-    /// Claims up to `free` jobs; also says whether any job was due.
+    /// Claims up to `free` jobs; also says whether any job was due (`false` when
+    /// `signalled` skipped that read: the check of unknown definitions waits for a claim
+    /// that asked).
     async fn claim(
         &self,
         free: usize,
         claimed_at: i64,
         filter: &ClaimFilter,
+        signalled: bool,
     ) -> (bool, Vec<ClaimedJob>) {
+        if signalled {
+            return (false, self.claim_now(free, claimed_at, filter).await);
+        }
         // Ask a reader first: an idle worker must not take the write lock just to find nothing.
         let due = match self.store.has_due_jobs(claimed_at).await {
             Ok(due) => due,
@@ -245,16 +258,28 @@ impl Claimer {
         if !due {
             return (due, Vec::new());
         }
+        let claimed = self.claim_now(free, claimed_at, filter).await;
+        // A failed claim says nothing of definitions either.
+        (due && self.store.status().is_up(), claimed)
+    }
+
+    /// The claim's write; empty (and the store marked faulty) if it failed.
+    async fn claim_now(
+        &self,
+        free: usize,
+        claimed_at: i64,
+        filter: &ClaimFilter,
+    ) -> Vec<ClaimedJob> {
         let opts = &self.opts;
         match self
             .store
             .claim(&opts.id, free, claimed_at, opts.lease_ms, filter)
             .await
         {
-            Ok(c) => (due, c),
+            Ok(c) => c,
             Err(e) => {
                 self.store.status().fault("claim", &e);
-                (false, Vec::new())
+                Vec::new()
             }
         }
     }
@@ -280,14 +305,14 @@ impl Claimer {
     }
 
     /// Idle: backs off exponentially up to the cap, waking early on a local enqueue or on
-    /// the store's hint that another process enqueued (PostgreSQL's NOTIFY). Breaks when
-    /// `stop` fires.
+    /// the store's hint that another process enqueued (says which: `true` when woken).
+    /// Breaks when `stop` fires.
     async fn idle(
         &self,
         backoff: &mut Duration,
         store_wake: &Option<Arc<Notify>>,
         stop: &CancellationToken,
-    ) -> ControlFlow<()> {
+    ) -> ControlFlow<(), bool> {
         // While the store is down, claims wait for its probe rather than spin on errors.
         let pause = if self.store.status().is_up() {
             *backoff
@@ -295,11 +320,16 @@ impl Claimer {
             (*backoff).max(crate::store::status::PROBE_EVERY)
         };
         tokio::select! {
-            _ = stop.cancelled() => return ControlFlow::Break(()),
-            _ = self.woken(store_wake) => *backoff = Duration::from_millis(1),
-            _ = tokio::time::sleep(pause) => *backoff = (*backoff * 2).min(self.opts.idle_backoff_max),
+            _ = stop.cancelled() => ControlFlow::Break(()),
+            _ = self.woken(store_wake) => {
+                *backoff = Duration::from_millis(1);
+                ControlFlow::Continue(true)
+            }
+            _ = tokio::time::sleep(pause) => {
+                *backoff = (*backoff * 2).min(self.opts.idle_backoff_max);
+                ControlFlow::Continue(false)
+            }
         }
-        ControlFlow::Continue(())
     }
 
     /// Graceful stop: no more claims; give running jobs the grace period, then release the
