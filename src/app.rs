@@ -259,6 +259,39 @@ impl App {
         Ok(self.enqueue(t, client, args, now, job).await?.id().clone())
     }
 
+    /// A job's idempotency key: the scheduler's tick (`key`), else the call's (its job option
+    /// or `start_long_task`'s argument, which must agree), else the tool's dedupe window's.
+    #[allow(clippy::too_many_arguments)]
+    async fn job_key(
+        &self,
+        tool: &str,
+        client: &ClientId,
+        req: &crate::tools::JobRequest,
+        opts: &JobOptions,
+        key: Option<String>,
+        dedupe_ms: Option<i64>,
+        now: i64,
+    ) -> Result<Option<String>, CallError> {
+        if key.is_some() {
+            return Ok(key);
+        }
+        let given = match (&req.idempotency_key, &opts.idempotency_key) {
+            (Some(arg), Some(opt)) if arg != opt => {
+                return Err(CallError::InvalidArgs(
+                    "two different idempotency keys: the arguments' and the job option's".into(),
+                ))
+            }
+            (arg, opt) => arg.clone().or_else(|| opt.clone()),
+        };
+        match (given, dedupe_ms) {
+            (None, Some(window)) => Ok(Some(
+                self.dedupe_key(client, tool, &req.args, window, now)
+                    .await?,
+            )),
+            (given, _) => Ok(given),
+        }
+    }
+
     /// The idempotency key a call of a tool with a dedupe window takes: a digest of the tool
     /// and its canonical arguments, and the window-sized bucket of `now`. The previous
     /// bucket's key when its job is younger than the window, so that a repeat just after a
@@ -318,25 +351,10 @@ impl App {
             .load()
             .callback_for(&client.0, opts.callback.as_deref())
             .map_err(CallError::CallbackNotAllowed)?;
-        match (&req.idempotency_key, &opts.idempotency_key) {
-            (Some(arg), Some(opt)) if arg != opt => {
-                return Err(CallError::InvalidArgs(
-                    "two different idempotency keys: the arguments' and the job option's".into(),
-                ))
-            }
-            (None, Some(opt)) => req.idempotency_key = Some(opt.clone()),
-            _ => {}
-        }
-        if key.is_some() {
-            req.idempotency_key = key;
-        }
         let policy = t.policy();
-        if let (None, Some(window)) = (&req.idempotency_key, policy.dedupe_ms) {
-            let key = self
-                .dedupe_key(client, t.name(), &req.args, window, now)
-                .await?;
-            req.idempotency_key = Some(key);
-        }
+        req.idempotency_key = self
+            .job_key(t.name(), client, &req, opts, key, policy.dedupe_ms, now)
+            .await?;
         let bounds = FlowBounds {
             client_max_priority: self
                 .auth

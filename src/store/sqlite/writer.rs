@@ -283,18 +283,7 @@ async fn commit_batch(conn: &mut SqliteConnection, ops: &mut Vec<WriteOp>, b: Ba
     } else {
         write_batch(conn, nonces, jobs, ops, (behind, b.head)).await
     };
-    metrics::histogram!(crate::telemetry::names::BATCH_ROWS).record(ops.len() as f64);
-    metrics::histogram!(crate::telemetry::names::COMMIT_SECONDS)
-        .record(started.elapsed().as_secs_f64());
-    if crate::otel::enabled() {
-        commit_span(ops, started);
-    }
-    tracing::trace!(
-        ops = ops.len(),
-        jobs = job_count,
-        took_us = started.elapsed().as_micros() as u64,
-        "group commit"
-    );
+    observe_commit(ops, job_count, started);
     // SQLite is local: a failed statement rolled back, so the outcome is always known.
     let mut failure: Option<Box<dyn Fn() -> StoreError + Send>> = None;
     let mut results = match outcome {
@@ -355,6 +344,22 @@ async fn commit_batch(conn: &mut SqliteConnection, ops: &mut Vec<WriteOp>, b: Ba
             let _ = reply.send(());
         }
     }));
+}
+
+/// A group commit's metrics, span and trace line.
+fn observe_commit(ops: &[WriteOp], job_count: usize, started: std::time::Instant) {
+    metrics::histogram!(crate::telemetry::names::BATCH_ROWS).record(ops.len() as f64);
+    metrics::histogram!(crate::telemetry::names::COMMIT_SECONDS)
+        .record(started.elapsed().as_secs_f64());
+    if crate::otel::enabled() {
+        commit_span(ops, started);
+    }
+    tracing::trace!(
+        ops = ops.len(),
+        jobs = job_count,
+        took_us = started.elapsed().as_micros() as u64,
+        "group commit"
+    );
 }
 
 /// `mcpq.store.commit` in the traces of the batch's traced calls (one span per batch).
