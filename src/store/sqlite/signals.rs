@@ -74,7 +74,7 @@ impl Signals {
 
     /// Jobs were committed: wake the workers.
     pub(super) fn send_enqueued(&self) {
-        self.send(ENQUEUED, b"e");
+        self.send(&self.listeners(ENQUEUED), b"e");
     }
 
     /// These jobs changed: wake this process's waiters on them and tell other processes.
@@ -82,7 +82,8 @@ impl Signals {
         if let Some(local) = self.changes.get() {
             local.changed(ids.clone());
         }
-        if self.listeners(CHANGED).is_empty() {
+        let listeners = self.listeners(CHANGED);
+        if listeners.is_empty() {
             return;
         }
         let mut msg = Vec::with_capacity(1024);
@@ -96,7 +97,7 @@ impl Signals {
             msg.push(b'\n');
             msg.extend_from_slice(id.as_bytes());
         }
-        self.send(CHANGED, &msg);
+        self.send(&listeners, &msg);
     }
 
     /// Wakes on other processes' enqueues; `None` if this process cannot listen.
@@ -204,14 +205,14 @@ impl Signals {
         }
     }
 
-    fn send(&self, kind: &str, msg: &[u8]) {
+    fn send(&self, listeners: &[PathBuf], msg: &[u8]) {
         let Some(out) = &self.out else { return };
-        for path in self.listeners(kind) {
-            match out.send_to(msg, &path) {
+        for path in listeners {
+            match out.send_to(msg, path) {
                 Ok(_) => {}
                 // Nobody bound behind it: the process that did is gone.
-                Err(e) if e.kind() == ErrorKind::ConnectionRefused => forget(&self.peers, &path),
-                Err(e) if e.kind() == ErrorKind::NotFound => forget(&self.peers, &path),
+                Err(e) if e.kind() == ErrorKind::ConnectionRefused => forget(&self.peers, path),
+                Err(e) if e.kind() == ErrorKind::NotFound => forget(&self.peers, path),
                 // A full buffer already holds a wake-up for that listener.
                 Err(_) => {}
             }
