@@ -202,6 +202,8 @@ def as_read_write(d):
     d.execute_cdp_cmd("Emulation.setEmulatedMedia",
                       {"features": [{"name": "prefers-color-scheme", "value": "light"}]})
     d.set_window_size(390, 844)
+    # Headless Chrome applies a resize asynchronously: measure only once it took effect.
+    wait(d, lambda: d.execute_script("return window.innerWidth") <= 400, "a phone-sized window")
     d.get(BASE + "/")
     width = d.execute_script("return document.documentElement.scrollWidth")
     check(width <= 400, f"the overview fits a phone's width: {width}")
