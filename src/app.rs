@@ -13,6 +13,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 use crate::audit::writer::{Auditor, CallFacts};
 use crate::auth::{Authenticator, NonceRecord};
@@ -24,6 +25,7 @@ use crate::json::{Json, Object};
 use crate::limits::{ClientLimits, RetryAfterMs};
 use crate::store::{Enqueued, NewJob, Store, StoreError};
 use crate::tools::runner::InputRound;
+use crate::tools::upstream::Upstreams;
 use crate::tools::{
     CallCtx, JobTool, LogSink, Registry, Reply, ServerInfo, SharedRegistry, SyncTool,
 };
@@ -69,6 +71,11 @@ pub struct App {
     webhooks: ArcSwap<crate::config::webhooks::WebhookSettings>,
     /// The audit trail's writer (docs/AUDIT.md).
     audit: Arc<Auditor>,
+    /// This daemon's sessions with `[upstreams]` (docs/UPSTREAMS.md).
+    upstreams: Upstreams,
+    /// The settings last applied: a change of an upstream's listing rebuilds the tools
+    /// from them.
+    settings: std::sync::Mutex<Arc<Settings>>,
 }
 
 impl App {
@@ -84,7 +91,8 @@ impl App {
             settings.server.timestamp_window_ms,
             settings.clients.clone(),
         );
-        let registry = Registry::from_settings(settings)?;
+        let upstreams = Upstreams::new(CancellationToken::new());
+        let registry = Registry::build(settings, Some(&upstreams))?;
         let fingerprint =
             hex::encode(Sha256::digest(settings.server.secret.expose()))[..16].to_string();
         let info = ServerInfo {
@@ -116,7 +124,60 @@ impl App {
                 max_delay_ms: (settings.jobs.max_delay_secs as i64).saturating_mul(1000),
             },
             webhooks: ArcSwap::from_pointee(settings.webhooks.clone()),
+            upstreams,
+            settings: std::sync::Mutex::new(Arc::new(settings.clone())),
         })
+    }
+
+    /// Connects to the configured upstreams, waits up to `wait` for their tools (one that
+    /// is down does not hold the start up), and from then on keeps the tools following
+    /// their listings.
+    pub async fn start_upstreams(self: &Arc<Self>, wait: std::time::Duration) {
+        let defs = self.settings().upstreams.clone();
+        if !defs.is_empty() {
+            self.upstreams.apply(&defs, wait).await;
+            self.refresh_tools();
+        }
+        let app = Arc::downgrade(self);
+        tokio::spawn(self.upstreams.clone().follow(move || {
+            if let Some(app) = app.upgrade() {
+                app.refresh_tools();
+            }
+        }));
+    }
+
+    /// This daemon's upstreams (their health, for stats and readiness).
+    pub fn upstreams(&self) -> &Upstreams {
+        &self.upstreams
+    }
+
+    fn settings(&self) -> Arc<Settings> {
+        self.settings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Rebuilds the tools from the settings last applied and the upstreams' listings.
+    fn refresh_tools(&self) {
+        let settings = self.settings();
+        match Registry::build(&settings, Some(&self.upstreams)) {
+            Ok(registry) => self.install(registry),
+            Err(e) => {
+                tracing::error!(error = %e, "tools not rebuilt after an upstream's listing changed")
+            }
+        }
+    }
+
+    fn install(&self, registry: Registry) {
+        let old = self.info.load();
+        let info = ServerInfo {
+            server_id: old.server_id.clone(),
+            fingerprint: old.fingerprint.clone(),
+            capabilities: registry.capabilities(self.window_ms, self.max_body),
+        };
+        self.registry.store(Arc::new(registry));
+        self.info.store(Arc::new(info));
     }
 
     /// When the store is this daemon's alone, its nonce set is the whole truth, so it must
@@ -489,13 +550,7 @@ impl App {
 
     fn apply_reload(&self, settings: &Settings) -> Result<String, ConfigError> {
         settings.check_safe_to_serve()?;
-        let registry = Registry::from_settings(settings)?;
-        let old = self.info.load();
-        let info = ServerInfo {
-            server_id: old.server_id.clone(),
-            fingerprint: old.fingerprint.clone(),
-            capabilities: registry.capabilities(self.window_ms, self.max_body),
-        };
+        let registry = Registry::build(settings, Some(&self.upstreams))?;
         let summary = format!(
             "{} clients, {} tools",
             settings.clients.len(),
@@ -503,8 +558,14 @@ impl App {
         );
         self.auth.set_clients(settings.clients.clone());
         self.webhooks.store(Arc::new(settings.webhooks.clone()));
-        self.registry.store(Arc::new(registry));
-        self.info.store(Arc::new(info));
+        *self.settings.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(settings.clone());
+        self.install(registry);
+        // Upstreams added, changed or removed connect (or stop) in the background, and
+        // unchanged ones list their tools again; the tools follow their listings.
+        let (ups, defs) = (self.upstreams.clone(), settings.upstreams.clone());
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move { ups.apply(&defs, std::time::Duration::ZERO).await });
+        }
         Ok(summary)
     }
 }

@@ -150,6 +150,7 @@ impl Settings {
         s.resources = resources::load(file)?;
         s.prompts = prompts::load(file)?;
         s.schedules = schedules::load(file)?;
+        s.upstreams = super::upstreams::load(file)?;
         schedules::check_clients(&s.schedules, &s.clients)?;
         Ok(s)
     }
@@ -199,6 +200,7 @@ impl Settings {
         s.resources = resources::load(file)?;
         s.prompts = prompts::load(file)?;
         s.schedules = schedules::load(file)?;
+        s.upstreams = super::upstreams::load(file)?;
         Ok(s)
     }
 
@@ -237,12 +239,13 @@ impl Settings {
         merged.remove("resources");
         merged.remove("prompts");
         merged.remove("schedules");
+        merged.remove("upstreams");
         if let Some(f) = file {
             let text = std::fs::read_to_string(f)
                 .map_err(|e| ConfigError::Invalid(format!("cannot read {}: {e}", f.display())))?;
             let doc: toml::Table = toml::from_str(&text)
                 .map_err(|e| ConfigError::Invalid(format!("{}: {e}", f.display())))?;
-            for section in ["tools", "resources", "prompts", "schedules"] {
+            for section in ["tools", "resources", "prompts", "schedules", "upstreams"] {
                 if let Some(t) = doc.get(section) {
                     merged.insert(section.into(), t.clone());
                 }
@@ -310,6 +313,7 @@ impl Settings {
             resources: Vec::new(),
             prompts: Vec::new(),
             schedules: Vec::new(),
+            upstreams: Vec::new(),
             log: raw.log,
             otel: check_otel(raw.otel)?,
             limits: raw.limits,

@@ -25,6 +25,7 @@ mod secrets;
 mod sections;
 mod strict;
 pub mod tool_table;
+pub mod upstreams;
 pub mod webhooks;
 
 pub use database::{redact_url, Backend, DatabaseSettings, PostgresSettings, Synchronous};
@@ -74,6 +75,8 @@ pub struct Settings {
     pub prompts: Vec<prompts::PromptDef>,
     /// Recurring jobs (`[schedules.NAME]`, docs/FLOW.md).
     pub schedules: Vec<schedules::ScheduleDef>,
+    /// MCP servers whose tools mcpq publishes (`[upstreams.NAME]`, docs/UPSTREAMS.md).
+    pub upstreams: Vec<upstreams::UpstreamDef>,
     pub log: LogSettings,
     /// `[otel]`: traces (docs/TRACING.md).
     pub otel: OtelSettings,

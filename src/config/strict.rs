@@ -45,6 +45,7 @@ const NAMED: &[&str] = &[
     "prompts",
     "operators",
     "schedules",
+    "upstreams",
 ];
 
 /// The keys of one `[operators.NAME]` table (the console's).
@@ -153,7 +154,7 @@ pub fn check_file(text: &str, file: &Path) -> Result<(), ConfigError> {
         match section.as_str() {
             // Checked by config::tool_table, config::resources, config::prompts and
             // config::schedules, table by table.
-            "tools" | "resources" | "prompts" | "schedules" => {}
+            "tools" | "resources" | "prompts" | "schedules" | "upstreams" => {}
             "clients" => check_named(keys, "clients", CLIENT_KEYS, &at)?,
             "operators" => check_named(keys, "operators", OPERATOR_KEYS, &at)?,
             s if known.contains_key(s) => {
@@ -197,7 +198,12 @@ pub fn check_env(vars: impl Iterator<Item = (String, String)>) -> Result<(), Con
                     )));
                 }
             }
-            [section, ..] if matches!(section.as_str(), "tools" | "resources" | "prompts") => {
+            [section, ..]
+                if matches!(
+                    section.as_str(),
+                    "tools" | "resources" | "prompts" | "upstreams"
+                ) =>
+            {
                 return Err(ConfigError::Invalid(format!(
                     "{at}: {section} are declared in the configuration file only ([{section}.NAME])"
                 )))

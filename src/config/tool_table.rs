@@ -108,6 +108,8 @@ pub enum Target {
         headers: Vec<(String, Secret)>,
         connect_timeout: Duration,
     },
+    /// A tool of an MCP server behind mcpq (`[upstreams.NAME]`), by its own name there.
+    Upstream { upstream: String, tool: String },
 }
 
 /// A validated tool definition.
@@ -144,6 +146,8 @@ pub struct ToolDef {
     /// Job tools: questions a `/mcp` client answers before the job is accepted (MCP input
     /// requests keyed by id); the answers reach the first attempt.
     pub ask: Option<serde_json::Map<String, serde_json::Value>>,
+    /// An upstream's tool: its `title` and `annotations` as the upstream lists them.
+    pub presentation: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 fn invalid(tool: &str, msg: impl std::fmt::Display) -> ConfigError {
@@ -236,6 +240,39 @@ fn resolve(
 ) -> Result<ToolDef, ConfigError> {
     check_applicable(name, &raw)?;
     let target = target(name, &mut raw, base)?;
+    resolve_with(name, raw, fingerprint, base, target)
+}
+
+/// A tool an upstream MCP server lists (`config::upstreams`): its policy keys in `table`
+/// (already limited to the keys an upstream tool takes), its schemas as the upstream
+/// gives them.
+pub fn upstream_tool(
+    name: &str,
+    table: toml::Table,
+    fingerprint: serde_json::Value,
+    input_schema: serde_json::Value,
+    output_schema: Option<serde_json::Value>,
+    target: Target,
+) -> Result<ToolDef, ConfigError> {
+    if !valid_name(name) {
+        return Err(invalid(name, "a tool name is 1 to 64 of A-Z a-z 0-9 _ - ."));
+    }
+    let mut raw: RawTool = toml::Value::Table(table)
+        .try_into()
+        .map_err(|e: toml::de::Error| invalid(name, e.message()))?;
+    raw.input_schema = Some(input_schema);
+    raw.output_schema = output_schema;
+    check_applicable(name, &raw)?;
+    resolve_with(name, raw, fingerprint, Path::new("/"), target)
+}
+
+fn resolve_with(
+    name: &str,
+    raw: RawTool,
+    fingerprint: serde_json::Value,
+    base: &Path,
+    target: Target,
+) -> Result<ToolDef, ConfigError> {
     let timeout_secs = timeout_secs(name, raw.mode, raw.timeout_secs)?;
     let max_output_bytes = check_bounds(name, &raw)?;
     let per_key = per_key(name, &raw)?;
@@ -293,6 +330,7 @@ fn resolve(
         max_output_bytes,
         task_support: raw.task_support.unwrap_or_default(),
         ask,
+        presentation: None,
     })
 }
 

@@ -47,6 +47,11 @@ pub fn list_tools(call: &Call) -> Value {
         if let Some(o) = output {
             tool["outputSchema"] = o;
         }
+        if let Some(shown) = t.presentation() {
+            for (k, v) in shown {
+                tool[k.as_str()] = v.clone();
+            }
+        }
         if call.era == Era::Legacy {
             // 2025-11-25 only; the 2026 schema has no `execution`.
             tool["execution"] = json!({"taskSupport": task_support});
@@ -56,8 +61,14 @@ pub fn list_tools(call: &Call) -> Value {
     tools.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
     let mut r = json!({ "tools": tools });
     if call.era == Era::Modern {
-        // Tools change only with a reload; a client may keep the list a minute.
-        r["ttlMs"] = json!(60_000);
+        // Tools change only with a reload, or as an upstream's listing changes: a client
+        // may keep the list a minute, or five seconds behind upstreams.
+        let ttl = if call.app().upstreams().all().is_empty() {
+            60_000
+        } else {
+            5_000
+        };
+        r["ttlMs"] = json!(ttl);
         // A list filtered by an access token's scopes is that token's alone.
         r["cacheScope"] = json!(if call.grant.is_some() {
             "private"

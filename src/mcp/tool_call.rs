@@ -21,10 +21,12 @@ const CONTENT_TYPES: [&str; 5] = ["text", "image", "audio", "resource", "resourc
 
 /// A result that is exactly `{"content": [blocks]}`, each block an object with an MCP
 /// content `type`, is MCP content already (images, audio, embedded resources): it is
-/// passed as it is instead of being wrapped as JSON text.
+/// passed as it is instead of being wrapped as JSON text. So is such a result with a
+/// `structuredContent` object beside it (an upstream MCP server's result).
 fn passthrough(result: &Value) -> Option<&Vec<Value>> {
     let o = result.as_object()?;
-    if o.len() != 1 {
+    let structured = o.get("structuredContent").is_some_and(Value::is_object);
+    if o.len() != 1 + usize::from(structured) {
         return None;
     }
     let blocks = o.get("content")?.as_array()?;
@@ -42,6 +44,9 @@ fn passthrough(result: &Value) -> Option<&Vec<Value>> {
 pub fn tool_result(result: Value, meta: Option<Value>) -> Value {
     if let Some(blocks) = passthrough(&result) {
         let mut r = json!({"content": blocks, "isError": false});
+        if let Some(s) = result.get("structuredContent") {
+            r["structuredContent"] = s.clone();
+        }
         if let Some(m) = meta {
             r["_meta"] = m;
         }

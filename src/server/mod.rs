@@ -71,6 +71,7 @@ impl Server {
         let (store, admin) = (opened.store(), opened.admin());
         let app = Arc::new(App::new(&settings, store.clone(), clock)?);
         app.restore_nonces().await?;
+        app.start_upstreams(UPSTREAM_START_WAIT).await;
         let oauth = if settings.oauth.enabled() {
             let o = Arc::new(
                 crate::oauth::OAuth::new(&settings.oauth)
@@ -216,11 +217,16 @@ impl Server {
         workers_stop.cancel();
         background.close();
         background.wait().await;
+        app.upstreams().stop();
         store.close().await;
         tracing::info!("stopped");
         Ok(())
     }
 }
+
+/// How long a start waits for the upstreams' first tool listings (docs/UPSTREAMS.md):
+/// one that is down by then is listed once it answers.
+const UPSTREAM_START_WAIT: Duration = Duration::from_secs(10);
 
 /// A socket held by systemd (socket activation), else our own.
 async fn bind(settings: &Settings) -> Result<TcpListener, ServerError> {

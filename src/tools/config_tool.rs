@@ -44,6 +44,7 @@ impl ConfigTool {
         def: &ToolDef,
         jobs: &JobSettings,
         process_slots: Arc<Semaphore>,
+        upstreams: Option<&super::upstream::Upstreams>,
     ) -> Result<Tool, ConfigError> {
         let schema = |key: &str, v: &serde_json::Value| {
             Schema::compile(v).map_err(|e| {
@@ -83,7 +84,7 @@ impl ConfigTool {
         };
         let tool = ConfigTool {
             inner: Arc::new(Inner {
-                runner: Runner::build(def, process_slots)?,
+                runner: Runner::build(def, process_slots, upstreams)?,
                 def: def.clone(),
                 input,
                 output,
@@ -114,7 +115,17 @@ impl Inner {
             return Ok(out);
         }
         if let Some(schema) = &self.output {
-            schema.check_object(&out).map_err(|e| {
+            // An upstream's output schema is its `structuredContent`'s.
+            let checked = match (&self.runner, out.get("structuredContent")) {
+                (Runner::Upstream(_), Some(Json::Object(s))) => s,
+                (Runner::Upstream(_), _) => {
+                    return Err(JobError::Fatal(
+                        "output_schema: the upstream's result has no structuredContent".into(),
+                    ))
+                }
+                _ => &out,
+            };
+            schema.check_object(checked).map_err(|e| {
                 JobError::Fatal(format!("output_schema: the result does not match: {e}"))
             })?;
         }
@@ -138,6 +149,9 @@ impl SyncTool for ConfigTool {
     }
     fn output_schema(&self) -> Option<serde_json::Value> {
         self.inner.def.output_schema.clone()
+    }
+    fn presentation(&self) -> Option<&serde_json::Map<String, serde_json::Value>> {
+        self.inner.def.presentation.as_ref()
     }
     fn may_log(&self) -> bool {
         matches!(self.inner.runner, Runner::Command(_))
@@ -204,6 +218,9 @@ impl JobTool for ConfigTool {
     }
     fn output_schema(&self) -> Option<serde_json::Value> {
         self.inner.def.output_schema.clone()
+    }
+    fn presentation(&self) -> Option<&serde_json::Map<String, serde_json::Value>> {
+        self.inner.def.presentation.as_ref()
     }
     fn policy(&self) -> JobPolicy {
         self.inner.policy.clone()

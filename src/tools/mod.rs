@@ -20,6 +20,7 @@ pub mod runner;
 pub mod schema;
 mod server_identity;
 mod start_long_task;
+pub mod upstream;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -79,6 +80,10 @@ pub trait SyncTool: Send + Sync + 'static {
     fn input_schema(&self) -> serde_json::Value;
     /// JSON Schema every result matches, if the tool promises one.
     fn output_schema(&self) -> Option<serde_json::Value> {
+        None
+    }
+    /// An upstream's tool: the `title` and `annotations` it lists.
+    fn presentation(&self) -> Option<&serde_json::Map<String, serde_json::Value>> {
         None
     }
     /// Whether it can send log messages (a command tool's fd 3): only then does a
@@ -223,6 +228,10 @@ pub trait JobTool: Send + Sync + 'static {
     fn output_schema(&self) -> Option<serde_json::Value> {
         None
     }
+    /// An upstream's tool: the `title` and `annotations` it lists.
+    fn presentation(&self) -> Option<&serde_json::Map<String, serde_json::Value>> {
+        None
+    }
     fn policy(&self) -> JobPolicy {
         JobPolicy {
             definition: BUILTIN_DEFINITION.to_string(),
@@ -280,6 +289,12 @@ impl Tool {
         match self {
             Tool::Sync(t) => t.output_schema(),
             Tool::Job(t) => t.output_schema(),
+        }
+    }
+    pub fn presentation(&self) -> Option<&serde_json::Map<String, serde_json::Value>> {
+        match self {
+            Tool::Sync(t) => t.presentation(),
+            Tool::Job(t) => t.presentation(),
         }
     }
 }
@@ -352,6 +367,16 @@ impl Registry {
     /// off) and each `[tools.NAME]` of the configuration. Fails, naming the tool, on a
     /// schema that does not compile or a name a built-in tool already has.
     pub fn from_settings(settings: &Settings) -> Result<Registry, ConfigError> {
+        Registry::build(settings, None)
+    }
+
+    /// [`Registry::from_settings`] plus the tools `upstreams` listed last (each
+    /// upstream's published tools; one whose definition mcpq cannot take is left out
+    /// with a warning, as is one whose name another tool has).
+    pub fn build(
+        settings: &Settings,
+        upstreams: Option<&upstream::Upstreams>,
+    ) -> Result<Registry, ConfigError> {
         let mut r = Registry::core(
             ArgumentLimits::default(),
             settings.server.demo_tools,
@@ -371,7 +396,11 @@ impl Registry {
                 def,
                 &settings.jobs,
                 process_slots.clone(),
+                None,
             )?);
+        }
+        if let Some(ups) = upstreams {
+            r.add_upstream_tools(settings, ups, &process_slots);
         }
         r.resources = settings.resources.clone();
         r.prompts = settings.prompts.clone();
@@ -397,6 +426,65 @@ impl Registry {
                 .map_err(|e| bad(format!("arguments refused by {}: {e}", s.tool)))?;
         }
         Ok(())
+    }
+
+    fn add_upstream_tools(
+        &mut self,
+        settings: &Settings,
+        ups: &upstream::Upstreams,
+        slots: &Arc<tokio::sync::Semaphore>,
+    ) {
+        for u in ups.all() {
+            let Some(listing) = u.listing() else { continue };
+            for t in listing.iter().filter(|t| u.def.publishes(&t.name)) {
+                let input = serde_json::Value::Object((*t.input_schema).clone());
+                let output = t
+                    .output_schema
+                    .as_ref()
+                    .map(|o| serde_json::Value::Object((**o).clone()));
+                let mut shown = serde_json::Map::new();
+                if let Some(title) = &t.title {
+                    shown.insert("title".into(), serde_json::Value::String(title.clone()));
+                }
+                if let Some(a) = t
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| serde_json::to_value(a).ok())
+                {
+                    shown.insert("annotations".into(), a);
+                }
+                let built = u
+                    .def
+                    .tool_def(
+                        &t.name,
+                        t.description.as_deref().unwrap_or(""),
+                        &input,
+                        output.as_ref(),
+                        Some(shown),
+                    )
+                    .and_then(|def| {
+                        if self.get(&def.name).is_some() || RESERVED.contains(&def.name.as_str()) {
+                            return Err(ConfigError::Invalid(format!(
+                                "another tool is called {}",
+                                def.name
+                            )));
+                        }
+                        config_tool::ConfigTool::build(
+                            &def,
+                            &settings.jobs,
+                            slots.clone(),
+                            Some(ups),
+                        )
+                    });
+                match built {
+                    Ok(tool) => self.add(tool),
+                    Err(e) => tracing::warn!(
+                        upstream = %u.def.name, tool = %t.name, error = %e,
+                        "upstream tool not published"
+                    ),
+                }
+            }
+        }
     }
 
     /// The configured prompt templates, in name order.

@@ -40,6 +40,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{ConfigError, JobSettings, Settings};
 use crate::jobs::RetryPolicy;
 use crate::store::{Store, StoreError};
+use crate::tools::upstream::Upstreams;
 use crate::tools::{Registry, SharedRegistry};
 
 pub use claim::run;
@@ -117,6 +118,10 @@ pub struct Worker {
     jobs: JobSettings,
     /// Delivers completion webhooks beside the job loop, if any client has them.
     deliverer: Option<crate::webhooks::Deliverer>,
+    /// This worker's sessions with `[upstreams]`, and the settings its tools were last
+    /// built from (a listing change rebuilds them).
+    upstreams: Upstreams,
+    settings: Arc<std::sync::Mutex<Arc<Settings>>>,
 }
 
 impl Worker {
@@ -139,9 +144,14 @@ impl Worker {
             opts.concurrency = c.max(1);
         }
         let store = crate::store::open::open(settings).await?.store();
-        let registry: SharedRegistry = Arc::new(arc_swap::ArcSwap::from_pointee(
-            Registry::from_settings(settings)?,
-        ));
+        let upstreams = Upstreams::new(CancellationToken::new());
+        upstreams
+            .apply(&settings.upstreams, UPSTREAM_START_WAIT)
+            .await;
+        let registry: SharedRegistry = Arc::new(arc_swap::ArcSwap::from_pointee(Registry::build(
+            settings,
+            Some(&upstreams),
+        )?));
         // Ready once the database answers a read (the first claim can be made).
         store.has_due_jobs(0).await?;
         let deliverer = crate::webhooks::Deliverer::new(
@@ -160,6 +170,8 @@ impl Worker {
             },
             jobs: settings.jobs.clone(),
             deliverer,
+            upstreams,
+            settings: Arc::new(std::sync::Mutex::new(Arc::new(settings.clone()))),
         })
     }
 
@@ -190,17 +202,25 @@ impl Worker {
     pub fn reloader(&self) -> Reloader {
         Reloader {
             registry: self.parts.registry.clone(),
+            upstreams: self.upstreams.clone(),
+            settings: self.settings.clone(),
         }
     }
 
     /// Claims and runs jobs until `shutdown` fires, then finishes or releases them within
     /// the grace period, stops maintenance and closes the store.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), WorkerError> {
+        let reloader = self.reloader();
         let Worker {
             parts,
             jobs,
             deliverer,
+            upstreams,
+            ..
         } = self;
+        // The tools follow the upstreams' listings (a worker never runs a job queued
+        // under another listing: the definition ids differ).
+        tokio::spawn(upstreams.clone().follow(move || reloader.rebuild()));
         let store = parts.store.clone();
         let maint_stop = CancellationToken::new();
         let watch = tokio::spawn(crate::store::status::watch(
@@ -228,24 +248,50 @@ impl Worker {
             let _ = h.await;
         }
         let _ = watch.await;
+        upstreams.stop();
         store.close().await;
         Ok(())
     }
 }
+
+/// How long a worker's start waits for the upstreams' first listings.
+const UPSTREAM_START_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Applies a reloaded configuration (SIGHUP) to a running worker: its tools. Running jobs
 /// keep the registry they were claimed under.
 #[derive(Clone)]
 pub struct Reloader {
     registry: SharedRegistry,
+    upstreams: Upstreams,
+    settings: Arc<std::sync::Mutex<Arc<Settings>>>,
 }
 
 impl Reloader {
     /// Builds every tool first; on any error nothing changes.
     pub fn reload(&self, settings: &Settings) -> Result<String, ConfigError> {
-        let r = Registry::from_settings(settings)?;
+        let r = Registry::build(settings, Some(&self.upstreams))?;
         let summary = format!("{} tools", r.iter().count());
         self.registry.store(Arc::new(r));
+        *self.settings.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(settings.clone());
+        let (ups, defs) = (self.upstreams.clone(), settings.upstreams.clone());
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move { ups.apply(&defs, std::time::Duration::ZERO).await });
+        }
         Ok(summary)
+    }
+
+    /// Rebuilds the tools from the settings last applied and the upstreams' listings.
+    fn rebuild(&self) {
+        let settings = self
+            .settings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        match Registry::build(&settings, Some(&self.upstreams)) {
+            Ok(r) => self.registry.store(Arc::new(r)),
+            Err(e) => {
+                tracing::error!(error = %e, "tools not rebuilt after an upstream's listing changed")
+            }
+        }
     }
 }

@@ -12,7 +12,6 @@
 
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::PermissionsExt;
 use std::process::ExitStatus;
 use std::sync::Arc;
 use std::time::Duration;
@@ -85,7 +84,7 @@ impl CommandRunner {
                 kill_grace: *kill_grace,
                 max_output,
             }),
-            Target::Http { .. } => None,
+            _ => None,
         }
     }
 
@@ -132,27 +131,7 @@ impl CommandRunner {
     /// The program to exec: `argv[0]` if it has a slash, else the first executable of that
     /// name on the tool's `PATH` (its `env.PATH`, else this process's).
     fn program(&self) -> std::io::Result<CString> {
-        let name = &self.argv[0];
-        let found = if name.contains('/') {
-            Some(std::path::PathBuf::from(name))
-        } else {
-            self.path
-                .as_deref()
-                .unwrap_or("")
-                .split(':')
-                .find_map(|dir| {
-                    let p = std::path::Path::new(if dir.is_empty() { "." } else { dir }).join(name);
-                    let executable = std::fs::metadata(&p)
-                        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-                        .unwrap_or(false);
-                    executable.then_some(p)
-                })
-        };
-        let found = found.ok_or_else(|| {
-            std::io::Error::new(std::io::ErrorKind::NotFound, "not found on the tool's PATH")
-        })?;
-        CString::new(found.as_os_str().as_bytes())
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))
+        super::spawn::find_program(&self.argv[0], self.path.as_deref())
     }
 
     /// Runs one attempt to its end. A job attempt waits for a free process slot (keeping

@@ -10,7 +10,8 @@
 
 pub mod command;
 pub mod http;
-mod spawn;
+pub(crate) mod spawn;
+pub mod upstream;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -56,11 +57,17 @@ pub struct Invocation<'a> {
 pub enum Runner {
     Command(command::CommandRunner),
     Http(http::HttpRunner),
+    Upstream(upstream::UpstreamRunner),
 }
 
 impl Runner {
     /// `process_slots` bounds the tool processes of this whole process (all command tools).
-    pub fn build(def: &ToolDef, process_slots: Arc<Semaphore>) -> Result<Runner, ConfigError> {
+    /// `upstreams`: this process's upstream sessions (for `Target::Upstream`).
+    pub fn build(
+        def: &ToolDef,
+        process_slots: Arc<Semaphore>,
+        upstreams: Option<&crate::tools::upstream::Upstreams>,
+    ) -> Result<Runner, ConfigError> {
         match &def.target {
             Target::Command { .. } => {
                 command::CommandRunner::new(&def.target, def.max_output_bytes, process_slots)
@@ -73,6 +80,18 @@ impl Runner {
                 http::HttpRunner::new(&def.name, &def.target, def.max_output_bytes)
                     .map(Runner::Http)
             }
+            Target::Upstream { upstream, tool } => match upstreams {
+                Some(u) => Ok(Runner::Upstream(upstream::UpstreamRunner {
+                    upstreams: u.clone(),
+                    upstream: upstream.clone(),
+                    tool: tool.clone(),
+                    max_output: def.max_output_bytes,
+                })),
+                None => Err(ConfigError::Invalid(format!(
+                    "tools.{}: an upstream tool without upstreams",
+                    def.name
+                ))),
+            },
         }
     }
 
@@ -80,6 +99,7 @@ impl Runner {
         match self {
             Runner::Command(c) => c.run(inv).await,
             Runner::Http(h) => h.run(inv).await,
+            Runner::Upstream(u) => u.run(inv).await,
         }
     }
 }
@@ -90,6 +110,9 @@ impl Runner {
 /// the two apart: a tool's error is a result with `isError`, the rest a protocol error.
 pub fn reported_by_tool(error: &str) -> bool {
     let status = |rest: &str| rest.split([' ', ';', ':']).next().unwrap_or("").to_string();
+    if error.starts_with(upstream_call_tool_error()) {
+        return true;
+    }
     if let Some(rest) = error.strip_prefix("exit ") {
         return status(rest).parse::<i32>().is_ok();
     }
@@ -99,6 +122,10 @@ pub fn reported_by_tool(error: &str) -> bool {
             .is_ok_and(|c| (400..500).contains(&c));
     }
     false
+}
+
+fn upstream_call_tool_error() -> &'static str {
+    crate::tools::upstream::call::TOOL_ERROR
 }
 
 /// The end of a process's stderr or a response body as text for the error history:

@@ -18,6 +18,28 @@ use std::process::ExitStatus;
 use tokio::io::unix::AsyncFd;
 use tokio::net::unix::pipe;
 
+/// The program `name` names: itself when it has a slash, else the first executable file of
+/// that name in `path`'s directories (the tool's `PATH`, not the daemon's).
+pub fn find_program(name: &str, path: Option<&str>) -> io::Result<CString> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::PermissionsExt;
+    let found = if name.contains('/') {
+        Some(std::path::PathBuf::from(name))
+    } else {
+        path.unwrap_or("").split(':').find_map(|dir| {
+            let p = std::path::Path::new(if dir.is_empty() { "." } else { dir }).join(name);
+            let executable = std::fs::metadata(&p)
+                .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+                .unwrap_or(false);
+            executable.then_some(p)
+        })
+    };
+    let found = found
+        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "not found on the tool's PATH"))?;
+    CString::new(found.as_os_str().as_bytes())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))
+}
+
 /// The parent's ends of the child's stdin, stdout, stderr and fd 3.
 pub struct Pipes {
     pub stdin: pipe::Sender,

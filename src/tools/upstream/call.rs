@@ -1,0 +1,164 @@
+//! One `tools/call` to an upstream: on a live session of its pool, its progress
+//! notifications made the call's progress, a cancel or a timeout sent on as
+//! `notifications/cancelled`, and its result turned into mcpq's.
+//!
+//! A timed-out stdio server gets its kill grace to show it still answers (a ping); one
+//! that does not is killed, and the pool starts it again. The result is the upstream's
+//! `content` (and `structuredContent`), which `/mcp` passes through unchanged; an
+//! `isError` result is the tool's own error (`tool_error: …`).
+//!
+//! It must not retry: the job's policy decides, from the [`JobError`] kind.
+
+use std::time::Duration;
+
+use rmcp::model::{
+    CallToolRequest, CallToolRequestParams, CancelledNotificationParam, ClientRequest, ServerResult,
+};
+use rmcp::service::PeerRequestOptions;
+
+use super::Upstream;
+use crate::config::upstreams::Transport;
+use crate::json::{Json, Object};
+use crate::tools::{JobCtx, JobError};
+
+/// How long a call waits for a session of an upstream that is (re)starting.
+const SESSION_WAIT: Duration = Duration::from_secs(5);
+
+/// What the error history says of an upstream's own error result.
+pub const TOOL_ERROR: &str = "tool_error: ";
+
+/// Calls `tool` with `args` within `timeout`; `max_output` bounds the result's JSON.
+pub async fn call(
+    u: &Upstream,
+    tool: &str,
+    args: serde_json::Map<String, serde_json::Value>,
+    ctx: &JobCtx,
+    timeout: Duration,
+    max_output: usize,
+) -> Result<Object, JobError> {
+    let name = &u.def.name;
+    let Some(slot) = u.session_within(SESSION_WAIT).await else {
+        return Err(JobError::Retryable(format!(
+            "upstream_down: upstream {name} has no live session"
+        )));
+    };
+    let mut params = CallToolRequestParams::new(tool.to_string());
+    params.arguments = Some(args);
+    let request = ClientRequest::CallToolRequest(CallToolRequest::new(params));
+    let handle = slot
+        .peer
+        .send_request_with_option(request, PeerRequestOptions::no_options())
+        .await
+        .map_err(|e| JobError::Retryable(format!("upstream_unreachable: {name}: {e}")))?;
+    let (id, token) = (handle.id.clone(), handle.progress_token.clone());
+    slot.calls.add(token.clone(), ctx.clone());
+    let outcome = tokio::select! {
+        r = handle.await_response() => Some(r),
+        _ = ctx.cancel.cancelled() => None,
+        _ = tokio::time::sleep(timeout) => {
+            slot.calls.remove(&token);
+            let _ = slot.peer.notify_cancelled(CancelledNotificationParam::new(Some(id), Some("timeout".into()))).await;
+            check_alive(u, &slot).await;
+            return Err(JobError::Retryable(format!(
+                "timeout: no result within {} s; notifications/cancelled sent",
+                timeout.as_secs()
+            )));
+        }
+    };
+    slot.calls.remove(&token);
+    let Some(response) = outcome else {
+        let _ = slot
+            .peer
+            .notify_cancelled(CancelledNotificationParam::new(
+                Some(id),
+                Some("cancelled".into()),
+            ))
+            .await;
+        return Err(JobError::Fatal("cancelled".into()));
+    };
+    match response {
+        Ok(ServerResult::CallToolResult(r)) => {
+            let value = serde_json::to_value(&r)
+                .map_err(|e| JobError::Fatal(format!("invalid_output: {e}")))?;
+            result(value, max_output)
+        }
+        Ok(other) => Err(JobError::Fatal(format!(
+            "invalid_output: the upstream answered tools/call with {}",
+            kind(&other)
+        ))),
+        Err(rmcp::ServiceError::McpError(e)) => Err(JobError::Fatal(format!(
+            "upstream_error: {} {}",
+            e.code.0, e.message
+        ))),
+        Err(e) => Err(JobError::Retryable(format!("upstream_lost: {name}: {e}"))),
+    }
+}
+
+fn kind(r: &ServerResult) -> String {
+    serde_json::to_value(r)
+        .ok()
+        .and_then(|v| {
+            v.as_object()
+                .map(|o| o.keys().cloned().collect::<Vec<_>>().join(","))
+        })
+        .unwrap_or_default()
+}
+
+/// The upstream's `CallToolResult` as mcpq's result: `content` and `structuredContent`.
+fn result(value: serde_json::Value, max_output: usize) -> Result<Object, JobError> {
+    let text = value.to_string();
+    if text.len() > max_output {
+        return Err(JobError::Fatal(format!(
+            "output_too_large: the upstream's result exceeded {max_output} bytes"
+        )));
+    }
+    let serde_json::Value::Object(mut o) = value else {
+        return Err(JobError::Fatal("invalid_output: not an object".into()));
+    };
+    if o.get("isError").and_then(serde_json::Value::as_bool) == Some(true) {
+        let message: Vec<&str> = o
+            .get("content")
+            .and_then(serde_json::Value::as_array)
+            .map(|blocks| {
+                blocks
+                    .iter()
+                    .filter_map(|b| b.get("text").and_then(serde_json::Value::as_str))
+                    .collect()
+            })
+            .unwrap_or_default();
+        return Err(JobError::Fatal(format!(
+            "{TOOL_ERROR}{}",
+            message.join("\n")
+        )));
+    }
+    let mut out = serde_json::Map::new();
+    out.insert(
+        "content".into(),
+        o.remove("content").unwrap_or(serde_json::json!([])),
+    );
+    if let Some(s) = o.remove("structuredContent") {
+        out.insert("structuredContent".into(), s);
+    }
+    match Json::from_serde(&serde_json::Value::Object(out)) {
+        Json::Object(o) => Ok(o),
+        _ => Err(JobError::Fatal("invalid_output: not an object".into())),
+    }
+}
+
+/// After a timeout: a stdio server that does not answer a ping within its kill grace is
+/// stuck, so its session ends (killing its process group) and the pool restarts it.
+async fn check_alive(u: &Upstream, slot: &super::Slot) {
+    let Transport::Stdio { kill_grace, .. } = &u.def.transport else {
+        return;
+    };
+    let pinged = tokio::time::timeout(
+        *kill_grace,
+        slot.peer
+            .send_request(ClientRequest::PingRequest(Default::default())),
+    )
+    .await;
+    if !matches!(pinged, Ok(Ok(_))) {
+        tracing::warn!(upstream = %u.def.name, "upstream did not answer a ping after a timeout; restarting it");
+        slot.kill.cancel();
+    }
+}

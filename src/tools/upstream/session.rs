@@ -1,0 +1,228 @@
+//! One initialized client session with an upstream MCP server, through rmcp's client: a
+//! stdio server process started under the command tools' rules (cleared environment, its
+//! own process group, no inherited descriptors, a working directory), or a streamable-HTTP
+//! connection with the upstream's static headers.
+//!
+//! Owns connecting, the handler of what the server sends unasked (progress, log messages,
+//! `tools/list_changed`), and ending a session (its process group is killed when the
+//! session is dropped). It must not decide when to reconnect ([`super::Upstream`] does) or
+//! what a call's result means ([`super::call`]).
+
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+#[allow(deprecated)]
+use rmcp::model::{
+    ClientCapabilities, ClientConfig, Implementation, LoggingMessageNotificationParam,
+    ProgressNotificationParam, ProgressToken,
+};
+use rmcp::service::{NotificationContext, RunningService};
+use rmcp::{ClientHandler, RoleClient, ServiceExt};
+use tokio::io::AsyncBufReadExt;
+use tokio::sync::Notify;
+
+use crate::config::upstreams::{Transport, UpstreamDef};
+use crate::json::{Json, Object};
+use crate::tools::runner::spawn;
+use crate::tools::JobCtx;
+
+/// Where a call's progress and log messages go, by the progress token rmcp gave it.
+#[derive(Default)]
+pub struct Calls {
+    by_token: Mutex<HashMap<ProgressToken, JobCtx>>,
+}
+
+impl Calls {
+    pub fn add(&self, token: ProgressToken, ctx: JobCtx) {
+        self.lock().insert(token, ctx);
+    }
+    pub fn remove(&self, token: &ProgressToken) {
+        self.lock().remove(token);
+    }
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ProgressToken, JobCtx>> {
+        self.by_token.lock().unwrap_or_else(|p| p.into_inner())
+    }
+    fn get(&self, token: &ProgressToken) -> Option<JobCtx> {
+        self.lock().get(token).cloned()
+    }
+    /// Every call in flight on this session (log messages name no call).
+    fn all(&self) -> Vec<JobCtx> {
+        self.lock().values().cloned().collect()
+    }
+}
+
+/// What the session's handler shares with the rest of the upstream.
+pub struct Handler {
+    pub upstream: String,
+    pub calls: Arc<Calls>,
+    /// Woken by `notifications/tools/list_changed`.
+    pub relist: Arc<Notify>,
+}
+
+impl ClientHandler for Handler {
+    fn get_info(&self) -> ClientConfig {
+        ClientConfig::new(
+            ClientCapabilities::default(),
+            Implementation::new("mcpq", env!("CARGO_PKG_VERSION")),
+        )
+    }
+
+    async fn on_progress(
+        &self,
+        params: ProgressNotificationParam,
+        _context: NotificationContext<RoleClient>,
+    ) {
+        let Some(ctx) = self.calls.get(&params.progress_token) else {
+            return;
+        };
+        let mut p = Object::new();
+        // mcpq's progress is a fraction; the upstream's own figures travel beside it.
+        if let Some(total) = params.total.filter(|t| *t > 0.0) {
+            p.insert(
+                "progress".into(),
+                Json::Float((params.progress / total).clamp(0.0, 1.0)),
+            );
+            p.insert("total".into(), Json::Float(total));
+        }
+        p.insert("step".into(), Json::Float(params.progress));
+        if let Some(m) = params.message {
+            p.insert("message".into(), Json::Str(m));
+        }
+        ctx.report_progress(p);
+    }
+
+    // Logging is deprecated in the 2026 revision, but 2025 servers still send it.
+    #[allow(deprecated)]
+    async fn on_logging_message(
+        &self,
+        params: LoggingMessageNotificationParam,
+        _context: NotificationContext<RoleClient>,
+    ) {
+        let Ok(serde_json::Value::Object(m)) = serde_json::to_value(&params) else {
+            return;
+        };
+        let Json::Object(message) = Json::from_serde(&serde_json::Value::Object(m)) else {
+            return;
+        };
+        for ctx in self.calls.all() {
+            ctx.log(message.clone());
+        }
+    }
+
+    async fn on_tool_list_changed(&self, _context: NotificationContext<RoleClient>) {
+        tracing::info!(upstream = %self.upstream, "upstream says its tools changed");
+        self.relist.notify_one();
+    }
+}
+
+/// A live session: rmcp's service, and for a stdio server its process (killed with its
+/// group when this drops).
+pub struct Session {
+    pub service: RunningService<RoleClient, Handler>,
+    pub child: Option<spawn::Child>,
+}
+
+/// Connects and initializes, within `limit`.
+pub async fn connect(
+    def: &UpstreamDef,
+    handler: Handler,
+    limit: Duration,
+) -> Result<Session, String> {
+    match tokio::time::timeout(limit, connect_inner(def, handler)).await {
+        Ok(r) => r,
+        Err(_) => Err(format!(
+            "no initialized session within {} s",
+            limit.as_secs()
+        )),
+    }
+}
+
+async fn connect_inner(def: &UpstreamDef, handler: Handler) -> Result<Session, String> {
+    match &def.transport {
+        Transport::Stdio {
+            argv,
+            env,
+            working_dir,
+            ..
+        } => {
+            let path = env
+                .get("PATH")
+                .cloned()
+                .or_else(|| std::env::var("PATH").ok());
+            let program = spawn::find_program(&argv[0], path.as_deref())
+                .map_err(|e| format!("{}: {e}", argv[0]))?;
+            let argv_c: Vec<CString> = argv
+                .iter()
+                .filter_map(|a| CString::new(a.as_str()).ok())
+                .collect();
+            let envp: Vec<CString> = env
+                .iter()
+                .filter_map(|(k, v)| CString::new(format!("{k}={v}")).ok())
+                .collect();
+            let cwd = CString::new(working_dir.as_os_str().as_bytes())
+                .map_err(|e| format!("working_dir: {e}"))?;
+            let (child, pipes) = spawn::spawn(&spawn::Spec {
+                program: &program,
+                argv: &argv_c,
+                envp: &envp,
+                cwd: &cwd,
+            })
+            .map_err(|e| format!("spawn {}: {e}", argv[0]))?;
+            tokio::spawn(forward_stderr(def.name.clone(), pipes.stderr));
+            drop(pipes.progress);
+            let service = handler
+                .serve((pipes.stdout, pipes.stdin))
+                .await
+                .map_err(|e| format!("initialize: {e}"))?;
+            Ok(Session {
+                service,
+                child: Some(child),
+            })
+        }
+        Transport::Http {
+            url,
+            headers,
+            connect_timeout,
+        } => {
+            let mut h = reqwest::header::HeaderMap::new();
+            for (k, v) in headers {
+                let name = reqwest::header::HeaderName::from_bytes(k.as_bytes())
+                    .map_err(|e| format!("header {k}: {e}"))?;
+                let mut value = reqwest::header::HeaderValue::from_bytes(v.expose())
+                    .map_err(|e| format!("header {k}: {e}"))?;
+                value.set_sensitive(true);
+                h.insert(name, value);
+            }
+            let client = reqwest::Client::builder()
+                .default_headers(h)
+                .connect_timeout(*connect_timeout)
+                .build()
+                .map_err(|e| format!("http client: {e}"))?;
+            let config = rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig::with_uri(
+                url.as_str(),
+            );
+            let transport =
+                rmcp::transport::StreamableHttpClientTransport::with_client(client, config);
+            let service = handler
+                .serve(transport)
+                .await
+                .map_err(|e| format!("initialize: {e}"))?;
+            Ok(Session {
+                service,
+                child: None,
+            })
+        }
+    }
+}
+
+/// A stdio server's stderr as log lines of this process (it is the server's own log).
+async fn forward_stderr(upstream: String, stderr: tokio::net::unix::pipe::Receiver) {
+    let mut lines = tokio::io::BufReader::new(stderr).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        let line: String = line.chars().take(2000).collect();
+        tracing::debug!(upstream = %upstream, "stderr: {line}");
+    }
+}

@@ -1,0 +1,408 @@
+//! Existing MCP servers behind mcpq (`[upstreams.NAME]`, docs/UPSTREAMS.md), with the
+//! reference servers from the registries: `@modelcontextprotocol/server-everything` (npm,
+//! over stdio and over streamable HTTP) and `mcp-server-time` (PyPI), driven through the
+//! real daemon and worker by rmcp's client. No mock of an upstream.
+
+mod common;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+use rmcp::model::{CallToolRequestParams, CallToolResult, ProgressNotificationParam};
+use rmcp::service::{NotificationContext, RunningService};
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use rmcp::transport::StreamableHttpClientTransport;
+use rmcp::{ClientHandler, RoleClient, ServiceExt};
+use serde_json::{json, Value};
+
+const TOKEN: &str = "dev-only-mcp-token-00000000000000000000000000000000";
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+/// server-everything's entry point, installed by `.ci/run` (npm ci in
+/// tests/fixtures/upstreams).
+fn everything() -> String {
+    let p = fixtures()
+        .join("upstreams/node_modules/@modelcontextprotocol/server-everything/dist/index.js");
+    assert!(
+        p.exists(),
+        "{} is missing: run `npm ci` in tests/fixtures/upstreams",
+        p.display()
+    );
+    p.display().to_string()
+}
+
+fn node() -> String {
+    which("node")
+}
+
+fn which(program: &str) -> String {
+    let out = std::process::Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .output()
+        .expect("sh");
+    let p = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(!p.is_empty(), "{program} is not installed");
+    p
+}
+
+/// `mcp-server-time` from the test virtualenv (`.ci/run` installs it, pinned).
+fn time_server() -> String {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/mcp-server-time");
+    assert!(
+        p.exists(),
+        "{} is missing: .ci/run installs mcp-server-time into .venv",
+        p.display()
+    );
+    p.display().to_string()
+}
+
+/// Records the progress notifications mcpq sends while it holds a call.
+#[derive(Clone, Default)]
+struct Recorder {
+    progress: Arc<Mutex<Vec<ProgressNotificationParam>>>,
+}
+
+impl ClientHandler for Recorder {
+    async fn on_progress(
+        &self,
+        params: ProgressNotificationParam,
+        _context: NotificationContext<RoleClient>,
+    ) {
+        self.progress.lock().unwrap().push(params);
+    }
+}
+
+async fn connect(
+    addr: std::net::SocketAddr,
+    rec: Recorder,
+) -> RunningService<RoleClient, Recorder> {
+    let config = StreamableHttpClientTransportConfig::with_uri(format!("http://{addr}/mcp"))
+        .auth_header(TOKEN);
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        rec.serve(StreamableHttpClientTransport::from_config(config)),
+    )
+    .await
+    .expect("handshake in time")
+    .expect("handshake")
+}
+
+fn params(tool: &str, args: Value) -> CallToolRequestParams {
+    let Value::Object(a) = args else {
+        panic!("args")
+    };
+    CallToolRequestParams::new(tool.to_string()).with_arguments(a)
+}
+
+fn text(r: &CallToolResult) -> String {
+    let v = serde_json::to_value(r).unwrap();
+    v["content"][0]["text"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn stdio_everything(extra: &str) -> String {
+    format!(
+        r#"
+[upstreams.everything]
+command = ["{node}", "{everything}", "stdio"]
+deny = ["*elicitation*", "*sampling*", "toggle-*"]
+{extra}
+
+[upstreams.everything.tools.echo]
+mode = "sync"
+"#,
+        node = node(),
+        everything = everything()
+    )
+}
+
+#[tokio::test]
+async fn a_stdio_servers_tools_are_published_and_called_sync_and_as_durable_jobs() {
+    let env = TestEnv::new(&stdio_everything(""));
+    let d = env.spawn_daemon().await;
+    let rec = Recorder::default();
+    let client = connect(d.addr, rec.clone()).await;
+
+    let tools = client.list_all_tools().await.unwrap();
+    let by_name = |n: &str| tools.iter().find(|t| t.name == n).cloned();
+    for n in [
+        "everything_echo",
+        "everything_get-sum",
+        "everything_trigger-long-running-operation",
+    ] {
+        assert!(
+            by_name(n).is_some(),
+            "{n} missing from {:?}",
+            tools.iter().map(|t| &t.name).collect::<Vec<_>>()
+        );
+    }
+    assert!(
+        by_name("everything_trigger-sampling-request").is_none(),
+        "a denied tool is published"
+    );
+    let long = by_name("everything_trigger-long-running-operation").unwrap();
+    assert_eq!(
+        long.title.as_deref(),
+        Some("Trigger Long Running Operation Tool")
+    );
+    assert_eq!(
+        long.annotations.as_ref().and_then(|a| a.read_only_hint),
+        Some(true),
+        "the upstream's annotations are published"
+    );
+
+    // A sync tool: answered by the daemon's session.
+    let echoed = client
+        .call_tool(params("everything_echo", json!({"message": "hi"})))
+        .await
+        .unwrap();
+    assert_eq!(echoed.is_error, Some(false), "{echoed:?}");
+    assert_eq!(text(&echoed), "Echo: hi");
+
+    // A job tool: a durable job run by the embedded worker's session, the call held.
+    let sum = client
+        .call_tool(params("everything_get-sum", json!({"a": 2, "b": 3})))
+        .await
+        .unwrap();
+    assert_eq!(sum.is_error, Some(false), "{sum:?}");
+    assert!(text(&sum).contains('5'), "{sum:?}");
+
+    // Arguments the upstream's schema refuses are refused before anything is stored.
+    let refused = client
+        .call_tool(params("everything_get-sum", json!({"a": "two", "b": 3})))
+        .await
+        .unwrap();
+    assert_eq!(refused.is_error, Some(true), "{refused:?}");
+    assert!(
+        text(&refused).starts_with("invalid_args: at /a"),
+        "{refused:?}"
+    );
+    let (code, out, _) = env.run(&["jobs", "list", "--json"]).await;
+    assert_eq!(code, 0);
+    let jobs: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(jobs.as_array().map(Vec::len), Some(1), "{jobs}");
+
+    // Its long-running operation: every progress step reaches the held call.
+    let done = client
+        .call_tool(params(
+            "everything_trigger-long-running-operation",
+            json!({"duration": 6, "steps": 3}),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(done.is_error, Some(false), "{done:?}");
+    assert!(
+        text(&done).contains("Long running operation completed"),
+        "{done:?}"
+    );
+    let seen: Vec<f64> = rec
+        .progress
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|p| p.progress)
+        .collect();
+    for step in [1.0 / 3.0, 2.0 / 3.0] {
+        assert!(
+            seen.iter().any(|p| (p - step).abs() < 0.01),
+            "step {step} not seen in {seen:?}"
+        );
+    }
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn calls_to_mcp_server_time_through_mcpq_equal_direct_calls() {
+    let env = TestEnv::new(&format!(
+        r#"
+[upstreams.time]
+command = ["{}"]
+mode = "sync"
+"#,
+        time_server()
+    ));
+    let d = env.spawn_daemon().await;
+    let client = connect(d.addr, Recorder::default()).await;
+    let args = json!({"source_timezone": "America/New_York", "time": "16:30", "target_timezone": "Asia/Tokyo"});
+    let through = client
+        .call_tool(params("time_convert_time", args.clone()))
+        .await
+        .unwrap();
+
+    let mut direct_cmd = tokio::process::Command::new(time_server());
+    direct_cmd
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = direct_cmd.spawn().unwrap();
+    let (stdout, stdin) = (child.stdout.take().unwrap(), child.stdin.take().unwrap());
+    let direct = ().serve((stdout, stdin)).await.unwrap();
+    let expected = direct
+        .call_tool(params("convert_time", args))
+        .await
+        .unwrap();
+    assert_eq!(through.is_error, Some(false), "{through:?}");
+    assert_eq!(
+        serde_json::to_value(&through.content).unwrap(),
+        serde_json::to_value(&expected.content).unwrap()
+    );
+    let tools = client.list_all_tools().await.unwrap();
+    let direct_tools = direct.list_all_tools().await.unwrap();
+    for t in &direct_tools {
+        let ours = tools
+            .iter()
+            .find(|o| o.name == format!("time_{}", t.name))
+            .unwrap_or_else(|| panic!("time_{} not listed", t.name));
+        assert_eq!(ours.input_schema, t.input_schema, "{}", t.name);
+    }
+    direct.cancel().await.unwrap();
+    client.cancel().await.unwrap();
+}
+
+/// The pids of `parent`'s children.
+fn children(parent: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let after = stat.rsplit_once(") ").map(|(_, r)| r).unwrap_or("");
+        if after.split(' ').nth(1).and_then(|p| p.parse::<u32>().ok()) == Some(parent) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_killed_stdio_server_is_started_again_and_the_job_is_retried() {
+    let env = TestEnv::new(&stdio_everything(
+        "max_attempts = 3\nretry_base_ms = 100\nretry_max_ms = 200",
+    ));
+    let d = env.spawn_daemon().await;
+    let client = connect(d.addr, Recorder::default()).await;
+    let first = children(d.proc.pid());
+    assert_eq!(first.len(), 1, "one upstream process: {first:?}");
+
+    // kill -9 of the server while its tool runs: the attempt fails, the pool starts the
+    // server again, and the retry completes on the new process.
+    let call = {
+        let peer = client.peer().clone();
+        tokio::spawn(async move {
+            peer.call_tool(params(
+                "everything_trigger-long-running-operation",
+                json!({"duration": 2, "steps": 2}),
+            ))
+            .await
+        })
+    };
+    tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            let (_, out, _) = env.run(&["jobs", "list", "--json"]).await;
+            if out.contains("\"running\"") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the job runs");
+    std::process::Command::new("kill")
+        .args(["-9", &first[0].to_string()])
+        .status()
+        .unwrap();
+    let done = call.await.unwrap().unwrap();
+    assert_eq!(done.is_error, Some(false), "{done:?}");
+    let now = children(d.proc.pid());
+    assert_eq!(now.len(), 1, "{now:?}");
+    assert_ne!(now[0], first[0], "the server was started again");
+    let (_, out, _) = env.run(&["jobs", "list", "--json"]).await;
+    let jobs: Value = serde_json::from_str(&out).unwrap();
+    assert!(jobs[0]["attempt"].as_u64().unwrap_or(0) >= 2, "{jobs}");
+    // And the next call goes through at once.
+    let sum = client
+        .call_tool(params("everything_get-sum", json!({"a": 1, "b": 1})))
+        .await
+        .unwrap();
+    assert_eq!(sum.is_error, Some(false), "{sum:?}");
+    client.cancel().await.unwrap();
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test]
+async fn an_http_upstream_down_at_start_is_listed_once_it_answers() {
+    let port = free_port();
+    let env = TestEnv::new(&format!(
+        r#"
+[upstreams.web]
+url = "http://127.0.0.1:{port}/mcp"
+mode = "sync"
+allow = ["echo", "get-sum"]
+"#
+    ));
+    let d = env.spawn_daemon().await;
+    let client = connect(d.addr, Recorder::default()).await;
+    let tools = client.list_all_tools().await.unwrap();
+    assert!(
+        !tools.iter().any(|t| t.name.starts_with("web_")),
+        "listed while down"
+    );
+    let unknown = client
+        .call_tool(params("web_echo", json!({"message": "x"})))
+        .await;
+    assert!(unknown.is_err(), "{unknown:?}");
+
+    // server-everything in its streamable-HTTP mode comes up on that port.
+    let mut server = tokio::process::Command::new(node());
+    server
+        .args([everything().as_str(), "streamableHttp"])
+        .env("PORT", port.to_string())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true);
+    let _server = server.spawn().unwrap();
+    let listed = tokio::time::timeout(Duration::from_secs(40), async {
+        loop {
+            // A new session each time: a client may cache a list for its `ttlMs`.
+            let fresh = connect(d.addr, Recorder::default()).await;
+            let tools = fresh.list_all_tools().await.unwrap();
+            let _ = fresh.cancel().await;
+            let mut names: Vec<String> = tools
+                .iter()
+                .filter(|t| t.name.starts_with("web_"))
+                .map(|t| t.name.to_string())
+                .collect();
+            if !names.is_empty() {
+                names.sort();
+                return names;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await
+    .expect("the upstream's tools are listed once it answers");
+    assert_eq!(listed, ["web_echo", "web_get-sum"]);
+    let echoed = client
+        .call_tool(params("web_echo", json!({"message": "over http"})))
+        .await
+        .unwrap();
+    assert_eq!(text(&echoed), "Echo: over http");
+    client.cancel().await.unwrap();
+}
