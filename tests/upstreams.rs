@@ -406,3 +406,146 @@ allow = ["echo", "get-sum"]
     assert_eq!(text(&echoed), "Echo: over http");
     client.cancel().await.unwrap();
 }
+
+/// The Python SDK server of tests/fixtures/upstream_fixture.py as upstream `fx`, its
+/// events in `dir/events`; `extra` adds keys to `[upstreams.fx]`.
+fn fixture_upstream(dir: &std::path::Path, extra: &str) -> String {
+    let python = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python3");
+    format!(
+        r#"
+[upstreams.fx]
+command = ["{python}", "{fixture}", "{dir}"]
+kill_grace_secs = 1
+{extra}
+
+[upstreams.fx.tools.hang]
+timeout_secs = 2
+max_attempts = 1
+
+[upstreams.fx.tools.grow]
+mode = "sync"
+"#,
+        python = python.display(),
+        fixture = fixtures().join("upstream_fixture.py").display(),
+        dir = dir.display(),
+    )
+}
+
+fn events(dir: &std::path::Path) -> String {
+    std::fs::read_to_string(dir.join("events")).unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_worker_process_runs_upstream_jobs_and_restarts_a_server_that_hangs() {
+    let dir = tempfile::tempdir().unwrap();
+    let env =
+        TestEnv::new(&fixture_upstream(dir.path(), "")).set("MCPQ__SERVER__EMBEDDED_WORKERS", "0");
+    let d = env.spawn_daemon().await;
+    let w = env.spawn_worker(1).await;
+    let client = connect(d.addr, Recorder::default()).await;
+
+    let counted = client
+        .call_tool(params("fx_count", json!({"note": "one"})))
+        .await
+        .unwrap();
+    assert_eq!(counted.is_error, Some(false), "{counted:?}");
+    assert_eq!(text(&counted), "counted one");
+    assert_eq!(
+        counted.structured_content,
+        Some(json!({"result": "counted one"})),
+        "the upstream's structured content passes through"
+    );
+    let before = children(w.pid());
+    assert_eq!(before.len(), 1, "the worker's own session: {before:?}");
+
+    // A server stuck in a call: the attempt times out, the server answers no ping within
+    // its kill grace, so its process group is killed and the pool starts it again.
+    let hung = client
+        .call_tool(params("fx_hang", json!({})))
+        .await
+        .unwrap();
+    assert_eq!(hung.is_error, Some(true), "{hung:?}");
+    eventually(
+        Duration::from_secs(30),
+        "the stuck server is replaced",
+        || {
+            let now = children(w.pid());
+            let first = before[0];
+            async move { now.len() == 1 && now[0] != first }
+        },
+    )
+    .await;
+    let again = client
+        .call_tool(params("fx_count", json!({"note": "two"})))
+        .await
+        .unwrap();
+    assert_eq!(text(&again), "counted two", "{again:?}");
+    assert_eq!(events(dir.path()).matches("count ").count(), 2);
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_cancelled_job_cancels_its_upstream_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = TestEnv::new(&fixture_upstream(dir.path(), ""));
+    let d = env.spawn_daemon().await;
+    let mut c = env.client(&d).await;
+    let r = c.call("fx_slow", args(r#"{"seconds": 60}"#)).await.unwrap();
+    let id = job_id(&r);
+    eventually(Duration::from_secs(20), "the upstream call started", || {
+        let e = events(dir.path());
+        async move { e.contains("slow start") }
+    })
+    .await;
+    c.call("cancel_job", args(&format!(r#"{{"job_id":"{id}"}}"#)))
+        .await
+        .unwrap();
+    eventually(
+        Duration::from_secs(20),
+        "notifications/cancelled reached the upstream",
+        || {
+            let e = events(dir.path());
+            async move { e.contains("slow cancelled") }
+        },
+    )
+    .await;
+    let done = poll_until_finished(&mut c, &id, Duration::from_secs(20)).await;
+    assert!(done.raw.contains("cancel"), "{}", done.raw);
+}
+
+#[tokio::test]
+async fn a_list_changed_upstream_is_listed_again_and_bad_output_is_a_job_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = TestEnv::new(&fixture_upstream(dir.path(), ""));
+    let d = env.spawn_daemon().await;
+    let client = connect(d.addr, Recorder::default()).await;
+    let grown = client
+        .call_tool(params("fx_grow", json!({})))
+        .await
+        .unwrap();
+    assert_eq!(text(&grown), "grown", "{grown:?}");
+    eventually(Duration::from_secs(20), "fx_extra is listed", || async {
+        let fresh = connect(d.addr, Recorder::default()).await;
+        let tools = fresh.list_all_tools().await.unwrap();
+        let _ = fresh.cancel().await;
+        tools.iter().any(|t| t.name == "fx_extra")
+    })
+    .await;
+    let extra = client
+        .call_tool(params("fx_extra", json!({})))
+        .await
+        .unwrap();
+    assert_eq!(text(&extra), "extra", "{extra:?}");
+
+    // Two MiB of result against the 1 MiB default cap: the job fails, clearly.
+    let huge = client.call_tool(params("fx_huge", json!({}))).await;
+    let e = format!("{huge:?}");
+    assert!(e.contains("output_too_large"), "{e}");
+    // And the daemon and the session are fine.
+    let counted = client
+        .call_tool(params("fx_count", json!({"note": "after"})))
+        .await
+        .unwrap();
+    assert_eq!(text(&counted), "counted after");
+    client.cancel().await.unwrap();
+}
