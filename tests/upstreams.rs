@@ -338,6 +338,16 @@ async fn a_killed_stdio_server_is_started_again_and_the_job_is_retried() {
     client.cancel().await.unwrap();
 }
 
+async fn scrape(addr: std::net::SocketAddr) -> String {
+    let (status, body) = raw_http(
+        addr,
+        b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -368,6 +378,13 @@ allow = ["echo", "get-sum"]
         .call_tool(params("web_echo", json!({"message": "x"})))
         .await;
     assert!(unknown.is_err(), "{unknown:?}");
+    let metrics = d.metrics.expect("metrics listener");
+    assert!(
+        scrape(metrics)
+            .await
+            .contains("mcpq_upstream_sessions_up{upstream=\"web\"} 0"),
+        "the metrics say the upstream is down"
+    );
 
     // server-everything in its streamable-HTTP mode comes up on that port.
     let mut server = tokio::process::Command::new(node());
@@ -404,6 +421,12 @@ allow = ["echo", "get-sum"]
         .await
         .unwrap();
     assert_eq!(text(&echoed), "Echo: over http");
+    let scraped = scrape(metrics).await;
+    assert!(
+        scraped.contains("mcpq_upstream_sessions_up{upstream=\"web\"} 1")
+            && scraped.contains("mcpq_upstream_tools{upstream=\"web\"} 2"),
+        "{scraped}"
+    );
     client.cancel().await.unwrap();
 }
 

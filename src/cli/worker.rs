@@ -31,6 +31,7 @@ pub(super) async fn worker(
             clock: worker.clock(),
             lease_ms: settings.jobs.lease_ms,
             console: None,
+            upstreams: Some(worker.upstreams()),
         };
         let (bound, _) =
             crate::telemetry::serve(at, scrape, settings.metrics.max_connections, stop.clone())

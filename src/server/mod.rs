@@ -103,10 +103,15 @@ impl Server {
     /// The watchdog's health check: a read through the pool and a round trip through the
     /// writer thread (`flush`), so a stalled database or a wedged writer fails it.
     pub fn health_check(&self) -> crate::systemd::Check {
+        let serving = format!("serving on {}", self.local_addr());
+        let app = self.app.clone();
         worker::store_health(
             self.store.clone(),
             self.app.clock().clone(),
-            format!("serving on {}", self.local_addr()),
+            move || match app.upstreams().describe_down() {
+                Some(down) => format!("{serving}; {down}"),
+                None => serving.clone(),
+            },
         )
     }
 
@@ -117,6 +122,7 @@ impl Server {
             clock: self.app.clock().clone(),
             lease_ms: self.settings.jobs.lease_ms,
             console: self.console(),
+            upstreams: Some(self.app.upstreams().clone()),
         }
     }
 

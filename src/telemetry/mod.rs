@@ -125,7 +125,24 @@ fn describe_store() {
     );
 }
 
+/// `[upstreams]`: sessions, listings.
+fn describe_upstreams() {
+    describe_gauge!(
+        UPSTREAM_SESSIONS,
+        "Live sessions with an upstream MCP server in this process (0: the upstream is down)."
+    );
+    describe_gauge!(
+        UPSTREAM_TOOLS,
+        "Tools published from an upstream's last listing."
+    );
+    describe_counter!(
+        UPSTREAM_FAILURES,
+        "Upstream sessions that ended or failed to start (each is retried with back-off)."
+    );
+}
+
 fn describe() {
+    describe_upstreams();
     describe_counter!(
         REQUESTS,
         "Calls answered, by tool and outcome code (ok or the error code)."
@@ -281,6 +298,8 @@ pub struct Scrape {
     pub lease_ms: i64,
     /// What answers `/ui/…` on this listener (the console), if anything.
     pub console: Option<crate::http::Handler>,
+    /// This process's upstreams, whose gauges are set at each scrape.
+    pub upstreams: Option<crate::tools::upstream::Upstreams>,
 }
 
 /// Binds `addr` and serves `GET /metrics` until `stop` fires. Returns the bound address.
@@ -378,6 +397,9 @@ async fn answer(
                 scrape.lease_ms,
             )
             .await;
+            if let Some(u) = &scrape.upstreams {
+                u.report();
+            }
             reply(StatusCode::OK, handle.render())
         }
         (_, "/metrics") => reply(StatusCode::METHOD_NOT_ALLOWED, "GET only\n".into()),

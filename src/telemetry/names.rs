@@ -40,3 +40,9 @@ pub const AUDIT_RECORDS: &str = "mcpq_audit_records_total";
 pub const AUDIT_COALESCED: &str = "mcpq_audit_refusals_coalesced_total";
 /// Audit records written behind that were lost with a failed commit.
 pub const AUDIT_LOST: &str = "mcpq_audit_records_lost_total";
+/// Live sessions with an upstream MCP server in this process, by upstream (docs/UPSTREAMS.md).
+pub const UPSTREAM_SESSIONS: &str = "mcpq_upstream_sessions_up";
+/// Tools this process publishes from an upstream's last listing, by upstream.
+pub const UPSTREAM_TOOLS: &str = "mcpq_upstream_tools";
+/// Upstream sessions that ended or failed to start, by upstream.
+pub const UPSTREAM_FAILURES: &str = "mcpq_upstream_session_failures_total";

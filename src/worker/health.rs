@@ -17,11 +17,18 @@ use crate::store::{BoxFuture, Store, StoreError};
 pub type HealthCheck = Box<dyn Fn() -> BoxFuture<'static, Result<String, String>> + Send + Sync>;
 
 /// The check of a process on `store`; its status line is `"{what}; {queue summary}"`.
-pub fn store_health(store: Arc<dyn Store>, clock: Arc<dyn Clock>, what: String) -> HealthCheck {
+///
+/// `what` is asked at each check, so it can carry this process's other news (upstreams
+/// that are down).
+pub fn store_health(
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    what: impl Fn() -> String + Send + Sync + 'static,
+) -> HealthCheck {
     Box::new(move || {
         let store = store.clone();
         let clock = clock.clone();
-        let what = what.clone();
+        let what = what();
         Box::pin(async move {
             // A database that is down is not this process's fault: it reports the outage and
             // keeps its watchdog pings (a restart would not bring the database back, and a

@@ -189,13 +189,21 @@ impl Worker {
         self.parts.clock.clone()
     }
 
+    /// This worker's upstream sessions (for the metrics).
+    pub fn upstreams(&self) -> Upstreams {
+        self.upstreams.clone()
+    }
+
     /// The watchdog's health check (see [`store_health`]).
     pub fn health_check(&self) -> HealthCheck {
-        store_health(
-            self.store(),
-            self.clock(),
-            format!("worker {}: claiming", self.id()),
-        )
+        let claiming = format!("worker {}: claiming", self.id());
+        let upstreams = self.upstreams.clone();
+        store_health(self.store(), self.clock(), move || {
+            match upstreams.describe_down() {
+                Some(down) => format!("{claiming}; {down}"),
+                None => claiming.clone(),
+            }
+        })
     }
 
     /// A handle that applies a new configuration's tools to this worker.

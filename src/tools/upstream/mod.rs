@@ -29,6 +29,7 @@ use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::upstreams::UpstreamDef;
+use crate::telemetry::names;
 use session::{Calls, Handler, Session};
 
 /// How long one connect and initialize may take before it counts as failed.
@@ -96,6 +97,16 @@ impl Upstream {
     /// The tools it listed last (`None`: not listed yet).
     pub fn listing(&self) -> Option<Arc<Vec<UpstreamTool>>> {
         self.listing.load_full()
+    }
+
+    /// Publishes this upstream's gauges (sessions up, tools listed).
+    fn report(&self) {
+        let h = self.health();
+        let name = self.def.name.clone();
+        metrics::gauge!(names::UPSTREAM_SESSIONS, "upstream" => name.clone()).set(h.up as f64);
+        if let Some(n) = h.tools {
+            metrics::gauge!(names::UPSTREAM_TOOLS, "upstream" => name).set(n as f64);
+        }
     }
 
     fn set_error(&self, e: Option<String>) {
@@ -182,6 +193,29 @@ impl Upstreams {
         self.all().iter().map(|u| u.health()).collect()
     }
 
+    /// Sets every upstream's gauges (at a scrape: the recorder may be installed after
+    /// the upstreams started).
+    pub fn report(&self) {
+        for u in self.all() {
+            u.report();
+        }
+    }
+
+    /// For a status line: the upstreams with no live session, e.g. `upstreams down: fx
+    /// (spawn …: not found)`; `None` while every one is up.
+    pub fn describe_down(&self) -> Option<String> {
+        let down: Vec<String> = self
+            .health()
+            .into_iter()
+            .filter(|h| h.up == 0)
+            .map(|h| match h.last_error {
+                Some(e) => format!("{} ({})", h.name, e.chars().take(120).collect::<String>()),
+                None => h.name,
+            })
+            .collect();
+        (!down.is_empty()).then(|| format!("upstreams down: {}", down.join(", ")))
+    }
+
     /// Makes the running set match `defs`: new or changed upstreams start, removed ones
     /// stop, unchanged ones list their tools again. Waits up to `wait` for the new ones'
     /// first listing (an upstream that is down does not hold anything up: its tools
@@ -261,6 +295,7 @@ async fn keep_up(u: Arc<Upstream>, i: usize) {
                     kill: kill.clone(),
                 })));
                 tracing::info!(upstream = %u.def.name, slot = i, "upstream session up");
+                u.report();
                 u.relist.notify_one();
                 // Dropping the service (when `kill` wins) cancels it.
                 tokio::select! {
@@ -269,6 +304,9 @@ async fn keep_up(u: Arc<Upstream>, i: usize) {
                 }
                 u.slots[i].store(None);
                 drop(child);
+                u.report();
+                metrics::counter!(names::UPSTREAM_FAILURES, "upstream" => u.def.name.clone())
+                    .increment(1);
                 if !u.stop.is_cancelled() {
                     tracing::warn!(upstream = %u.def.name, slot = i, "upstream session ended; reconnecting");
                 }
@@ -276,6 +314,9 @@ async fn keep_up(u: Arc<Upstream>, i: usize) {
             Err(e) => {
                 tracing::warn!(upstream = %u.def.name, slot = i, error = %e, "upstream connect failed");
                 u.set_error(Some(e));
+                u.report();
+                metrics::counter!(names::UPSTREAM_FAILURES, "upstream" => u.def.name.clone())
+                    .increment(1);
             }
         }
         if began.elapsed() >= HEALTHY_AFTER {
@@ -305,6 +346,7 @@ async fn keep_listed(u: Arc<Upstream>, changed: watch::Sender<u64>) {
                 if !same {
                     tracing::info!(upstream = %u.def.name, tools = tools.len(), "upstream tools listed");
                     u.listing.store(Some(Arc::new(tools)));
+                    u.report();
                     changed.send_modify(|g| *g += 1);
                 }
             }
