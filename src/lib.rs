@@ -26,7 +26,9 @@
 //!   `call_sync`, `enqueue_job`); [`worker`]: the `Worker` component (`Worker::build` →
 //!   `run_until_stopped`) and the loops `mcpq serve` embeds (claim, run-and-decide, complete,
 //!   heartbeats, maintenance), the health check both processes report.
-//! - [`tools`]: the registry, one file per built-in tool, `tools::runner` (command and HTTP);
+//! - [`tools`]: the registry, one file per built-in tool, `tools::runner` (command, HTTP
+//!   and upstream), `tools::upstream` (the sessions with `[upstreams]` MCP servers: pools,
+//!   listings, one call);
 //!   [`limits`]: per-client call rate and queue cap; [`webhooks`]: the deliverer of
 //!   completion webhooks (outbox leases, Standard Webhooks signatures, address guard).
 //! - [`store`]: the `Store` trait, the batching both drivers share, `store::sqlite` and
@@ -42,6 +44,7 @@
 //!   [`otel`]: OpenTelemetry traces (the exporter, W3C context, the spans of a call and its
 //!   job), off unless `[otel] enabled`.
 //! - [`config`]: layered settings and secrets; `[tools]` (`config::tool_table`),
+//!   `[upstreams]` (`config::upstreams`),
 //!   `[resources]`, `[prompts]`, `[oauth]`.
 //! - [`jobs`]: the job state machine and retry policy, pure; [`audit`]: the audit trail's
 //!   records and hash chain, pure (its children sit higher: `audit::writer`, the daemon's
