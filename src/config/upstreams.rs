@@ -352,3 +352,65 @@ impl UpstreamDef {
 fn table_json(t: &toml::Table) -> serde_json::Value {
     serde_json::to_value(t).unwrap_or(serde_json::Value::Null)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(toml: &str) -> String {
+        match parse(toml, Path::new("/")) {
+            Ok(_) => panic!("accepted: {toml}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn a_stdio_upstream_publishes_allowed_tools_under_its_prefix() {
+        let ups = parse(
+            "[upstreams.fs]\ncommand = [\"/bin/srv\"]\ndeny = [\"write_*\"]\nmax_attempts = 2\n[upstreams.fs.tools.read]\nmode = \"sync\"\n",
+            Path::new("/"),
+        )
+        .unwrap();
+        let u = &ups[0];
+        assert!(u.publishes("read") && !u.publishes("write_file"));
+        let schema = serde_json::json!({"type": "object"});
+        let read = u.tool_def("read", "Reads", &schema, None, None).unwrap();
+        assert_eq!(read.name, "fs_read");
+        assert_eq!(read.mode, tool_table::Mode::Sync, "its own mode wins");
+        let list = u.tool_def("list", "", &schema, None, None).unwrap();
+        assert_eq!(list.max_attempts, Some(2), "the upstream's policy applies");
+        assert_eq!(list.description, "list (upstream fs)");
+        let other = serde_json::json!({"type": "object", "required": ["x"]});
+        assert_ne!(
+            list.definition,
+            u.tool_def("list", "", &other, None, None)
+                .unwrap()
+                .definition,
+            "a changed schema is another definition"
+        );
+    }
+
+    #[test]
+    fn strict_keys_name_the_upstream_and_the_key() {
+        assert!(refused("[upstreams.a]\ncommand = [\"/x\"]\nbogus = 1\n").contains("upstreams.a"));
+        assert!(
+            refused("[upstreams.a]\ncommand = [\"/x\"]\nurl = \"http://h/\"\n")
+                .contains("not both")
+        );
+        assert!(
+            refused("[upstreams.a]\ncommand = [\"/x\"]\nbearer_token_file = \"t\"\n")
+                .contains("only to HTTP")
+        );
+        assert!(
+            refused("[upstreams.a]\nurl = \"http://h/mcp\"\nenv = { A = \"b\" }\n")
+                .contains("only to stdio")
+        );
+        assert!(refused("[upstreams.a]\ncommand = [\"/x\"]\npool = 0\n").contains("pool"));
+        let e = refused(
+            "[upstreams.a]\ncommand = [\"/x\"]\n[upstreams.a.tools.t]\nmode = \"sync\"\nmax_attempts = 2\n",
+        );
+        assert!(e.contains("tools.t") && e.contains("max_attempts"), "{e}");
+        let e = refused("[upstreams.a]\ncommand = [\"/x\"]\n[upstreams.a.tools.t]\nurl = \"x\"\n");
+        assert!(e.contains("tools.t") && e.contains("url"), "{e}");
+    }
+}
