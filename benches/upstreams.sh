@@ -51,6 +51,7 @@ wait_port() {
     sleep 0.05
   done
   echo "nothing listening on port $1" >&2
+  [ -f "$work/err" ] && tail -5 "$work/err" >&2
   return 1
 }
 for port in "$PORT" "$PEER_PORT"; do
@@ -73,18 +74,7 @@ allow = ["echo"]
 url = "http://127.0.0.1:$PEER_PORT/mcp"
 mode = "sync"
 concurrency = 256
-[tools.cat]
-description = "Echoes its arguments (a trivial command tool)"
-command = ["/bin/cat"]
-
-[upstreams.ev]
-command = ["$NODE", "$EVERYTHING", "stdio"]
-allow = ["echo"]
-
-[upstreams.peer]
-url = "http://127.0.0.1:$PEER_PORT/mcp"
-mode = "sync"
-concurrency = 256
+pool = ${POOL:-1}
 EOF
 
 export MCPQ__DATABASE__PATH=$work/m.db MCPQ__SERVER__LISTEN=127.0.0.1:$PORT \
@@ -95,7 +85,7 @@ export MCPQ__DATABASE__PATH=$work/m.db MCPQ__SERVER__LISTEN=127.0.0.1:$PORT \
 wait_port "$PEER_PORT"
 
 start_daemon() {
-  rm -f "$work"/m.db*
+  rm -rf "$work"/m.db*
   "$MCPQ" --config "$work/mcpq.toml" serve > /dev/null 2>> "$work/err" & pids+=($!)
   wait_port "$PORT"
 }
@@ -117,7 +107,7 @@ bench_mcp() { # ENDPOINT TOOL C [more options] -> the summary line
     --args '{"numbers":[1,2,3]}' -c "$3" -d "$D" "${@:4}" | tail -1
 }
 rate() { sed -E 's/.*: ([0-9]+) req\/s.*/\1/'; }
-p50() { sed -E 's/.*p50 ([0-9.]+) ?ms.*/\1/'; }
+p50() { sed -E "s/.*p50=([0-9.]+) ?ms.*/\1/"; }
 
 run_pass() { # -> "through direct through_p50 direct_p50"
   start_daemon
