@@ -572,3 +572,60 @@ async fn a_list_changed_upstream_is_listed_again_and_bad_output_is_a_job_error()
     assert_eq!(text(&counted), "counted after");
     client.cancel().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_job_queued_under_one_listing_is_not_run_against_a_changed_tool() {
+    let dir = tempfile::tempdir().unwrap();
+    let env =
+        TestEnv::new(&fixture_upstream(dir.path(), "")).set("MCPQ__SERVER__EMBEDDED_WORKERS", "0");
+    let d = env.spawn_daemon().await;
+    let mut c = env.client(&d).await;
+    let old = job_id(
+        &c.call("fx_count", args(r#"{"note": "old"}"#))
+            .await
+            .unwrap(),
+    );
+
+    // A new release of the server: the daemon's server process is replaced, the pool
+    // starts the new one, and the daemon lists the changed `count`.
+    std::fs::write(dir.path().join("v2"), "").unwrap();
+    let first = children(d.proc.pid());
+    assert_eq!(first.len(), 1, "{first:?}");
+    std::process::Command::new("kill")
+        .args(["-9", &first[0].to_string()])
+        .status()
+        .unwrap();
+    eventually(
+        Duration::from_secs(30),
+        "the daemon lists count v2",
+        || async {
+            let fresh = connect(d.addr, Recorder::default()).await;
+            let tools = fresh.list_all_tools().await.unwrap();
+            let _ = fresh.cancel().await;
+            tools
+                .iter()
+                .find(|t| t.name == "fx_count")
+                .is_some_and(|t| {
+                    t.input_schema
+                        .get("properties")
+                        .is_some_and(|p| p.get("times").is_some())
+                })
+        },
+    )
+    .await;
+    let new = job_id(
+        &c.call("fx_count", args(r#"{"note": "new", "times": 2}"#))
+            .await
+            .unwrap(),
+    );
+
+    // A worker of the new release runs the new job; the old one waits for a worker that
+    // has its definition.
+    let _w = env.spawn_worker(1).await;
+    let done = poll_until_finished(&mut c, &new, Duration::from_secs(30)).await;
+    assert!(done.raw.contains("counted new v2"), "{}", done.raw);
+    let (_, out, _) = env.run(&["jobs", "show", &old, "--json"]).await;
+    let shown: Value = serde_json::from_str(&out).unwrap_or(Value::Null);
+    assert_eq!(shown["state"], "queued", "{out}");
+    assert!(!events(dir.path()).contains("count old"), "the old job ran");
+}
