@@ -582,9 +582,67 @@ async fn change(
     })
 }
 
+/// The daemon's view of its `[upstreams]`, read from its metrics endpoint (the database
+/// does not hold it): each upstream's live sessions and published tools, or why it could
+/// not be read. `None` when no upstream is configured.
+pub async fn upstream_status(
+    settings: &crate::config::Settings,
+) -> Option<Result<Vec<Value>, String>> {
+    if settings.upstreams.is_empty() {
+        return None;
+    }
+    let Some(at) = settings.metrics.listen else {
+        return Some(Err(
+            "metrics.listen is off: the daemon's view of its upstreams is on its metrics endpoint"
+                .into(),
+        ));
+    };
+    let host = if at.ip().is_unspecified() {
+        std::net::SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), at.port())
+    } else {
+        at
+    };
+    let body = async {
+        let client = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(3))
+            .build()
+            .map_err(|e| e.to_string())?;
+        let r = client
+            .get(format!("http://{host}/metrics"))
+            .send()
+            .await
+            .map_err(|e| format!("the daemon's metrics at {host}: {e}"))?;
+        r.text().await.map_err(|e| e.to_string())
+    };
+    Some(body.await.map(|text| {
+        settings
+            .upstreams
+            .iter()
+            .map(|u| {
+                let gauge = |metric: &str| {
+                    let key = format!("{metric}{{upstream=\"{}\"}} ", u.name);
+                    text.lines()
+                        .find_map(|l| l.strip_prefix(key.as_str()))
+                        .and_then(|v| v.trim().parse::<f64>().ok())
+                };
+                json!({
+                    "upstream": u.name,
+                    "sessions_up": gauge(crate::telemetry::names::UPSTREAM_SESSIONS),
+                    "pool": u.pool,
+                    "tools": gauge(crate::telemetry::names::UPSTREAM_TOOLS),
+                })
+            })
+            .collect()
+    }))
+}
+
 /// `mcpq stats`: depth by state and tool, oldest wait, running per worker, and the last
-/// minute's throughput.
-pub async fn stats(store: &dyn AdminStore, json_out: bool) -> Result<ExitCode, StoreError> {
+/// minute's throughput; with `upstreams` ([`upstream_status`]), whether each is up.
+pub async fn stats(
+    store: &dyn AdminStore,
+    json_out: bool,
+    upstreams: Option<Result<Vec<Value>, String>>,
+) -> Result<ExitCode, StoreError> {
     let now = now_ms();
     let a = store.activity(now, now - 60_000).await?;
     let oldest_wait_ms = a.queue.oldest_due_at.map(|at| (now - at).max(0));
@@ -613,6 +671,11 @@ pub async fn stats(store: &dyn AdminStore, json_out: bool) -> Result<ExitCode, S
                 "paused_tools": a.queue.paused,
                 "running_per_worker": workers,
                 "finished_last_minute": finished, "throughput_per_s": finished_last_minute as f64 / 60.0,
+                "upstreams": match &upstreams {
+                    None => Value::Null,
+                    Some(Ok(list)) => json!(list),
+                    Some(Err(e)) => json!({"error": e}),
+                },
             })
         );
         return Ok(ExitCode::SUCCESS);
@@ -643,6 +706,26 @@ pub async fn stats(store: &dyn AdminStore, json_out: bool) -> Result<ExitCode, S
         "throughput: {:.1} jobs/s over the last minute",
         finished_last_minute as f64 / 60.0
     );
+    match upstreams {
+        None => {}
+        Some(Err(e)) => println!("upstreams: unknown ({e})"),
+        Some(Ok(list)) => {
+            let mut u = table(&["upstream", "sessions up", "tools"]);
+            for l in &list {
+                let n = |v: &Value| v.as_f64().map_or("-".into(), |n| format!("{n}"));
+                let up = match l["sessions_up"].as_f64() {
+                    Some(0.0) => "0 (down)".to_string(),
+                    _ => format!("{} of {}", n(&l["sessions_up"]), l["pool"]),
+                };
+                u.add_row(vec![
+                    l["upstream"].as_str().unwrap_or("").to_string(),
+                    up,
+                    n(&l["tools"]),
+                ]);
+            }
+            println!("upstreams (the daemon's view):\n{u}");
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -385,6 +385,23 @@ allow = ["echo", "get-sum"]
             .contains("mcpq_upstream_sessions_up{upstream=\"web\"} 0"),
         "the metrics say the upstream is down"
     );
+    let at = metrics.to_string();
+    let stats = |at: String| {
+        let env = &env;
+        async move {
+            let (code, out, err) = env
+                .run_with(&[("MCPQ__METRICS__LISTEN", &at)], &["stats", "--json"])
+                .await;
+            assert_eq!(code, 0, "{err}");
+            serde_json::from_str::<Value>(&out).unwrap()["upstreams"][0].clone()
+        }
+    };
+    let down = stats(at.clone()).await;
+    assert_eq!(down["upstream"], "web", "{down}");
+    assert_eq!(
+        down["sessions_up"], 0.0,
+        "mcpq stats says it is down: {down}"
+    );
 
     // server-everything in its streamable-HTTP mode comes up on that port.
     let mut server = tokio::process::Command::new(node());
@@ -426,6 +443,12 @@ allow = ["echo", "get-sum"]
         scraped.contains("mcpq_upstream_sessions_up{upstream=\"web\"} 1")
             && scraped.contains("mcpq_upstream_tools{upstream=\"web\"} 2"),
         "{scraped}"
+    );
+    let up = stats(at).await;
+    assert_eq!(
+        (up["sessions_up"].as_f64(), up["tools"].as_f64()),
+        (Some(1.0), Some(2.0)),
+        "{up}"
     );
     client.cancel().await.unwrap();
 }

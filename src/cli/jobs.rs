@@ -31,7 +31,8 @@ pub(super) async fn audit(
 
 pub(super) async fn stats(settings: &Settings, json: bool) -> Result<ExitCode, AnyError> {
     let store = admin_store(settings).await?;
-    let code = crate::ops::stats(store.admin().as_ref(), json).await?;
+    let upstreams = crate::ops::upstream_status(settings).await;
+    let code = crate::ops::stats(store.admin().as_ref(), json, upstreams).await?;
     store.store().close().await;
     Ok(code)
 }
