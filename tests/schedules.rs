@@ -91,19 +91,28 @@ async fn a_schedule_every_second_runs_one_job_per_tick_on_sqlite() {
     .unwrap();
     assert_eq!(client, "client-001");
 
-    // The metric counts what this daemon enqueued (it is the only one).
-    let (_, body) = raw_http(
-        d.metrics.expect("metrics on"),
-        b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    // The metric counts what this daemon enqueued (it is the only one). It is counted
+    // once the enqueue returns, just after its row is committed: wait for it to catch up.
+    let at = d.metrics.expect("metrics on");
+    eventually(
+        Duration::from_secs(10),
+        "the schedule counter counts every tick",
+        || async {
+            let (_, body) = raw_http(
+                at,
+                b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+            )
+            .await;
+            let counted: usize = body
+                .lines()
+                .find(|l| l.starts_with("mcpq_schedule_jobs_enqueued_total{schedule=\"beat\"}"))
+                .and_then(|l| l.rsplit(' ').next())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("no schedule counter in:\n{body}"));
+            counted >= ticks.len()
+        },
     )
     .await;
-    let counted: usize = body
-        .lines()
-        .find(|l| l.starts_with("mcpq_schedule_jobs_enqueued_total{schedule=\"beat\"}"))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no schedule counter in:\n{body}"));
-    assert!(counted >= ticks.len(), "{counted} < {}", ticks.len());
 
     // `mcpq schedules list --json`: the last tick recorded and the next three runs.
     let (code, out, err) = env.run(&["schedules", "list", "--json"]).await;
