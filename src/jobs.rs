@@ -158,6 +158,11 @@ pub enum CrashPolicy {
     /// Park it `in_doubt` until an operator retries or fails it. For tools whose effect
     /// (a payment, an e-mail) must be checked by a person before it is repeated.
     Hold,
+    /// Run it again, and let the next attempt pick up the upstream task the lost one
+    /// started instead of calling again (upstream tools of a server with the tasks
+    /// extension, docs/UPSTREAMS.md; otherwise the same as `retry`). Stored as `retry`:
+    /// the resuming is the runner's, the store only reschedules.
+    Resume,
 }
 
 impl CrashPolicy {
@@ -166,6 +171,7 @@ impl CrashPolicy {
             CrashPolicy::Retry => "retry",
             CrashPolicy::Fail => "fail",
             CrashPolicy::Hold => "hold",
+            CrashPolicy::Resume => "resume",
         }
     }
 
@@ -174,6 +180,7 @@ impl CrashPolicy {
             "retry" => CrashPolicy::Retry,
             "fail" => CrashPolicy::Fail,
             "hold" => CrashPolicy::Hold,
+            "resume" => CrashPolicy::Resume,
             _ => return None,
         })
     }
@@ -181,7 +188,7 @@ impl CrashPolicy {
     /// How the store keeps it (a small integer: rows stay short).
     pub fn code(self) -> i64 {
         match self {
-            CrashPolicy::Retry => 0,
+            CrashPolicy::Retry | CrashPolicy::Resume => 0,
             CrashPolicy::Fail => 1,
             CrashPolicy::Hold => 2,
         }
@@ -206,7 +213,7 @@ impl CrashPolicy {
         jitter: f64,
     ) -> AfterWorkerLost {
         match self {
-            CrashPolicy::Retry => {
+            CrashPolicy::Retry | CrashPolicy::Resume => {
                 match retry.after_failure(attempt, max_attempts, true, now_ms, jitter) {
                     AfterFailure::RetryAt(at) => AfterWorkerLost::RetryAt(at),
                     AfterFailure::Fail => AfterWorkerLost::Fail,

@@ -1395,6 +1395,58 @@ pub mod cases {
         obs.expect(s, Event::Fail, &b, JobState::Running).await;
     }
 
+    pub async fn an_attempts_kept_state_reaches_the_attempt_after_a_lost_worker(fx: &dyn Fixture) {
+        let s = fx.store();
+        let s = &*s;
+        let policy = RetryPolicy {
+            base_ms: 0,
+            max_ms: 0,
+        };
+        let mut obs = Observer::new();
+        let alice = client("alice");
+        let id = enqueue_new(s, &mut obs, &alice, T0).await;
+        let c = claim_one(s, &mut obs, "w", T0 + 10).await;
+        assert_eq!(c.request_state, None);
+        let kept = r#"{"io.mcpq/upstream_task":{"upstream":"u","task":"t-1"}}"#;
+
+        // Only the attempt holding the job keeps anything.
+        assert!(!s
+            .save_attempt_state(&id, c.fence + 1, Some(kept))
+            .await
+            .unwrap());
+        assert!(!s
+            .save_attempt_state(&JobId::generate(), c.fence, Some(kept))
+            .await
+            .unwrap());
+        assert!(s
+            .save_attempt_state(&id, c.fence, Some(kept))
+            .await
+            .unwrap());
+        let r = obs.expect(s, Event::Claim, &id, JobState::Running).await;
+        assert_eq!(r.attempt, 1, "keeping state is not a transition");
+
+        // The worker is lost: the rescued job's next attempt gets the state.
+        let now = T0 + 11 + LEASE;
+        assert_eq!(mcpq::worker::rescue_once(s, policy, now).await.unwrap(), 1);
+        obs.expect(s, Event::Rescue, &id, JobState::Queued).await;
+        let c2 = claim_one(s, &mut obs, "w2", now + 1).await;
+        assert_eq!(c2.attempt, 2);
+        assert_eq!(c2.request_state.as_deref(), Some(kept));
+
+        // The old attempt's fence keeps nothing now; the new one can forget it.
+        assert!(!s.save_attempt_state(&id, c.fence, None).await.unwrap());
+        assert!(s.save_attempt_state(&id, c2.fence, None).await.unwrap());
+        s.complete(vec![done(&c2, succeeded("{}"))], now + 2)
+            .await
+            .unwrap();
+        obs.expect(s, Event::Succeed, &id, JobState::Succeeded)
+            .await;
+        assert!(!s
+            .save_attempt_state(&id, c2.fence, Some(kept))
+            .await
+            .unwrap());
+    }
+
     pub async fn release_requeues_without_counting_the_attempt(fx: &dyn Fixture) {
         let s = fx.store();
         let s = &*s;
@@ -2046,14 +2098,18 @@ pub mod cases {
         assert_eq!(mcpq::worker::rescue_once(s, policy, now).await.unwrap(), 3);
         for (p, id) in &ids_by {
             let r = match p {
-                CrashPolicy::Retry => obs.expect(s, Event::Rescue, id, JobState::Queued).await,
+                CrashPolicy::Retry | CrashPolicy::Resume => {
+                    obs.expect(s, Event::Rescue, id, JobState::Queued).await
+                }
                 CrashPolicy::Fail => obs.expect(s, Event::Fail, id, JobState::Failed).await,
                 CrashPolicy::Hold => obs.expect(s, Event::Hold, id, JobState::InDoubt).await,
             };
             let errors = errors_of(&r);
             assert_eq!(errors.len(), 1, "{p:?}");
             match p {
-                CrashPolicy::Retry => assert!(errors[0].2.starts_with("lease_expired")),
+                CrashPolicy::Retry | CrashPolicy::Resume => {
+                    assert!(errors[0].2.starts_with("lease_expired"))
+                }
                 _ => assert!(errors[0].2.starts_with("worker_lost"), "{p:?}: {errors:?}"),
             }
         }
@@ -2913,6 +2969,7 @@ macro_rules! for_each_case {
             rescue_requeues_expired_leases_and_fails_after_max_attempts,
             rescue_skips_leases_extended_by_a_heartbeat,
             release_requeues_without_counting_the_attempt,
+            an_attempts_kept_state_reaches_the_attempt_after_a_lost_worker,
             cancel_request_survives_a_requeue,
             prune_deletes_only_jobs_finished_before_the_cutoff,
             nonces_are_live_until_they_expire_and_then_pruned,

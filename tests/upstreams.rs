@@ -652,3 +652,80 @@ async fn a_job_queued_under_one_listing_is_not_run_against_a_changed_tool() {
     assert_eq!(shown["state"], "queued", "{out}");
     assert!(!events(dir.path()).contains("count old"), "the old job ran");
 }
+
+#[tokio::test]
+async fn a_worker_killed_while_an_upstream_task_runs_is_resumed_from_the_same_task() {
+    // The upstream: another mcpq daemon, a tasks-capable MCP server (2026-07-28 tasks
+    // extension), whose `work` job tool records each run and waits for a gate.
+    let dir = tempfile::tempdir().unwrap();
+    let (count, gate) = (dir.path().join("count"), dir.path().join("gate"));
+    let upstream = TestEnv::new(&format!(
+        "[tools.work]\ndescription = \"Waits for its gate\"\ncommand = [\"{}\"]\nenv = {{ COUNT = \"{}\", GATE = \"{}\" }}\n",
+        fixtures().join("counted_gate.sh").display(),
+        count.display(),
+        gate.display()
+    ));
+    let u = upstream.spawn_daemon().await;
+    let token = dir.path().join("token");
+    std::fs::write(&token, TOKEN).unwrap();
+    let env = TestEnv::new(&format!(
+        "[upstreams.up]\nurl = \"http://{}/mcp\"\nbearer_token_file = \"{}\"\nallow = [\"work\"]\ntimeout_secs = 120\n",
+        u.addr,
+        token.display()
+    ))
+    .set("MCPQ__SERVER__EMBEDDED_WORKERS", "0")
+    .set("MCPQ__JOBS__LEASE_MS", "1000")
+    .set("MCPQ__JOBS__HEARTBEAT_MS", "100")
+    .set("MCPQ__JOBS__RESCUE_INTERVAL_MS", "100")
+    .set("MCPQ__JOBS__RETRY_BASE_MS", "100");
+    let d = env.spawn_daemon().await;
+    let mut c = env.client(&d).await;
+    let job = job_id(&c.call("up_work", args("{}")).await.unwrap());
+    let mut w1 = env.spawn_worker(1).await;
+    let pool = db(&env.db_path()).await;
+    let kept = || async {
+        sqlx::query_as::<_, (i64, String, Option<String>)>(
+            "SELECT attempt, state, request_state FROM jobs WHERE id = ?",
+        )
+        .bind(&job)
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+    };
+    eventually(
+        Duration::from_secs(30),
+        "the upstream task runs and its id is kept",
+        || async {
+            std::fs::read_to_string(&count).is_ok_and(|c| c.lines().count() == 1)
+                && kept()
+                    .await
+                    .2
+                    .is_some_and(|s| s.contains("io.mcpq/upstream_task"))
+        },
+    )
+    .await;
+
+    // kill -9 of the worker while the upstream's task runs: the next attempt, on another
+    // worker, polls the same task instead of calling `work` again.
+    w1.kill9().await;
+    let _w2 = env.spawn_worker(1).await;
+    eventually(Duration::from_secs(30), "a second attempt runs", || async {
+        let (attempt, state, _) = kept().await;
+        attempt == 2 && state == "running"
+    })
+    .await;
+    std::fs::write(&gate, "").unwrap();
+    let done = poll_until_finished(&mut c, &job, Duration::from_secs(30)).await;
+    assert_eq!(done.status, mcpq::envelope::Status::Done, "{}", done.raw);
+    assert!(done.raw.contains("released"), "{}", done.raw);
+    assert_eq!(
+        std::fs::read_to_string(&count).unwrap().lines().count(),
+        1,
+        "the upstream's tool ran once"
+    );
+    let upstream_jobs: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs WHERE tool = 'work'")
+        .fetch_one(&db(&upstream.db_path()).await)
+        .await
+        .unwrap();
+    assert_eq!(upstream_jobs, 1, "the upstream was called once");
+}

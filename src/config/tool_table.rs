@@ -305,6 +305,19 @@ fn resolve_with(
             Some(asked.requests)
         }
     };
+    // An upstream's tool resumes the upstream's task after a lost worker by default (a
+    // server without tasks gets `retry`'s behaviour); other tools have no task to resume.
+    let on_worker_crash = match (raw.on_worker_crash, &target) {
+        (Some(CrashPolicy::Resume), Target::Command { .. } | Target::Http { .. }) => {
+            return Err(invalid(
+                name,
+                "on_worker_crash = \"resume\" is for tools of an upstream MCP server ([upstreams])",
+            ))
+        }
+        (Some(p), _) => p,
+        (None, Target::Upstream { .. }) => CrashPolicy::Resume,
+        (None, _) => CrashPolicy::Retry,
+    };
     let concurrency = match raw.mode {
         Mode::Sync => Some(raw.concurrency.unwrap_or(DEFAULT_SYNC_CONCURRENCY)),
         Mode::Job => raw.concurrency,
@@ -326,7 +339,7 @@ fn resolve_with(
         per_key,
         rate_per_sec: raw.rate_per_sec,
         dedupe_secs: raw.dedupe_secs,
-        on_worker_crash: raw.on_worker_crash.unwrap_or_default(),
+        on_worker_crash,
         max_output_bytes,
         task_support: raw.task_support.unwrap_or_default(),
         ask,
@@ -640,6 +653,10 @@ env = { PATH = "/usr/bin:/bin" }
             (
                 "description = \"d\"\ncommand = [\"/a\"]\non_worker_crash = \"maybe\"",
                 "maybe",
+            ),
+            (
+                "description = \"d\"\ncommand = [\"/a\"]\non_worker_crash = \"resume\"",
+                "for tools of an upstream",
             ),
         ] {
             let e = one(&format!("[tools.t]\n{toml}\n")).unwrap_err();

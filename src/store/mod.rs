@@ -576,6 +576,15 @@ pub trait Store: Send + Sync + 'static {
         now: i64,
     ) -> BoxFuture<'_, Result<Vec<JobId>, StoreError>>;
 
+    /// Keeps `state` for the next attempt of a running job whose fence is still `fence`
+    /// (an upstream task's id); false when the attempt no longer holds the job.
+    fn save_attempt_state<'a>(
+        &'a self,
+        id: &'a JobId,
+        fence: i64,
+        state: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<bool, StoreError>>;
+
     /// Gives running jobs back to the queue without counting the attempt.
     fn release(
         &self,

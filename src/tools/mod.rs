@@ -142,7 +142,13 @@ pub struct JobCtx {
     pub meta: Option<Arc<JobMeta>>,
     progress: Arc<Mutex<Option<Object>>>,
     logs: Option<LogSink>,
+    keep: Option<KeepState>,
 }
+
+/// Writes a string the job's next attempt gets (`JobMeta::input`'s `request_state`) while
+/// this attempt runs, fenced to it; `Ok(false)` when the attempt no longer holds the job.
+pub type KeepState =
+    Arc<dyn Fn(Option<String>) -> BoxFuture<'static, Result<bool, String>> + Send + Sync>;
 
 impl JobCtx {
     pub fn new(cancel: CancellationToken) -> JobCtx {
@@ -151,6 +157,23 @@ impl JobCtx {
             meta: None,
             progress: Arc::new(Mutex::new(None)),
             logs: None,
+            keep: None,
+        }
+    }
+
+    /// Lets the attempt keep state for the next one (a worker's job attempts).
+    pub fn with_keep(mut self, keep: KeepState) -> JobCtx {
+        self.keep = Some(keep);
+        self
+    }
+
+    /// Keeps `state` for the job's next attempt, durably before it returns (an upstream
+    /// task's id, so a lost worker's successor resumes it). `Ok(false)`: nothing to keep it
+    /// in (a sync call) or the attempt lost its job.
+    pub async fn keep_state(&self, state: Option<String>) -> Result<bool, String> {
+        match &self.keep {
+            Some(keep) => keep(state).await,
+            None => Ok(false),
         }
     }
 

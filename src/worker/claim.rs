@@ -63,6 +63,7 @@ pub async fn run(parts: WorkerParts, stop: CancellationToken) {
             clock,
             default_retry: opts.retry,
             worker: opts.id.as_str().into(),
+            store: store.clone(),
         },
         store,
         registry,

@@ -20,7 +20,7 @@ use crate::jobs::{AfterFailure, CrashPolicy, JobId, RetryPolicy};
 use crate::json::{self, Json};
 use crate::otel::spans::{self, JobTrace};
 use crate::otel::TraceHeaders;
-use crate::store::{ClaimedJob, Completion, Outcome};
+use crate::store::{ClaimedJob, Completion, Outcome, Store};
 use crate::tools::{JobCtx, JobError, JobMeta, Registry, Tool};
 
 /// What the worker needs to decide a job tool's outcomes, looked up once per registry.
@@ -67,9 +67,25 @@ pub(super) struct Launcher {
     pub(super) default_retry: RetryPolicy,
     /// This worker's id, on its spans.
     pub(super) worker: Arc<str>,
+    /// Where an attempt keeps state for the next one (`JobCtx::keep_state`).
+    pub(super) store: Arc<dyn Store>,
 }
 
 impl Launcher {
+    /// Writes an attempt's state for the next one, fenced to this attempt.
+    fn keeper(&self, job: &ClaimedJob) -> crate::tools::KeepState {
+        let (store, id, fence) = (self.store.clone(), job.id.clone(), job.fence);
+        Arc::new(move |state: Option<String>| {
+            let (store, id) = (store.clone(), id.clone());
+            Box::pin(async move {
+                store
+                    .save_attempt_state(&id, fence, state.as_deref())
+                    .await
+                    .map_err(|e| e.to_string())
+            })
+        })
+    }
+
     /// Starts one claimed job as a task of its own, with the registry snapshot it was
     /// claimed under; it counts as running (and has its lease kept) from now on. `trace`:
     /// the context of the call that created it, when traced (docs/TRACING.md).
@@ -100,7 +116,8 @@ impl Launcher {
                     }
                 }),
             },
-        );
+        )
+        .with_keep(self.keeper(&job));
         let stop = Arc::new(Stop::default());
         lock(&self.inflight).insert(
             job.id.clone(),
@@ -412,7 +429,7 @@ fn interrupted(on_crash: CrashPolicy) -> Option<Outcome> {
     let error =
         "worker_lost: the worker shut down during the attempt (grace period over)".to_string();
     match on_crash {
-        CrashPolicy::Retry => None,
+        CrashPolicy::Retry | CrashPolicy::Resume => None,
         CrashPolicy::Fail => Some(Outcome::Failed { error }),
         CrashPolicy::Hold => Some(Outcome::InDoubt { error }),
     }

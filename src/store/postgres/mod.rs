@@ -23,6 +23,7 @@ mod admin;
 mod audit;
 mod bench;
 mod browse;
+mod claim;
 mod copy;
 mod open;
 mod reader;
@@ -34,7 +35,7 @@ mod writer;
 
 use std::sync::Arc;
 
-use sqlx::postgres::{PgPool, PgRow};
+use sqlx::postgres::PgPool;
 use sqlx::Row;
 use tokio::sync::{mpsc, oneshot, Mutex, Notify};
 
@@ -174,85 +175,6 @@ impl PgStore {
             .collect::<Result<_, StoreError>>()?;
         self.inner.changes.send(ids.iter().map(|id| id.0.as_str()));
         Ok(ids)
-    }
-
-    async fn claim_capped(
-        &self,
-        worker: &str,
-        limit: usize,
-        now: i64,
-        lease_ms: i64,
-        filter: &ClaimFilter,
-    ) -> Result<Vec<PgRow>, StoreError> {
-        let mut tx = self.inner.pool.begin().await?;
-        let mut rows = if filter.defs.is_empty() {
-            Vec::new()
-        } else {
-            sqlx::query(sql::CLAIM)
-                .bind(worker)
-                .bind(now)
-                .bind(limit as i64)
-                .bind(lease_ms)
-                .bind(&filter.defs)
-                .fetch_all(&mut *tx)
-                .await?
-        };
-        // Locks in name order, so two claimers never wait on each other in a cycle.
-        let mut capped: Vec<&CappedTool> = filter.capped.iter().collect();
-        capped.sort_by(|a, b| a.tool.cmp(&b.tool));
-        for c in capped {
-            let left = limit.saturating_sub(rows.len());
-            if left == 0 {
-                break;
-            }
-            // Held until commit: counting the tool's running jobs and claiming up to its
-            // limit see no other claimer in between.
-            sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('mcpq-capped:' || $1, 0))")
-                .bind(&c.tool)
-                .execute(&mut *tx)
-                .await?;
-            let mut take = left;
-            let mut bucket = None;
-            if let Some(rate) = c.rate {
-                let stored: Option<(f64, i64)> = sqlx::query_as(sql::RATE_READ)
-                    .bind(&c.tool)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                let tokens = crate::jobs::rate_tokens(rate, stored, now);
-                take = take.min(tokens.floor().max(0.0) as usize);
-                bucket = Some(tokens);
-            }
-            if take == 0 {
-                continue;
-            }
-            let q = sqlx::query(match c.per_key {
-                None => sql::CLAIM_TOOL,
-                Some(_) => sql::CLAIM_TOOL_KEYED,
-            })
-            .bind(worker)
-            .bind(now)
-            .bind(i64::from(c.limit))
-            .bind(lease_ms)
-            .bind(&c.tool)
-            .bind(&c.defs)
-            .bind(take as i64);
-            let q = match c.per_key {
-                None => q,
-                Some(per_key) => q.bind(i64::from(per_key)).bind(KEYED_CLAIM_WINDOW),
-            };
-            let got = q.fetch_all(&mut *tx).await?;
-            if let Some(tokens) = bucket {
-                sqlx::query(sql::RATE_WRITE)
-                    .bind(&c.tool)
-                    .bind(tokens - got.len() as f64)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            rows.extend(got);
-        }
-        tx.commit().await?;
-        Ok(rows)
     }
 }
 
@@ -558,6 +480,24 @@ impl Store for PgStore {
         now: i64,
     ) -> BoxFuture<'_, Result<Vec<JobId>, StoreError>> {
         Box::pin(self.apply_completions(done, now, false))
+    }
+
+    fn save_attempt_state<'a>(
+        &'a self,
+        id: &'a JobId,
+        fence: i64,
+        state: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(async move {
+            let _turn = self.inner.writes.lock().await;
+            let r = sqlx::query(sql::SAVE_ATTEMPT_STATE)
+                .bind(&id.0)
+                .bind(fence)
+                .bind(state)
+                .execute(&self.inner.pool)
+                .await?;
+            Ok(r.rows_affected() == 1)
+        })
     }
 
     fn release(

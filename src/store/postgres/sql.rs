@@ -23,6 +23,7 @@ pub const RESOLVE_IN_DOUBT: &str = include_str!("sql/resolve_in_doubt.sql");
 pub const HEARTBEAT: &str = include_str!("sql/heartbeat.sql");
 pub const COMPLETE: &str = include_str!("sql/complete.sql");
 pub const RELEASE: &str = include_str!("sql/release.sql");
+pub const SAVE_ATTEMPT_STATE: &str = include_str!("sql/save_attempt_state.sql");
 pub const ENQUEUE_TRACED: &str = include_str!("sql/enqueue_traced.sql");
 pub const EXPIRED_LEASES: &str = include_str!("sql/expired_leases.sql");
 pub const TRACED_JOBS: &str = include_str!("sql/traced_jobs.sql");

@@ -601,6 +601,24 @@ impl Store for SqliteStore {
         Box::pin(self.apply_completions(done, now, false))
     }
 
+    fn save_attempt_state<'a>(
+        &'a self,
+        id: &'a JobId,
+        fence: i64,
+        state: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(async move {
+            let mut conn = self.inner.writer.lock().await;
+            let r = sqlx::query(sql::SAVE_ATTEMPT_STATE)
+                .bind(&id.0)
+                .bind(fence)
+                .bind(state)
+                .execute(&mut *conn)
+                .await?;
+            Ok(r.rows_affected() == 1)
+        })
+    }
+
     fn release(
         &self,
         jobs: Vec<(JobId, i64)>,

@@ -37,6 +37,7 @@ pub const HEARTBEAT: &str = include_str!("sql/heartbeat.sql");
 pub const COMPLETE: &str = include_str!("sql/complete.sql");
 pub const COMPLETE_ASK: &str = include_str!("sql/complete_ask.sql");
 pub const RELEASE: &str = include_str!("sql/release.sql");
+pub const SAVE_ATTEMPT_STATE: &str = include_str!("sql/save_attempt_state.sql");
 pub const EXPIRED_LEASES: &str = include_str!("sql/expired_leases.sql");
 pub const TRACED_JOBS: &str = include_str!("sql/traced_jobs.sql");
 pub const PRUNE_JOBS: &str = include_str!("sql/prune_jobs.sql");

@@ -86,6 +86,7 @@ impl Runner {
                     upstream: upstream.clone(),
                     tool: tool.clone(),
                     max_output: def.max_output_bytes,
+                    resume: def.on_worker_crash == crate::jobs::CrashPolicy::Resume,
                 })),
                 None => Err(ConfigError::Invalid(format!(
                     "tools.{}: an upstream tool without upstreams",

@@ -14,6 +14,8 @@ pub struct UpstreamRunner {
     pub upstream: String,
     pub tool: String,
     pub max_output: usize,
+    /// Follows the upstream task a lost attempt started (`on_worker_crash = "resume"`).
+    pub resume: bool,
 }
 
 impl std::fmt::Debug for UpstreamRunner {
@@ -32,6 +34,15 @@ impl UpstreamRunner {
         };
         let args: serde_json::Map<String, serde_json::Value> = serde_json::from_str(inv.args_json)
             .map_err(|e| JobError::Fatal(format!("invalid_args: {e}")))?;
-        call::call(&u, &self.tool, args, &inv.ctx, inv.timeout, self.max_output).await
+        call::call(
+            &u,
+            &self.tool,
+            args,
+            &inv.ctx,
+            inv.timeout,
+            self.max_output,
+            self.resume,
+        )
+        .await
     }
 }

@@ -5,7 +5,8 @@
 //! A timed-out stdio server gets its kill grace to show it still answers (a ping); one
 //! that does not is killed, and the pool starts it again. The result is the upstream's
 //! `content` (and `structuredContent`), which `/mcp` passes through unchanged; an
-//! `isError` result is the tool's own error (`tool_error: …`).
+//! `isError` result is the tool's own error (`tool_error: …`). A call the upstream makes
+//! a task (the tasks extension) is followed to its end by [`super::task`].
 //!
 //! It must not retry: the job's policy decides, from the [`JobError`] kind.
 
@@ -16,6 +17,9 @@ use rmcp::model::{
 };
 use rmcp::service::PeerRequestOptions;
 
+use tokio::time::Instant;
+
+use super::task::{self, Followed};
 use super::Upstream;
 use crate::config::upstreams::Transport;
 use crate::json::{Json, Object};
@@ -28,6 +32,8 @@ const SESSION_WAIT: Duration = Duration::from_secs(5);
 pub const TOOL_ERROR: &str = "tool_error: ";
 
 /// Calls `tool` with `args` within `timeout`; `max_output` bounds the result's JSON.
+/// `resume`: an upstream task an earlier, lost attempt started is followed instead of
+/// calling again, and a task this call starts is kept for the next attempt.
 pub async fn call(
     u: &Upstream,
     tool: &str,
@@ -35,13 +41,24 @@ pub async fn call(
     ctx: &JobCtx,
     timeout: Duration,
     max_output: usize,
+    resume: bool,
 ) -> Result<Object, JobError> {
     let name = &u.def.name;
+    let deadline = Instant::now() + timeout;
     let Some(slot) = u.session_within(SESSION_WAIT).await else {
         return Err(JobError::Retryable(format!(
             "upstream_down: upstream {name} has no live session"
         )));
     };
+    if let Some(id) = task::kept(ctx, name).filter(|_| resume) {
+        match task::follow(u, &slot, &id, ctx, deadline, max_output, true).await {
+            Followed::Done(r) => return r,
+            Followed::Unknown(why) => {
+                tracing::warn!(upstream = %name, task = %id, "the upstream no longer knows the task a lost attempt started ({why}); calling again");
+                task::forget(ctx).await;
+            }
+        }
+    }
     let mut params = CallToolRequestParams::new(tool.to_string());
     params.arguments = Some(args);
     let request = ClientRequest::CallToolRequest(CallToolRequest::new(params));
@@ -55,7 +72,7 @@ pub async fn call(
     let outcome = tokio::select! {
         r = handle.await_response() => Some(r),
         _ = ctx.cancel.cancelled() => None,
-        _ = tokio::time::sleep(timeout) => {
+        _ = tokio::time::sleep_until(deadline) => {
             slot.calls.remove(&token);
             let _ = slot.peer.notify_cancelled(CancelledNotificationParam::new(Some(id), Some("timeout".into()))).await;
             check_alive(u, &slot).await;
@@ -65,8 +82,8 @@ pub async fn call(
             )));
         }
     };
-    slot.calls.remove(&token);
     let Some(response) = outcome else {
+        slot.calls.remove(&token);
         let _ = slot
             .peer
             .notify_cancelled(CancelledNotificationParam::new(
@@ -76,12 +93,20 @@ pub async fn call(
             .await;
         return Err(JobError::Fatal("cancelled".into()));
     };
-    match response {
-        Ok(ServerResult::CallToolResult(r)) => {
-            let value = serde_json::to_value(&r)
-                .map_err(|e| JobError::Fatal(format!("invalid_output: {e}")))?;
-            result(value, max_output)
+    let answer = match response {
+        // The upstream made the call a task: its progress keeps the call's token.
+        Ok(ServerResult::CreateTaskResult(t)) => {
+            if resume {
+                task::keep(ctx, name, &t.task.task_id).await;
+            }
+            match task::follow(u, &slot, &t.task.task_id, ctx, deadline, max_output, false).await {
+                Followed::Done(r) => r,
+                Followed::Unknown(why) => Err(JobError::Fatal(format!("upstream_error: {why}"))),
+            }
         }
+        Ok(ServerResult::CallToolResult(r)) => serde_json::to_value(&r)
+            .map_err(|e| JobError::Fatal(format!("invalid_output: {e}")))
+            .and_then(|value| result(value, max_output)),
         Ok(other) => Err(JobError::Fatal(format!(
             "invalid_output: the upstream answered tools/call with {}",
             kind(&other)
@@ -91,7 +116,9 @@ pub async fn call(
             e.code.0, e.message
         ))),
         Err(e) => Err(JobError::Retryable(format!("upstream_lost: {name}: {e}"))),
-    }
+    };
+    slot.calls.remove(&token);
+    answer
 }
 
 fn kind(r: &ServerResult) -> String {
@@ -105,7 +132,7 @@ fn kind(r: &ServerResult) -> String {
 }
 
 /// The upstream's `CallToolResult` as mcpq's result: `content` and `structuredContent`.
-fn result(value: serde_json::Value, max_output: usize) -> Result<Object, JobError> {
+pub(super) fn result(value: serde_json::Value, max_output: usize) -> Result<Object, JobError> {
     let text = value.to_string();
     if text.len() > max_output {
         return Err(JobError::Fatal(format!(

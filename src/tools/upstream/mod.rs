@@ -15,6 +15,7 @@
 
 pub mod call;
 pub mod session;
+pub mod task;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -294,6 +295,14 @@ async fn keep_up(u: Arc<Upstream>, i: usize) {
                     calls,
                     kill: kill.clone(),
                 })));
+                if i == 0 {
+                    session::listen_for_changes(
+                        service.peer().clone(),
+                        u.def.name.clone(),
+                        u.relist.clone(),
+                        kill.clone(),
+                    );
+                }
                 tracing::info!(upstream = %u.def.name, slot = i, "upstream session up");
                 u.report();
                 u.relist.notify_one();

@@ -17,10 +17,11 @@ use std::time::Duration;
 #[allow(deprecated)]
 use rmcp::model::{
     ClientCapabilities, ClientConfig, Implementation, LoggingMessageNotificationParam,
-    ProgressNotificationParam, ProgressToken,
+    ProgressNotificationParam, ProgressToken, TASKS_EXTENSION_ID,
 };
+use rmcp::service::ClientLifecycleMode;
 use rmcp::service::{NotificationContext, RunningService};
-use rmcp::{ClientHandler, RoleClient, ServiceExt};
+use rmcp::{ClientHandler, ClientServiceExt, RoleClient};
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::Notify;
 
@@ -64,8 +65,16 @@ pub struct Handler {
 
 impl ClientHandler for Handler {
     fn get_info(&self) -> ClientConfig {
+        // The tasks extension: a server that has it may answer a long call with a task,
+        // which a job's attempt keeps and a lost worker's successor resumes (task.rs).
+        let mut capabilities = ClientCapabilities::default();
+        capabilities.extensions = Some(
+            [(TASKS_EXTENSION_ID.to_string(), Default::default())]
+                .into_iter()
+                .collect(),
+        );
         ClientConfig::new(
-            ClientCapabilities::default(),
+            capabilities,
             Implementation::new("mcpq", env!("CARGO_PKG_VERSION")),
         )
     }
@@ -174,7 +183,7 @@ async fn connect_inner(def: &UpstreamDef, handler: Handler) -> Result<Session, S
             tokio::spawn(forward_stderr(def.name.clone(), pipes.stderr));
             drop(pipes.progress);
             let service = handler
-                .serve((pipes.stdout, pipes.stdin))
+                .serve_with_lifecycle((pipes.stdout, pipes.stdin), lifecycle())
                 .await
                 .map_err(|e| format!("initialize: {e}"))?;
             Ok(Session {
@@ -207,7 +216,7 @@ async fn connect_inner(def: &UpstreamDef, handler: Handler) -> Result<Session, S
             let transport =
                 rmcp::transport::StreamableHttpClientTransport::with_client(client, config);
             let service = handler
-                .serve(transport)
+                .serve_with_lifecycle(transport, lifecycle())
                 .await
                 .map_err(|e| format!("initialize: {e}"))?;
             Ok(Session {
@@ -215,6 +224,61 @@ async fn connect_inner(def: &UpstreamDef, handler: Handler) -> Result<Session, S
                 child: None,
             })
         }
+    }
+}
+
+/// On a 2026-07-28 session, where a server sends `notifications/tools/list_changed` only
+/// on a `subscriptions/listen` stream: listens for it until `end`, waking `relist`. A 2025
+/// session gets it unasked (the handler's `on_tool_list_changed`).
+pub fn listen_for_changes(
+    peer: rmcp::Peer<RoleClient>,
+    upstream: String,
+    relist: Arc<Notify>,
+    end: tokio_util::sync::CancellationToken,
+) {
+    let modern = peer
+        .peer_info()
+        .is_some_and(|i| i.protocol_version >= rmcp::model::ProtocolVersion::V_2026_07_28);
+    if !modern {
+        return;
+    }
+    tokio::spawn(async move {
+        let filter = rmcp::model::SubscriptionFilter::builder()
+            .tools_list_changed()
+            .build();
+        let mut sub = match tokio::select! {
+            s = peer.listen(filter) => s,
+            _ = end.cancelled() => return,
+        } {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::info!(upstream = %upstream, "the upstream offers no subscriptions/listen ({e}); its tools are listed again on reconnect and SIGHUP");
+                return;
+            }
+        };
+        loop {
+            let next = tokio::select! {
+                n = sub.next() => n,
+                _ = end.cancelled() => return,
+            };
+            match next {
+                Ok(Some(rmcp::model::ServerNotification::ToolListChangedNotification(_))) => {
+                    tracing::info!(upstream = %upstream, "upstream says its tools changed");
+                    relist.notify_one();
+                }
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => return,
+            }
+        }
+    });
+}
+
+/// The newest revision the server speaks: `server/discover` for 2026-07-28 (where the tasks
+/// extension lives), else the 2025 `initialize` handshake.
+fn lifecycle() -> ClientLifecycleMode {
+    ClientLifecycleMode::Auto {
+        preferred_versions: vec![rmcp::model::ProtocolVersion::V_2026_07_28],
+        legacy_version: None,
     }
 }
 
