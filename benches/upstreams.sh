@@ -9,7 +9,13 @@
 #     HTTP, `mcpq bench mcp` at c=32 through mcpq's /mcp vs straight at the peer; target
 #     >= 0.5x; and at c=1 the added p50.
 #
+#  3. with CF_ENV (ContextForge's state/endpoint.env, ../shared/peers/contextforge: run its
+#     start.sh first, which also starts the rmcp peer), the same pass-through calls through
+#     ContextForge in front of the same peer, c=32 and c=4 for CF_D seconds (default 16: it
+#     answers a few calls a second, so a run needs whole waves of 32); target: mcpq >= 5x.
+#
 #   bash benches/upstreams.sh              # RUNS=3 N=5000 P=32
+#   CF_ENV=../shared/peers/contextforge/state/endpoint.env ONLY=pass bash benches/upstreams.sh
 #
 # Needs node and tests/fixtures/upstreams/node_modules (npm ci there), and the rmcp peer
 # (built by its start.sh on first use). Loopback only.
@@ -54,7 +60,12 @@ wait_port() {
   [ -f "$work/err" ] && tail -5 "$work/err" >&2
   return 1
 }
-for port in "$PORT" "$PEER_PORT"; do
+CF_URL=
+if [ -n "${CF_ENV:-}" ]; then
+  # shellcheck disable=SC1090
+  . "$CF_ENV"   # CF_URL, CF_TOKEN, CF_TOOL_BATCH_SUM; its start.sh runs the peer
+fi
+for port in "$PORT" $([ -z "$CF_URL" ] && echo "$PEER_PORT"); do
   if (echo > "/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
     echo "port $port is already in use; stop whatever listens there first" >&2
     exit 1
@@ -81,7 +92,9 @@ export MCPQ__DATABASE__PATH=$work/m.db MCPQ__SERVER__LISTEN=127.0.0.1:$PORT \
        MCPQ__METRICS__LISTEN="" MCPQ__SERVER__EMBEDDED_WORKERS=0 MCPQ__LIMITS__MAX_QUEUED_PER_CLIENT=0 \
        MCPQ__WORKER__MAX_PROCESSES=$((P / 2)) RUST_LOG=warn
 
-"$PEER_DIR/target/release/rmcp-peer" "127.0.0.1:$PEER_PORT" > /dev/null 2>&1 & peer_pid=$!
+if [ -z "$CF_URL" ]; then
+  "$PEER_DIR/target/release/rmcp-peer" "127.0.0.1:$PEER_PORT" > /dev/null 2>&1 & peer_pid=$!
+fi
 wait_port "$PEER_PORT"
 
 start_daemon() {
@@ -117,27 +130,46 @@ run_pass() { # -> "through direct through_p50 direct_p50"
   direct=$(bench_mcp "http://127.0.0.1:$PEER_PORT/mcp" batch_sum "$P" --token "")
   t1=$(bench_mcp "http://127.0.0.1:$PORT/mcp" peer_batch_sum 1)
   d1=$(bench_mcp "http://127.0.0.1:$PEER_PORT/mcp" batch_sum 1 --token "")
+  local cf=0 cf4=0
+  if [ -n "$CF_URL" ]; then
+    local c32 c4
+    c32=$(D=${CF_D:-16} bench_mcp "$CF_URL" "$CF_TOOL_BATCH_SUM" "$P" --token "$CF_TOKEN")
+    c4=$(D=${CF_D:-16} bench_mcp "$CF_URL" "$CF_TOOL_BATCH_SUM" 4 --token "$CF_TOKEN")
+    echo "contextforge c=$P: $c32 | contextforge c=4: $c4" >&2
+    cf=$(echo "$c32" | rate_f); cf4=$(echo "$c4" | rate_f)
+  fi
   stop_all
   echo "through: $through | direct: $direct | c=1 through: $t1 | c=1 direct: $d1" >&2
-  echo "$(echo "$through" | rate) $(echo "$direct" | rate) $(echo "$t1" | p50) $(echo "$d1" | p50)"
+  echo "$(echo "$through" | rate) $(echo "$direct" | rate) $(echo "$t1" | p50) $(echo "$d1" | p50) $cf $cf4"
 }
+# Calls answered per second with a decimal (the summary rounds to whole calls).
+rate_f() { sed -E 's/.* ok=([0-9]+) .*\(([0-9.]+)s\).*/\1 \2/' | awk '{printf "%.2f", $1 / $2}'; }
 
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 
 : > "$work/cat"; : > "$work/ev"; : > "$work/pass"
 for r in $(seq 1 "$RUNS"); do
   echo "--- run $r of $RUNS" >&2
-  run_job cat >> "$work/cat"
-  run_job ev_echo >> "$work/ev"
+  if [ "${ONLY:-}" != pass ]; then
+    run_job cat >> "$work/cat"
+    run_job ev_echo >> "$work/ev"
+  else
+    echo 1 >> "$work/cat"; echo 0 >> "$work/ev"
+  fi
   run_pass >> "$work/pass"
 done
 cat_=$(median < "$work/cat"); ev=$(median < "$work/ev")
 through=$(cut -d' ' -f1 "$work/pass" | median); direct=$(cut -d' ' -f2 "$work/pass" | median)
 tp50=$(cut -d' ' -f3 "$work/pass" | median); dp50=$(cut -d' ' -f4 "$work/pass" | median)
 echo "runs: cat $(paste -sd/ "$work/cat")  ev_echo $(paste -sd/ "$work/ev")  pass $(paste -sd'|' "$work/pass")"
-printf 'job path, stdio upstream (server-everything echo), %d jobs, 2 workers: %s jobs/s vs command tool /bin/cat %s jobs/s: %.2fx (target >= 0.8x)\n' \
+[ "${ONLY:-}" = pass ] || printf 'job path, stdio upstream (server-everything echo), %d jobs, 2 workers: %s jobs/s vs command tool /bin/cat %s jobs/s: %.2fx (target >= 0.8x)\n' \
   "$N" "$ev" "$cat_" "$(echo "$ev / $cat_" | bc -l)"
 printf 'sync pass-through to rmcp-peer, c=%d: %s calls/s vs direct %s req/s: %.2fx (target >= 0.5x)\n' \
   "$P" "$through" "$direct" "$(echo "$through / $direct" | bc -l)"
 printf 'c=1 p50: through %s ms, direct %s ms: added %.3f ms (target <= 0.5 ms)\n' \
   "$tp50" "$dp50" "$(echo "$tp50 - $dp50" | bc -l)"
+if [ -n "$CF_URL" ]; then
+  cf=$(cut -d' ' -f5 "$work/pass" | median); cf4=$(cut -d' ' -f6 "$work/pass" | median)
+  printf 'ContextForge in front of the same peer: c=%d %s req/s, c=4 %s req/s; mcpq in front at c=%d: %.0fx ContextForge (target >= 5x)\n' \
+    "$P" "$cf" "$cf4" "$P" "$(echo "$through / ($cf + 0.000001)" | bc -l)"
+fi
