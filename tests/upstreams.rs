@@ -587,6 +587,15 @@ async fn a_list_changed_upstream_is_listed_again_and_bad_output_is_a_job_error()
     let huge = client.call_tool(params("fx_huge", json!({}))).await;
     let e = format!("{huge:?}");
     assert!(e.contains("output_too_large"), "{e}");
+    // A result against the tool's own output schema, and a response that is no tools/call
+    // result: each a clear job error.
+    let lied = format!("{:?}", client.call_tool(params("fx_liar", json!({}))).await);
+    assert!(lied.contains("output_schema"), "{lied}");
+    let garbled = format!(
+        "{:?}",
+        client.call_tool(params("fx_garble", json!({}))).await
+    );
+    assert!(garbled.contains("invalid_output"), "{garbled}");
     // And the daemon and the session are fine.
     let counted = client
         .call_tool(params("fx_count", json!({"note": "after"})))

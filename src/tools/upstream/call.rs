@@ -108,7 +108,7 @@ pub async fn call(
             .map_err(|e| JobError::Fatal(format!("invalid_output: {e}")))
             .and_then(|value| result(value, max_output)),
         Ok(other) => Err(JobError::Fatal(format!(
-            "invalid_output: the upstream answered tools/call with {}",
+            "invalid_output: the upstream's answer to tools/call is not a tool result (its fields: {})",
             kind(&other)
         ))),
         Err(rmcp::ServiceError::McpError(e)) => Err(JobError::Fatal(format!(
