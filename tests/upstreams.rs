@@ -738,3 +738,57 @@ async fn a_worker_killed_while_an_upstream_task_runs_is_resumed_from_the_same_ta
         .unwrap();
     assert_eq!(upstream_jobs, 1, "the upstream was called once");
 }
+
+#[tokio::test]
+async fn a_schedule_of_an_upstream_down_at_start_runs_once_the_upstream_lists_its_tool() {
+    let port = free_port();
+    let env = TestEnv::new(&format!(
+        r#"
+[upstreams.web]
+url = "http://127.0.0.1:{port}/mcp"
+allow = ["echo"]
+
+[schedules.ping]
+cron = "* * * * * *"
+timezone = "UTC"
+tool = "web_echo"
+client = "client-001"
+arguments = {{ message = "tick" }}
+"#
+    ));
+    // The upstream is down: the daemon starts all the same (its schedule's tool is not
+    // listed yet, which is no configuration error).
+    let d = env.spawn_daemon().await;
+    let pool = db(&env.db_path()).await;
+    let ran = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM jobs WHERE tool = 'web_echo' AND state = 'succeeded'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+    };
+    assert_eq!(ran().await, 0);
+    let mut server = tokio::process::Command::new(node());
+    server
+        .args([everything().as_str(), "streamableHttp"])
+        .env("PORT", port.to_string())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true);
+    let _server = server.spawn().unwrap();
+    eventually(
+        Duration::from_secs(40),
+        "a tick's job ran on the upstream",
+        || async { ran().await > 0 },
+    )
+    .await;
+    let result: String = sqlx::query_scalar(
+        "SELECT result FROM jobs WHERE tool = 'web_echo' AND state = 'succeeded'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(result.contains("Echo: tick"), "{result}");
+    drop(d);
+}

@@ -427,19 +427,27 @@ impl Registry {
         }
         r.resources = settings.resources.clone();
         r.prompts = settings.prompts.clone();
-        r.check_schedules(&settings.schedules)?;
+        r.check_schedules(settings)?;
         Ok(r)
     }
 
     /// Each `[schedules.NAME]` names a job tool and gives it arguments its schema accepts
-    /// (checked once, at start, so a tick never enqueues a job that would be refused).
-    fn check_schedules(
-        &self,
-        schedules: &[crate::config::schedules::ScheduleDef],
-    ) -> Result<(), ConfigError> {
-        for s in schedules {
+    /// (checked once, at start, so a tick never enqueues a job that would be refused). A
+    /// tool under an upstream's prefix that is not listed yet (the upstream is down, or
+    /// still starting) is not an error: the scheduler retries its ticks until it is, and
+    /// the enqueue checks the arguments then.
+    fn check_schedules(&self, settings: &Settings) -> Result<(), ConfigError> {
+        for s in &settings.schedules {
             let bad = |m: String| ConfigError::Invalid(format!("schedules.{}: {m}", s.name));
             let Some(t) = self.job_tool(&s.tool) else {
+                let upstream = settings
+                    .upstreams
+                    .iter()
+                    .find(|u| s.tool.starts_with(&u.prefix) && self.get(&s.tool).is_none());
+                if let Some(u) = upstream {
+                    tracing::info!(schedule = %s.name, tool = %s.tool, upstream = %u.name, "schedules: the tool is not listed by its upstream yet; ticks wait for it");
+                    continue;
+                }
                 return Err(bad(format!("tool {:?} is not a job tool", s.tool)));
             };
             let Json::Object(args) = Json::from_serde(&s.arguments) else {
