@@ -792,3 +792,48 @@ arguments = {{ message = "tick" }}
     assert!(result.contains("Echo: tick"), "{result}");
     drop(d);
 }
+
+#[tokio::test]
+async fn an_upstreams_question_is_answered_by_the_mcpq_client_in_both_eras() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = TestEnv::new(&fixture_upstream(
+        dir.path(),
+        "\n[upstreams.fx.tools.confirm]\nmode = \"sync\"\n",
+    ));
+    let d = env.spawn_daemon().await;
+    let python = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python3");
+    for (command, era) in [("ask", "2026-07-28"), ("legacy-ask", "2025-11-25")] {
+        // The Python SDK's client, whose elicitation callback answers "Ada": the upstream's
+        // InputRequiredResult reaches it through mcpq (a multi-round result, or on 2025-11-25
+        // an elicitation request on the call's stream), and its answer goes back upstream.
+        let out = tokio::process::Command::new(&python)
+            .arg(fixtures().join("../mcp_sdk_tasks.py"))
+            .args([
+                command,
+                &format!("http://{}/mcp", d.addr),
+                TOKEN,
+                "fx_confirm",
+            ])
+            .output()
+            .await
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{command}: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let r: Value = serde_json::from_str(stdout.trim()).unwrap();
+        assert_eq!(r["protocol"], era, "{r}");
+        assert_eq!(r["is_error"], false, "{r}");
+        assert_eq!(r["text"], "Hello, Ada!", "{r}");
+    }
+    // Each era: one round that asked, one answered with the upstream's own state.
+    let seen = events(dir.path());
+    assert_eq!(seen.matches("confirm asks").count(), 2, "{seen}");
+    assert_eq!(
+        seen.matches("confirm answered fixture-state").count(),
+        2,
+        "{seen}"
+    );
+}

@@ -42,6 +42,7 @@ impl UpstreamRunner {
             inv.timeout,
             self.max_output,
             self.resume,
+            inv.input,
         )
         .await
     }

@@ -23,6 +23,7 @@ use super::task::{self, Followed};
 use super::Upstream;
 use crate::config::upstreams::Transport;
 use crate::json::{Json, Object};
+use crate::tools::runner::InputRound;
 use crate::tools::{JobCtx, JobError};
 
 /// How long a call waits for a session of an upstream that is (re)starting.
@@ -33,7 +34,9 @@ pub const TOOL_ERROR: &str = "tool_error: ";
 
 /// Calls `tool` with `args` within `timeout`; `max_output` bounds the result's JSON.
 /// `resume`: an upstream task an earlier, lost attempt started is followed instead of
-/// calling again, and a task this call starts is kept for the next attempt.
+/// calling again, and a task this call starts is kept for the next attempt. `round`: the
+/// mcpq client's answers to what the upstream asked last round (a multi-round call).
+#[allow(clippy::too_many_arguments)]
 pub async fn call(
     u: &Upstream,
     tool: &str,
@@ -42,6 +45,7 @@ pub async fn call(
     timeout: Duration,
     max_output: usize,
     resume: bool,
+    round: Option<&InputRound>,
 ) -> Result<Object, JobError> {
     let name = &u.def.name;
     let deadline = Instant::now() + timeout;
@@ -50,7 +54,8 @@ pub async fn call(
             "upstream_down: upstream {name} has no live session"
         )));
     };
-    if let Some(id) = task::kept(ctx, name).filter(|_| resume) {
+    let answers = round.and_then(|r| r.input_responses.as_deref());
+    if let Some(id) = task::kept(ctx, name).filter(|_| resume && answers.is_none()) {
         match task::follow(u, &slot, &id, ctx, deadline, max_output, true).await {
             Followed::Done(r) => return r,
             Followed::Unknown(why) => {
@@ -61,6 +66,15 @@ pub async fn call(
     }
     let mut params = CallToolRequestParams::new(tool.to_string());
     params.arguments = Some(args);
+    if let Some(text) = answers {
+        // The upstream asked (an InputRequiredResult) and the client answered: the same
+        // call again, with the answers and the upstream's own state.
+        params.input_responses = Some(
+            serde_json::from_str(text)
+                .map_err(|e| JobError::Fatal(format!("invalid_args: inputResponses: {e}")))?,
+        );
+        params.request_state = round.and_then(|r| r.request_state.clone());
+    }
     let request = ClientRequest::CallToolRequest(CallToolRequest::new(params));
     let handle = slot
         .peer
@@ -104,6 +118,9 @@ pub async fn call(
                 Followed::Unknown(why) => Err(JobError::Fatal(format!("upstream_error: {why}"))),
             }
         }
+        // The upstream asks its client: mcpq's client is asked the same (docs/TOOLS.md
+        // "Asking the client for input"), and its answers come back as `round`.
+        Ok(ServerResult::InputRequiredResult(r)) => asked(r),
         Ok(ServerResult::CallToolResult(r)) => serde_json::to_value(&r)
             .map_err(|e| JobError::Fatal(format!("invalid_output: {e}")))
             .and_then(|value| result(value, max_output)),
@@ -119,6 +136,24 @@ pub async fn call(
     };
     slot.calls.remove(&token);
     answer
+}
+
+/// An upstream's `InputRequiredResult` as a tool's question (`asks` checks it).
+fn asked(r: rmcp::model::InputRequiredResult) -> Result<Object, JobError> {
+    let mut o = serde_json::Map::new();
+    o.insert("resultType".into(), "input_required".into());
+    if let Some(requests) = r.input_requests {
+        let v = serde_json::to_value(requests)
+            .map_err(|e| JobError::Fatal(format!("invalid_output: inputRequests: {e}")))?;
+        o.insert("inputRequests".into(), v);
+    }
+    if let Some(state) = r.request_state {
+        o.insert("requestState".into(), state.into());
+    }
+    match Json::from_serde(&serde_json::Value::Object(o)) {
+        Json::Object(o) => Ok(o),
+        _ => Err(JobError::Fatal("invalid_output: not an object".into())),
+    }
 }
 
 fn kind(r: &ServerResult) -> String {
