@@ -10,8 +10,8 @@ Run by tests/mcp.rs:  python mcp_sdk_tasks.py COMMAND URL TOKEN ARG
                     and print its taskId: the task outlives this client.
   finish TASK_ID    2026-07-28: poll tasks/get until the task ends; print it.
   legacy-finish ID  2025-11-25: tasks/get, then tasks/result (which waits for the end).
-  ask TOOL          2026-07-28: call a tool that elicits; the SDK's multi-round driver
-                    answers through the elicitation callback and retries with the answer.
+  ask TOOL          2026-07-28: call a tool that elicits (or samples); the SDK's
+                    multi-round driver answers through its callbacks and retries.
   legacy-ask TOOL   2025-11-25: the same tool; its question arrives as an elicitation/create
                     request on the call's SSE stream, answered by the same callback.
 
@@ -86,6 +86,12 @@ async def on_elicit(context, params):
     return types.ElicitResult(action="accept", content={"name": "Ada"})
 
 
+async def on_sample(context, params):
+    return types.CreateMessageResult(
+        role="assistant", model="test-model",
+        content=types.TextContent(type="text", text="Nice to meet you."))
+
+
 def client(http, mode: str, tasks: bool = False, **kw) -> Client:
     return Client(
         streamable_http_client(URL, http_client=http),
@@ -129,7 +135,8 @@ async def main(command: str, arg: str) -> dict:
             # 2026-07-28: the SDK's multi-round driver; 2025-11-25: the daemon sends the
             # question on the call's stream and the SDK answers it with a POST.
             mode = "legacy" if command == "legacy-ask" else "auto"
-            async with client(http, mode, elicitation_callback=on_elicit) as c:
+            async with client(http, mode, elicitation_callback=on_elicit,
+                              sampling_callback=on_sample) as c:
                 r = await c.call_tool(arg, {})
                 return {"protocol": c.protocol_version, "is_error": r.is_error,
                         "text": r.content[0].text}

@@ -803,7 +803,8 @@ async fn an_upstreams_question_is_answered_by_the_mcpq_client_in_both_eras() {
     let d = env.spawn_daemon().await;
     let python = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python3");
     for (command, era) in [("ask", "2026-07-28"), ("legacy-ask", "2025-11-25")] {
-        // The Python SDK's client, whose elicitation callback answers "Ada": the upstream's
+        // The Python SDK's client, whose elicitation callback answers "Ada" and whose
+        // sampling callback writes "Nice to meet you.": the upstream's
         // InputRequiredResult reaches it through mcpq (a multi-round result, or on 2025-11-25
         // an elicitation request on the call's stream), and its answer goes back upstream.
         let out = tokio::process::Command::new(&python)
@@ -826,7 +827,7 @@ async fn an_upstreams_question_is_answered_by_the_mcpq_client_in_both_eras() {
         let r: Value = serde_json::from_str(stdout.trim()).unwrap();
         assert_eq!(r["protocol"], era, "{r}");
         assert_eq!(r["is_error"], false, "{r}");
-        assert_eq!(r["text"], "Hello, Ada!", "{r}");
+        assert_eq!(r["text"], "Hello, Ada! Nice to meet you.", "{r}");
     }
     // Each era: one round that asked, one answered with the upstream's own state.
     let seen = events(dir.path());
