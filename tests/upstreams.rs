@@ -356,6 +356,18 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// server-everything in its streamable-HTTP mode on `port` (stopped when dropped).
+fn everything_over_http(port: u16) -> tokio::process::Child {
+    tokio::process::Command::new(node())
+        .args([everything().as_str(), "streamableHttp"])
+        .env("PORT", port.to_string())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
+}
+
 #[tokio::test]
 async fn an_http_upstream_down_at_start_is_listed_once_it_answers() {
     let port = free_port();
@@ -404,14 +416,7 @@ allow = ["echo", "get-sum"]
     );
 
     // server-everything in its streamable-HTTP mode comes up on that port.
-    let mut server = tokio::process::Command::new(node());
-    server
-        .args([everything().as_str(), "streamableHttp"])
-        .env("PORT", port.to_string())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true);
-    let _server = server.spawn().unwrap();
+    let _server = everything_over_http(port);
     let listed = tokio::time::timeout(Duration::from_secs(40), async {
         loop {
             // A new session each time: a client may cache a list for its `ttlMs`.
@@ -769,14 +774,7 @@ arguments = {{ message = "tick" }}
         .unwrap()
     };
     assert_eq!(ran().await, 0);
-    let mut server = tokio::process::Command::new(node());
-    server
-        .args([everything().as_str(), "streamableHttp"])
-        .env("PORT", port.to_string())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true);
-    let _server = server.spawn().unwrap();
+    let _server = everything_over_http(port);
     eventually(
         Duration::from_secs(40),
         "a tick's job ran on the upstream",
