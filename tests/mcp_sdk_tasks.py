@@ -1,7 +1,7 @@
 """The Python `mcp` SDK (2.x, pinned in .ci/run) running mcpq's long tools as tasks, and
 answering a tool's questions (multi-round calls), against a running daemon's /mcp.
 
-Run by tests/mcp.rs:  python mcp_sdk_tasks.py COMMAND URL TOKEN ARG
+Run by tests/mcp.rs:  python mcp_sdk_tasks.py COMMAND URL TOKEN ARG [ARGS_JSON]
 
   task TOOL         2026-07-28: call TOOL with a client that declares the tasks extension;
                     the SDK hands the CreateTaskResult to the extension's claim, which polls
@@ -14,6 +14,7 @@ Run by tests/mcp.rs:  python mcp_sdk_tasks.py COMMAND URL TOKEN ARG
                     multi-round driver answers through its callbacks and retries.
   legacy-ask TOOL   2025-11-25: the same tool; its question arrives as an elicitation/create
                     request on the call's SSE stream, answered by the same callback.
+                    Both call TOOL with ARGS_JSON (default {}) and print its text blocks.
 
 Prints one JSON line; exits non-zero on any failure.
 
@@ -137,11 +138,14 @@ async def main(command: str, arg: str) -> dict:
             mode = "legacy" if command == "legacy-ask" else "auto"
             async with client(http, mode, elicitation_callback=on_elicit,
                               sampling_callback=on_sample) as c:
-                r = await c.call_tool(arg, {})
+                r = await c.call_tool(arg, ARGS)
                 return {"protocol": c.protocol_version, "is_error": r.is_error,
-                        "text": r.content[0].text}
+                        "text": r.content[0].text,
+                        "texts": "\n".join(b.text for b in r.content if b.type == "text")}
         raise SystemExit(f"unknown command {command}")
 
 
 COMMAND, URL, TOKEN, ARG = sys.argv[1:5]
+# The tool's arguments, for `ask` and `legacy-ask` (default none).
+ARGS = json.loads(sys.argv[5]) if len(sys.argv) > 5 else {}
 print(json.dumps(asyncio.run(main(COMMAND, ARG)), default=str), flush=True)

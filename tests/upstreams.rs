@@ -836,3 +836,68 @@ async fn an_upstreams_question_is_answered_by_the_mcpq_client_in_both_eras() {
         "{seen}"
     );
 }
+
+#[tokio::test]
+async fn server_everythings_elicitation_and_sampling_are_answered_by_the_mcpq_client_in_both_eras()
+{
+    // server-everything asks the 2025-11-25 way: during the call, its own request to its
+    // client (mcpq), which parks the call and asks its own client the same.
+    let env = TestEnv::new(&format!(
+        r#"
+[upstreams.everything]
+command = ["{node}", "{everything}", "stdio"]
+allow = ["trigger-elicitation-request", "trigger-sampling-request"]
+
+[upstreams.everything.tools.trigger-elicitation-request]
+mode = "sync"
+
+[upstreams.everything.tools.trigger-sampling-request]
+mode = "sync"
+"#,
+        node = node(),
+        everything = everything()
+    ));
+    let d = env.spawn_daemon().await;
+    let python = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python3");
+    let cases = [
+        (
+            "everything_trigger-elicitation-request",
+            json!({}),
+            "- Name: Ada",
+        ),
+        (
+            "everything_trigger-sampling-request",
+            json!({"prompt": "Say hello"}),
+            "Nice to meet you.",
+        ),
+    ];
+    for (command, era) in [("ask", "2026-07-28"), ("legacy-ask", "2025-11-25")] {
+        for (tool, args, expected) in &cases {
+            let out = tokio::process::Command::new(&python)
+                .arg(fixtures().join("../mcp_sdk_tasks.py"))
+                .args([
+                    command,
+                    &format!("http://{}/mcp", d.addr),
+                    TOKEN,
+                    tool,
+                    &args.to_string(),
+                ])
+                .output()
+                .await
+                .unwrap();
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success(),
+                "{command} {tool}: {stdout}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let r: Value = serde_json::from_str(stdout.trim()).unwrap();
+            assert_eq!(r["protocol"], era, "{r}");
+            assert_eq!(r["is_error"], false, "{r}");
+            assert!(
+                r["texts"].as_str().unwrap().contains(expected),
+                "{command} {tool}: {r}"
+            );
+        }
+    }
+}

@@ -12,18 +12,17 @@
 
 use std::time::Duration;
 
-use rmcp::model::{
-    CallToolRequest, CallToolRequestParams, CancelledNotificationParam, ClientRequest, ServerResult,
-};
+use rmcp::model::{CallToolRequest, CallToolRequestParams, ClientRequest, ServerResult};
 use rmcp::service::PeerRequestOptions;
-
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use super::asking::{InFlight, Resumed};
 use super::task::{self, Followed};
 use super::Upstream;
 use crate::config::upstreams::Transport;
 use crate::json::{Json, Object};
-use crate::tools::runner::InputRound;
+use crate::tools::runner::Invocation;
 use crate::tools::{JobCtx, JobError};
 
 /// How long a call waits for a session of an upstream that is (re)starting.
@@ -32,29 +31,62 @@ const SESSION_WAIT: Duration = Duration::from_secs(5);
 /// What the error history says of an upstream's own error result.
 pub const TOOL_ERROR: &str = "tool_error: ";
 
-/// Calls `tool` with `args` within `timeout`; `max_output` bounds the result's JSON.
-/// `resume`: an upstream task an earlier, lost attempt started is followed instead of
-/// calling again, and a task this call starts is kept for the next attempt. `round`: the
-/// mcpq client's answers to what the upstream asked last round (a multi-round call).
-#[allow(clippy::too_many_arguments)]
+/// Calls `tool` with `args` for the call or attempt `inv`; `max_output` bounds the
+/// result's JSON. `resume`: an upstream task an earlier, lost attempt started is followed
+/// instead of calling again, and a task this call starts is kept for the next attempt.
+/// `inv.input`: the mcpq client's answers to what the upstream asked last round (a
+/// multi-round call), or to a question it asked during a call parked since (`asking`).
 pub async fn call(
     u: &Upstream,
     tool: &str,
     args: serde_json::Map<String, serde_json::Value>,
-    ctx: &JobCtx,
-    timeout: Duration,
+    inv: &Invocation<'_>,
     max_output: usize,
     resume: bool,
-    round: Option<&InputRound>,
 ) -> Result<Object, JobError> {
     let name = &u.def.name;
-    let deadline = Instant::now() + timeout;
+    let ctx = &inv.ctx;
+    let round = inv.input;
+    let mut answers = round.and_then(|r| r.input_responses.as_deref());
+    let mut state = round.and_then(|r| r.request_state.clone());
+    match u
+        .asking
+        .resume(state.as_deref(), inv.client_id, answers)
+    {
+        Resumed::NotParked => {}
+        Resumed::Call(call, left) => {
+            call.slot.calls.set_parked(&call.token, false, Some(ctx.clone()));
+            let f = Following {
+                u,
+                ctx,
+                client: inv.client_id,
+                max_output,
+                resume,
+                deadline: Instant::now() + left,
+            };
+            return f.wait(call).await;
+        }
+        // A sync call's round goes back to the daemon that asked within the sealed
+        // round's limit; when that daemon restarted, the question is gone with it.
+        Resumed::Gone if inv.job_id.is_none() => {
+            return Err(JobError::Fatal(
+                "upstream_question_lost: the upstream call that asked is gone (the daemon restarted, or the answer reached another daemon); call again".into(),
+            ))
+        }
+        // A job's answered round may be claimed by another worker process, or after the
+        // park limit: the call starts again, and the upstream asks again if it must.
+        Resumed::Gone => {
+            tracing::info!(upstream = %name, "the upstream call that asked is not parked in this process; calling again");
+            answers = None;
+            state = None;
+        }
+    }
+    let deadline = Instant::now() + inv.timeout;
     let Some(slot) = u.session_within(SESSION_WAIT).await else {
         return Err(JobError::Retryable(format!(
             "upstream_down: upstream {name} has no live session"
         )));
     };
-    let answers = round.and_then(|r| r.input_responses.as_deref());
     if let Some(id) = task::kept(ctx, name).filter(|_| resume && answers.is_none()) {
         match task::follow(u, &slot, &id, ctx, deadline, max_output, true).await {
             Followed::Done(r) => return r,
@@ -73,7 +105,7 @@ pub async fn call(
             serde_json::from_str(text)
                 .map_err(|e| JobError::Fatal(format!("invalid_args: inputResponses: {e}")))?,
         );
-        params.request_state = round.and_then(|r| r.request_state.clone());
+        params.request_state = state;
     }
     let request = ClientRequest::CallToolRequest(CallToolRequest::new(params));
     let handle = slot
@@ -81,61 +113,118 @@ pub async fn call(
         .send_request_with_option(request, PeerRequestOptions::no_options())
         .await
         .map_err(|e| JobError::Retryable(format!("upstream_unreachable: {name}: {e}")))?;
-    let (id, token) = (handle.id.clone(), handle.progress_token.clone());
-    slot.calls.add(token.clone(), ctx.clone());
-    let outcome = tokio::select! {
-        r = handle.await_response() => Some(r),
-        _ = ctx.cancel.cancelled() => None,
-        _ = tokio::time::sleep_until(deadline) => {
-            slot.calls.remove(&token);
-            let _ = slot.peer.notify_cancelled(CancelledNotificationParam::new(Some(id), Some("timeout".into()))).await;
-            check_alive(u, &slot).await;
-            return Err(JobError::Retryable(format!(
-                "timeout: no result within {} s; notifications/cancelled sent",
-                timeout.as_secs()
-            )));
-        }
+    let (questions_tx, questions) = mpsc::unbounded_channel();
+    slot.calls.add_asking(
+        handle.progress_token.clone(),
+        ctx.clone(),
+        Some(questions_tx),
+    );
+    let call = InFlight {
+        id: handle.id.clone(),
+        token: handle.progress_token.clone(),
+        response: Box::pin(handle.await_response()),
+        questions,
+        slot,
     };
-    let Some(response) = outcome else {
-        slot.calls.remove(&token);
-        let _ = slot
-            .peer
-            .notify_cancelled(CancelledNotificationParam::new(
-                Some(id),
-                Some("cancelled".into()),
-            ))
-            .await;
-        return Err(JobError::Fatal("cancelled".into()));
+    let f = Following {
+        u,
+        ctx,
+        client: inv.client_id,
+        max_output,
+        resume,
+        deadline,
     };
-    let answer = match response {
-        // The upstream made the call a task: its progress keeps the call's token.
-        Ok(ServerResult::CreateTaskResult(t)) => {
-            if resume {
-                task::keep(ctx, name, &t.task.task_id).await;
+    f.wait(call).await
+}
+
+/// One call's wait for its answer.
+struct Following<'a> {
+    u: &'a Upstream,
+    ctx: &'a JobCtx,
+    client: &'a str,
+    max_output: usize,
+    resume: bool,
+    deadline: Instant,
+}
+
+impl Following<'_> {
+    /// Waits for the upstream's answer to `call`: its result, a task to follow, or a
+    /// question for mcpq's client, which parks the call and makes it the tool's question.
+    async fn wait(&self, mut call: InFlight) -> Result<Object, JobError> {
+        let (u, ctx) = (self.u, self.ctx);
+        let name = &u.def.name;
+        let response = loop {
+            tokio::select! {
+                r = &mut call.response => break r,
+                Some(q) = call.questions.recv() => {
+                    let left = self.deadline.saturating_duration_since(Instant::now());
+                    call.slot.calls.set_parked(&call.token, true, None);
+                    match u.asking.park(self.client, call, q, left) {
+                        Ok(question) => return Ok(question),
+                        Err(back) => {
+                            call = back;
+                            call.slot.calls.set_parked(&call.token, false, None);
+                        }
+                    }
+                }
+                _ = ctx.cancel.cancelled() => {
+                    call.cancel("cancelled").await;
+                    return Err(JobError::Fatal("cancelled".into()));
+                }
+                _ = tokio::time::sleep_until(self.deadline) => {
+                    let slot = call.slot.clone();
+                    call.cancel("timeout").await;
+                    check_alive(u, &slot).await;
+                    return Err(JobError::Retryable(format!(
+                        "timeout: no result within {} s; notifications/cancelled sent",
+                        (self.deadline - Instant::now()).as_secs()
+                    )));
+                }
             }
-            match task::follow(u, &slot, &t.task.task_id, ctx, deadline, max_output, false).await {
-                Followed::Done(r) => r,
-                Followed::Unknown(why) => Err(JobError::Fatal(format!("upstream_error: {why}"))),
+        };
+        let slot = call.slot.clone();
+        let answer = match response {
+            // The upstream made the call a task: its progress keeps the call's token.
+            Ok(ServerResult::CreateTaskResult(t)) => {
+                if self.resume {
+                    task::keep(ctx, name, &t.task.task_id).await;
+                }
+                match task::follow(
+                    u,
+                    &slot,
+                    &t.task.task_id,
+                    ctx,
+                    self.deadline,
+                    self.max_output,
+                    false,
+                )
+                .await
+                {
+                    Followed::Done(r) => r,
+                    Followed::Unknown(why) => {
+                        Err(JobError::Fatal(format!("upstream_error: {why}")))
+                    }
+                }
             }
-        }
-        // The upstream asks its client: mcpq's client is asked the same (docs/TOOLS.md
-        // "Asking the client for input"), and its answers come back as `round`.
-        Ok(ServerResult::InputRequiredResult(r)) => asked(r),
-        Ok(ServerResult::CallToolResult(r)) => serde_json::to_value(&r)
-            .map_err(|e| JobError::Fatal(format!("invalid_output: {e}")))
-            .and_then(|value| result(value, max_output)),
-        Ok(other) => Err(JobError::Fatal(format!(
-            "invalid_output: the upstream's answer to tools/call is not a tool result (its fields: {})",
-            kind(&other)
-        ))),
-        Err(rmcp::ServiceError::McpError(e)) => Err(JobError::Fatal(format!(
-            "upstream_error: {} {}",
-            e.code.0, e.message
-        ))),
-        Err(e) => Err(JobError::Retryable(format!("upstream_lost: {name}: {e}"))),
-    };
-    slot.calls.remove(&token);
-    answer
+            // The upstream asks its client: mcpq's client is asked the same (docs/TOOLS.md
+            // "Asking the client for input"), and its answers come back as `round`.
+            Ok(ServerResult::InputRequiredResult(r)) => asked(r),
+            Ok(ServerResult::CallToolResult(r)) => serde_json::to_value(&r)
+                .map_err(|e| JobError::Fatal(format!("invalid_output: {e}")))
+                .and_then(|value| result(value, self.max_output)),
+            Ok(other) => Err(JobError::Fatal(format!(
+                "invalid_output: the upstream's answer to tools/call is not a tool result (its fields: {})",
+                kind(&other)
+            ))),
+            Err(rmcp::ServiceError::McpError(e)) => Err(JobError::Fatal(format!(
+                "upstream_error: {} {}",
+                e.code.0, e.message
+            ))),
+            Err(e) => Err(JobError::Retryable(format!("upstream_lost: {name}: {e}"))),
+        };
+        slot.calls.remove(&call.token);
+        answer
+    }
 }
 
 /// An upstream's `InputRequiredResult` as a tool's question (`asks` checks it).

@@ -13,6 +13,7 @@
 //! It must not build tools or touch the store: `tools::Registry` turns listings into
 //! tools, [`call`] runs one call.
 
+pub mod asking;
 pub mod call;
 pub mod session;
 pub mod task;
@@ -63,6 +64,8 @@ pub struct Upstream {
     last_error: Mutex<Option<String>>,
     relist: Arc<Notify>,
     stop: CancellationToken,
+    /// Calls parked while mcpq's client answers their upstream's question.
+    asking: Arc<asking::Asking>,
 }
 
 /// A live session as calls see it.
@@ -267,6 +270,7 @@ impl Upstreams {
             last_error: Mutex::new(None),
             relist: Arc::new(Notify::new()),
             stop,
+            asking: Arc::default(),
         });
         for i in 0..u.slots.len() {
             tokio::spawn(keep_up(u.clone(), i));

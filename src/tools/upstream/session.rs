@@ -4,7 +4,7 @@
 //! connection with the upstream's static headers.
 //!
 //! Owns connecting, the handler of what the server sends unasked (progress, log messages,
-//! `tools/list_changed`), and ending a session (its process group is killed when the
+//! `tools/list_changed`, questions during a call), and ending a session (its process group is killed when the
 //! session is dropped). It must not decide when to reconnect ([`super::Upstream`] does) or
 //! what a call's result means ([`super::call`]).
 
@@ -16,42 +16,127 @@ use std::time::Duration;
 
 #[allow(deprecated)]
 use rmcp::model::{
-    ClientCapabilities, ClientConfig, Implementation, LoggingMessageNotificationParam,
-    ProgressNotificationParam, ProgressToken, TASKS_EXTENSION_ID,
+    ClientCapabilities, ClientConfig, CreateMessageRequestParams, CreateMessageResult,
+    ElicitRequestParams, ElicitResult, ElicitationCapability, FormElicitationCapability,
+    Implementation, LoggingMessageNotificationParam, ProgressNotificationParam, ProgressToken,
+    SamplingCapability, TASKS_EXTENSION_ID,
 };
 use rmcp::service::ClientLifecycleMode;
+use rmcp::service::RequestContext;
 use rmcp::service::{NotificationContext, RunningService};
+use rmcp::ErrorData as McpError;
 use rmcp::{ClientHandler, ClientServiceExt, RoleClient};
 use tokio::io::AsyncBufReadExt;
-use tokio::sync::Notify;
+use tokio::sync::{mpsc, oneshot, Notify};
 
+use super::asking::Question;
 use crate::config::upstreams::{Transport, UpstreamDef};
 use crate::json::{Json, Object};
 use crate::tools::runner::spawn;
 use crate::tools::JobCtx;
 
-/// Where a call's progress and log messages go, by the progress token rmcp gave it.
+/// The calls in flight on a session, by the progress token rmcp gave each: where its
+/// progress and log messages go, and where a question the upstream asks during it goes
+/// (`asking`).
 #[derive(Default)]
 pub struct Calls {
-    by_token: Mutex<HashMap<ProgressToken, JobCtx>>,
+    by_token: Mutex<HashMap<ProgressToken, InCall>>,
+}
+
+struct InCall {
+    ctx: JobCtx,
+    questions: Option<mpsc::UnboundedSender<Question>>,
+    /// Waiting for mcpq's client to answer a question (parked).
+    parked: bool,
 }
 
 impl Calls {
     pub fn add(&self, token: ProgressToken, ctx: JobCtx) {
-        self.lock().insert(token, ctx);
+        self.add_asking(token, ctx, None);
+    }
+    /// A call whose upstream may ask: its questions go to `questions`.
+    pub fn add_asking(
+        &self,
+        token: ProgressToken,
+        ctx: JobCtx,
+        questions: Option<mpsc::UnboundedSender<Question>>,
+    ) {
+        self.lock().insert(
+            token,
+            InCall {
+                ctx,
+                questions,
+                parked: false,
+            },
+        );
     }
     pub fn remove(&self, token: &ProgressToken) {
         self.lock().remove(token);
     }
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ProgressToken, JobCtx>> {
+    /// Marks a call parked, or resumed by the attempt `ctx` (progress goes there now).
+    pub fn set_parked(&self, token: &ProgressToken, parked: bool, ctx: Option<JobCtx>) {
+        if let Some(c) = self.lock().get_mut(token) {
+            c.parked = parked;
+            if let Some(ctx) = ctx {
+                c.ctx = ctx;
+            }
+        }
+    }
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ProgressToken, InCall>> {
         self.by_token.lock().unwrap_or_else(|p| p.into_inner())
     }
     fn get(&self, token: &ProgressToken) -> Option<JobCtx> {
-        self.lock().get(token).cloned()
+        self.lock().get(token).map(|c| c.ctx.clone())
     }
     /// Every call in flight on this session (log messages name no call).
     fn all(&self) -> Vec<JobCtx> {
-        self.lock().values().cloned().collect()
+        self.lock().values().map(|c| c.ctx.clone()).collect()
+    }
+    /// Where a question the upstream sent goes: the one call in flight that is not
+    /// parked, else the one parked call (asking again). The wire does not say which call
+    /// asks, so any other case is refused, not guessed.
+    fn asker(&self) -> Result<mpsc::UnboundedSender<Question>, String> {
+        let calls = self.lock();
+        let pick = |parked: bool| -> Vec<&InCall> {
+            calls.values().filter(|c| c.parked == parked).collect()
+        };
+        let (running, waiting) = (pick(false), pick(true));
+        let one = match (running.as_slice(), waiting.as_slice()) {
+            ([one], _) | ([], [one]) => one,
+            ([], []) => return Err("mcpq has no call in flight on this session".into()),
+            _ => {
+                return Err(format!(
+                    "mcpq cannot tell which of its {} calls on this session asks (give the upstream a larger pool, docs/UPSTREAMS.md)",
+                    calls.len()
+                ))
+            }
+        };
+        one.questions
+            .clone()
+            .ok_or_else(|| "this call cannot relay questions to mcpq's client".to_string())
+    }
+    /// Sends the upstream's question to the call it belongs to and waits for the answer.
+    async fn ask(
+        &self,
+        method: &'static str,
+        params: serde_json::Value,
+    ) -> Result<serde_json::Value, McpError> {
+        let refused = |why: String| McpError::internal_error(why, None);
+        let to = self.asker().map_err(refused)?;
+        let (tx, rx) = oneshot::channel();
+        to.send(Question {
+            method,
+            params,
+            answer: tx,
+        })
+        .map_err(|_| refused("the call that asked has ended".into()))?;
+        match rx.await {
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(why)) => Err(refused(why)),
+            Err(_) => Err(refused(
+                "the call that asked ended before mcpq's client answered".into(),
+            )),
+        }
     }
 }
 
@@ -68,6 +153,13 @@ impl ClientHandler for Handler {
         // The tasks extension: a server that has it may answer a long call with a task,
         // which a job's attempt keeps and a lost worker's successor resumes (task.rs).
         let mut capabilities = ClientCapabilities::default();
+        // Elicitation and sampling: an upstream's questions during a call are relayed to
+        // mcpq's client (asking.rs); servers list tools that need them only to a client
+        // that has them.
+        let mut elicitation = ElicitationCapability::default();
+        elicitation.form = Some(FormElicitationCapability::default());
+        capabilities.elicitation = Some(elicitation);
+        capabilities.sampling = Some(SamplingCapability::default());
         capabilities.extensions = Some(
             [(TASKS_EXTENSION_ID.to_string(), Default::default())]
                 .into_iter()
@@ -119,6 +211,40 @@ impl ClientHandler for Handler {
         for ctx in self.calls.all() {
             ctx.log(message.clone());
         }
+    }
+
+    async fn create_elicitation(
+        &self,
+        request: ElicitRequestParams,
+        _context: RequestContext<RoleClient>,
+    ) -> Result<ElicitResult, McpError> {
+        let params = serde_json::to_value(&request)
+            .map_err(|e| McpError::invalid_params(e.to_string(), None))?;
+        let answer = self.calls.ask("elicitation/create", params).await?;
+        serde_json::from_value(answer).map_err(|e| {
+            McpError::internal_error(
+                format!("mcpq's client answered with no elicitation result: {e}"),
+                None,
+            )
+        })
+    }
+
+    // Sampling is deprecated in the 2026 revision, but 2025 servers still ask for it.
+    #[allow(deprecated)]
+    async fn create_message(
+        &self,
+        params: CreateMessageRequestParams,
+        _context: RequestContext<RoleClient>,
+    ) -> Result<CreateMessageResult, McpError> {
+        let params = serde_json::to_value(&params)
+            .map_err(|e| McpError::invalid_params(e.to_string(), None))?;
+        let answer = self.calls.ask("sampling/createMessage", params).await?;
+        serde_json::from_value(answer).map_err(|e| {
+            McpError::internal_error(
+                format!("mcpq's client answered with no sampling result: {e}"),
+                None,
+            )
+        })
     }
 
     async fn on_tool_list_changed(&self, _context: NotificationContext<RoleClient>) {
