@@ -901,3 +901,90 @@ mode = "sync"
         }
     }
 }
+
+const TASKS: &str = "io.modelcontextprotocol/tasks";
+
+/// One 2026-07-28 request to mcpq's `/mcp` declaring `caps`; the JSON-RPC response.
+async fn modern_post(
+    addr: std::net::SocketAddr,
+    method: &str,
+    params: Value,
+    caps: Value,
+) -> Value {
+    let (headers, body) = modern_request(TOKEN, method, params, caps);
+    let mut req = reqwest::Client::new()
+        .post(format!("http://{addr}/mcp"))
+        .header("Content-Type", "application/json")
+        .header("Accept", "application/json, text/event-stream")
+        .body(body);
+    for (k, v) in headers {
+        req = req.header(k, v);
+    }
+    let text = req.send().await.unwrap().text().await.unwrap();
+    // A JSON body, or an SSE stream whose last event is the response.
+    let last = text
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("data:"))
+        .unwrap_or(&text);
+    serde_json::from_str(last.trim()).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+/// Polls a task until `done(task)`; the last task seen.
+async fn task_until(addr: std::net::SocketAddr, id: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let mut t = Value::Null;
+    for _ in 0..600 {
+        let caps = json!({"extensions": {TASKS: {}}});
+        t = modern_post(addr, "tasks/get", json!({ "taskId": id }), caps).await["result"].clone();
+        if done(&t) {
+            return t;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("task {id} never got there: {t}");
+}
+
+#[tokio::test]
+async fn an_upstream_job_that_asks_outlives_its_worker_and_its_client_answers_once() {
+    let env = TestEnv::new(&format!(
+        "[upstreams.everything]\ncommand = [\"{}\", \"{}\", \"stdio\"]\nallow = [\"trigger-elicitation-request\"]\n",
+        node(),
+        everything()
+    ))
+    .set("MCPQ__SERVER__EMBEDDED_WORKERS", "0");
+    let d = env.spawn_daemon().await;
+    let mut w = env.spawn_worker(1).await;
+    let caps = json!({"elicitation": {}, "extensions": {TASKS: {}}});
+    let call = json!({"name": "everything_trigger-elicitation-request", "arguments": {}});
+    let created = modern_post(d.addr, "tools/call", call, caps.clone()).await;
+    let id = created["result"]["taskId"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{created}"))
+        .to_string();
+    // The upstream's question, asked during its call, is the job's question.
+    let t = task_until(d.addr, &id, |t| t["status"] != "working").await;
+    assert_eq!(t["status"], "input_required", "{t}");
+    let asked = &t["inputRequests"]["upstream"];
+    assert_eq!(asked["method"], "elicitation/create", "{t}");
+    assert_eq!(
+        asked["params"]["requestedSchema"]["required"],
+        json!(["name"]),
+        "{t}"
+    );
+
+    // The worker holding the parked call dies (its stdio server with it); the question is
+    // durable. Another worker takes the answered job: the call starts again, the upstream
+    // asks the same question, and the client's one answer is given to it again.
+    w.kill9().await;
+    let _w = env.spawn_worker(1).await;
+    let answer = json!({"taskId": id, "inputResponses": {"upstream": {"action": "accept", "content": {"name": "Ada"}}}});
+    let r = modern_post(d.addr, "tasks/update", answer, caps).await;
+    assert_eq!(r["result"]["resultType"], "complete", "{r}");
+    let t = task_until(d.addr, &id, |t| {
+        t["status"] != "working" && t["status"] != "input_required"
+    })
+    .await;
+    assert_eq!(t["status"], "completed", "{t}");
+    let texts = t["result"]["content"].to_string();
+    assert!(texts.contains("- Name: Ada"), "{t}");
+}

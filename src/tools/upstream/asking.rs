@@ -8,7 +8,10 @@
 //! resume it, and the upstream gets the answer as its request's response.
 //!
 //! A parked call lives in this process's memory only, for at most [`PARK_LIMIT`]; the time
-//! it waits does not count against its timeout. Which of a session's calls a question
+//! it waits does not count against its timeout. An answer that finds its call gone (this
+//! process restarted, another worker claimed the answered job) starts the call again and
+//! gives the same answer to the same question, asked again ([`Replay`]), without asking
+//! the client twice. Which of a session's calls a question
 //! belongs to is not on the wire (rmcp hands the request over without it): it is the one
 //! call in flight that is not parked, else the one parked call (`session::Calls::asker`);
 //! anything else is answered with an error rather than guessed.
@@ -86,10 +89,36 @@ pub enum Resumed {
     /// Not a parked call's state (an upstream's own multi-round state, or none).
     NotParked,
     /// A parked call's state, but the call is gone: this process restarted, another
-    /// process holds it, or it waited past [`PARK_LIMIT`].
-    Gone,
+    /// process holds it, or it waited past [`PARK_LIMIT`]. The call starts again, and the
+    /// client's answer is given again if the upstream asks the same question.
+    Gone(Option<Replay>),
     /// The call, its question answered, and what is left of its timeout.
     Call(InFlight, Duration),
+}
+
+/// A client's answer to a question of a call that is gone, for the same question asked
+/// again by the call that replaces it.
+pub struct Replay {
+    digest: String,
+    answer: serde_json::Value,
+}
+
+impl Replay {
+    /// Answers `q` if it is the question this answer was for; else hands `q` back.
+    pub fn answer(self, q: Question) -> Result<(), (Replay, Question)> {
+        if digest(q.method, &q.params) != self.digest {
+            return Err((self, q));
+        }
+        let _ = q.answer.send(Ok(self.answer));
+        Ok(())
+    }
+}
+
+/// Of a question's method and parameters (their JSON, keys sorted).
+fn digest(method: &str, params: &serde_json::Value) -> String {
+    use sha2::{Digest, Sha256};
+    let text = serde_json::json!([method, params]).to_string();
+    crate::hex::lower(&Sha256::digest(text.as_bytes())[..16])
 }
 
 /// The parked calls of one upstream in this process.
@@ -114,6 +143,7 @@ impl Asking {
         left: Duration,
     ) -> Result<Object, InFlight> {
         let token = uuid::Uuid::new_v4().simple().to_string();
+        let asked = digest(q.method, &q.params);
         let request = serde_json::json!({ "method": q.method, "params": q.params });
         {
             let mut parked = self.lock();
@@ -148,7 +178,7 @@ impl Asking {
         let out = serde_json::json!({
             "resultType": "input_required",
             "inputRequests": requests,
-            "requestState": format!("{STATE_PREFIX}{token}"),
+            "requestState": format!("{STATE_PREFIX}{token}.{asked}"),
         });
         match Json::from_serde(&out) {
             Json::Object(o) => Ok(o),
@@ -159,9 +189,15 @@ impl Asking {
     /// The parked call a round's `state` names, its question answered with `answers[KEY]`
     /// (JSON text of the round's answers; no answer tells the upstream the client gave none).
     pub fn resume(&self, state: Option<&str>, client: &str, answers: Option<&str>) -> Resumed {
-        let Some(token) = state.and_then(|s| s.strip_prefix(STATE_PREFIX)) else {
+        let Some((token, asked)) = state
+            .and_then(|s| s.strip_prefix(STATE_PREFIX))
+            .and_then(|s| s.split_once('.'))
+        else {
             return Resumed::NotParked;
         };
+        let answer = answers
+            .and_then(|a| serde_json::from_str::<serde_json::Value>(a).ok())
+            .and_then(|mut a| a.get_mut(KEY).map(serde_json::Value::take));
         let p = {
             let mut parked = self.lock();
             match parked.get(token) {
@@ -170,19 +206,14 @@ impl Asking {
             }
         };
         let Some(p) = p else {
-            return Resumed::Gone;
+            return Resumed::Gone(answer.map(|answer| Replay {
+                digest: asked.to_string(),
+                answer,
+            }));
         };
-        let answer = answers
-            .and_then(|a| serde_json::from_str::<serde_json::Value>(a).ok())
-            .and_then(|mut a| a.get_mut(KEY).map(serde_json::Value::take));
         let _ = p
             .question
             .send(answer.ok_or_else(|| "mcpq's client gave no answer".to_string()));
         Resumed::Call(p.call, p.left)
-    }
-
-    /// Whether a round's state names a parked call (of any process).
-    pub fn names_parked(state: Option<&str>) -> bool {
-        state.is_some_and(|s| s.starts_with(STATE_PREFIX))
     }
 }

@@ -17,7 +17,7 @@ use rmcp::service::PeerRequestOptions;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::asking::{InFlight, Resumed};
+use super::asking::{InFlight, Replay, Resumed};
 use super::task::{self, Followed};
 use super::Upstream;
 use crate::config::upstreams::Transport;
@@ -49,13 +49,13 @@ pub async fn call(
     let round = inv.input;
     let mut answers = round.and_then(|r| r.input_responses.as_deref());
     let mut state = round.and_then(|r| r.request_state.clone());
-    match u
-        .asking
-        .resume(state.as_deref(), inv.client_id, answers)
-    {
+    let mut replay = None;
+    match u.asking.resume(state.as_deref(), inv.client_id, answers) {
         Resumed::NotParked => {}
         Resumed::Call(call, left) => {
-            call.slot.calls.set_parked(&call.token, false, Some(ctx.clone()));
+            call.slot
+                .calls
+                .set_parked(&call.token, false, Some(ctx.clone()));
             let f = Following {
                 u,
                 ctx,
@@ -64,21 +64,16 @@ pub async fn call(
                 resume,
                 deadline: Instant::now() + left,
             };
-            return f.wait(call).await;
+            return f.wait(call, None).await;
         }
-        // A sync call's round goes back to the daemon that asked within the sealed
-        // round's limit; when that daemon restarted, the question is gone with it.
-        Resumed::Gone if inv.job_id.is_none() => {
-            return Err(JobError::Fatal(
-                "upstream_question_lost: the upstream call that asked is gone (the daemon restarted, or the answer reached another daemon); call again".into(),
-            ))
-        }
-        // A job's answered round may be claimed by another worker process, or after the
-        // park limit: the call starts again, and the upstream asks again if it must.
-        Resumed::Gone => {
+        // The answered round reached another process (a job claimed by another worker, a
+        // sync round sent to another daemon), or this one restarted, or it came after the
+        // park limit: the call starts again, and the answer goes to the same question.
+        Resumed::Gone(again) => {
             tracing::info!(upstream = %name, "the upstream call that asked is not parked in this process; calling again");
             answers = None;
             state = None;
+            replay = again;
         }
     }
     let deadline = Instant::now() + inv.timeout;
@@ -134,7 +129,7 @@ pub async fn call(
         resume,
         deadline,
     };
-    f.wait(call).await
+    f.wait(call, replay).await
 }
 
 /// One call's wait for its answer.
@@ -149,14 +144,29 @@ struct Following<'a> {
 
 impl Following<'_> {
     /// Waits for the upstream's answer to `call`: its result, a task to follow, or a
-    /// question for mcpq's client, which parks the call and makes it the tool's question.
-    async fn wait(&self, mut call: InFlight) -> Result<Object, JobError> {
+    /// question for mcpq's client, which parks the call and makes it the tool's question
+    /// (unless `replay` already answers it).
+    async fn wait(
+        &self,
+        mut call: InFlight,
+        mut replay: Option<Replay>,
+    ) -> Result<Object, JobError> {
         let (u, ctx) = (self.u, self.ctx);
         let name = &u.def.name;
         let response = loop {
             tokio::select! {
                 r = &mut call.response => break r,
                 Some(q) = call.questions.recv() => {
+                    let q = match replay.take() {
+                        Some(r) => match r.answer(q) {
+                            Ok(()) => continue,
+                            Err((r, q)) => {
+                                replay = Some(r);
+                                q
+                            }
+                        },
+                        None => q,
+                    };
                     let left = self.deadline.saturating_duration_since(Instant::now());
                     call.slot.calls.set_parked(&call.token, true, None);
                     match u.asking.park(self.client, call, q, left) {
