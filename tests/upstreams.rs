@@ -988,3 +988,57 @@ async fn an_upstream_job_that_asks_outlives_its_worker_and_its_client_answers_on
     let texts = t["result"]["content"].to_string();
     assert!(texts.contains("- Name: Ada"), "{t}");
 }
+
+#[tokio::test]
+async fn an_upstream_tasks_question_is_answered_by_the_mcpq_client_and_the_task_goes_on() {
+    // The upstream: another mcpq daemon, whose `confirm` job tool asks its client to
+    // confirm mid-task (its task waits in input_required).
+    let dir = tempfile::tempdir().unwrap();
+    let upstream = TestEnv::new(&format!(
+        "[tools.confirm]\ndescription = \"Asks to confirm mid-task\"\ncommand = [\"/usr/bin/python3\", \"{}\", \"confirm_delete\"]\n",
+        fixtures().join("../conformance/fixtures/ask.py").display()
+    ));
+    let u = upstream.spawn_daemon().await;
+    let token = dir.path().join("token");
+    std::fs::write(&token, TOKEN).unwrap();
+    let env = TestEnv::new(&format!(
+        "[upstreams.up]\nurl = \"http://{}/mcp\"\nbearer_token_file = \"{}\"\nallow = [\"confirm\"]\n",
+        u.addr,
+        token.display()
+    ))
+    .set("MCPQ__SERVER__EMBEDDED_WORKERS", "0");
+    let d = env.spawn_daemon().await;
+    let mut w = env.spawn_worker(1).await;
+    let caps = json!({"elicitation": {}, "extensions": {TASKS: {}}});
+    let call = json!({"name": "up_confirm", "arguments": {"filename": "f.txt"}});
+    let created = modern_post(d.addr, "tools/call", call, caps.clone()).await;
+    let id = created["result"]["taskId"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{created}"))
+        .to_string();
+    // The upstream task's question is mcpq's job's question.
+    let t = task_until(d.addr, &id, |t| t["status"] != "working").await;
+    assert_eq!(t["status"], "input_required", "{t}");
+    assert_eq!(
+        t["inputRequests"]["confirm"]["params"]["message"], "Delete f.txt?",
+        "{t}"
+    );
+    // The upstream's task waits on upstream, whatever happens to the worker that asked.
+    w.kill9().await;
+    let _w = env.spawn_worker(1).await;
+    let answer = json!({"taskId": id, "inputResponses": {"confirm": {"action": "accept", "content": {"confirm": true}}}});
+    let r = modern_post(d.addr, "tasks/update", answer, caps).await;
+    assert_eq!(r["result"]["resultType"], "complete", "{r}");
+    let t = task_until(d.addr, &id, |t| {
+        t["status"] != "working" && t["status"] != "input_required"
+    })
+    .await;
+    assert_eq!(t["status"], "completed", "{t}");
+    assert_eq!(t["result"]["content"][0]["text"], "deleted f.txt", "{t}");
+    // One task upstream: the answers went to the task that asked, not to a new call.
+    let (code, out, _) = upstream.run(&["jobs", "list", "--json"]).await;
+    assert_eq!(code, 0);
+    let jobs: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(jobs.as_array().map(Vec::len), Some(1), "{jobs}");
+    assert_eq!(jobs[0]["state"], "succeeded", "{jobs}");
+}

@@ -82,6 +82,16 @@ pub async fn call(
             "upstream_down: upstream {name} has no live session"
         )));
     };
+    // Answers to an upstream task's questions: sent to the task, which is followed again.
+    if let (Some(text), Some(id)) = (answers, task::named(state.as_deref(), name)) {
+        task::answer(&slot, &id, text, name).await?;
+        return match task::follow(u, &slot, &id, ctx, deadline, max_output, true).await {
+            Followed::Done(r) => r,
+            Followed::Unknown(why) => Err(JobError::Fatal(format!(
+                "upstream_error: the upstream no longer knows the task that asked ({why})"
+            ))),
+        };
+    }
     if let Some(id) = task::kept(ctx, name).filter(|_| resume && answers.is_none()) {
         match task::follow(u, &slot, &id, ctx, deadline, max_output, true).await {
             Followed::Done(r) => return r,

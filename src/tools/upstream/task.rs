@@ -3,6 +3,10 @@
 //! it ends, its status messages made the call's progress, a cancel or a timeout sent as
 //! `tasks/cancel`.
 //!
+//! A task that asks its client for input (`input_required`) makes its questions the tool's
+//! question, the task named in the round's state; the answers are sent with
+//! `tasks/update` and the task followed again.
+//!
 //! A job's attempt keeps the task's id in its job row before it polls (`JobCtx::keep_state`),
 //! so when its worker is lost, the next attempt polls the same task instead of calling the
 //! tool again (crash policy `resume`). It must not call tools ([`super::call`] does) nor
@@ -10,7 +14,7 @@
 
 use std::time::Duration;
 
-use rmcp::model::{CancelTaskParams, GetTaskParams, TaskPayload};
+use rmcp::model::{CancelTaskParams, GetTaskParams, TaskPayload, UpdateTaskParams};
 use tokio::time::Instant;
 
 use super::{call, Slot, Upstream};
@@ -28,23 +32,28 @@ const POLL_FIRST: Duration = Duration::from_millis(100);
 
 /// The upstream task a lost attempt of this job started on upstream `upstream`, if any.
 pub fn kept(ctx: &JobCtx, upstream: &str) -> Option<String> {
-    let state = ctx
-        .meta
-        .as_ref()?
-        .input
-        .as_ref()?
-        .request_state
-        .as_deref()?;
-    let v: serde_json::Value = serde_json::from_str(state).ok()?;
+    named(
+        ctx.meta.as_ref()?.input.as_ref()?.request_state.as_deref(),
+        upstream,
+    )
+}
+
+/// The task of upstream `upstream` a kept or a round's state names.
+pub fn named(state: Option<&str>, upstream: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_str(state?).ok()?;
     let t = v.get(KEY)?;
     (t.get("upstream")?.as_str()? == upstream)
         .then(|| t.get("task")?.as_str().map(str::to_string))
         .flatten()
 }
 
+fn state_of(upstream: &str, task: &str) -> String {
+    serde_json::json!({ KEY: { "upstream": upstream, "task": task } }).to_string()
+}
+
 /// Keeps `task` in the job row for the next attempt (nothing for a sync call).
 pub async fn keep(ctx: &JobCtx, upstream: &str, task: &str) {
-    let state = serde_json::json!({ KEY: { "upstream": upstream, "task": task } }).to_string();
+    let state = state_of(upstream, task);
     if let Err(e) = ctx.keep_state(Some(state)).await {
         // The task runs on; only a lost worker's successor would miss it and call again.
         tracing::warn!(upstream, task, "could not keep the upstream task's id: {e}");
@@ -128,13 +137,19 @@ pub async fn follow(
                     "upstream_cancelled: the upstream cancelled its task".into(),
                 )))
             }
-            TaskPayload::InputRequired { .. } => {
-                let _ = cancel(slot, id, "").await;
-                return Followed::Done(Err(JobError::Fatal(
-                    "upstream_input_required: the upstream's task asks its client for input, \
-                     which mcpq does not relay for tasks; the task was cancelled"
-                        .into(),
-                )));
+            // The task's questions are the tool's question; the round's state names the
+            // task, so the answers go to it (`answer`) from any process, and it runs on
+            // upstream meanwhile.
+            TaskPayload::InputRequired { input_requests } => {
+                let asked = serde_json::json!({
+                    "resultType": "input_required",
+                    "inputRequests": input_requests,
+                    "requestState": state_of(name, id),
+                });
+                return Followed::Done(match Json::from_serde(&asked) {
+                    Json::Object(o) => Ok(o),
+                    _ => Err(JobError::Fatal("invalid_output: inputRequests".into())),
+                });
             }
             _ => {
                 if let Some(m) = task.task.status_message {
@@ -149,6 +164,34 @@ pub async fn follow(
             _ = ctx.cancel.cancelled() => return Followed::Done(cancel(slot, id, "cancelled").await),
             _ = tokio::time::sleep_until(deadline) => return Followed::Done(timed_out(slot, id, ctx).await),
         }
+    }
+}
+
+/// Sends mcpq's client's answers (`inputResponses` JSON text) to task `id`, which asked
+/// for them. A task that no longer waits for them (answered by an attempt whose worker was
+/// lost after sending them) is followed all the same: it asks again if it must.
+pub async fn answer(slot: &Slot, id: &str, answers: &str, upstream: &str) -> Result<(), JobError> {
+    let responses = serde_json::from_str(answers)
+        .map_err(|e| JobError::Fatal(format!("invalid_args: inputResponses: {e}")))?;
+    match slot
+        .peer
+        .update_task(UpdateTaskParams::new(id, responses))
+        .await
+    {
+        Ok(()) => Ok(()),
+        Err(rmcp::ServiceError::McpError(e)) => {
+            tracing::info!(
+                upstream,
+                task = id,
+                "tasks/update refused ({} {}); following the task",
+                e.code.0,
+                e.message
+            );
+            Ok(())
+        }
+        Err(e) => Err(JobError::Retryable(format!(
+            "upstream_lost: {upstream}: tasks/update: {e}"
+        ))),
     }
 }
 
