@@ -101,6 +101,29 @@ pub async fn call(
             }
         }
     }
+    let call = send(&u.def.name, slot, tool, args, answers, state, ctx).await?;
+    let f = Following {
+        u,
+        ctx,
+        client: inv.client_id,
+        max_output,
+        resume,
+        deadline,
+    };
+    f.wait(call, replay).await
+}
+
+/// Sends `tools/call` on `slot` (with the client's answers and the upstream's state of a
+/// multi-round call); the call in flight, its questions routed to it.
+async fn send(
+    name: &str,
+    slot: std::sync::Arc<super::Slot>,
+    tool: &str,
+    args: serde_json::Map<String, serde_json::Value>,
+    answers: Option<&str>,
+    state: Option<String>,
+    ctx: &JobCtx,
+) -> Result<InFlight, JobError> {
     let mut params = CallToolRequestParams::new(tool.to_string());
     params.arguments = Some(args);
     if let Some(text) = answers {
@@ -124,22 +147,13 @@ pub async fn call(
         ctx.clone(),
         Some(questions_tx),
     );
-    let call = InFlight {
+    Ok(InFlight {
         id: handle.id.clone(),
         token: handle.progress_token.clone(),
         response: Box::pin(handle.await_response()),
         questions,
         slot,
-    };
-    let f = Following {
-        u,
-        ctx,
-        client: inv.client_id,
-        max_output,
-        resume,
-        deadline,
-    };
-    f.wait(call, replay).await
+    })
 }
 
 /// One call's wait for its answer.
