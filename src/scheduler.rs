@@ -80,7 +80,11 @@ impl Scheduler {
         let recorded: HashMap<String, i64> = match self.app.store().schedule_ticks().await {
             Ok(rows) => rows.into_iter().collect(),
             Err(e) => {
-                tracing::warn!(error = %e, "schedules: cannot read the last ticks; next pass retries");
+                // Once, then counted per window: passes run every second through an outage.
+                crate::logging::repeats::fault(
+                    "schedules: cannot read the last ticks (next pass retries)",
+                    &e,
+                );
                 return 0;
             }
         };
@@ -95,9 +99,12 @@ impl Scheduler {
                     created += n;
                     self.passed.insert(s.name.clone(), now);
                 }
-                Err(e) => {
-                    tracing::warn!(schedule = %s.name, error = %e, "schedules: tick not enqueued; next pass retries")
-                }
+                // Once, then counted per window: a tool not listed yet (an upstream down) or
+                // a store outage fails every pass, a second apart.
+                Err(e) => crate::logging::repeats::fault(
+                    "schedules: tick not enqueued (next pass retries)",
+                    &format!("{}: {e}", s.name),
+                ),
             }
         }
         created
