@@ -841,63 +841,73 @@ async fn an_upstreams_question_is_answered_by_the_mcpq_client_in_both_eras() {
 async fn server_everythings_elicitation_and_sampling_are_answered_by_the_mcpq_client_in_both_eras()
 {
     // server-everything asks the 2025-11-25 way: during the call, its own request to its
-    // client (mcpq), which parks the call and asks its own client the same.
+    // client (mcpq), which parks the call and asks its own client the same. Over stdio,
+    // and over streamable HTTP, where its request comes on the call's SSE stream.
+    let port = free_port();
+    let _server = everything_over_http(port);
+    let tools = r#"allow = ["trigger-elicitation-request", "trigger-sampling-request"]
+tools = { trigger-elicitation-request = { mode = "sync" }, trigger-sampling-request = { mode = "sync" } }
+"#;
     let env = TestEnv::new(&format!(
-        r#"
-[upstreams.everything]
-command = ["{node}", "{everything}", "stdio"]
-allow = ["trigger-elicitation-request", "trigger-sampling-request"]
-
-[upstreams.everything.tools.trigger-elicitation-request]
-mode = "sync"
-
-[upstreams.everything.tools.trigger-sampling-request]
-mode = "sync"
-"#,
+        "[upstreams.stdio]\ncommand = [\"{node}\", \"{everything}\", \"stdio\"]\n{tools}\n\
+         [upstreams.http]\nurl = \"http://127.0.0.1:{port}/mcp\"\n{tools}",
         node = node(),
         everything = everything()
     ));
     let d = env.spawn_daemon().await;
+    // The HTTP server may come up after the daemon: its tools are listed once it answers.
+    tokio::time::timeout(Duration::from_secs(40), async {
+        loop {
+            let fresh = connect(d.addr, Recorder::default()).await;
+            let tools = fresh.list_all_tools().await.unwrap();
+            let _ = fresh.cancel().await;
+            if tools.iter().filter(|t| t.name.contains("trigger-")).count() == 4 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await
+    .expect("both upstreams list their asking tools");
     let python = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python3");
     let cases = [
+        ("trigger-elicitation-request", json!({}), "- Name: Ada"),
         (
-            "everything_trigger-elicitation-request",
-            json!({}),
-            "- Name: Ada",
-        ),
-        (
-            "everything_trigger-sampling-request",
+            "trigger-sampling-request",
             json!({"prompt": "Say hello"}),
             "Nice to meet you.",
         ),
     ];
-    for (command, era) in [("ask", "2026-07-28"), ("legacy-ask", "2025-11-25")] {
-        for (tool, args, expected) in &cases {
-            let out = tokio::process::Command::new(&python)
-                .arg(fixtures().join("../mcp_sdk_tasks.py"))
-                .args([
-                    command,
-                    &format!("http://{}/mcp", d.addr),
-                    TOKEN,
-                    tool,
-                    &args.to_string(),
-                ])
-                .output()
-                .await
-                .unwrap();
-            let stdout = String::from_utf8_lossy(&out.stdout);
-            assert!(
-                out.status.success(),
-                "{command} {tool}: {stdout}\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            let r: Value = serde_json::from_str(stdout.trim()).unwrap();
-            assert_eq!(r["protocol"], era, "{r}");
-            assert_eq!(r["is_error"], false, "{r}");
-            assert!(
-                r["texts"].as_str().unwrap().contains(expected),
-                "{command} {tool}: {r}"
-            );
+    for upstream in ["stdio", "http"] {
+        for (command, era) in [("ask", "2026-07-28"), ("legacy-ask", "2025-11-25")] {
+            for (tool, args, expected) in &cases {
+                let tool = format!("{upstream}_{tool}");
+                let out = tokio::process::Command::new(&python)
+                    .arg(fixtures().join("../mcp_sdk_tasks.py"))
+                    .args([
+                        command,
+                        &format!("http://{}/mcp", d.addr),
+                        TOKEN,
+                        &tool,
+                        &args.to_string(),
+                    ])
+                    .output()
+                    .await
+                    .unwrap();
+                let stdout = String::from_utf8_lossy(&out.stdout);
+                assert!(
+                    out.status.success(),
+                    "{command} {tool}: {stdout}\n{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                let r: Value = serde_json::from_str(stdout.trim()).unwrap();
+                assert_eq!(r["protocol"], era, "{r}");
+                assert_eq!(r["is_error"], false, "{r}");
+                assert!(
+                    r["texts"].as_str().unwrap().contains(expected),
+                    "{command} {tool}: {r}"
+                );
+            }
         }
     }
 }
