@@ -142,7 +142,7 @@ async fn send(
         .await
         .map_err(|e| JobError::Retryable(format!("upstream_unreachable: {name}: {e}")))?;
     let (questions_tx, questions) = mpsc::unbounded_channel();
-    slot.calls.add_asking(
+    slot.calls.add(
         handle.progress_token.clone(),
         ctx.clone(),
         Some(questions_tx),

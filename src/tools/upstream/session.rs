@@ -51,11 +51,8 @@ struct InCall {
 }
 
 impl Calls {
-    pub fn add(&self, token: ProgressToken, ctx: JobCtx) {
-        self.add_asking(token, ctx, None);
-    }
-    /// A call whose upstream may ask: its questions go to `questions`.
-    pub fn add_asking(
+    /// A call in flight; the questions its upstream asks during it go to `questions`.
+    pub fn add(
         &self,
         token: ProgressToken,
         ctx: JobCtx,
