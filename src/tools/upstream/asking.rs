@@ -58,7 +58,7 @@ pub struct InFlight {
     pub id: RequestId,
     pub token: ProgressToken,
     pub response: Response,
-    pub questions: mpsc::UnboundedReceiver<Question>,
+    pub questions: mpsc::Receiver<Question>,
 }
 
 impl InFlight {

@@ -141,7 +141,7 @@ async fn send(
         .send_request_with_option(request, PeerRequestOptions::no_options())
         .await
         .map_err(|e| JobError::Retryable(format!("upstream_unreachable: {name}: {e}")))?;
-    let (questions_tx, questions) = mpsc::unbounded_channel();
+    let (questions_tx, questions) = mpsc::channel(super::session::QUESTIONS_PER_CALL);
     slot.calls.add(
         handle.progress_token.clone(),
         ctx.clone(),

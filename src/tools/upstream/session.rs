@@ -43,9 +43,13 @@ pub struct Calls {
     by_token: Mutex<HashMap<ProgressToken, InCall>>,
 }
 
+/// Questions one call's upstream may have waiting at once (it normally asks one at a time);
+/// beyond it a question is refused, so an upstream cannot pile them up in mcpq's memory.
+pub const QUESTIONS_PER_CALL: usize = 16;
+
 struct InCall {
     ctx: JobCtx,
-    questions: Option<mpsc::UnboundedSender<Question>>,
+    questions: Option<mpsc::Sender<Question>>,
     /// Waiting for mcpq's client to answer a question (parked).
     parked: bool,
 }
@@ -56,7 +60,7 @@ impl Calls {
         &self,
         token: ProgressToken,
         ctx: JobCtx,
-        questions: Option<mpsc::UnboundedSender<Question>>,
+        questions: Option<mpsc::Sender<Question>>,
     ) {
         self.lock().insert(
             token,
@@ -92,7 +96,7 @@ impl Calls {
     /// Where a question the upstream sent goes: the one call in flight that is not
     /// parked, else the one parked call (asking again). The wire does not say which call
     /// asks, so any other case is refused, not guessed.
-    fn asker(&self) -> Result<mpsc::UnboundedSender<Question>, String> {
+    fn asker(&self) -> Result<mpsc::Sender<Question>, String> {
         let calls = self.lock();
         let pick = |parked: bool| -> Vec<&InCall> {
             calls.values().filter(|c| c.parked == parked).collect()
@@ -121,12 +125,17 @@ impl Calls {
         let refused = |why: String| McpError::internal_error(why, None);
         let to = self.asker().map_err(refused)?;
         let (tx, rx) = oneshot::channel();
-        to.send(Question {
+        to.try_send(Question {
             method,
             params,
             answer: tx,
         })
-        .map_err(|_| refused("the call that asked has ended".into()))?;
+        .map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => refused(format!(
+                "the call already has {QUESTIONS_PER_CALL} questions waiting for mcpq's client"
+            )),
+            mpsc::error::TrySendError::Closed(_) => refused("the call that asked has ended".into()),
+        })?;
         match rx.await {
             Ok(Ok(answer)) => Ok(answer),
             Ok(Err(why)) => Err(refused(why)),
