@@ -61,7 +61,8 @@ page() { # URL -> time in ms; the body goes to $W/page.html
 median() { tr ' ' '\n' | grep . | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 printf '%-44s %12s %12s\n' "list (filter)" "first ms" "next ms"
-for q in "" "state=failed" "state=failed&tool=tool_2" "client=client-007&state=succeeded" \
+for q in "" "state=failed" "state=failed&tool=tool_2" "state=succeeded" "state=succeeded&tool=tool_3" \
+         "client=client-007&state=succeeded" \
          "q=refused+by+upstream+4200" "q=connection+refused" "sort=updated" "tool=tool_5&sort=updated"; do
   firsts=""; nexts=""
   for _ in $(seq 1 "$RUNS"); do
@@ -82,3 +83,7 @@ while [ -n "$path" ]; do
   path=$(grep -o 'id="older" href="[^"]*"' "$W/page.html" | head -1 | sed 's/^id="older" href="//; s/"$//; s/&amp;/\&/g')
 done
 echo "rare text search followed through every job: $n requests, ${total} ms in all, slowest ${slowest} ms, match found: $found"
+
+# The overview (counts by tool and state, the activity chart).
+ovs=""; for _ in $(seq 1 "$RUNS"); do ovs="$ovs $(page "/ui")"; done
+echo "overview /ui: $(echo "$ovs" | median) ms"

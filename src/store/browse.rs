@@ -65,9 +65,15 @@ pub enum Dialect {
     Postgres,
 }
 
-/// The states of `jobs_console_finished`, whose WHERE is [`FINISHED_TERM`] word for word.
+/// The final states. [`FINISHED_TERM`] is the WHERE of PostgreSQL's `jobs_console_client`
+/// (migrations/postgres/0006), word for word.
 const FINISHED: [&str; 3] = ["succeeded", "failed", "cancelled"];
 pub const FINISHED_TERM: &str = "state IN ('succeeded', 'failed', 'cancelled')";
+/// The states of `jobs_console_finished`, whose WHERE is [`RARE_TERM`] word for word: the
+/// final states a list needs an index for. Succeeded jobs are most of a table: a list of
+/// them walks the table newest first (migrations/sqlite/0015).
+const RARE: [&str; 2] = ["failed", "cancelled"];
+pub const RARE_TERM: &str = "state IN ('failed', 'cancelled')";
 
 /// The activity key of [`Sort::Updated`]; the same expression as the index's.
 pub const ACTIVITY: &str = "COALESCE(finished_at, started_at, created_at)";
@@ -103,8 +109,8 @@ impl Builder {
             // A literal (the enum's own names, never input): SQLite uses a partial index
             // only for a WHERE it can match when the statement is prepared.
             b.conds.push(format!("state = '{}'", s.as_str()));
-            if FINISHED.contains(&s.as_str()) {
-                b.conds.push(FINISHED_TERM.to_string());
+            if RARE.contains(&s.as_str()) {
+                b.conds.push(RARE_TERM.to_string());
             }
         }
         eq(&mut b, "tool", &q.tool);
@@ -313,10 +319,11 @@ pub fn count_sql(dialect: Dialect, q: &JobQuery) -> (String, Vec<Param>) {
 }
 
 /// Every job by tool and state: (tool, state, count). Each arm matches one partial index's
-/// WHERE (finished states: `jobs_console_finished`; the others: the claim's, the lease's,
-/// the in-doubt and input indexes), so none reads a table row.
+/// WHERE (finished states: `jobs_finished`, which carries state and tool; the others: the
+/// claim's, the lease's, the in-doubt and input indexes), so none reads a table row.
+/// `finished_at` is set exactly when a job reaches a final state.
 pub const COUNTS_SQL: &str = "\
-SELECT tool, state, count(*) FROM jobs WHERE state IN ('succeeded', 'failed', 'cancelled') GROUP BY state, tool \
+SELECT tool, state, count(*) FROM jobs WHERE finished_at IS NOT NULL GROUP BY state, tool \
 UNION ALL SELECT tool, 'queued', count(*) FROM jobs WHERE state = 'queued' GROUP BY tool \
 UNION ALL SELECT tool, 'running', count(*) FROM jobs WHERE state = 'running' GROUP BY tool \
 UNION ALL SELECT tool, 'in_doubt', count(*) FROM jobs WHERE state = 'in_doubt' GROUP BY tool \
@@ -444,12 +451,12 @@ mod tests {
         let (sql, params) = list_sql(Dialect::Sqlite, &q);
         assert!(
             sql.contains(&format!(
-            "WHERE state = 'failed' AND {FINISHED_TERM} AND tool = ?1 ORDER BY seq DESC LIMIT ?2"
-        )),
+                "WHERE state = 'failed' AND {RARE_TERM} AND tool = ?1 ORDER BY seq DESC LIMIT ?2"
+            )),
             "{sql}"
         );
         assert_eq!(params.len(), 2);
-        assert!(COUNTS_SQL.contains(FINISHED_TERM));
+        assert!(COUNTS_SQL.contains("WHERE finished_at IS NOT NULL GROUP BY state, tool"));
         assert!(!sql.to_lowercase().contains("offset"));
         let q = JobQuery {
             sort: Sort::Updated,
