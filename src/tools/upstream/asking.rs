@@ -173,17 +173,16 @@ impl Asking {
                 p.call.cancel("mcpq's client did not answer in time").await;
             }
         });
-        let mut requests = serde_json::Map::new();
-        requests.insert(KEY.into(), request);
-        let out = serde_json::json!({
-            "resultType": "input_required",
-            "inputRequests": requests,
-            "requestState": format!("{STATE_PREFIX}{token}.{asked}"),
-        });
-        match Json::from_serde(&out) {
-            Json::Object(o) => Ok(o),
-            _ => unreachable!("a JSON object literal"),
-        }
+        let mut requests = Object::new();
+        requests.insert(KEY.into(), Json::from_serde(&request));
+        let mut question = Object::new();
+        question.insert("resultType".into(), Json::Str("input_required".into()));
+        question.insert("inputRequests".into(), Json::Object(requests));
+        question.insert(
+            "requestState".into(),
+            Json::Str(format!("{STATE_PREFIX}{token}.{asked}")),
+        );
+        Ok(question)
     }
 
     /// The parked call a round's `state` names, its question answered with `answers[KEY]`

@@ -116,13 +116,16 @@ impl Calls {
             .clone()
             .ok_or_else(|| "this call cannot relay questions to mcpq's client".to_string())
     }
-    /// Sends the upstream's question to the call it belongs to and waits for the answer.
-    async fn ask(
+    /// Sends the upstream's `method` request to the call it belongs to and waits for mcpq's
+    /// client's answer, as that request's result type.
+    async fn relay<R: serde::de::DeserializeOwned>(
         &self,
         method: &'static str,
-        params: serde_json::Value,
-    ) -> Result<serde_json::Value, McpError> {
+        params: &impl serde::Serialize,
+    ) -> Result<R, McpError> {
         let refused = |why: String| McpError::internal_error(why, None);
+        let params = serde_json::to_value(params)
+            .map_err(|e| McpError::invalid_params(e.to_string(), None))?;
         let to = self.asker().map_err(refused)?;
         let (tx, rx) = oneshot::channel();
         to.try_send(Question {
@@ -137,7 +140,11 @@ impl Calls {
             mpsc::error::TrySendError::Closed(_) => refused("the call that asked has ended".into()),
         })?;
         match rx.await {
-            Ok(Ok(answer)) => Ok(answer),
+            Ok(Ok(answer)) => serde_json::from_value(answer).map_err(|e| {
+                refused(format!(
+                    "mcpq's client answered {method} with no result of it: {e}"
+                ))
+            }),
             Ok(Err(why)) => Err(refused(why)),
             Err(_) => Err(refused(
                 "the call that asked ended before mcpq's client answered".into(),
@@ -224,15 +231,7 @@ impl ClientHandler for Handler {
         request: ElicitRequestParams,
         _context: RequestContext<RoleClient>,
     ) -> Result<ElicitResult, McpError> {
-        let params = serde_json::to_value(&request)
-            .map_err(|e| McpError::invalid_params(e.to_string(), None))?;
-        let answer = self.calls.ask("elicitation/create", params).await?;
-        serde_json::from_value(answer).map_err(|e| {
-            McpError::internal_error(
-                format!("mcpq's client answered with no elicitation result: {e}"),
-                None,
-            )
-        })
+        self.calls.relay("elicitation/create", &request).await
     }
 
     // Sampling is deprecated in the 2026 revision, but 2025 servers still ask for it.
@@ -242,15 +241,7 @@ impl ClientHandler for Handler {
         params: CreateMessageRequestParams,
         _context: RequestContext<RoleClient>,
     ) -> Result<CreateMessageResult, McpError> {
-        let params = serde_json::to_value(&params)
-            .map_err(|e| McpError::invalid_params(e.to_string(), None))?;
-        let answer = self.calls.ask("sampling/createMessage", params).await?;
-        serde_json::from_value(answer).map_err(|e| {
-            McpError::internal_error(
-                format!("mcpq's client answered with no sampling result: {e}"),
-                None,
-            )
-        })
+        self.calls.relay("sampling/createMessage", &params).await
     }
 
     async fn on_tool_list_changed(&self, _context: NotificationContext<RoleClient>) {
