@@ -799,30 +799,12 @@ async fn an_upstreams_question_is_answered_by_the_mcpq_client_in_both_eras() {
         "\n[upstreams.fx.tools.confirm]\nmode = \"sync\"\n",
     ));
     let d = env.spawn_daemon().await;
-    let python = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python3");
     for (command, era) in [("ask", "2026-07-28"), ("legacy-ask", "2025-11-25")] {
         // The Python SDK's client, whose elicitation callback answers "Ada" and whose
         // sampling callback writes "Nice to meet you.": the upstream's
         // InputRequiredResult reaches it through mcpq (a multi-round result, or on 2025-11-25
         // an elicitation request on the call's stream), and its answer goes back upstream.
-        let out = tokio::process::Command::new(&python)
-            .arg(fixtures().join("../mcp_sdk_tasks.py"))
-            .args([
-                command,
-                &format!("http://{}/mcp", d.addr),
-                TOKEN,
-                "fx_confirm",
-            ])
-            .output()
-            .await
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "{command}: {stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let r: Value = serde_json::from_str(stdout.trim()).unwrap();
+        let r = sdk_ask(command, d.addr, "fx_confirm", &json!({})).await;
         assert_eq!(r["protocol"], era, "{r}");
         assert_eq!(r["is_error"], false, "{r}");
         assert_eq!(r["text"], "Hello, Ada! Nice to meet you.", "{r}");
@@ -869,7 +851,6 @@ tools = { trigger-elicitation-request = { mode = "sync" }, trigger-sampling-requ
     })
     .await
     .expect("both upstreams list their asking tools");
-    let python = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python3");
     let cases = [
         ("trigger-elicitation-request", json!({}), "- Name: Ada"),
         (
@@ -882,25 +863,7 @@ tools = { trigger-elicitation-request = { mode = "sync" }, trigger-sampling-requ
         for (command, era) in [("ask", "2026-07-28"), ("legacy-ask", "2025-11-25")] {
             for (tool, args, expected) in &cases {
                 let tool = format!("{upstream}_{tool}");
-                let out = tokio::process::Command::new(&python)
-                    .arg(fixtures().join("../mcp_sdk_tasks.py"))
-                    .args([
-                        command,
-                        &format!("http://{}/mcp", d.addr),
-                        TOKEN,
-                        &tool,
-                        &args.to_string(),
-                    ])
-                    .output()
-                    .await
-                    .unwrap();
-                let stdout = String::from_utf8_lossy(&out.stdout);
-                assert!(
-                    out.status.success(),
-                    "{command} {tool}: {stdout}\n{}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-                let r: Value = serde_json::from_str(stdout.trim()).unwrap();
+                let r = sdk_ask(command, d.addr, &tool, args).await;
                 assert_eq!(r["protocol"], era, "{r}");
                 assert_eq!(r["is_error"], false, "{r}");
                 assert!(
@@ -913,6 +876,31 @@ tools = { trigger-elicitation-request = { mode = "sync" }, trigger-sampling-requ
 }
 
 const TASKS: &str = "io.modelcontextprotocol/tasks";
+
+/// `tests/mcp_sdk_tasks.py COMMAND` (`ask` or `legacy-ask`): the Python SDK's client calls
+/// `tool` with `args` through mcpq and answers what it is asked; its printed JSON line.
+async fn sdk_ask(command: &str, addr: std::net::SocketAddr, tool: &str, args: &Value) -> Value {
+    let python = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python3");
+    let out = tokio::process::Command::new(python)
+        .arg(fixtures().join("../mcp_sdk_tasks.py"))
+        .args([
+            command,
+            &format!("http://{addr}/mcp"),
+            TOKEN,
+            tool,
+            &args.to_string(),
+        ])
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{command} {tool}: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}
 
 /// One 2026-07-28 request to mcpq's `/mcp` declaring `caps`; the JSON-RPC response.
 async fn modern_post(
