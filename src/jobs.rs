@@ -8,6 +8,9 @@
 
 use crate::envelope::Status;
 
+mod flow;
+pub use flow::{keyed_picks, rate_tokens};
+
 /// Public, unguessable identifier of a job (a UUIDv7 string: time-ordered, 122 bits random-ish).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct JobId(pub String);
@@ -452,16 +455,6 @@ impl ConcurrencyKey {
     }
 }
 
-/// Tokens in a tool's start-rate bucket at `now`: `rate` per second, holding at most one
-/// second's worth (at least 1). `stored`: (tokens, when) as last written; none: full.
-pub fn rate_tokens(rate: f64, stored: Option<(f64, i64)>, now: i64) -> f64 {
-    let burst = rate.max(1.0);
-    match stored {
-        None => burst,
-        Some((tokens, at)) => (tokens + (now - at).max(0) as f64 * rate / 1000.0).min(burst),
-    }
-}
-
 /// What a queued job reads as to a caller: `scheduled` until its not-before time (or a
 /// retry's back-off) has come, then `queued`.
 pub fn shown_state(state: JobState, run_at: i64, now: i64) -> &'static str {
@@ -734,15 +727,6 @@ mod tests {
         assert!(k("/o/x").key_of("a", &args).unwrap_err().contains("/o/x"));
         assert!(k("/missing").key_of("a", &args).is_err());
         assert_eq!(ConcurrencyKey::parse("customer_id"), None);
-    }
-
-    #[test]
-    fn the_rate_bucket_refills_at_the_rate_up_to_one_second() {
-        assert_eq!(rate_tokens(5.0, None, 0), 5.0);
-        assert_eq!(rate_tokens(5.0, Some((0.0, 0)), 200), 1.0);
-        assert_eq!(rate_tokens(5.0, Some((0.0, 0)), 10_000), 5.0);
-        assert_eq!(rate_tokens(0.5, Some((0.0, 0)), 1000), 0.5);
-        assert_eq!(rate_tokens(0.5, None, 0), 1.0);
     }
 
     #[test]

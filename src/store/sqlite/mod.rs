@@ -44,7 +44,7 @@ use tokio::sync::{mpsc, oneshot, Mutex};
 use super::*;
 use crate::jobs::CrashPolicy;
 use crate::store::batch::{lookup, Lookup};
-use claim::{claim_capped, CappedClaim};
+use claim::Claim;
 use rows::{claimed_from_json, completions_json, json_strings, NoncePack, Rows};
 use writer::{Durability, PendingNonces, WriteOp};
 
@@ -458,43 +458,23 @@ impl Store for SqliteStore {
         filter: &'a ClaimFilter,
     ) -> BoxFuture<'a, Result<Vec<ClaimedJob>, StoreError>> {
         Box::pin(async move {
-            // Tools without a limit: one statement.
-            let uncapped = sqlx::query(sql::CLAIM)
-                .bind(worker)
-                .bind(now)
-                .bind(limit as i64)
-                .bind(lease_ms)
-                .bind(json_strings(&filter.defs));
             let mut conn = self.inner.writer.lock().await;
+            let claim = Claim {
+                worker,
+                limit,
+                now,
+                lease_ms,
+                filter,
+            };
             let rows = if filter.capped.is_empty() {
                 // The common case stays one autocommit statement.
-                uncapped.fetch_all(&mut *conn).await?
+                claim.run(&mut conn).await?
             } else {
-                // Counting a capped tool's running jobs and claiming up to its limit must
-                // see no other process's claim in between: one write transaction.
+                // A capped tool's running jobs are counted (and a keyed tool's queue read,
+                // a start rate's bucket read and written) with no other process's claim in
+                // between: one write transaction.
                 writer::begin_immediate(&mut conn).await?;
-                let written = async {
-                    let mut rows = if filter.defs.is_empty() {
-                        Vec::new()
-                    } else {
-                        uncapped.fetch_all(&mut *conn).await?
-                    };
-                    for c in &filter.capped {
-                        let left = limit.saturating_sub(rows.len());
-                        if left == 0 {
-                            break;
-                        }
-                        let claim = CappedClaim {
-                            worker,
-                            now,
-                            lease_ms,
-                            left,
-                        };
-                        rows.extend(claim_capped(&mut conn, c, claim).await?);
-                    }
-                    Ok::<_, StoreError>(rows)
-                }
-                .await;
+                let written = claim.run(&mut conn).await;
                 writer::finish(&mut conn, written).await?
             };
             drop(conn);
