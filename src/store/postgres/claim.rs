@@ -5,7 +5,10 @@
 //! It must not decide which tools are capped (the registry does) nor touch jobs it did not
 //! claim.
 
+use std::collections::HashMap;
+
 use sqlx::postgres::PgRow;
+use sqlx::PgConnection;
 
 use super::{sql, PgStore};
 use crate::store::{CappedTool, ClaimFilter, StoreError, KEYED_CLAIM_WINDOW};
@@ -62,22 +65,30 @@ impl PgStore {
             if take == 0 {
                 continue;
             }
-            let q = sqlx::query(match c.per_key {
-                None => sql::CLAIM_TOOL,
-                Some(_) => sql::CLAIM_TOOL_KEYED,
-            })
-            .bind(worker)
-            .bind(now)
-            .bind(i64::from(c.limit))
-            .bind(lease_ms)
-            .bind(&c.tool)
-            .bind(&c.defs)
-            .bind(take as i64);
-            let q = match c.per_key {
-                None => q,
-                Some(per_key) => q.bind(i64::from(per_key)).bind(KEYED_CLAIM_WINDOW),
+            let got = match c.per_key {
+                None => {
+                    sqlx::query(sql::CLAIM_TOOL)
+                        .bind(worker)
+                        .bind(now)
+                        .bind(i64::from(c.limit))
+                        .bind(lease_ms)
+                        .bind(&c.tool)
+                        .bind(&c.defs)
+                        .bind(take as i64)
+                        .fetch_all(&mut *tx)
+                        .await?
+                }
+                Some(per_key) => {
+                    let share = KeyedShare {
+                        worker,
+                        now,
+                        lease_ms,
+                        per_key,
+                        take,
+                    };
+                    claim_keyed(&mut tx, c, share).await?
+                }
             };
-            let got = q.fetch_all(&mut *tx).await?;
             if let Some(tokens) = bucket {
                 sqlx::query(sql::RATE_WRITE)
                     .bind(&c.tool)
@@ -91,4 +102,61 @@ impl PgStore {
         tx.commit().await?;
         Ok(rows)
     }
+}
+
+/// One keyed tool's share of a claim.
+struct KeyedShare<'a> {
+    worker: &'a str,
+    now: i64,
+    lease_ms: i64,
+    per_key: u32,
+    take: usize,
+}
+
+/// A keyed tool's claim under its advisory lock, as on SQLite (`store::sqlite::claim`):
+/// its running jobs per key and its queue's head are read, the jobs to start chosen by
+/// `jobs::keyed_picks`, and those claimed by `seq`. The head read first is twice the
+/// claim's size; only when that finds too few jobs with room is the whole window read.
+async fn claim_keyed(
+    tx: &mut PgConnection,
+    c: &CappedTool,
+    k: KeyedShare<'_>,
+) -> Result<Vec<PgRow>, sqlx::Error> {
+    let window = KEYED_CLAIM_WINDOW as usize;
+    let mut look = (k.take * 2).min(window);
+    let picks = loop {
+        let (running, head): (String, String) = sqlx::query_as(sql::KEYED_HEAD)
+            .bind(k.now)
+            .bind(&c.tool)
+            .bind(&c.defs)
+            .bind(look as i64)
+            .fetch_one(&mut *tx)
+            .await?;
+        let running: Vec<(Option<String>, u32)> = serde_json::from_str(&running).map_err(decode)?;
+        let running: HashMap<Option<String>, u32> = running.into_iter().collect();
+        let total: u64 = running.values().map(|n| u64::from(*n)).sum();
+        let take = k
+            .take
+            .min(u64::from(c.limit).saturating_sub(total) as usize);
+        let head: Vec<(i64, Option<String>)> = serde_json::from_str(&head).map_err(decode)?;
+        let picks = crate::jobs::keyed_picks(&head, &running, k.per_key, take);
+        if picks.len() == take || head.len() < look || look == window {
+            break picks;
+        }
+        look = window;
+    };
+    if picks.is_empty() {
+        return Ok(Vec::new());
+    }
+    sqlx::query(sql::CLAIM_SEQS)
+        .bind(k.worker)
+        .bind(k.now)
+        .bind(k.lease_ms)
+        .bind(&picks)
+        .fetch_all(&mut *tx)
+        .await
+}
+
+fn decode(e: serde_json::Error) -> sqlx::Error {
+    sqlx::Error::Decode(Box::new(e))
 }
