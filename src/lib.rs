@@ -47,9 +47,11 @@
 //! - [`config`]: layered settings and secrets; `[tools]` (`config::tool_table`),
 //!   `[upstreams]` (`config::upstreams`),
 //!   `[resources]`, `[prompts]`, `[oauth]`.
-//! - [`jobs`]: the job state machine and retry policy, pure; [`audit`]: the audit trail's
-//!   records and hash chain, pure (its children sit higher: `audit::writer`, the daemon's
-//!   batched writer, with `tools`; `audit::cli`, `mcpq audit verify|export`, with `ops`).
+//! - [`jobs`]: the job state machine and retry policy, pure (`jobs::flow`: the rules a
+//!   claim applies, the start-rate bucket and which keyed jobs may start); [`audit`]: the
+//!   audit trail's records and hash chain, pure (its children sit higher: `audit::writer`,
+//!   the daemon's batched writer, with `tools`; `audit::cli`, `mcpq audit verify|export`,
+//!   with `ops`).
 //! - [`envelope`]: the `mcp/0.1` wire contract (envelopes, responses, error codes, HMAC
 //!   signing); [`asks`]: a tool's questions to its client (`InputRequiredResult`), checked.
 //! - [`json`]: strict JSON and CPython-compatible canonical JSON (the signed bytes);
