@@ -2589,6 +2589,30 @@ pub mod flow_cases {
         assert_eq!(key_of[&more[0].id], "a");
     }
 
+    pub async fn a_saturated_key_at_the_head_does_not_hide_a_later_key(fx: &dyn Fixture) {
+        let s = fx.store();
+        let a = client("a");
+        // Ten of one key ahead of one of another: a claim of 2 first reads the first 4
+        // jobs, all of the saturated key, and must look further to find the other.
+        let mut key_of = std::collections::HashMap::new();
+        for i in 0..11 {
+            let key = if i < 10 { "hot" } else { "cold" };
+            let j = keyed_job(&a, T0 + i, key);
+            key_of.insert(j.id.clone(), key);
+            s.enqueue(j).await.unwrap();
+        }
+        let f = keyed_filter(Some(1), None);
+        let got = s.claim("w1", 2, T0 + 20, LEASE, &f).await.unwrap();
+        let mut keys: Vec<&str> = got.iter().map(|j| key_of[&j.id]).collect();
+        keys.sort_unstable();
+        assert_eq!(keys, ["cold", "hot"]);
+        assert!(s
+            .claim("w1", 2, T0 + 21, LEASE, &f)
+            .await
+            .unwrap()
+            .is_empty());
+    }
+
     pub async fn a_start_rate_holds_across_claimers(fx: &dyn Fixture) {
         let s = fx.store();
         let other = fx.open_another().await;
@@ -2986,6 +3010,7 @@ macro_rules! for_each_case {
             scheduled_jobs_wait_for_their_time_and_cancel_before_it,
             a_paused_tool_is_claimed_by_no_worker_until_resumed,
             a_limit_per_key_holds_across_claimers_and_spares_other_keys,
+            a_saturated_key_at_the_head_does_not_hide_a_later_key,
             a_start_rate_holds_across_claimers,
             trace_contexts_commit_with_their_jobs,
             webhook_events_commit_with_the_state_change_and_are_leased_once,
