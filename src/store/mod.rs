@@ -19,6 +19,7 @@ pub mod browse;
 pub mod changes;
 pub mod copy;
 pub mod fault;
+mod keyed;
 pub mod open;
 pub mod outbox;
 pub mod postgres;

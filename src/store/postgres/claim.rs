@@ -5,13 +5,12 @@
 //! It must not decide which tools are capped (the registry does) nor touch jobs it did not
 //! claim.
 
-use std::collections::HashMap;
-
 use sqlx::postgres::PgRow;
 use sqlx::PgConnection;
 
 use super::{sql, PgStore};
-use crate::store::{CappedTool, ClaimFilter, StoreError, KEYED_CLAIM_WINDOW};
+use crate::store::keyed::{self, KeyedStep};
+use crate::store::{CappedTool, ClaimFilter, StoreError};
 
 impl PgStore {
     /// Claims up to `limit` jobs in one transaction: the uncapped tools' first, then each
@@ -115,35 +114,25 @@ struct KeyedShare<'a> {
 
 /// A keyed tool's claim under its advisory lock, as on SQLite (`store::sqlite::claim`):
 /// its running jobs per key and its queue's head are read, the jobs to start chosen by
-/// `jobs::keyed_picks`, and those claimed by `seq`. The head read first is twice the
-/// claim's size; only when that finds too few jobs with room is the whole window read.
+/// `jobs::keyed_picks`, and those claimed by `seq` (`store::keyed`: how deep to read).
 async fn claim_keyed(
     tx: &mut PgConnection,
     c: &CappedTool,
     k: KeyedShare<'_>,
 ) -> Result<Vec<PgRow>, sqlx::Error> {
-    let window = KEYED_CLAIM_WINDOW as usize;
-    let mut look = (k.take * 2).min(window);
+    let mut look = keyed::first_look(k.take);
     let picks = loop {
         let (running, head): (String, String) = sqlx::query_as(sql::KEYED_HEAD)
             .bind(k.now)
             .bind(&c.tool)
             .bind(&c.defs)
-            .bind(look as i64)
+            .bind(look)
             .fetch_one(&mut *tx)
             .await?;
-        let running: Vec<(Option<String>, u32)> = serde_json::from_str(&running).map_err(decode)?;
-        let running: HashMap<Option<String>, u32> = running.into_iter().collect();
-        let total: u64 = running.values().map(|n| u64::from(*n)).sum();
-        let take = k
-            .take
-            .min(u64::from(c.limit).saturating_sub(total) as usize);
-        let head: Vec<(i64, Option<String>)> = serde_json::from_str(&head).map_err(decode)?;
-        let picks = crate::jobs::keyed_picks(&head, &running, k.per_key, take);
-        if picks.len() == take || head.len() < look || look == window {
-            break picks;
+        match keyed::after_read(c, k.per_key, k.take, look, &running, &head).map_err(decode)? {
+            KeyedStep::Claim(picks) => break picks,
+            KeyedStep::ReadDeeper(n) => look = n,
         }
-        look = window;
     };
     if picks.is_empty() {
         return Ok(Vec::new());

@@ -4,13 +4,12 @@
 //!
 //! It must not open or end the transaction (`Store::claim` in mod.rs does).
 
-use std::collections::HashMap;
-
 use sqlx::SqliteConnection;
 
 use super::rows::json_strings;
 use super::sql;
-use crate::store::{CappedTool, ClaimFilter, StoreError, KEYED_CLAIM_WINDOW};
+use crate::store::keyed::{self, KeyedStep};
+use crate::store::{CappedTool, ClaimFilter, StoreError};
 
 /// One claim of up to `limit` jobs for a worker with `filter`'s tools.
 pub(super) struct Claim<'a> {
@@ -116,9 +115,8 @@ async fn claim_capped(
 /// A keyed tool's claim: its running jobs per key and its queue's head are read, the jobs
 /// to start chosen by `jobs::keyed_picks`, and those claimed by `seq`.
 ///
-/// The head read first is twice the claim's size (reading 1,000 jobs' keys for a claim of
-/// 256 cost 0.3-0.7 ms more); only when that finds too few jobs with room is the whole
-/// window read. Reading from a reader before taking the write lock, and checking each pick
+/// The head read first is twice the claim's size; only when that finds too few jobs with
+/// room is the whole window read (`store::keyed`). Reading from a reader before taking the write lock, and checking each pick
 /// again in the write, measured 0.89x of this: two workers' reads picked the same jobs.
 async fn claim_keyed(
     tx: &mut SqliteConnection,
@@ -127,26 +125,19 @@ async fn claim_keyed(
     take: usize,
     k: &CappedClaim<'_>,
 ) -> Result<Vec<sqlx::sqlite::SqliteRow>, sqlx::Error> {
-    let window = KEYED_CLAIM_WINDOW as usize;
-    let mut look = (take * 2).min(window);
+    let mut look = keyed::first_look(take);
     let picks = loop {
         let (running, head): (String, String) = sqlx::query_as(sql::KEYED_HEAD)
             .bind(k.now)
             .bind(&c.tool)
             .bind(json_strings(&c.defs))
-            .bind(look as i64)
+            .bind(look)
             .fetch_one(&mut *tx)
             .await?;
-        let running: Vec<(Option<String>, u32)> = serde_json::from_str(&running).map_err(decode)?;
-        let running: HashMap<Option<String>, u32> = running.into_iter().collect();
-        let total: u64 = running.values().map(|n| u64::from(*n)).sum();
-        let take = take.min(u64::from(c.limit).saturating_sub(total) as usize);
-        let head: Vec<(i64, Option<String>)> = serde_json::from_str(&head).map_err(decode)?;
-        let picks = crate::jobs::keyed_picks(&head, &running, per_key, take);
-        if picks.len() == take || head.len() < look || look == window {
-            break picks;
+        match keyed::after_read(c, per_key, take, look, &running, &head).map_err(decode)? {
+            KeyedStep::Claim(picks) => break picks,
+            KeyedStep::ReadDeeper(n) => look = n,
         }
-        look = window;
     };
     if picks.is_empty() {
         return Ok(Vec::new());
