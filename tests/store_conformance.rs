@@ -1104,20 +1104,28 @@ pub mod cases {
         assert_eq!(r.finished_at, Some(retry_at + 30));
         assert_eq!(r.result, None);
 
-        // A batch with current and stale entries applies only the current ones.
+        // A batch with current and stale entries, of mixed outcomes, applies only the
+        // current ones, each with its own outcome.
         let e = enqueue_new(s, &mut obs, &alice, T0 + 300).await;
         let f = enqueue_new(s, &mut obs, &alice, T0 + 301).await;
+        let g = enqueue_new(s, &mut obs, &alice, T0 + 302).await;
         let now = retry_at + 40;
         let cs = s.claim("w", 10, now, LEASE, &any()).await.unwrap();
-        assert_eq!(sorted(ids(&cs)), sorted(vec![e.clone(), f.clone()]));
-        obs.after_all(s, Event::Claim, &[e.clone(), f.clone()])
+        assert_eq!(
+            sorted(ids(&cs)),
+            sorted(vec![e.clone(), f.clone(), g.clone()])
+        );
+        obs.after_all(s, Event::Claim, &[e.clone(), f.clone(), g.clone()])
             .await;
-        let (ce, cf) = if cs[0].id == e {
-            (&cs[0], &cs[1])
-        } else {
-            (&cs[1], &cs[0])
-        };
+        let claimed = |id: &JobId| cs.iter().find(|c| &c.id == id).unwrap();
+        let (ce, cf, cg) = (claimed(&e), claimed(&f), claimed(&g));
         let batch = vec![
+            done(
+                cg,
+                Outcome::Failed {
+                    error: "no".into(),
+                },
+            ),
             done(ce, succeeded(r#"{"e":1}"#)),
             Completion {
                 id: f.clone(),
@@ -1133,9 +1141,12 @@ pub mod cases {
             },
         ];
         let applied = s.complete(batch, now + 1).await.unwrap();
-        assert_eq!(applied, vec![e.clone()]);
-        obs.expect(s, Event::Succeed, &e, JobState::Succeeded).await;
+        assert_eq!(sorted(applied), sorted(vec![e.clone(), g.clone()]));
+        let r = obs.expect(s, Event::Succeed, &e, JobState::Succeeded).await;
+        assert_eq!(r.result.as_deref(), Some(r#"{"e":1}"#));
         obs.expect(s, Event::Succeed, &f, JobState::Running).await;
+        let r = obs.expect(s, Event::Fail, &g, JobState::Failed).await;
+        assert_eq!(r.result, None);
     }
 
     pub async fn stale_completion_after_rescue_and_reclaim_is_not_applied(fx: &dyn Fixture) {

@@ -82,17 +82,29 @@ impl SqliteStore {
         if done.is_empty() {
             return Ok(Vec::new());
         }
-        let (finished, asked) = completions_json(&done);
+        let batch = completions_json(&done);
+        // (statement, its rows, whether it takes `only_expired`)
+        let mut statements: Vec<(&str, String, bool)> = [
+            (sql::COMPLETE_SUCCEEDED, batch.succeeded, true),
+            (sql::COMPLETE, batch.other, true),
+            (sql::COMPLETE_ASK, batch.asked, false),
+        ]
+        .into_iter()
+        .filter_map(|(q, rows, expired)| rows.map(|rows| (q, rows, expired)))
+        .collect();
+        let apply = |q: &'static str, rows: String, expired: bool| {
+            let query = sqlx::query(q).bind(rows).bind(now);
+            match expired {
+                true => query.bind(only_expired as i64),
+                false => query,
+            }
+        };
         let mut conn = self.inner.writer.lock().await;
-        if asked.is_none() && !done.iter().any(|c| c.hooked) {
-            // No job of the batch has a webhook: one statement, its own transaction (the
-            // explicit one costs the drain ~2%: BENCHMARKS.md).
-            let rows = sqlx::query(sql::COMPLETE)
-                .bind(finished)
-                .bind(now)
-                .bind(only_expired as i64)
-                .fetch_all(&mut *conn)
-                .await?;
+        if statements.len() == 1 && !done.iter().any(|c| c.hooked) {
+            // One kind of outcome and no job with a webhook: one statement, its own
+            // transaction (the explicit one costs the drain ~2%: BENCHMARKS.md).
+            let (q, batch, expired) = statements.swap_remove(0);
+            let rows = apply(q, batch, expired).fetch_all(&mut *conn).await?;
             drop(conn);
             self.inner.durability.wait().await?;
             return Ok(self.changed(&rows));
@@ -100,20 +112,9 @@ impl SqliteStore {
         // One transaction: the outcomes and, for jobs with a callback, their webhook events.
         writer::begin_immediate(&mut conn).await?;
         let written = async {
-            let mut rows = sqlx::query(sql::COMPLETE)
-                .bind(finished)
-                .bind(now)
-                .bind(only_expired as i64)
-                .fetch_all(&mut *conn)
-                .await?;
-            if let Some(asked) = asked {
-                rows.extend(
-                    sqlx::query(sql::COMPLETE_ASK)
-                        .bind(asked)
-                        .bind(now)
-                        .fetch_all(&mut *conn)
-                        .await?,
-                );
+            let mut rows = Vec::new();
+            for (q, batch, expired) in statements {
+                rows.extend(apply(q, batch, expired).fetch_all(&mut *conn).await?);
             }
             webhooks::record_events(&mut conn, &webhooks::hooked(&rows)).await?;
             Ok::<_, StoreError>(rows)

@@ -291,28 +291,42 @@ pub(super) fn claimed_from_json(text: &str) -> Result<ClaimedJob, StoreError> {
     })
 }
 
-/// `[id, fence, state, result, error, run_at]` per completion (complete.sql), and
-/// `[id, fence, input_requests, request_state]` per attempt that asked (complete_ask.sql).
-pub(super) fn completions_json(done: &[Completion]) -> (String, Option<String>) {
+/// A batch of completions as the statements that apply it take them: each `None` when the
+/// batch has none of its kind.
+pub(super) struct CompletionRows {
+    /// `{"<fence>/<id>": result}` per success (complete_succeeded.sql).
+    pub(super) succeeded: Option<String>,
+    /// `[id, fence, state, result, error, run_at]` per other outcome (complete.sql).
+    pub(super) other: Option<String>,
+    /// `[id, fence, input_requests, request_state]` per attempt that asked (complete_ask.sql).
+    pub(super) asked: Option<String>,
+}
+
+pub(super) fn completions_json(done: &[Completion]) -> CompletionRows {
+    let mut succeeded = String::from("{");
     let mut rows = Rows::new();
     let mut asks = Rows::new();
-    let mut asked = false;
     for c in done {
-        let (state, result, error, run_at) = match &c.outcome {
-            Outcome::Succeeded { result } => ("succeeded", Some(result.as_str()), None, None),
-            Outcome::Retry { run_at, error } => {
-                ("queued", None, Some(error.as_str()), Some(*run_at))
+        let (state, error, run_at) = match &c.outcome {
+            Outcome::Succeeded { result } => {
+                if succeeded.len() > 1 {
+                    succeeded.push(',');
+                }
+                crate::json::write_str(&format!("{}/{}", c.fence, c.id.0), &mut succeeded);
+                succeeded.push(':');
+                crate::json::write_str(result, &mut succeeded);
+                continue;
             }
-            Outcome::Failed { error } => ("failed", None, Some(error.as_str()), None),
-            Outcome::Cancelled { error } => ("cancelled", None, Some(error.as_str()), None),
-            Outcome::InDoubt { error } => ("in_doubt", None, Some(error.as_str()), None),
+            Outcome::Retry { run_at, error } => ("queued", Some(error.as_str()), Some(*run_at)),
+            Outcome::Failed { error } => ("failed", Some(error.as_str()), None),
+            Outcome::Cancelled { error } => ("cancelled", Some(error.as_str()), None),
+            Outcome::InDoubt { error } => ("in_doubt", Some(error.as_str()), None),
             Outcome::AwaitInput { requests, state } => {
                 asks.row()
                     .str(&c.id.0)
                     .int(c.fence)
                     .str(requests)
                     .opt_str(state.as_deref());
-                asked = true;
                 continue;
             }
         };
@@ -320,16 +334,21 @@ pub(super) fn completions_json(done: &[Completion]) -> (String, Option<String>) 
             .str(&c.id.0)
             .int(c.fence)
             .str(state)
-            .opt_str(result)
+            .opt_str(None)
             .opt_str(error)
             .opt_int(run_at);
     }
-    (rows.finish(), asked.then(|| asks.finish()))
+    succeeded.push('}');
+    CompletionRows {
+        succeeded: (succeeded.len() > 2).then_some(succeeded),
+        other: (rows.count > 0).then(|| rows.finish()),
+        asked: (asks.count > 0).then(|| asks.finish()),
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{claimed_from_json, records_from_json, Rows};
+    use super::{claimed_from_json, completions_json, records_from_json, Rows};
     use crate::store::StoreError;
 
     #[test]
@@ -412,5 +431,53 @@ mod tests {
         assert_eq!(text, r#"[["a\"b\\\u00e9",-3,null,7],["",0,"x",null]]"#);
         let parsed: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(parsed[0][0], "a\"b\\é");
+    }
+
+    #[test]
+    fn successes_are_keyed_by_fence_and_id_and_other_outcomes_are_rows() {
+        use crate::jobs::JobId;
+        use crate::store::{Completion, Outcome};
+        let done = |id: &str, fence, outcome| Completion {
+            id: JobId(id.into()),
+            fence,
+            outcome,
+            hooked: false,
+        };
+        let batch = completions_json(&[
+            done(
+                "a",
+                3,
+                Outcome::Succeeded {
+                    result: r#"{"x":"/"}"#.into(),
+                },
+            ),
+            done(
+                "b/c",
+                12,
+                Outcome::Succeeded {
+                    result: "{}".into(),
+                },
+            ),
+            done(
+                "d",
+                1,
+                Outcome::Retry {
+                    run_at: 9,
+                    error: "boom".into(),
+                },
+            ),
+        ]);
+        assert_eq!(
+            batch.succeeded.as_deref(),
+            Some(r#"{"3/a":"{\"x\":\"/\"}","12/b/c":"{}"}"#)
+        );
+        assert_eq!(
+            batch.other.as_deref(),
+            Some(r#"[["d",1,"queued",null,"boom",9]]"#)
+        );
+        assert_eq!(batch.asked, None);
+        let only_failed = completions_json(&[done("e", 2, Outcome::Failed { error: "no".into() })]);
+        assert_eq!(only_failed.succeeded, None);
+        assert!(only_failed.other.is_some());
     }
 }

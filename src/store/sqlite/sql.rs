@@ -36,6 +36,7 @@ pub const ADMIN_RETRY: &str = include_str!("sql/admin_retry.sql");
 pub const ADMIN_ACTIVITY: &str = include_str!("sql/admin_activity.sql");
 pub const HEARTBEAT: &str = include_str!("sql/heartbeat.sql");
 pub const COMPLETE: &str = include_str!("sql/complete.sql");
+pub const COMPLETE_SUCCEEDED: &str = include_str!("sql/complete_succeeded.sql");
 pub const COMPLETE_ASK: &str = include_str!("sql/complete_ask.sql");
 pub const RELEASE: &str = include_str!("sql/release.sql");
 pub const SAVE_ATTEMPT_STATE: &str = include_str!("sql/save_attempt_state.sql");
