@@ -1120,12 +1120,7 @@ pub mod cases {
         let claimed = |id: &JobId| cs.iter().find(|c| &c.id == id).unwrap();
         let (ce, cf, cg) = (claimed(&e), claimed(&f), claimed(&g));
         let batch = vec![
-            done(
-                cg,
-                Outcome::Failed {
-                    error: "no".into(),
-                },
-            ),
+            done(cg, Outcome::Failed { error: "no".into() }),
             done(ce, succeeded(r#"{"e":1}"#)),
             Completion {
                 id: f.clone(),
