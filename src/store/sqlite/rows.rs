@@ -17,9 +17,11 @@ pub(super) fn json_strings(items: &[String]) -> String {
 }
 
 /// Rows for the batch statements (enqueue, complete, heartbeat, release): a JSON array
-/// of positional arrays, which the SQL reads with `value ->> N` from `json_each`.
-/// Positional, because SQLite re-parses `value` for every `->>` and indexing beats a key
-/// search; written straight into one string, because this runs once per job.
+/// of positional arrays, which the SQL reads with `v ->> N` from `json_each`.
+/// Positional, because indexing beats a key search; the SQL takes `value` once per row
+/// through a subquery SQLite does not flatten, because each reference to `value` turns the
+/// row back into text (migration 0016). Written straight into one string, because this
+/// runs once per job.
 pub(super) struct Rows {
     pub(super) json: String,
     pub(super) count: usize,
