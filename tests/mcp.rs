@@ -335,22 +335,7 @@ async fn the_python_sdk_lists_calls_and_waits_for_a_job_with_progress_in_both_er
 
 /// Runs tests/mcp_sdk_tasks.py COMMAND against the daemon; its one JSON line.
 async fn sdk(addr: SocketAddr, command: &str, arg: &str) -> Value {
-    let out = tokio::process::Command::new(python())
-        .arg(fixture("../mcp_sdk_tasks.py"))
-        .arg(command)
-        .arg(format!("http://{addr}/mcp"))
-        .arg(TOKEN)
-        .arg(arg)
-        .output()
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{command}: {stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+    common::sdk_client(addr, TOKEN, command, &[arg]).await
 }
 
 #[tokio::test]

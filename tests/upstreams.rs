@@ -880,26 +880,7 @@ const TASKS: &str = "io.modelcontextprotocol/tasks";
 /// `tests/mcp_sdk_tasks.py COMMAND` (`ask` or `legacy-ask`): the Python SDK's client calls
 /// `tool` with `args` through mcpq and answers what it is asked; its printed JSON line.
 async fn sdk_ask(command: &str, addr: std::net::SocketAddr, tool: &str, args: &Value) -> Value {
-    let python = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python3");
-    let out = tokio::process::Command::new(python)
-        .arg(fixtures().join("../mcp_sdk_tasks.py"))
-        .args([
-            command,
-            &format!("http://{addr}/mcp"),
-            TOKEN,
-            tool,
-            &args.to_string(),
-        ])
-        .output()
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{command} {tool}: {stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+    common::sdk_client(addr, TOKEN, command, &[tool, &args.to_string()]).await
 }
 
 /// One 2026-07-28 request to mcpq's `/mcp` declaring `caps`; the JSON-RPC response.

@@ -473,3 +473,29 @@ pub fn modern_request(
         .to_string();
     (headers, body)
 }
+
+/// Runs `tests/mcp_sdk_tasks.py COMMAND http://ADDR/mcp TOKEN ARGS...`, the Python MCP SDK's
+/// client against the daemon (from `.venv`, which `.ci/run` installs), and returns the one
+/// JSON line it prints; fails the test with its output if it does not succeed.
+pub async fn sdk_client(
+    addr: SocketAddr,
+    token: &str,
+    command: &str,
+    args: &[&str],
+) -> serde_json::Value {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = tokio::process::Command::new(dir.join(".venv/bin/python3"))
+        .arg(dir.join("tests/mcp_sdk_tasks.py"))
+        .args([command, &format!("http://{addr}/mcp"), token])
+        .args(args)
+        .output()
+        .await
+        .expect("start the Python SDK client (.venv: .ci/run)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{command} {args:?}: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}
