@@ -482,6 +482,20 @@ mode = "sync"
     )
 }
 
+/// The fixture over streamable HTTP (stateless, the 2026-07-28 revision) on `port`.
+fn fixture_over_http(dir: &std::path::Path, port: u16) -> tokio::process::Child {
+    let python = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python3");
+    tokio::process::Command::new(python)
+        .arg(fixtures().join("upstream_fixture.py"))
+        .arg(dir)
+        .arg(port.to_string())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
+}
+
 fn events(dir: &std::path::Path) -> String {
     std::fs::read_to_string(dir.join("events")).unwrap_or_default()
 }
@@ -1020,4 +1034,106 @@ async fn an_upstream_tasks_question_is_answered_by_the_mcpq_client_and_the_task_
     let jobs: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(jobs.as_array().map(Vec::len), Some(1), "{jobs}");
     assert_eq!(jobs[0]["state"], "succeeded", "{jobs}");
+}
+
+#[tokio::test]
+async fn a_stateless_http_upstream_is_called_by_mcpq_itself_with_progress_questions_and_cancel() {
+    // A 2026-07-28 upstream over plain HTTP gets its calls straight from mcpq's own
+    // client (tools/upstream/direct.rs); the session around them stays rmcp's.
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _server = fixture_over_http(dir.path(), port);
+    let env = TestEnv::new(&format!(
+        r#"
+[upstreams.fx]
+url = "http://127.0.0.1:{port}/mcp"
+allow = ["whoami", "steps", "confirm", "slow", "huge", "count"]
+
+[upstreams.fx.tools.whoami]
+mode = "sync"
+
+[upstreams.fx.tools.confirm]
+mode = "sync"
+"#
+    ));
+    let d = env.spawn_daemon().await;
+    eventually(
+        Duration::from_secs(30),
+        "the upstream's tools are listed",
+        || async {
+            let fresh = connect(d.addr, Recorder::default()).await;
+            let tools = fresh.list_all_tools().await.unwrap_or_default();
+            let _ = fresh.cancel().await;
+            tools.iter().any(|t| t.name == "fx_whoami")
+        },
+    )
+    .await;
+    let rec = Recorder::default();
+    let client = connect(d.addr, rec.clone()).await;
+
+    // A sync call: the request the upstream answers is mcpq's own.
+    let me = client
+        .call_tool(params("fx_whoami", json!({})))
+        .await
+        .unwrap();
+    assert!(text(&me).starts_with("request mcpq-"), "{me:?}");
+
+    // A job whose upstream answers on an SSE stream: each progress step reaches the held call.
+    let done = client
+        .call_tool(params("fx_steps", json!({"n": 3, "pause": 1.0})))
+        .await
+        .unwrap();
+    assert_eq!(text(&done), "took 3 steps", "{done:?}");
+    let seen: Vec<f64> = rec
+        .progress
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|p| p.progress)
+        .collect();
+    for step in [1.0 / 3.0, 2.0 / 3.0] {
+        assert!(
+            seen.iter().any(|p| (p - step).abs() < 0.01),
+            "step {step} not seen in {seen:?}"
+        );
+    }
+
+    // The upstream asks with a multi-round result; mcpq's client answers, in both eras.
+    for (command, era) in [("ask", "2026-07-28"), ("legacy-ask", "2025-11-25")] {
+        let r = sdk_ask(command, d.addr, "fx_confirm", &json!({})).await;
+        assert_eq!(r["protocol"], era, "{r}");
+        assert_eq!(r["text"], "Hello, Ada! Nice to meet you.", "{r}");
+    }
+
+    // Over the output cap: a clear job error, and the daemon goes on.
+    let huge = format!("{:?}", client.call_tool(params("fx_huge", json!({}))).await);
+    assert!(huge.contains("output_too_large"), "{huge}");
+
+    // A cancelled job: the upstream's handler of the call is cancelled.
+    let mut c = env.client(&d).await;
+    let r = c.call("fx_slow", args(r#"{"seconds": 60}"#)).await.unwrap();
+    let id = job_id(&r);
+    eventually(Duration::from_secs(20), "the upstream call started", || {
+        let e = events(dir.path());
+        async move { e.contains("slow start") }
+    })
+    .await;
+    c.call("cancel_job", args(&format!(r#"{{"job_id":"{id}"}}"#)))
+        .await
+        .unwrap();
+    eventually(
+        Duration::from_secs(20),
+        "the cancel reached the upstream",
+        || {
+            let e = events(dir.path());
+            async move { e.contains("slow cancelled") }
+        },
+    )
+    .await;
+    let counted = client
+        .call_tool(params("fx_count", json!({"note": "after"})))
+        .await
+        .unwrap();
+    assert_eq!(text(&counted), "counted after");
+    client.cancel().await.unwrap();
 }

@@ -50,7 +50,8 @@ pub struct Question {
 }
 
 /// The upstream's response to a call, still to come.
-pub type Response = Pin<Box<dyn Future<Output = Result<ServerResult, rmcp::ServiceError>> + Send>>;
+pub type Response =
+    Pin<Box<dyn Future<Output = Result<ServerResult, crate::tools::JobError>> + Send>>;
 
 /// A `tools/call` in flight on a session: what `call` waits on, and what parking keeps.
 pub struct InFlight {

@@ -101,7 +101,10 @@ pub async fn call(
             }
         }
     }
-    let call = send(&u.def.name, slot, tool, args, answers, state, ctx).await?;
+    let call = match slot.direct.clone() {
+        Some(direct) => direct.send(slot, tool, &args, answers, state, ctx, max_output)?,
+        None => send(&u.def.name, slot, tool, args, answers, state, ctx).await?,
+    };
     let f = Following {
         u,
         ctx,
@@ -150,9 +153,23 @@ async fn send(
     Ok(InFlight {
         id: handle.id.clone(),
         token: handle.progress_token.clone(),
-        response: Box::pin(handle.await_response()),
+        response: Box::pin(answer(handle.await_response(), name.to_string())),
         questions,
         slot,
+    })
+}
+
+/// rmcp's answer to a call, its failures in mcpq's terms: the upstream's own error is
+/// final, a lost session may fare better on another attempt.
+async fn answer(
+    response: impl std::future::Future<Output = Result<ServerResult, rmcp::ServiceError>>,
+    name: String,
+) -> Result<ServerResult, JobError> {
+    response.await.map_err(|e| match e {
+        rmcp::ServiceError::McpError(e) => {
+            JobError::Fatal(format!("upstream_error: {} {}", e.code.0, e.message))
+        }
+        e => JobError::Retryable(format!("upstream_lost: {name}: {e}")),
     })
 }
 
@@ -250,11 +267,7 @@ impl Following<'_> {
                 "invalid_output: the upstream's answer to tools/call is not a tool result (its fields: {})",
                 kind(&other)
             ))),
-            Err(rmcp::ServiceError::McpError(e)) => Err(JobError::Fatal(format!(
-                "upstream_error: {} {}",
-                e.code.0, e.message
-            ))),
-            Err(e) => Err(JobError::Retryable(format!("upstream_lost: {name}: {e}"))),
+            Err(e) => Err(e),
         };
         slot.calls.remove(&call.token);
         answer

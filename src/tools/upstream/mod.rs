@@ -15,6 +15,7 @@
 
 pub mod asking;
 pub mod call;
+pub mod direct;
 pub mod session;
 pub mod task;
 
@@ -72,6 +73,9 @@ pub struct Upstream {
 pub struct Slot {
     pub peer: Peer<RoleClient>,
     pub calls: Arc<Calls>,
+    /// How calls are sent when mcpq makes them itself (a stateless HTTP upstream); else
+    /// through `peer`.
+    pub direct: Option<Arc<direct::Direct>>,
     /// Ends the session (a stdio server that stopped answering is killed by it).
     pub kill: CancellationToken,
 }
@@ -297,6 +301,14 @@ async fn keep_up(u: Arc<Upstream>, i: usize) {
                 u.slots[i].store(Some(Arc::new(Slot {
                     peer: service.peer().clone(),
                     calls,
+                    direct: direct::Direct::for_session(
+                        &u.def,
+                        service
+                            .peer()
+                            .peer_info()
+                            .map(|i| i.protocol_version.clone())
+                            .as_ref(),
+                    ),
                     kill: kill.clone(),
                 })));
                 if i == 0 {

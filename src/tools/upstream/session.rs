@@ -93,6 +93,40 @@ impl Calls {
     fn all(&self) -> Vec<JobCtx> {
         self.lock().values().map(|c| c.ctx.clone()).collect()
     }
+    /// The upstream's progress notification, made the progress of the call it names.
+    pub fn progress(&self, params: ProgressNotificationParam) {
+        let Some(ctx) = self.get(&params.progress_token) else {
+            return;
+        };
+        let mut p = Object::new();
+        // mcpq's progress is a fraction; the upstream's own figures travel beside it.
+        if let Some(total) = params.total.filter(|t| *t > 0.0) {
+            p.insert(
+                "progress".into(),
+                Json::Float((params.progress / total).clamp(0.0, 1.0)),
+            );
+            p.insert("total".into(), Json::Float(total));
+        }
+        p.insert("step".into(), Json::Float(params.progress));
+        if let Some(m) = params.message {
+            p.insert("message".into(), Json::Str(m));
+        }
+        ctx.report_progress(p);
+    }
+    /// The upstream's log message, forwarded to every call in flight (it names none).
+    // Logging is deprecated in the 2026 revision, but 2025 servers still send it.
+    #[allow(deprecated)]
+    pub fn log(&self, params: LoggingMessageNotificationParam) {
+        let Ok(serde_json::Value::Object(m)) = serde_json::to_value(&params) else {
+            return;
+        };
+        let Json::Object(message) = Json::from_serde(&serde_json::Value::Object(m)) else {
+            return;
+        };
+        for ctx in self.all() {
+            ctx.log(message.clone());
+        }
+    }
     /// Where a question the upstream sent goes: the one call in flight that is not
     /// parked, else the one parked call (asking again). The wire does not say which call
     /// asks, so any other case is refused, not guessed.
@@ -161,27 +195,32 @@ pub struct Handler {
     pub relist: Arc<Notify>,
 }
 
+/// What mcpq tells an upstream of itself: its name and what it can answer.
+pub fn client_config() -> ClientConfig {
+    // The tasks extension: a server that has it may answer a long call with a task,
+    // which a job's attempt keeps and a lost worker's successor resumes (task.rs).
+    let mut capabilities = ClientCapabilities::default();
+    // Elicitation and sampling: an upstream's questions during a call are relayed to
+    // mcpq's client (asking.rs); servers list tools that need them only to a client
+    // that has them.
+    let mut elicitation = ElicitationCapability::default();
+    elicitation.form = Some(FormElicitationCapability::default());
+    capabilities.elicitation = Some(elicitation);
+    capabilities.sampling = Some(SamplingCapability::default());
+    capabilities.extensions = Some(
+        [(TASKS_EXTENSION_ID.to_string(), Default::default())]
+            .into_iter()
+            .collect(),
+    );
+    ClientConfig::new(
+        capabilities,
+        Implementation::new("mcpq", env!("CARGO_PKG_VERSION")),
+    )
+}
+
 impl ClientHandler for Handler {
     fn get_info(&self) -> ClientConfig {
-        // The tasks extension: a server that has it may answer a long call with a task,
-        // which a job's attempt keeps and a lost worker's successor resumes (task.rs).
-        let mut capabilities = ClientCapabilities::default();
-        // Elicitation and sampling: an upstream's questions during a call are relayed to
-        // mcpq's client (asking.rs); servers list tools that need them only to a client
-        // that has them.
-        let mut elicitation = ElicitationCapability::default();
-        elicitation.form = Some(FormElicitationCapability::default());
-        capabilities.elicitation = Some(elicitation);
-        capabilities.sampling = Some(SamplingCapability::default());
-        capabilities.extensions = Some(
-            [(TASKS_EXTENSION_ID.to_string(), Default::default())]
-                .into_iter()
-                .collect(),
-        );
-        ClientConfig::new(
-            capabilities,
-            Implementation::new("mcpq", env!("CARGO_PKG_VERSION")),
-        )
+        client_config()
     }
 
     async fn on_progress(
@@ -189,23 +228,7 @@ impl ClientHandler for Handler {
         params: ProgressNotificationParam,
         _context: NotificationContext<RoleClient>,
     ) {
-        let Some(ctx) = self.calls.get(&params.progress_token) else {
-            return;
-        };
-        let mut p = Object::new();
-        // mcpq's progress is a fraction; the upstream's own figures travel beside it.
-        if let Some(total) = params.total.filter(|t| *t > 0.0) {
-            p.insert(
-                "progress".into(),
-                Json::Float((params.progress / total).clamp(0.0, 1.0)),
-            );
-            p.insert("total".into(), Json::Float(total));
-        }
-        p.insert("step".into(), Json::Float(params.progress));
-        if let Some(m) = params.message {
-            p.insert("message".into(), Json::Str(m));
-        }
-        ctx.report_progress(p);
+        self.calls.progress(params);
     }
 
     // Logging is deprecated in the 2026 revision, but 2025 servers still send it.
@@ -215,15 +238,7 @@ impl ClientHandler for Handler {
         params: LoggingMessageNotificationParam,
         _context: NotificationContext<RoleClient>,
     ) {
-        let Ok(serde_json::Value::Object(m)) = serde_json::to_value(&params) else {
-            return;
-        };
-        let Json::Object(message) = Json::from_serde(&serde_json::Value::Object(m)) else {
-            return;
-        };
-        for ctx in self.calls.all() {
-            ctx.log(message.clone());
-        }
+        self.calls.log(params);
     }
 
     async fn create_elicitation(
