@@ -50,8 +50,17 @@ pub struct Question {
 }
 
 /// The upstream's response to a call, still to come.
-pub type Response =
-    Pin<Box<dyn Future<Output = Result<ServerResult, crate::tools::JobError>> + Send>>;
+pub type Response = Pin<Box<dyn Future<Output = Result<Reply, crate::tools::JobError>> + Send>>;
+
+/// An upstream's answer to `tools/call`.
+#[derive(Debug)]
+pub enum Reply {
+    /// As rmcp's client read it (any of the revision's results).
+    Server(Box<ServerResult>),
+    /// A tool result, already checked to be one, as the JSON it came in (mcpq's own
+    /// client: no conversion to rmcp's types and back).
+    Tool(serde_json::Value),
+}
 
 /// A `tools/call` in flight on a session: what `call` waits on, and what parking keeps.
 pub struct InFlight {

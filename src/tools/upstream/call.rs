@@ -17,7 +17,7 @@ use rmcp::service::PeerRequestOptions;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::asking::{InFlight, Replay, Resumed};
+use super::asking::{InFlight, Replay, Reply, Resumed};
 use super::task::{self, Followed};
 use super::Upstream;
 use crate::config::upstreams::Transport;
@@ -164,13 +164,16 @@ async fn send(
 async fn answer(
     response: impl std::future::Future<Output = Result<ServerResult, rmcp::ServiceError>>,
     name: String,
-) -> Result<ServerResult, JobError> {
-    response.await.map_err(|e| match e {
-        rmcp::ServiceError::McpError(e) => {
-            JobError::Fatal(format!("upstream_error: {} {}", e.code.0, e.message))
-        }
-        e => JobError::Retryable(format!("upstream_lost: {name}: {e}")),
-    })
+) -> Result<Reply, JobError> {
+    response
+        .await
+        .map(|r| Reply::Server(Box::new(r)))
+        .map_err(|e| match e {
+            rmcp::ServiceError::McpError(e) => {
+                JobError::Fatal(format!("upstream_error: {} {}", e.code.0, e.message))
+            }
+            e => JobError::Retryable(format!("upstream_lost: {name}: {e}")),
+        })
 }
 
 /// One call's wait for its answer.
@@ -234,9 +237,15 @@ impl Following<'_> {
             }
         };
         let slot = call.slot.clone();
+        // Err: a tool result mcpq's own client read and checked (direct.rs), as it came.
+        let response = response.map(|r| match r {
+            Reply::Tool(value) => Err(value),
+            Reply::Server(server) => Ok(*server),
+        });
         let answer = match response {
+            Ok(Err(value)) => result(value, self.max_output),
             // The upstream made the call a task: its progress keeps the call's token.
-            Ok(ServerResult::CreateTaskResult(t)) => {
+            Ok(Ok(ServerResult::CreateTaskResult(t))) => {
                 if self.resume {
                     task::keep(ctx, name, &t.task.task_id).await;
                 }
@@ -259,11 +268,11 @@ impl Following<'_> {
             }
             // The upstream asks its client: mcpq's client is asked the same (docs/TOOLS.md
             // "Asking the client for input"), and its answers come back as `round`.
-            Ok(ServerResult::InputRequiredResult(r)) => asked(r),
-            Ok(ServerResult::CallToolResult(r)) => serde_json::to_value(&r)
+            Ok(Ok(ServerResult::InputRequiredResult(r))) => asked(r),
+            Ok(Ok(ServerResult::CallToolResult(r))) => serde_json::to_value(&r)
                 .map_err(|e| JobError::Fatal(format!("invalid_output: {e}")))
                 .and_then(|value| result(value, self.max_output)),
-            Ok(other) => Err(JobError::Fatal(format!(
+            Ok(Ok(other)) => Err(JobError::Fatal(format!(
                 "invalid_output: the upstream's answer to tools/call is not a tool result (its fields: {})",
                 kind(&other)
             ))),
@@ -304,8 +313,7 @@ fn kind(r: &ServerResult) -> String {
 
 /// The upstream's `CallToolResult` as mcpq's result: `content` and `structuredContent`.
 pub(super) fn result(value: serde_json::Value, max_output: usize) -> Result<Object, JobError> {
-    let text = value.to_string();
-    if text.len() > max_output {
+    if json_len(&value) > max_output {
         return Err(JobError::Fatal(format!(
             "output_too_large: the upstream's result exceeded {max_output} bytes"
         )));
@@ -341,6 +349,24 @@ pub(super) fn result(value: serde_json::Value, max_output: usize) -> Result<Obje
         Json::Object(o) => Ok(o),
         _ => Err(JobError::Fatal("invalid_output: not an object".into())),
     }
+}
+
+/// The length of `value` as JSON text, without building the text.
+fn json_len(value: &serde_json::Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0 += b.len();
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut n = Count(0);
+    // Writing into a counter cannot fail; a value that could not be written counts as none.
+    let _ = serde_json::to_writer(&mut n, value);
+    n.0
 }
 
 /// After a timeout: a stdio server that does not answer a ping within its kill grace is

@@ -26,9 +26,10 @@ use rmcp::model::{
     CallToolResult, InputResponses, NumberOrString, ProgressNotificationParam, ProgressToken,
     ProtocolVersion, ServerResult,
 };
+use serde::Deserialize;
 use tokio::sync::mpsc;
 
-use super::asking::InFlight;
+use super::asking::{InFlight, Reply};
 use super::session::{client_config, Calls};
 use super::Slot;
 use crate::config::upstreams::{Transport, UpstreamDef};
@@ -198,7 +199,7 @@ impl Direct {
         id: &str,
         calls: &Calls,
         limit: usize,
-    ) -> Result<ServerResult, JobError> {
+    ) -> Result<Reply, JobError> {
         let name = &self.upstream;
         let resp = self.client.request(req).await.map_err(|e| {
             if e.is_connect() {
@@ -259,7 +260,7 @@ impl Direct {
         id: &str,
         calls: &Calls,
         limit: usize,
-    ) -> Result<ServerResult, JobError> {
+    ) -> Result<Reply, JobError> {
         let name = &self.upstream;
         let mut buf = BytesMut::new();
         let mut data = Vec::new();
@@ -310,12 +311,7 @@ impl Direct {
     }
 
     /// One SSE event's message: the call's answer, or a notification passed on.
-    fn event(
-        &self,
-        data: &[u8],
-        id: &str,
-        calls: &Calls,
-    ) -> Option<Result<ServerResult, JobError>> {
+    fn event(&self, data: &[u8], id: &str, calls: &Calls) -> Option<Result<Reply, JobError>> {
         let Ok(v) = serde_json::from_slice::<serde_json::Value>(data) else {
             tracing::warn!(upstream = %self.upstream, "an event on the call's stream is not JSON; ignored");
             return None;
@@ -378,7 +374,7 @@ fn rpc_error(e: &serde_json::Value) -> JobError {
 
 /// A JSON-RPC response to `tools/call` as rmcp's result: a tool result, or (a task, a
 /// question for the client) whichever of the revision's results it is.
-fn reply(mut v: serde_json::Value) -> Result<ServerResult, JobError> {
+fn reply(mut v: serde_json::Value) -> Result<Reply, JobError> {
     if let Some(e) = v.get("error") {
         return Err(rpc_error(e));
     }
@@ -398,11 +394,13 @@ fn reply(mut v: serde_json::Value) -> Result<ServerResult, JobError> {
         ))
     };
     if plain {
-        serde_json::from_value::<CallToolResult>(result)
-            .map(ServerResult::CallToolResult)
-            .map_err(invalid)
+        // Checked as rmcp's type would read it, then passed on as it came.
+        CallToolResult::deserialize(&result).map_err(invalid)?;
+        Ok(Reply::Tool(result))
     } else {
-        serde_json::from_value::<ServerResult>(result).map_err(invalid)
+        serde_json::from_value::<ServerResult>(result)
+            .map(|r| Reply::Server(Box::new(r)))
+            .map_err(invalid)
     }
 }
 
@@ -416,7 +414,7 @@ mod tests {
         let r = reply(
             json!({"jsonrpc":"2.0","id":"mcpq-1","result":{"resultType":"complete","content":[{"type":"text","text":"hi"}],"isError":false}}),
         );
-        assert!(matches!(r, Ok(ServerResult::CallToolResult(_))), "{r:?}");
+        assert!(matches!(r, Ok(Reply::Tool(_))), "{r:?}");
         let e = reply(
             json!({"jsonrpc":"2.0","id":"mcpq-1","error":{"code":-32602,"message":"no such tool"}}),
         );
@@ -428,7 +426,7 @@ mod tests {
             json!({"jsonrpc":"2.0","id":"mcpq-1","result":{"resultType":"input_required","inputRequests":{},"requestState":"s"}}),
         );
         assert!(
-            matches!(q, Ok(ServerResult::InputRequiredResult(_))),
+            matches!(q, Ok(Reply::Server(ref r)) if matches!(**r, ServerResult::InputRequiredResult(_))),
             "{q:?}"
         );
         let bad = reply(json!({"jsonrpc":"2.0","id":"mcpq-1"}));
