@@ -32,8 +32,6 @@ impl UpstreamRunner {
                 self.upstream
             )));
         };
-        let args: serde_json::Map<String, serde_json::Value> = serde_json::from_str(inv.args_json)
-            .map_err(|e| JobError::Fatal(format!("invalid_args: {e}")))?;
-        call::call(&u, &self.tool, args, inv, self.max_output, self.resume).await
+        call::call(&u, &self.tool, inv, self.max_output, self.resume).await
     }
 }

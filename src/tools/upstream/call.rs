@@ -31,7 +31,7 @@ const SESSION_WAIT: Duration = Duration::from_secs(5);
 /// What the error history says of an upstream's own error result.
 pub const TOOL_ERROR: &str = "tool_error: ";
 
-/// Calls `tool` with `args` for the call or attempt `inv`; `max_output` bounds the
+/// Calls `tool` with the arguments of the call or attempt `inv`; `max_output` bounds the
 /// result's JSON. `resume`: an upstream task an earlier, lost attempt started is followed
 /// instead of calling again, and a task this call starts is kept for the next attempt.
 /// `inv.input`: the mcpq client's answers to what the upstream asked last round (a
@@ -39,7 +39,6 @@ pub const TOOL_ERROR: &str = "tool_error: ";
 pub async fn call(
     u: &Upstream,
     tool: &str,
-    args: serde_json::Map<String, serde_json::Value>,
     inv: &Invocation<'_>,
     max_output: usize,
     resume: bool,
@@ -102,8 +101,12 @@ pub async fn call(
         }
     }
     let call = match slot.direct.clone() {
-        Some(direct) => direct.send(slot, tool, &args, answers, state, ctx, max_output)?,
-        None => send(&u.def.name, slot, tool, args, answers, state, ctx).await?,
+        Some(direct) => direct.send(slot, tool, inv.args_json, answers, state, ctx, max_output)?,
+        None => {
+            let args = serde_json::from_str(inv.args_json)
+                .map_err(|e| JobError::Fatal(format!("invalid_args: {e}")))?;
+            send(&u.def.name, slot, tool, args, answers, state, ctx).await?
+        }
     };
     let f = Following {
         u,

@@ -123,7 +123,7 @@ impl Direct {
         self: &Arc<Self>,
         slot: Arc<Slot>,
         tool: &str,
-        args: &serde_json::Map<String, serde_json::Value>,
+        args_json: &str,
         answers: Option<&str>,
         state: Option<String>,
         ctx: &JobCtx,
@@ -133,7 +133,7 @@ impl Direct {
         let id: Arc<str> = format!("mcpq-{n}").into();
         let name = HeaderValue::from_str(tool)
             .map_err(|_| JobError::Fatal(format!("invalid_args: tool name {tool:?}")))?;
-        let body = self.body(&id, tool, args, answers, state)?;
+        let body = self.body(&id, tool, args_json, answers, state)?;
         let mut req = hyper::Request::post(self.uri.clone())
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| JobError::Fatal(format!("invalid_args: {e}")))?;
@@ -161,12 +161,12 @@ impl Direct {
         &self,
         id: &str,
         tool: &str,
-        args: &serde_json::Map<String, serde_json::Value>,
+        args_json: &str,
         answers: Option<&str>,
         state: Option<String>,
     ) -> Result<Vec<u8>, JobError> {
         let invalid = |e: serde_json::Error| JobError::Fatal(format!("invalid_args: {e}"));
-        let mut b = Vec::with_capacity(self.meta.len() + 160);
+        let mut b = Vec::with_capacity(self.meta.len() + args_json.len() + 160);
         b.extend_from_slice(br#"{"jsonrpc":"2.0","id":""#);
         b.extend_from_slice(id.as_bytes());
         b.extend_from_slice(br#"","method":"tools/call","params":{"_meta":{"#);
@@ -175,8 +175,10 @@ impl Direct {
         b.extend_from_slice(id.as_bytes());
         b.extend_from_slice(br#""},"name":"#);
         serde_json::to_writer(&mut b, tool).map_err(invalid)?;
+        // The call's arguments as mcpq keeps them: one JSON object, checked against the
+        // tool's schema before anything ran.
         b.extend_from_slice(br#","arguments":"#);
-        serde_json::to_writer(&mut b, args).map_err(invalid)?;
+        b.extend_from_slice(args_json.as_bytes());
         if let Some(text) = answers {
             // Checked as the revision's type, as rmcp's client would before sending.
             let answers: InputResponses = serde_json::from_str(text)
