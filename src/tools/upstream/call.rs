@@ -101,8 +101,10 @@ pub async fn call(
         }
     }
     let call = match slot.direct.clone() {
-        Some(direct) => direct.send(slot, tool, inv.args_json, answers, state, ctx, max_output)?,
-        None => {
+        Some(direct) if super::direct::Direct::carries(tool) => {
+            direct.send(slot, tool, inv.args_json, answers, state, ctx, max_output)?
+        }
+        _ => {
             let args = serde_json::from_str(inv.args_json)
                 .map_err(|e| JobError::Fatal(format!("invalid_args: {e}")))?;
             send(&u.def.name, slot, tool, args, answers, state, ctx).await?

@@ -68,6 +68,13 @@ impl Direct {
         if uri.scheme_str() != Some("http") {
             return None;
         }
+        // reqwest honours the proxy variables; a call must take the same way as its session.
+        if ["http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"]
+            .iter()
+            .any(|k| std::env::var_os(k).is_some_and(|v| !v.is_empty()))
+        {
+            return None;
+        }
         let mut h = HeaderMap::new();
         for (k, v) in headers {
             let name = HeaderName::from_bytes(k.as_bytes()).ok()?;
@@ -113,6 +120,12 @@ impl Direct {
             meta,
             next: AtomicU64::new(1),
         }))
+    }
+
+    /// Whether a call of `tool` can go this way: its name travels in a header, so it must be
+    /// one a header can carry as it is (rmcp's client sends any other).
+    pub fn carries(tool: &str) -> bool {
+        HeaderValue::from_str(tool).is_ok()
     }
 
     /// Sends `tools/call` of `tool` (with the client's answers and the upstream's state of a
@@ -410,6 +423,13 @@ fn reply(mut v: serde_json::Value) -> Result<Reply, JobError> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_tool_whose_name_a_header_cannot_carry_goes_through_rmcp() {
+        assert!(Direct::carries("batch_sum"));
+        assert!(Direct::carries("get-sum.v2"));
+        assert!(!Direct::carries("line\nbreak"));
+    }
 
     #[test]
     fn a_tool_result_is_read_as_one_and_an_error_is_the_upstreams() {
