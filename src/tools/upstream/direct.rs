@@ -19,9 +19,6 @@ use std::sync::Arc;
 use bytes::{Buf, Bytes, BytesMut};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::header::{HeaderMap, HeaderName, HeaderValue, ACCEPT, CONTENT_TYPE};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use rmcp::model::{
     CallToolResult, InputResponses, NumberOrString, ProgressNotificationParam, ProgressToken,
     ProtocolVersion, ServerResult,
@@ -30,6 +27,7 @@ use serde::Deserialize;
 use tokio::sync::mpsc;
 
 use super::asking::{InFlight, Reply};
+use super::connections::{Connections, SendError};
 use super::session::{client_config, Calls};
 use super::Slot;
 use crate::config::upstreams::{Transport, UpstreamDef};
@@ -41,8 +39,9 @@ const ENVELOPE: usize = 64 * 1024;
 /// How one upstream is called directly.
 pub struct Direct {
     upstream: String,
-    client: Client<HttpConnector, Full<Bytes>>,
-    uri: hyper::Uri,
+    connections: Connections,
+    /// The endpoint's path (and query): requests go in origin form, with a `Host` header.
+    path: hyper::Uri,
     /// The upstream's static headers, the revision's and ours.
     headers: HeaderMap,
     /// The revision's per-request envelope (`_meta` members without the braces and the
@@ -108,14 +107,25 @@ impl Direct {
         );
         let meta = serde_json::Value::Object(meta).to_string();
         let meta = meta[1..meta.len() - 1].to_string();
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(*connect_timeout));
-        let client = Client::builder(TokioExecutor::new()).build(connector);
+        let authority = uri.authority()?;
+        h.insert(
+            hyper::header::HOST,
+            HeaderValue::from_str(authority.as_str()).ok()?,
+        );
+        let path = uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .parse()
+            .ok()?;
+        let authority = format!(
+            "{}:{}",
+            authority.host(),
+            authority.port_u16().unwrap_or(80)
+        );
         Some(Arc::new(Self {
             upstream: def.name.clone(),
-            client,
-            uri,
+            connections: Connections::new(authority, *connect_timeout),
+            path,
             headers: h,
             meta,
             next: AtomicU64::new(1),
@@ -147,7 +157,7 @@ impl Direct {
         let name = HeaderValue::from_str(tool)
             .map_err(|_| JobError::Fatal(format!("invalid_args: tool name {tool:?}")))?;
         let body = self.body(&id, tool, args_json, answers, state)?;
-        let mut req = hyper::Request::post(self.uri.clone())
+        let mut req = hyper::Request::post(self.path.clone())
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| JobError::Fatal(format!("invalid_args: {e}")))?;
         *req.headers_mut() = self.headers.clone();
@@ -216,13 +226,27 @@ impl Direct {
         limit: usize,
     ) -> Result<Reply, JobError> {
         let name = &self.upstream;
-        let resp = self.client.request(req).await.map_err(|e| {
-            if e.is_connect() {
-                JobError::Retryable(format!("upstream_unreachable: {name}: {e}"))
-            } else {
-                JobError::Retryable(format!("upstream_lost: {name}: {e}"))
+        let read = |resp| self.read(resp, id, calls, limit);
+        match self.connections.exchange(req, read).await {
+            Ok(answer) => answer,
+            Err(SendError::Connect(e)) => Err(JobError::Retryable(format!(
+                "upstream_unreachable: {name}: {e}"
+            ))),
+            Err(SendError::Lost(e)) => {
+                Err(JobError::Retryable(format!("upstream_lost: {name}: {e}")))
             }
-        })?;
+        }
+    }
+
+    /// The answer to the POST, read while its connection moves.
+    async fn read(
+        &self,
+        resp: hyper::Response<hyper::body::Incoming>,
+        id: &str,
+        calls: &Calls,
+        limit: usize,
+    ) -> Result<Reply, JobError> {
+        let name = &self.upstream;
         let status = resp.status();
         let sse = resp
             .headers()

@@ -15,6 +15,7 @@
 
 pub mod asking;
 pub mod call;
+mod connections;
 pub mod direct;
 pub mod session;
 pub mod task;
