@@ -28,8 +28,8 @@
 //!   heartbeats, maintenance), the health check both processes report.
 //! - [`tools`]: the registry, one file per built-in tool, `tools::runner` (command, HTTP
 //!   and upstream), `tools::upstream` (the sessions with `[upstreams]` MCP servers: pools,
-//!   listings, one call (sent by mcpq's own HTTP client to a stateless HTTP upstream, else
-//!   through rmcp's), following an upstream's task and resuming it after a lost worker,
+//!   listings, one call (sent by mcpq's own HTTP client, on connections each call drives,
+//!   to a stateless HTTP upstream, else through rmcp's), following an upstream's task and resuming it after a lost worker,
 //!   parking a call whose upstream asks its client during it);
 //!   [`limits`]: per-client call rate and queue cap; [`webhooks`]: the deliverer of
 //!   completion webhooks (outbox leases, Standard Webhooks signatures, address guard).
