@@ -392,7 +392,7 @@ async fn spawn_daemon_with(
     Daemon {
         addr,
         metrics,
-        proc: Proc { child, stderr_path },
+        proc: Proc::new(child, stderr_path),
     }
 }
 

@@ -81,17 +81,31 @@ pub fn drop_pg_schema(url: String, schema: String) {
 pub struct Proc {
     pub child: Child,
     pub stderr_path: PathBuf,
+    /// Process groups the process started (stdio upstreams, tool processes) that outlived
+    /// its kill -9: ended when the test is, as systemd ends a unit's control group.
+    orphans: Vec<i32>,
 }
 
 impl Proc {
+    pub fn new(child: Child, stderr_path: PathBuf) -> Proc {
+        Proc {
+            child,
+            stderr_path,
+            orphans: Vec::new(),
+        }
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id().expect("process has a pid")
     }
 
-    /// SIGKILL: the process gets no chance to clean up.
+    /// SIGKILL: the process gets no chance to clean up. The process groups it had started
+    /// live on until the test ends (as they would until systemd ends the unit).
     pub async fn kill9(&mut self) {
+        let groups = self.child.id().map(own_group_children).unwrap_or_default();
         self.child.start_kill().expect("kill -9");
         self.child.wait().await.expect("reap");
+        self.orphans.extend(groups);
     }
 
     /// SIGTERM, then wait for a clean exit.
@@ -110,6 +124,50 @@ impl Proc {
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
     }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        // Killed first, so that it cannot start another in their place.
+        if let Some(pid) = self.child.id() {
+            self.orphans.extend(own_group_children(pid));
+            let _ = self.child.start_kill();
+        }
+        for g in self.orphans.drain(..) {
+            // Only while it still leads the group it led: its pid may not have been reused.
+            if group_of(g) == Some(g) {
+                // SAFETY: kill(2) with a negative pid signals that process group; no memory
+                // is involved.
+                unsafe { libc::kill(-g, libc::SIGKILL) };
+            }
+        }
+    }
+}
+
+/// The children of `pid` that lead a process group of their own (mcpq starts stdio
+/// upstreams and tool processes that way).
+fn own_group_children(pid: u32) -> Vec<i32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+        .flat_map(|c| {
+            c.split_whitespace()
+                .filter_map(|p| p.parse::<i32>().ok())
+                .collect::<Vec<_>>()
+        })
+        .filter(|c| group_of(*c) == Some(*c))
+        .collect()
+}
+
+/// The process group of `pid` (`/proc/PID/stat`, the field after the state).
+fn group_of(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses; the fields after it do not.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(2)?.parse().ok()
 }
 
 pub struct Daemon {
@@ -270,7 +328,7 @@ previous_secret = "{CLIENT2_PREVIOUS}"
         Daemon {
             addr,
             metrics,
-            proc: Proc { child, stderr_path },
+            proc: Proc::new(child, stderr_path),
         }
     }
 
@@ -295,7 +353,7 @@ previous_secret = "{CLIENT2_PREVIOUS}"
             "unexpected worker output {line:?}"
         );
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Proc { child, stderr_path }
+        Proc::new(child, stderr_path)
     }
 
     pub fn client_settings(&self, daemon: &Daemon) -> ClientSettings {
