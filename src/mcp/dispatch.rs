@@ -71,10 +71,11 @@ pub async fn serve(mcp: Arc<Mcp>, r: Request<'_>, message: &Value) -> HttpRespon
     let outcome = match &otel {
         None => logged.await,
         Some(o) => {
-            let outcome = tracing::Instrument::instrument(
+            // Boxed: inline, the traced arm would double the size of every request's future.
+            let outcome = Box::pin(tracing::Instrument::instrument(
                 crate::otel::scope(headers.clone(), logged),
                 o.clone(),
-            )
+            ))
             .await;
             end_request_span(o, &outcome);
             outcome

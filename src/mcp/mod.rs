@@ -220,7 +220,7 @@ impl Mcp {
             return Err(self.refused(None));
         };
         let now_secs = self.app.now_ms().div_euclid(1000);
-        match oauth.validate(token, now_secs).await {
+        match Box::pin(oauth.validate(token, now_secs)).await {
             Ok(grant) => Ok((grant.client.clone(), Some(grant))),
             Err(r) => Err(self.refused(Some(r))),
         }

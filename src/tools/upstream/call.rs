@@ -63,7 +63,7 @@ pub async fn call(
                 resume,
                 deadline: Instant::now() + left,
             };
-            return f.wait(call, None).await;
+            return Box::pin(f.wait(call, None)).await;
         }
         // The answered round reached another process (a job claimed by another worker, a
         // sync round sent to another daemon), or this one restarted, or it came after the
@@ -83,8 +83,8 @@ pub async fn call(
     };
     // Answers to an upstream task's questions: sent to the task, which is followed again.
     if let (Some(text), Some(id)) = (answers, task::named(state.as_deref(), name)) {
-        task::answer(&slot, &id, text, name).await?;
-        return match task::follow(u, &slot, &id, ctx, deadline, max_output, true).await {
+        Box::pin(task::answer(&slot, &id, text, name)).await?;
+        return match Box::pin(task::follow(u, &slot, &id, ctx, deadline, max_output, true)).await {
             Followed::Done(r) => r,
             Followed::Unknown(why) => Err(JobError::Fatal(format!(
                 "upstream_error: the upstream no longer knows the task that asked ({why})"
@@ -92,7 +92,7 @@ pub async fn call(
         };
     }
     if let Some(id) = task::kept(ctx, name).filter(|_| resume && answers.is_none()) {
-        match task::follow(u, &slot, &id, ctx, deadline, max_output, true).await {
+        match Box::pin(task::follow(u, &slot, &id, ctx, deadline, max_output, true)).await {
             Followed::Done(r) => return r,
             Followed::Unknown(why) => {
                 tracing::warn!(upstream = %name, task = %id, "the upstream no longer knows the task a lost attempt started ({why}); calling again");
@@ -107,7 +107,7 @@ pub async fn call(
         _ => {
             let args = serde_json::from_str(inv.args_json)
                 .map_err(|e| JobError::Fatal(format!("invalid_args: {e}")))?;
-            send(&u.def.name, slot, tool, args, answers, state, ctx).await?
+            Box::pin(send(&u.def.name, slot, tool, args, answers, state, ctx)).await?
         }
     };
     let f = Following {
@@ -227,13 +227,13 @@ impl Following<'_> {
                     }
                 }
                 _ = ctx.cancel.cancelled() => {
-                    call.cancel("cancelled").await;
+                    Box::pin(call.cancel("cancelled")).await;
                     return Err(JobError::Fatal("cancelled".into()));
                 }
                 _ = tokio::time::sleep_until(self.deadline) => {
                     let slot = call.slot.clone();
-                    call.cancel("timeout").await;
-                    check_alive(u, &slot).await;
+                    Box::pin(call.cancel("timeout")).await;
+                    Box::pin(check_alive(u, &slot)).await;
                     return Err(JobError::Retryable(format!(
                         "timeout: no result within {} s; notifications/cancelled sent",
                         (self.deadline - Instant::now()).as_secs()
@@ -252,9 +252,9 @@ impl Following<'_> {
             // The upstream made the call a task: its progress keeps the call's token.
             Ok(Ok(ServerResult::CreateTaskResult(t))) => {
                 if self.resume {
-                    task::keep(ctx, name, &t.task.task_id).await;
+                    Box::pin(task::keep(ctx, name, &t.task.task_id)).await;
                 }
-                match task::follow(
+                match Box::pin(task::follow(
                     u,
                     &slot,
                     &t.task.task_id,
@@ -262,7 +262,7 @@ impl Following<'_> {
                     self.deadline,
                     self.max_output,
                     false,
-                )
+                ))
                 .await
                 {
                     Followed::Done(r) => r,

@@ -39,11 +39,12 @@ const MAX_IDLE: usize = 256;
 type Io = TokioIo<TcpStream>;
 
 /// One connection: the handle requests go through, the connection state machine that
-/// must be polled for them to move, and a second handle on its socket to look at it while
-/// it is idle.
+/// must be polled for them to move (gone once the connection ended), and a second handle
+/// on its socket to look at it while it is idle. Kept boxed: it moves between the idle
+/// list and calls, and inline it is most of a call's future.
 struct Conn {
     send: http1::SendRequest<Full<Bytes>>,
-    conn: http1::Connection<Io, Full<Bytes>>,
+    conn: Option<http1::Connection<Io, Full<Bytes>>>,
     socket: std::net::TcpStream,
 }
 
@@ -96,7 +97,7 @@ pub struct Connections {
     authority: String,
     connect_timeout: Duration,
     look_after: Duration,
-    idle: Mutex<Vec<(Conn, Instant)>>,
+    idle: Mutex<Vec<(Box<Conn>, Instant)>>,
 }
 
 impl Connections {
@@ -120,19 +121,14 @@ impl Connections {
         let mut req = req;
         let mut fresh = false;
         loop {
-            let c = match self.checkout() {
+            let mut c = match self.checkout() {
                 Some(c) => c,
                 None => {
                     fresh = true;
-                    self.connect().await?
+                    Box::pin(self.connect()).await?
                 }
             };
-            let Conn {
-                mut send,
-                conn,
-                socket,
-            } = c;
-            let mut conn = Some(conn);
+            let Conn { send, conn, .. } = &mut *c;
             let outcome = {
                 let sent = async {
                     match poll_fn(|cx| send.poll_ready(cx)).await {
@@ -144,14 +140,14 @@ impl Connections {
                 let ended = tokio::select! {
                     biased;
                     r = &mut sent => Err(r),
-                    r = drive(&mut conn) => Ok(r),
+                    r = drive(conn) => Ok(r),
                 };
                 match ended {
                     Err(r) => r,
                     Ok(r) => {
                         // The connection ended first: dropping it settles the request
                         // (answered, or handed back if it was never written).
-                        conn = None;
+                        *conn = None;
                         match sent.await {
                             Ok(resp) => Ok(resp),
                             Err(Failed::Send(e)) if e.message().is_some() => Err(Failed::Send(e)),
@@ -191,21 +187,21 @@ impl Connections {
             let out = tokio::select! {
                 biased;
                 out = &mut read => out,
-                _ = drive(&mut conn) => {
+                _ = drive(conn) => {
                     // The connection ended: what it had read of the answer is in the
                     // body already, and the body ends where the connection did.
-                    conn = None;
+                    *conn = None;
                     read.await
                 }
             };
-            if let Some(conn) = conn {
-                self.checkin(Conn { send, conn, socket });
+            if c.conn.is_some() {
+                self.checkin(c);
             }
             return Ok(out);
         }
     }
 
-    fn checkout(&self) -> Option<Conn> {
+    fn checkout(&self) -> Option<Box<Conn>> {
         loop {
             let (c, at) = self.idle.lock().ok()?.pop()?;
             let idle = at.elapsed();
@@ -217,7 +213,7 @@ impl Connections {
 
     /// Back to the idle list, if it can take another request once the end of the last
     /// answer has gone through it.
-    fn checkin(&self, c: Conn) {
+    fn checkin(&self, c: Box<Conn>) {
         if !c.send.is_ready() {
             return;
         }
@@ -231,7 +227,7 @@ impl Connections {
         }
     }
 
-    async fn connect(&self) -> Result<Conn, SendError> {
+    async fn connect(&self) -> Result<Box<Conn>, SendError> {
         let stream = tokio::time::timeout(
             self.connect_timeout,
             TcpStream::connect(self.authority.as_str()),
@@ -252,7 +248,11 @@ impl Connections {
         let (send, conn) = http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| SendError::Connect(e.to_string()))?;
-        Ok(Conn { send, conn, socket })
+        Ok(Box::new(Conn {
+            send,
+            conn: Some(conn),
+            socket,
+        }))
     }
 }
 

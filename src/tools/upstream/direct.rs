@@ -254,7 +254,7 @@ impl Direct {
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.starts_with("text/event-stream"));
         if sse && status.is_success() {
-            return self.stream(resp.into_body(), id, calls, limit).await;
+            return Box::pin(self.stream(resp.into_body(), id, calls, limit)).await;
         }
         let body = Limited::new(resp.into_body(), limit)
             .collect()
