@@ -6,8 +6,10 @@
 #     through their warm sessions, vs a config command tool doing the same work (/bin/cat
 #     echoes its arguments; one process spawned per job); target >= 0.8x.
 #  2. pass: a sync pass-through to the rmcp peer (../shared/peers/mcp/rmcp) over streamable
-#     HTTP, `mcpq bench mcp` at c=32 through mcpq's /mcp vs straight at the peer; target
-#     >= 0.5x; and at c=1 the added p50.
+#     HTTP, `mcpq bench mcp` at c=32 through mcpq's /mcp vs straight at the peer (2025-11-25,
+#     nothing declared: the cheapest call the peer serves); target >= 0.5x. Also vs the
+#     peer called as mcpq calls it (2026-07-28 with mcpq's per-request _meta), and at c=1
+#     the added p50.
 #
 #  3. with CF_ENV (ContextForge's state/endpoint.env, ../shared/peers/contextforge: run its
 #     start.sh first, which also starts the rmcp peer), the same pass-through calls through
@@ -122,12 +124,15 @@ bench_mcp() { # ENDPOINT TOOL C [more options] -> the summary line
 rate() { sed -E 's/.*: ([0-9]+) req\/s.*/\1/'; }
 p50() { sed -E "s/.*p50=([0-9.]+) ?ms.*/\1/"; }
 
-run_pass() { # -> "through direct through_p50 direct_p50"
+run_pass() { # -> "through direct through_p50 direct_p50 cf cf4 direct_2026"
   start_daemon
   sleep 1
-  local through direct t1 d1
+  local through direct d26 t1 d1
   through=$(bench_mcp "http://127.0.0.1:$PORT/mcp" peer_batch_sum "$P")
   direct=$(bench_mcp "http://127.0.0.1:$PEER_PORT/mcp" batch_sum "$P" --token "")
+  # The same call straight at the peer as mcpq sends it (2026-07-28, its _meta): what the
+  # peer itself spends on that revision is not mcpq's.
+  d26=$(bench_mcp "http://127.0.0.1:$PEER_PORT/mcp" batch_sum "$P" --token "" --wire 2026-07-28)
   t1=$(bench_mcp "http://127.0.0.1:$PORT/mcp" peer_batch_sum 1)
   d1=$(bench_mcp "http://127.0.0.1:$PEER_PORT/mcp" batch_sum 1 --token "")
   local cf=0 cf4=0
@@ -139,8 +144,8 @@ run_pass() { # -> "through direct through_p50 direct_p50"
     cf=$(echo "$c32" | rate_f); cf4=$(echo "$c4" | rate_f)
   fi
   stop_all
-  echo "through: $through | direct: $direct | c=1 through: $t1 | c=1 direct: $d1" >&2
-  echo "$(echo "$through" | rate) $(echo "$direct" | rate) $(echo "$t1" | p50) $(echo "$d1" | p50) $cf $cf4"
+  echo "through: $through | direct: $direct | direct 2026-07-28: $d26 | c=1 through: $t1 | c=1 direct: $d1" >&2
+  echo "$(echo "$through" | rate) $(echo "$direct" | rate) $(echo "$t1" | p50) $(echo "$d1" | p50) $cf $cf4 $(echo "$d26" | rate)"
 }
 # Calls answered per second with a decimal (the summary rounds to whole calls).
 rate_f() { sed -E 's/.* ok=([0-9]+) .*\(([0-9.]+)s\).*/\1 \2/' | awk '{printf "%.2f", $1 / $2}'; }
@@ -166,6 +171,9 @@ echo "runs: cat $(paste -sd/ "$work/cat")  ev_echo $(paste -sd/ "$work/ev")  pas
   "$N" "$ev" "$cat_" "$(echo "$ev / $cat_" | bc -l)"
 printf 'sync pass-through to rmcp-peer, c=%d: %s calls/s vs direct %s req/s: %.2fx (target >= 0.5x)\n' \
   "$P" "$through" "$direct" "$(echo "$through / $direct" | bc -l)"
+d26=$(cut -d' ' -f7 "$work/pass" | median)
+printf '  the same, vs the peer called on the revision mcpq calls it in (2026-07-28, same _meta): %s req/s: %.2fx\n' \
+  "$d26" "$(echo "$through / $d26" | bc -l)"
 printf 'c=1 p50: through %s ms, direct %s ms: added %.3f ms (target <= 0.5 ms)\n' \
   "$tp50" "$dp50" "$(echo "$tp50 - $dp50" | bc -l)"
 if [ -n "$CF_URL" ]; then

@@ -23,23 +23,48 @@ pub struct McpLoad {
     pub expect: String,
 }
 
+/// How a load's `tools/call` travels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wire {
+    /// 2025-11-25, no session, nothing declared: the least a server has to read.
+    V2025,
+    /// 2026-07-28, with the per-request `_meta` declaring what mcpq declares to its own
+    /// upstreams (elicitation, sampling, the tasks extension): the request mcpq sends a
+    /// stateless upstream, so a pass-through can be compared with the same call made
+    /// straight at the upstream.
+    V2026,
+    /// 2026-07-28 asking for a task (tasks extension): measures durable task creation.
+    Task,
+}
+
 impl McpLoad {
-    /// One `tools/call` of `tool(args)` at `/mcp` with bearer `token` ("" for none): on the
-    /// 2025-11-25 wire without a session, or, with `task`, asking for a task (2026-07-28
-    /// tasks extension) so that durable task creation is what is measured.
-    pub fn tools_call(tool: &str, args: serde_json::Value, token: String, task: bool) -> McpLoad {
-        let (headers, body, expect) = if task {
-            let modern = "2026-07-28";
+    /// One `tools/call` of `tool(args)` at `/mcp` with bearer `token` ("" for none), on
+    /// `wire`.
+    pub fn tools_call(tool: &str, args: serde_json::Value, token: String, wire: Wire) -> McpLoad {
+        let modern = "2026-07-28";
+        let modern_headers = || {
+            vec![
+                ("MCP-Protocol-Version".to_string(), modern.to_string()),
+                ("Mcp-Method".to_string(), "tools/call".to_string()),
+                ("Mcp-Name".to_string(), tool.to_string()),
+            ]
+        };
+        let (headers, body, expect) = if wire == Wire::Task {
             let body = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
                 "params": {"name": tool, "arguments": args, "_meta": {
                     "io.modelcontextprotocol/protocolVersion": modern,
                     "io.modelcontextprotocol/clientCapabilities": {"extensions": {"io.modelcontextprotocol/tasks": {}}}}}});
-            let headers = vec![
-                ("MCP-Protocol-Version".to_string(), modern.to_string()),
-                ("Mcp-Method".to_string(), "tools/call".to_string()),
-                ("Mcp-Name".to_string(), tool.to_string()),
-            ];
-            (headers, body, "\"taskId\"".to_string())
+            (modern_headers(), body, "\"taskId\"".to_string())
+        } else if wire == Wire::V2026 {
+            let body = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                "params": {"name": tool, "arguments": args, "_meta": {
+                    "io.modelcontextprotocol/protocolVersion": modern,
+                    "io.modelcontextprotocol/clientInfo": {"name": "mcpq-bench", "version": env!("CARGO_PKG_VERSION")},
+                    "io.modelcontextprotocol/clientCapabilities": {
+                        "elicitation": {"form": {}},
+                        "sampling": {},
+                        "extensions": {"io.modelcontextprotocol/tasks": {}}}}}});
+            (modern_headers(), body, "\"result\"".to_string())
         } else {
             let body = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
                 "params": {"name": tool, "arguments": args}});

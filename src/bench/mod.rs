@@ -13,4 +13,4 @@ mod mcp;
 pub use drain::{drain, DrainRun};
 pub use e2e::{e2e, E2eReport, REPOLL};
 pub use load::{sync_load, Report};
-pub use mcp::{mcp_load, McpLoad};
+pub use mcp::{mcp_load, McpLoad, Wire};

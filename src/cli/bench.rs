@@ -29,8 +29,9 @@ pub(super) enum BenchCommand {
         #[arg(long, default_value = r#"{"numbers":[1,2,3]}"#)]
         args: String,
     },
-    /// Closed-loop `tools/call` over standard MCP (2025-11-25 wire, no session) against
-    /// any MCP server's endpoint: mcpq's `/mcp` or a peer's.
+    /// Closed-loop `tools/call` over standard MCP (2025-11-25 wire without a session, or
+    /// 2026-07-28 with `--wire`) against any MCP server's endpoint: mcpq's `/mcp` or a
+    /// peer's.
     Mcp {
         /// The endpoint, e.g. http://127.0.0.1:8787/mcp.
         #[arg(long)]
@@ -50,6 +51,10 @@ pub(super) enum BenchCommand {
         /// task creation.
         #[arg(long)]
         task: bool,
+        /// The revision calls travel in: 2025-11-25 (no session, nothing declared) or
+        /// 2026-07-28 (per-request `_meta` declaring what mcpq declares to its upstreams).
+        #[arg(long, default_value = "2025-11-25", value_parser = ["2025-11-25", "2026-07-28"])]
+        wire: String,
     },
     /// Closed-loop durable enqueues (each answered only after its commit).
     Enqueue {
@@ -117,7 +122,13 @@ pub(super) async fn bench(
             tool,
             args,
             task,
+            wire,
         } => {
+            let wire = match (task, wire.as_str()) {
+                (true, _) => crate::bench::Wire::Task,
+                (false, "2026-07-28") => crate::bench::Wire::V2026,
+                _ => crate::bench::Wire::V2025,
+            };
             let load = McpRun {
                 endpoint,
                 token,
@@ -125,7 +136,7 @@ pub(super) async fn bench(
                 duration,
                 tool,
                 args,
-                task,
+                wire,
             };
             mcp(settings, load).await?
         }
@@ -230,7 +241,7 @@ struct McpRun {
     duration: u64,
     tool: String,
     args: String,
-    task: bool,
+    wire: crate::bench::Wire,
 }
 
 async fn mcp(settings: Settings, run: McpRun) -> Result<(), AnyError> {
@@ -241,7 +252,7 @@ async fn mcp(settings: Settings, run: McpRun) -> Result<(), AnyError> {
         duration,
         tool,
         args,
-        task,
+        wire,
     } = run;
     let url = endpoint
         .strip_suffix("/mcp")
@@ -250,11 +261,15 @@ async fn mcp(settings: Settings, run: McpRun) -> Result<(), AnyError> {
     let mut cs = settings.client;
     cs.url = url;
     let args: serde_json::Value = serde_json::from_str(&args)?;
-    let load = crate::bench::McpLoad::tools_call(&tool, args, token, task);
+    let load = crate::bench::McpLoad::tools_call(&tool, args, token, wire);
     let r = crate::bench::mcp_load(cs, connections, Duration::from_secs(duration), load).await?;
     r.print(&format!(
         "{endpoint} {tool} c={connections}{}",
-        if task { " task" } else { "" }
+        match wire {
+            crate::bench::Wire::Task => " task",
+            crate::bench::Wire::V2026 => " 2026-07-28",
+            crate::bench::Wire::V2025 => "",
+        }
     ));
     Ok(())
 }
