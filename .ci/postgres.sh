@@ -64,7 +64,7 @@ SQL
 PGPASSWORD=mcpq_ci psql -X -At -h 127.0.0.1 -p "$port" -U mcpq_ci mcpq_ci -c \
   "SELECT 'PostgreSQL ' || current_setting('server_version') || ', synchronous_commit=' || current_setting('synchronous_commit') || ', fsync=' || current_setting('fsync')"
 
-# A second cluster, `faults`, that tests/faults_pg.rs stops and starts (a database outage
+# A second cluster, `faults`, that tests/it/faults_pg.rs stops and starts (a database outage
 # under load) without disturbing the tests sharing `main`. Same role and database.
 faults_port=${MCPQ_PG_FAULTS_PORT:-5433}
 if ! pg_lsclusters -h | awk -v v="$version" '$1 == v && $2 == "faults"' | grep -q .; then

@@ -5,7 +5,7 @@
 //! machines) that any number of stateless worker processes claim.
 //!
 //! # Layout
-//! By layer, top down: a module imports only from layers below it (`tests/layers.rs`
+//! By layer, top down: a module imports only from layers below it (`tests/it/layers.rs`
 //! checks; docs/ARCHITECTURE.md draws it).
 //! - [`cli`]: the command line, one file per command group (`main.rs` only calls
 //!   [`cli::main`]).

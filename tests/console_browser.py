@@ -1,5 +1,5 @@
 """The console in a real browser (headless Chromium through chromedriver and Selenium),
-driven by tests/console.rs, which seeds the database and checks the store afterwards.
+driven by tests/it/console.rs, which seeds the database and checks the store afterwards.
 
 Environment: CONSOLE (the /ui/ base URL), RW_TOKEN and RO_TOKEN (operators alice and bob),
 FAILED (the id of the failed `flaky_ui` job), SHOTS (where screenshots go).

@@ -1,6 +1,6 @@
 """The Python `mcp` SDK (2.x, pinned in .ci/run) against a running mcpq daemon's /mcp.
 
-Run by tests/mcp.rs:  python mcp_sdk_client.py URL TOKEN JOB_TOOL
+Run by tests/it/mcp.rs:  python mcp_sdk_client.py URL TOKEN JOB_TOOL
 
 In both protocol eras (mode="legacy": the 2025-11-25 initialize handshake; mode="auto":
 server/discover, then the stateless 2026-07-28 revision), it lists the tools, calls

@@ -1,7 +1,7 @@
 """The Python `mcp` SDK (2.x, pinned in .ci/run) running mcpq's long tools as tasks, and
 answering a tool's questions (multi-round calls), against a running daemon's /mcp.
 
-Run by tests/mcp.rs:  python mcp_sdk_tasks.py COMMAND URL TOKEN ARG [ARGS_JSON]
+Run by tests/it/mcp.rs:  python mcp_sdk_tasks.py COMMAND URL TOKEN ARG [ARGS_JSON]
 
   task TOOL         2026-07-28: call TOOL with a client that declares the tasks extension;
                     the SDK hands the CreateTaskResult to the extension's claim, which polls
@@ -21,7 +21,7 @@ Prints one JSON line; exits non-zero on any failure.
 The SDK 2.3 has the 2025-11-25 task types and a ClientExtension interface (result claims)
 for the 2026-07-28 tasks extension, but no ready tasks client: the small extension below
 is what an application writes with the SDK's public API. Its 2025-11-25 tools/call
-accepts only a CallToolResult, so a task of that era is created without it (tests/mcp.rs)
+accepts only a CallToolResult, so a task of that era is created without it (tests/it/mcp.rs)
 and read back with it (legacy-finish).
 """
 

@@ -1,7 +1,7 @@
 """The Python `mcp` SDK's OAuth client (mcp.client.auth.OAuthClientProvider, mcp==2.3.0 pinned
 in .ci/run) signing in to mcpq through a real authorization server, unattended.
 
-Run by tests/oauth.rs:  python oauth_flow.py MCP_URL LOGIN
+Run by tests/it/oauth.rs:  python oauth_flow.py MCP_URL LOGIN
 
 From mcpq's 401 the SDK discovers the Protected Resource Metadata (RFC 9728) and the
 authorization server's metadata, registers itself (RFC 7591), and sends the user to the

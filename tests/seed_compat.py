@@ -19,7 +19,7 @@ Environment:
 
 Needs pydantic>=2 (the seed's models). Exits 0 if every check passes, 1 otherwise,
 2 if it cannot start (missing environment, seed or pydantic).
-Run by tests/seed_compat.rs; by hand: `.venv/bin/python3 tests/seed_compat.py`.
+Run by tests/it/seed_compat.rs; by hand: `.venv/bin/python3 tests/seed_compat.py`.
 """
 import functools
 import hashlib

@@ -8,7 +8,7 @@
 //! `worker`), so `jq 'select(.job_id == "…")'` finds everything about one job.
 //!
 //! It must not decide what is logged: modules log, and never secrets or payloads (args,
-//! results); `tests/auth.rs` greps both formats for the keys.
+//! results); `tests/it/auth.rs` greps both formats for the keys.
 
 pub mod repeats;
 

@@ -4,7 +4,7 @@
 //! nothing more; each method is one round trip (one statement or one
 //! transaction) so implementations stay fast and simple. The SQLite
 //! implementation lives in [`sqlite`], the PostgreSQL one in [`postgres`]; both pass the
-//! same conformance suite (`tests/store_conformance.rs`). [`open`] picks one from the
+//! same conformance suite (`tests/it/store_conformance.rs`). [`open`] picks one from the
 //! configured `database.url`.
 //!
 //! The store applies transitions; it does not decide them. Which transition a
