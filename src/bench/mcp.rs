@@ -37,6 +37,17 @@ pub enum Wire {
     Task,
 }
 
+impl Wire {
+    /// From `mcpq bench mcp`'s `--task` and `--wire REVISION`.
+    pub fn of(task: bool, revision: &str) -> Wire {
+        match (task, revision) {
+            (true, _) => Wire::Task,
+            (false, "2026-07-28") => Wire::V2026,
+            _ => Wire::V2025,
+        }
+    }
+}
+
 impl McpLoad {
     /// One `tools/call` of `tool(args)` at `/mcp` with bearer `token` ("" for none), on
     /// `wire`.

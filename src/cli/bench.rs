@@ -124,11 +124,7 @@ pub(super) async fn bench(
             task,
             wire,
         } => {
-            let wire = match (task, wire.as_str()) {
-                (true, _) => crate::bench::Wire::Task,
-                (false, "2026-07-28") => crate::bench::Wire::V2026,
-                _ => crate::bench::Wire::V2025,
-            };
+            let wire = crate::bench::Wire::of(task, &wire);
             let load = McpRun {
                 endpoint,
                 token,

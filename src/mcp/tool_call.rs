@@ -42,11 +42,19 @@ fn passthrough(result: &Value) -> Option<&Vec<Value>> {
 /// A tool's JSON result as a `CallToolResult`: its JSON as text plus `structuredContent`,
 /// or its own content blocks ([`passthrough`]).
 pub fn tool_result(result: Value, meta: Option<Value>) -> Value {
-    if let Some(blocks) = passthrough(&result) {
-        let mut r = json!({"content": blocks, "isError": false});
-        if let Some(s) = result.get("structuredContent") {
-            r["structuredContent"] = s.clone();
+    if passthrough(&result).is_some() {
+        // Moved, not copied: `json!` would serialize borrowed blocks into new values.
+        let mut o = match result {
+            Value::Object(o) => o,
+            _ => serde_json::Map::new(),
+        };
+        let mut r = serde_json::Map::with_capacity(4);
+        r.insert("content".into(), o.remove("content").unwrap_or(json!([])));
+        r.insert("isError".into(), Value::Bool(false));
+        if let Some(s) = o.remove("structuredContent") {
+            r.insert("structuredContent".into(), s);
         }
+        let mut r = Value::Object(r);
         if let Some(m) = meta {
             r["_meta"] = m;
         }
