@@ -23,6 +23,29 @@ use super::{ConfigError, Secret};
 pub const DEFAULT_POOL: usize = 1;
 pub const MAX_POOL: usize = 64;
 
+/// The protocol revision mcpq speaks with an upstream (`revision = ...`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Revision {
+    /// The newest both speak: `server/discover` first (2026-07-28), else `initialize`.
+    #[default]
+    Newest,
+    /// Only 2026-07-28 (`server/discover`); a server without it fails to connect.
+    V2026,
+    /// Only the 2025-11-25 handshake (`initialize`), even with a server that speaks 2026.
+    V2025,
+}
+
+impl Revision {
+    fn parse(text: &str) -> Option<Self> {
+        match text {
+            "newest" => Some(Self::Newest),
+            "2026-07-28" => Some(Self::V2026),
+            "2025-11-25" => Some(Self::V2025),
+            _ => None,
+        }
+    }
+}
+
 /// How an upstream server is reached.
 #[derive(Debug, Clone)]
 pub enum Transport {
@@ -54,6 +77,8 @@ pub struct UpstreamDef {
     deny: GlobSet,
     /// Initialized sessions per process that runs its tools.
     pub pool: usize,
+    /// The protocol revision its sessions speak.
+    pub revision: Revision,
     /// Policy keys for all its tools (`mode`, `timeout_secs`, …), as written.
     policy: toml::Table,
     /// Per-tool policy keys, by the upstream's tool name.
@@ -83,6 +108,7 @@ struct RawUpstream {
     #[serde(default)]
     deny: Vec<String>,
     pool: Option<usize>,
+    revision: Option<String>,
     #[serde(default)]
     tools: BTreeMap<String, toml::Table>,
 }
@@ -177,6 +203,15 @@ fn resolve(name: &str, value: toml::Value, base: &Path) -> Result<UpstreamDef, C
     if !(1..=MAX_POOL).contains(&pool) {
         return Err(invalid(name, format!("pool is 1 to {MAX_POOL}")));
     }
+    let revision = match raw.revision.as_deref() {
+        None => Revision::Newest,
+        Some(text) => Revision::parse(text).ok_or_else(|| {
+            invalid(
+                name,
+                format!("revision {text:?}: \"newest\", \"2026-07-28\" or \"2025-11-25\""),
+            )
+        })?,
+    };
     let def = UpstreamDef {
         name: name.to_string(),
         transport,
@@ -184,6 +219,7 @@ fn resolve(name: &str, value: toml::Value, base: &Path) -> Result<UpstreamDef, C
         allow,
         deny,
         pool,
+        revision,
         policy,
         tools: raw.tools,
         fingerprint,
@@ -406,6 +442,10 @@ mod tests {
                 .contains("only to stdio")
         );
         assert!(refused("[upstreams.a]\ncommand = [\"/x\"]\npool = 0\n").contains("pool"));
+        assert!(
+            refused("[upstreams.a]\ncommand = [\"/x\"]\nrevision = \"2024-11-05\"\n")
+                .contains("revision \"2024-11-05\"")
+        );
         let e = refused(
             "[upstreams.a]\ncommand = [\"/x\"]\n[upstreams.a.tools.t]\nmode = \"sync\"\nmax_attempts = 2\n",
         );

@@ -1077,6 +1077,7 @@ mode = "sync"
         .await
         .unwrap();
     assert!(text(&me).starts_with("request mcpq-"), "{me:?}");
+    assert!(text(&me).ends_with(" on 2026-07-28"), "{me:?}");
 
     // A job whose upstream answers on an SSE stream: each progress step reaches the held call.
     let done = client
@@ -1135,5 +1136,66 @@ mode = "sync"
         .await
         .unwrap();
     assert_eq!(text(&counted), "counted after");
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_stateless_upstream_pinned_to_2025_is_called_by_mcpq_itself_in_that_revision() {
+    // `revision = "2025-11-25"`: the session takes the `initialize` handshake although the
+    // server speaks 2026-07-28 too; the server names no session, so calls go straight
+    // from mcpq's own client, without the 2026 envelope.
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _server = fixture_over_http(dir.path(), port);
+    let env = TestEnv::new(&format!(
+        r#"
+[upstreams.fx]
+url = "http://127.0.0.1:{port}/mcp"
+revision = "2025-11-25"
+allow = ["whoami", "steps"]
+
+[upstreams.fx.tools.whoami]
+mode = "sync"
+"#
+    ));
+    let d = env.spawn_daemon().await;
+    eventually(
+        Duration::from_secs(30),
+        "the upstream's tools are listed",
+        || async {
+            let fresh = connect(d.addr, Recorder::default()).await;
+            let tools = fresh.list_all_tools().await.unwrap_or_default();
+            let _ = fresh.cancel().await;
+            tools.iter().any(|t| t.name == "fx_whoami")
+        },
+    )
+    .await;
+    let rec = Recorder::default();
+    let client = connect(d.addr, rec.clone()).await;
+    let me = client
+        .call_tool(params("fx_whoami", json!({})))
+        .await
+        .unwrap();
+    assert!(text(&me).starts_with("request mcpq-"), "{me:?}");
+    assert!(text(&me).ends_with(" on 2025-11-25"), "{me:?}");
+
+    // A job answered on the call's SSE stream: its progress reaches the held call (steps a
+    // heartbeat apart, as the worker persists the latest progress with each).
+    let done = client
+        .call_tool(params("fx_steps", json!({"n": 2, "pause": 1.0})))
+        .await
+        .unwrap();
+    assert_eq!(text(&done), "took 2 steps", "{done:?}");
+    let seen: Vec<f64> = rec
+        .progress
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|p| p.progress)
+        .collect();
+    assert!(
+        seen.iter().any(|p| (p - 0.5).abs() < 0.01),
+        "step 1 of 2 not seen in {seen:?}"
+    );
     client.cancel().await.unwrap();
 }

@@ -1,14 +1,15 @@
-//! A `tools/call` to a stateless HTTP upstream (revision 2026-07-28, plain `http://`)
-//! made by mcpq itself: one POST on a keep-alive connection pool, its answer read as one
-//! JSON body or as the call's SSE stream (progress and log notifications, then the answer).
+//! A `tools/call` to a stateless HTTP upstream (plain `http://`; revision 2026-07-28, or a
+//! 2025 revision whose server keeps no sessions) made by mcpq itself: one POST on a
+//! keep-alive connection pool, its answer read as one JSON body or as the call's SSE stream
+//! (progress and log notifications, then the answer).
 //!
 //! Why not rmcp's client for this one request: rmcp's client spends 65-90 µs of CPU per
 //! call on its channels, tasks and envelopes, several times the whole `/mcp` request mcpq
 //! serves in front of it, which made a pass-through cost more than the server it fronts
 //! (BENCHMARKS.md, "Sync pass-through"). The session around the call stays rmcp's:
-//! discovery, listing, `notifications/cancelled`, `tasks/get` and every upstream on the
-//! 2025 revisions (whose calls belong to a session and may carry the server's own
-//! requests) or behind TLS.
+//! discovery, listing, `notifications/cancelled`, `tasks/get` and every upstream that keeps
+//! sessions on the 2025 revisions (whose calls belong to a session and may carry the
+//! server's own requests) or is behind TLS.
 //!
 //! It owns the request's bytes and reading the response into rmcp's result types. It must
 //! not decide what a result means ([`super::call`] does) or keep sessions ([`super`]).
@@ -35,6 +36,8 @@ use crate::tools::{JobCtx, JobError};
 
 /// Room for the JSON-RPC envelope around a result of the call's output cap.
 const ENVELOPE: usize = 64 * 1024;
+/// How long the probe of a 2025 upstream's sessions may take.
+const PROBE_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// How one upstream is called directly.
 pub struct Direct {
@@ -45,15 +48,31 @@ pub struct Direct {
     /// The upstream's static headers, the revision's and ours.
     headers: HeaderMap,
     /// The revision's per-request envelope (`_meta` members without the braces and the
-    /// progress token), the same for every call.
+    /// progress token, with a trailing comma; empty before 2026-07-28), the same for
+    /// every call.
     meta: String,
+    /// 2026-07-28: the method and the tool's name travel in headers too.
+    modern: bool,
     next: AtomicU64,
 }
 
 impl Direct {
-    /// For a session on `version` with an `http://` upstream; `None` for any other (rmcp
-    /// calls those).
-    pub fn for_session(def: &UpstreamDef, version: Option<&ProtocolVersion>) -> Option<Arc<Self>> {
+    /// For a session on `version` with an `http://` upstream that keeps no sessions (any on
+    /// 2026-07-28; on a 2025 revision, one whose answer to `initialize` names none); `None`
+    /// for any other (rmcp calls those).
+    pub async fn for_session(
+        def: &UpstreamDef,
+        version: Option<&ProtocolVersion>,
+    ) -> Option<Arc<Self>> {
+        let this = Self::new(def, version?)?;
+        if this.modern || this.keeps_no_sessions().await {
+            Some(Arc::new(this))
+        } else {
+            None
+        }
+    }
+
+    fn new(def: &UpstreamDef, version: &ProtocolVersion) -> Option<Self> {
         let Transport::Http {
             url,
             headers,
@@ -62,7 +81,7 @@ impl Direct {
         else {
             return None;
         };
-        let version = version.filter(|v| **v >= ProtocolVersion::V_2026_07_28)?;
+        let modern = *version >= ProtocolVersion::V_2026_07_28;
         let uri: hyper::Uri = url.parse().ok()?;
         if uri.scheme_str() != Some("http") {
             return None;
@@ -90,7 +109,9 @@ impl Direct {
             "mcp-protocol-version",
             HeaderValue::from_str(version.as_str()).ok()?,
         );
-        h.insert("mcp-method", HeaderValue::from_static("tools/call"));
+        if modern {
+            h.insert("mcp-method", HeaderValue::from_static("tools/call"));
+        }
         let config = client_config();
         let mut meta = serde_json::Map::new();
         meta.insert(
@@ -105,8 +126,12 @@ impl Direct {
             "io.modelcontextprotocol/clientCapabilities".into(),
             serde_json::to_value(&config.capabilities).ok()?,
         );
-        let meta = serde_json::Value::Object(meta).to_string();
-        let meta = meta[1..meta.len() - 1].to_string();
+        let meta = if modern {
+            let meta = serde_json::Value::Object(meta).to_string();
+            format!("{},", &meta[1..meta.len() - 1])
+        } else {
+            String::new()
+        };
         let authority = uri.authority()?;
         h.insert(
             hyper::header::HOST,
@@ -122,14 +147,64 @@ impl Direct {
             authority.host(),
             authority.port_u16().unwrap_or(80)
         );
-        Some(Arc::new(Self {
+        Some(Self {
             upstream: def.name.clone(),
             connections: Connections::new(authority, *connect_timeout),
             path,
             headers: h,
             meta,
+            modern,
             next: AtomicU64::new(1),
-        }))
+        })
+    }
+
+    /// Whether a 2025 upstream keeps no sessions: its answer to an `initialize` of its own
+    /// names none. A call of a session must carry the session's id and may bring the
+    /// server's requests, which only rmcp's session answers. A session the probe opened
+    /// is ended again.
+    async fn keeps_no_sessions(&self) -> bool {
+        let init = serde_json::json!({
+            "jsonrpc": "2.0",
+            "id": "mcpq-probe",
+            "method": "initialize",
+            "params": client_config().with_protocol_version(ProtocolVersion::V_2025_11_25),
+        });
+        let Ok(mut req) =
+            hyper::Request::post(self.path.clone()).body(Full::new(Bytes::from(init.to_string())))
+        else {
+            return false;
+        };
+        *req.headers_mut() = self.headers.clone();
+        req.headers_mut().remove("mcp-protocol-version");
+        let read = |resp: hyper::Response<hyper::body::Incoming>| async move {
+            let ok = resp.status().is_success();
+            let session = resp.headers().get("mcp-session-id").cloned();
+            // Read to its end, so the connection is kept for calls.
+            let read = Limited::new(resp.into_body(), ENVELOPE)
+                .collect()
+                .await
+                .is_ok();
+            (ok && read, session)
+        };
+        let probe = tokio::time::timeout(PROBE_LIMIT, self.connections.exchange(req, read));
+        match probe.await {
+            Ok(Ok((true, None))) => true,
+            Ok(Ok((_, Some(session)))) => {
+                if let Ok(mut end) = hyper::Request::delete(self.path.clone()).body(Full::default())
+                {
+                    *end.headers_mut() = self.headers.clone();
+                    end.headers_mut().insert("mcp-session-id", session);
+                    let drain = |resp: hyper::Response<hyper::body::Incoming>| async move {
+                        let _ = Limited::new(resp.into_body(), ENVELOPE).collect().await;
+                    };
+                    let _ =
+                        tokio::time::timeout(PROBE_LIMIT, self.connections.exchange(end, drain))
+                            .await;
+                }
+                false
+            }
+            Ok(Ok((false, None))) | Ok(Err(_)) | Err(_) => false,
+        }
     }
 
     /// Whether a call of `tool` can go this way: its name travels in a header, so it must be
@@ -161,7 +236,9 @@ impl Direct {
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| JobError::Fatal(format!("invalid_args: {e}")))?;
         *req.headers_mut() = self.headers.clone();
-        req.headers_mut().insert("mcp-name", name);
+        if self.modern {
+            req.headers_mut().insert("mcp-name", name);
+        }
         let token = ProgressToken(NumberOrString::String(id.clone()));
         slot.calls.add(token.clone(), ctx.clone(), None);
         let (this, calls) = (self.clone(), slot.calls.clone());
@@ -194,7 +271,7 @@ impl Direct {
         b.extend_from_slice(id.as_bytes());
         b.extend_from_slice(br#"","method":"tools/call","params":{"_meta":{"#);
         b.extend_from_slice(self.meta.as_bytes());
-        b.extend_from_slice(br#","progressToken":""#);
+        b.extend_from_slice(br#""progressToken":""#);
         b.extend_from_slice(id.as_bytes());
         b.extend_from_slice(br#""},"name":"#);
         serde_json::to_writer(&mut b, tool).map_err(invalid)?;
@@ -357,8 +434,9 @@ impl Direct {
         };
         match v.get("method").and_then(serde_json::Value::as_str) {
             Some(method) if v.get("id").is_some() => {
-                // The 2026 revision asks with a result, not a request on the stream.
-                tracing::warn!(upstream = %self.upstream, method, "the upstream sent a request on a 2026-07-28 call's stream; not answered");
+                // The 2026 revision asks with a result, not a request on the stream; a
+                // server without sessions could not take the answer.
+                tracing::warn!(upstream = %self.upstream, method, "the upstream sent a request on a stateless call's stream; not answered");
                 None
             }
             Some("notifications/progress") => {

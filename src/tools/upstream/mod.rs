@@ -294,6 +294,7 @@ async fn keep_up(u: Arc<Upstream>, i: usize) {
             upstream: u.def.name.clone(),
             calls: calls.clone(),
             relist: u.relist.clone(),
+            revision: u.def.revision,
         };
         let began = tokio::time::Instant::now();
         match session::connect(&u.def, handler, CONNECT_LIMIT).await {
@@ -309,7 +310,8 @@ async fn keep_up(u: Arc<Upstream>, i: usize) {
                             .peer_info()
                             .map(|i| i.protocol_version.clone())
                             .as_ref(),
-                    ),
+                    )
+                    .await,
                     kill: kill.clone(),
                 })));
                 if i == 0 {

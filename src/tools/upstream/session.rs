@@ -19,7 +19,7 @@ use rmcp::model::{
     ClientCapabilities, ClientConfig, CreateMessageRequestParams, CreateMessageResult,
     ElicitRequestParams, ElicitResult, ElicitationCapability, FormElicitationCapability,
     Implementation, LoggingMessageNotificationParam, ProgressNotificationParam, ProgressToken,
-    SamplingCapability, TASKS_EXTENSION_ID,
+    ProtocolVersion, SamplingCapability, TASKS_EXTENSION_ID,
 };
 use rmcp::service::ClientLifecycleMode;
 use rmcp::service::RequestContext;
@@ -30,7 +30,7 @@ use tokio::io::AsyncBufReadExt;
 use tokio::sync::{mpsc, oneshot, Notify};
 
 use super::asking::Question;
-use crate::config::upstreams::{Transport, UpstreamDef};
+use crate::config::upstreams::{Revision, Transport, UpstreamDef};
 use crate::json::{Json, Object};
 use crate::tools::runner::spawn;
 use crate::tools::JobCtx;
@@ -193,6 +193,8 @@ pub struct Handler {
     pub calls: Arc<Calls>,
     /// Woken by `notifications/tools/list_changed`.
     pub relist: Arc<Notify>,
+    /// The revision the session is to speak (the version `initialize` names).
+    pub revision: Revision,
 }
 
 /// What mcpq tells an upstream of itself: its name and what it can answer.
@@ -220,7 +222,11 @@ pub fn client_config() -> ClientConfig {
 
 impl ClientHandler for Handler {
     fn get_info(&self) -> ClientConfig {
-        client_config()
+        let config = client_config();
+        match self.revision {
+            Revision::V2025 => config.with_protocol_version(ProtocolVersion::V_2025_11_25),
+            Revision::Newest | Revision::V2026 => config,
+        }
     }
 
     async fn on_progress(
@@ -321,7 +327,7 @@ async fn connect_inner(def: &UpstreamDef, handler: Handler) -> Result<Session, S
             tokio::spawn(forward_stderr(def.name.clone(), pipes.stderr));
             drop(pipes.progress);
             let service = handler
-                .serve_with_lifecycle((pipes.stdout, pipes.stdin), lifecycle())
+                .serve_with_lifecycle((pipes.stdout, pipes.stdin), lifecycle(def.revision))
                 .await
                 .map_err(|e| format!("initialize: {e}"))?;
             Ok(Session {
@@ -354,7 +360,7 @@ async fn connect_inner(def: &UpstreamDef, handler: Handler) -> Result<Session, S
             let transport =
                 rmcp::transport::StreamableHttpClientTransport::with_client(client, config);
             let service = handler
-                .serve_with_lifecycle(transport, lifecycle())
+                .serve_with_lifecycle(transport, lifecycle(def.revision))
                 .await
                 .map_err(|e| format!("initialize: {e}"))?;
             Ok(Session {
@@ -411,12 +417,20 @@ pub fn listen_for_changes(
     });
 }
 
-/// The newest revision the server speaks: `server/discover` for 2026-07-28 (where the tasks
-/// extension lives), else the 2025 `initialize` handshake.
-fn lifecycle() -> ClientLifecycleMode {
-    ClientLifecycleMode::Auto {
-        preferred_versions: vec![rmcp::model::ProtocolVersion::V_2026_07_28],
-        legacy_version: None,
+/// By default the newest revision the server speaks: `server/discover` for 2026-07-28
+/// (where the tasks extension lives), else the 2025 `initialize` handshake. A pinned
+/// revision takes only its own handshake.
+fn lifecycle(revision: Revision) -> ClientLifecycleMode {
+    let modern = vec![ProtocolVersion::V_2026_07_28];
+    match revision {
+        Revision::Newest => ClientLifecycleMode::Auto {
+            preferred_versions: modern,
+            legacy_version: None,
+        },
+        Revision::V2026 => ClientLifecycleMode::Discover {
+            preferred_versions: modern,
+        },
+        Revision::V2025 => ClientLifecycleMode::Initialize,
     }
 }
 
