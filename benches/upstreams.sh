@@ -8,8 +8,8 @@
 #  2. pass: a sync pass-through to the rmcp peer (../shared/peers/mcp/rmcp) over streamable
 #     HTTP, `mcpq bench mcp` at c=32 through mcpq's /mcp vs straight at the peer (2025-11-25,
 #     nothing declared: the cheapest call the peer serves); target >= 0.5x. Also vs the
-#     peer called as mcpq calls it (2026-07-28 with mcpq's per-request _meta), and at c=1
-#     the added p50.
+#     peer called as mcpq calls it (2026-07-28 with mcpq's per-request _meta), through an
+#     upstream pinned to 2025-11-25 (the direct call's own wire), and at c=1 the added p50.
 #
 #  3. with CF_ENV (ContextForge's state/endpoint.env, ../shared/peers/contextforge: run its
 #     start.sh first, which also starts the rmcp peer), the same pass-through calls through
@@ -88,6 +88,15 @@ url = "http://127.0.0.1:$PEER_PORT/mcp"
 mode = "sync"
 concurrency = 256
 pool = ${POOL:-1}
+
+# The same peer, its sessions pinned to the 2025 revision (docs/UPSTREAMS.md "Which
+# revision to pin"): the call mcpq makes is then the direct baseline's own wire.
+[upstreams.peer25]
+url = "http://127.0.0.1:$PEER_PORT/mcp"
+revision = "2025-11-25"
+mode = "sync"
+concurrency = 256
+pool = ${POOL:-1}
 EOF
 
 export MCPQ__DATABASE__PATH=$work/m.db MCPQ__SERVER__LISTEN=127.0.0.1:$PORT \
@@ -124,11 +133,12 @@ bench_mcp() { # ENDPOINT TOOL C [more options] -> the summary line
 rate() { sed -E 's/.*: ([0-9]+) req\/s.*/\1/'; }
 p50() { sed -E "s/.*p50=([0-9.]+) ?ms.*/\1/"; }
 
-run_pass() { # -> "through direct through_p50 direct_p50 cf cf4 direct_2026"
+run_pass() { # -> "through direct through_p50 direct_p50 cf cf4 direct_2026 through_pinned_2025"
   start_daemon
   sleep 1
-  local through direct d26 t1 d1
+  local through direct d26 t1 d1 t25
   through=$(bench_mcp "http://127.0.0.1:$PORT/mcp" peer_batch_sum "$P")
+  t25=$(bench_mcp "http://127.0.0.1:$PORT/mcp" peer25_batch_sum "$P")
   direct=$(bench_mcp "http://127.0.0.1:$PEER_PORT/mcp" batch_sum "$P" --token "")
   # The same call straight at the peer as mcpq sends it (2026-07-28, its _meta): what the
   # peer itself spends on that revision is not mcpq's.
@@ -144,8 +154,8 @@ run_pass() { # -> "through direct through_p50 direct_p50 cf cf4 direct_2026"
     cf=$(echo "$c32" | rate_f); cf4=$(echo "$c4" | rate_f)
   fi
   stop_all
-  echo "through: $through | direct: $direct | direct 2026-07-28: $d26 | c=1 through: $t1 | c=1 direct: $d1" >&2
-  echo "$(echo "$through" | rate) $(echo "$direct" | rate) $(echo "$t1" | p50) $(echo "$d1" | p50) $cf $cf4 $(echo "$d26" | rate)"
+  echo "through: $through | through, pinned 2025-11-25: $t25 | direct: $direct | direct 2026-07-28: $d26 | c=1 through: $t1 | c=1 direct: $d1" >&2
+  echo "$(echo "$through" | rate) $(echo "$direct" | rate) $(echo "$t1" | p50) $(echo "$d1" | p50) $cf $cf4 $(echo "$d26" | rate) $(echo "$t25" | rate)"
 }
 # Calls answered per second with a decimal (the summary rounds to whole calls).
 rate_f() { sed -E 's/.* ok=([0-9]+) .*\(([0-9.]+)s\).*/\1 \2/' | awk '{printf "%.2f", $1 / $2}'; }
@@ -174,6 +184,9 @@ printf 'sync pass-through to rmcp-peer, c=%d: %s calls/s vs direct %s req/s: %.2
 d26=$(cut -d' ' -f7 "$work/pass" | median)
 printf '  the same, vs the peer called on the revision mcpq calls it in (2026-07-28, same _meta): %s req/s: %.2fx\n' \
   "$d26" "$(echo "$through / $d26" | bc -l)"
+t25=$(cut -d' ' -f8 "$work/pass" | median)
+printf '  the same through an upstream pinned to 2025-11-25 (revision = "2025-11-25"), vs the same direct call: %s calls/s: %.2fx (target >= 0.5x)\n' \
+  "$t25" "$(echo "$t25 / $direct" | bc -l)"
 printf 'c=1 p50: through %s ms, direct %s ms: added %.3f ms (target <= 0.5 ms)\n' \
   "$tp50" "$dp50" "$(echo "$tp50 - $dp50" | bc -l)"
 if [ -n "$CF_URL" ]; then
