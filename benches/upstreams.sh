@@ -137,6 +137,10 @@ run_pass() { # -> "through direct through_p50 direct_p50 cf cf4 direct_2026 thro
   start_daemon
   sleep 1
   local through direct d26 t1 d1 t25
+  # Warm-up, not counted: the daemon's first seconds also start its other upstreams (the
+  # Node server-everything process boots on these two cores).
+  D=2 bench_mcp "http://127.0.0.1:$PORT/mcp" peer_batch_sum "$P" > /dev/null
+  D=2 bench_mcp "http://127.0.0.1:$PORT/mcp" peer25_batch_sum "$P" > /dev/null
   through=$(bench_mcp "http://127.0.0.1:$PORT/mcp" peer_batch_sum "$P")
   t25=$(bench_mcp "http://127.0.0.1:$PORT/mcp" peer25_batch_sum "$P")
   direct=$(bench_mcp "http://127.0.0.1:$PEER_PORT/mcp" batch_sum "$P" --token "")
