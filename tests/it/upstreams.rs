@@ -67,6 +67,18 @@ struct Recorder {
     progress: Arc<Mutex<Vec<ProgressNotificationParam>>>,
 }
 
+impl Recorder {
+    /// The progress values seen so far.
+    fn seen(&self) -> Vec<f64> {
+        self.progress
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|p| p.progress)
+            .collect()
+    }
+}
+
 impl ClientHandler for Recorder {
     async fn on_progress(
         &self,
@@ -75,6 +87,21 @@ impl ClientHandler for Recorder {
     ) {
         self.progress.lock().unwrap().push(params);
     }
+}
+
+/// Waits until a fresh `/mcp` client of the daemon at `addr` sees `tool` listed.
+async fn until_listed(addr: std::net::SocketAddr, tool: &str) {
+    eventually(
+        Duration::from_secs(30),
+        "the upstream's tools are listed",
+        || async {
+            let fresh = connect(addr, Recorder::default()).await;
+            let tools = fresh.list_all_tools().await.unwrap_or_default();
+            let _ = fresh.cancel().await;
+            tools.iter().any(|t| t.name == tool)
+        },
+    )
+    .await;
 }
 
 async fn connect(
@@ -202,13 +229,7 @@ async fn a_stdio_servers_tools_are_published_and_called_sync_and_as_durable_jobs
         text(&done).contains("Long running operation completed"),
         "{done:?}"
     );
-    let seen: Vec<f64> = rec
-        .progress
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|p| p.progress)
-        .collect();
+    let seen = rec.seen();
     for step in [1.0 / 3.0, 2.0 / 3.0] {
         assert!(
             seen.iter().any(|p| (p - step).abs() < 0.01),
@@ -1057,17 +1078,7 @@ mode = "sync"
 "#
     ));
     let d = env.spawn_daemon().await;
-    eventually(
-        Duration::from_secs(30),
-        "the upstream's tools are listed",
-        || async {
-            let fresh = connect(d.addr, Recorder::default()).await;
-            let tools = fresh.list_all_tools().await.unwrap_or_default();
-            let _ = fresh.cancel().await;
-            tools.iter().any(|t| t.name == "fx_whoami")
-        },
-    )
-    .await;
+    until_listed(d.addr, "fx_whoami").await;
     let rec = Recorder::default();
     let client = connect(d.addr, rec.clone()).await;
 
@@ -1085,13 +1096,7 @@ mode = "sync"
         .await
         .unwrap();
     assert_eq!(text(&done), "took 3 steps", "{done:?}");
-    let seen: Vec<f64> = rec
-        .progress
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|p| p.progress)
-        .collect();
+    let seen = rec.seen();
     for step in [1.0 / 3.0, 2.0 / 3.0] {
         assert!(
             seen.iter().any(|p| (p - step).abs() < 0.01),
@@ -1159,17 +1164,7 @@ mode = "sync"
 "#
     ));
     let d = env.spawn_daemon().await;
-    eventually(
-        Duration::from_secs(30),
-        "the upstream's tools are listed",
-        || async {
-            let fresh = connect(d.addr, Recorder::default()).await;
-            let tools = fresh.list_all_tools().await.unwrap_or_default();
-            let _ = fresh.cancel().await;
-            tools.iter().any(|t| t.name == "fx_whoami")
-        },
-    )
-    .await;
+    until_listed(d.addr, "fx_whoami").await;
     let rec = Recorder::default();
     let client = connect(d.addr, rec.clone()).await;
     let me = client
@@ -1186,13 +1181,7 @@ mode = "sync"
         .await
         .unwrap();
     assert_eq!(text(&done), "took 2 steps", "{done:?}");
-    let seen: Vec<f64> = rec
-        .progress
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|p| p.progress)
-        .collect();
+    let seen = rec.seen();
     assert!(
         seen.iter().any(|p| (p - 0.5).abs() < 0.01),
         "step 1 of 2 not seen in {seen:?}"
